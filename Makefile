@@ -1,0 +1,31 @@
+# The README's two commands: `make demo` and `make test`. Each installs what it needs into .venv.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.avlearn-installed
+DEMO_OUT ?= outputs/demo
+# Parallel test workers; CI machines have 2 cores.
+TEST_WORKERS ?= 2
+
+.PHONY: demo test lint install clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m avlearn demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(PY) tests/real_media.py
+	AVLEARN_REQUIRE_REAL_MEDIA=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=10
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check avlearn data_prep tests benchmarks demos
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .cache outputs .pytest_cache .mypy_cache .ruff_cache
