@@ -1,0 +1,5 @@
+import sys
+
+from avlearn.cli import main
+
+sys.exit(main())

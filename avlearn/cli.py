@@ -1,0 +1,57 @@
+"""The ``avlearn`` command: one entry point, subcommands dispatched to module ``main(argv)`` functions.
+
+Subcommand modules are imported lazily so ``avlearn --help`` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+# name -> (module with main(argv), one-line help). Nested groups use "group sub".
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("avlearn.demo", "run the embedded end-to-end demo on a generated synthetic collection"),
+    "synth": ("data_prep.synth", "generate the synthetic audio-visual collection"),
+    "prepare index": ("data_prep.index", "scan a folder or list of videos and write a manifest"),
+    "prepare reencode": ("data_prep.reencode", "re-encode a collection to a training-friendly form"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: avlearn COMMAND [ARGS...]   (avlearn COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {helptext}" for name, (_, helptext) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``avlearn <command> [args]``; returns the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if args[0] in ("-V", "--version"):
+        from avlearn import __version__
+
+        print(__version__)
+        return 0
+    name = " ".join(args[:2]) if " ".join(args[:2]) in COMMANDS else args[0]
+    if name not in COMMANDS:
+        groups = sorted({n.split()[0] for n in COMMANDS if " " in n})
+        hint = ""
+        if name in groups:
+            subs = [n.split()[1] for n in COMMANDS if n.startswith(name + " ")]
+            hint = f" '{name}' needs a subcommand: {', '.join(subs)}."
+        print(f"avlearn: unknown command '{' '.join(args[:2]) if name in groups else name}'.{hint}\n",
+              file=sys.stderr)
+        print(_usage(), file=sys.stderr)
+        return 2
+    module_name, _ = COMMANDS[name]
+    entry: Callable[[list[str]], int | None] = importlib.import_module(module_name).main
+    rest = args[len(name.split()) :]
+    return int(entry(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
