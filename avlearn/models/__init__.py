@@ -1,0 +1,77 @@
+"""Encoders, projection heads, the audio-visual pair, their registries and checkpoints.
+
+Shapes: video ``(B, C, T, H, W)``, spectrogram ``(B, 1, F, T)``, embeddings ``(B, D)``,
+video grid ``(B, C, T', H', W')``, audio grid ``(B, C, F', T')``.
+"""
+
+from avlearn.models.audio import (
+    AudioOutput,
+    SpecCNN,
+    avid_spec_cnn9,
+    avid_spec_cnn9_small,
+    avid_spec_cnn9_tiny,
+)
+from avlearn.models.av import AudioEncoder, AVModel, AVOutput, VideoEncoder
+from avlearn.models.checkpoint import (
+    CheckpointError,
+    load_audio_encoder,
+    load_av_model,
+    load_checkpoint,
+    load_video_encoder,
+    read_safetensors,
+    save_encoders,
+    write_safetensors,
+)
+from avlearn.models.heads import IdentityHead, LinearHead, MLPHead
+from avlearn.models.registry import (
+    AUDIO_ENCODERS,
+    HEADS,
+    VIDEO_ENCODERS,
+    ModelConfig,
+    Registry,
+    build_audio_encoder,
+    build_av_model,
+    build_head,
+    build_video_encoder,
+)
+from avlearn.models.video import R2Plus1D, VideoOutput, r2plus1d_18, r2plus1d_small, r2plus1d_tiny
+from avlearn.models.weight_init import init_weights, zero_init_residual_bn
+
+__all__ = [
+    "AUDIO_ENCODERS",
+    "HEADS",
+    "VIDEO_ENCODERS",
+    "AVModel",
+    "AVOutput",
+    "AudioEncoder",
+    "AudioOutput",
+    "CheckpointError",
+    "IdentityHead",
+    "LinearHead",
+    "MLPHead",
+    "ModelConfig",
+    "R2Plus1D",
+    "Registry",
+    "SpecCNN",
+    "VideoEncoder",
+    "VideoOutput",
+    "avid_spec_cnn9",
+    "avid_spec_cnn9_small",
+    "avid_spec_cnn9_tiny",
+    "build_audio_encoder",
+    "build_av_model",
+    "build_head",
+    "build_video_encoder",
+    "init_weights",
+    "load_audio_encoder",
+    "load_av_model",
+    "load_checkpoint",
+    "load_video_encoder",
+    "r2plus1d_18",
+    "r2plus1d_small",
+    "r2plus1d_tiny",
+    "read_safetensors",
+    "save_encoders",
+    "write_safetensors",
+    "zero_init_residual_bn",
+]

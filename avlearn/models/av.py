@@ -1,0 +1,126 @@
+"""The audio-visual pair: two encoders and two projection heads, with named outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from torch import Tensor, nn
+
+from avlearn.models.audio import AudioOutput
+from avlearn.models.video import VideoOutput
+from avlearn.models.weight_init import init_weights, zero_init_residual_bn
+
+if TYPE_CHECKING:
+    from avlearn.models.registry import ModelConfig
+
+__all__ = ["AVModel", "AVOutput", "AudioEncoder", "VideoEncoder", "init_weights", "zero_init_residual_bn"]
+
+
+class VideoEncoder(Protocol):
+    """Anything that maps ``(B, C, T, H, W)`` clips to a :class:`VideoOutput`."""
+
+    out_dim: int
+    grid_dim: int
+
+    def __call__(self, video: Tensor, return_stages: bool = False) -> VideoOutput: ...
+
+
+class AudioEncoder(Protocol):
+    """Anything that maps ``(B, 1, F, T)`` spectrograms to an :class:`AudioOutput`."""
+
+    out_dim: int
+    grid_dim: int
+
+    def __call__(self, spec: Tensor, return_stages: bool = False) -> AudioOutput: ...
+
+
+@dataclass
+class AVOutput:
+    """What :class:`AVModel` returns for a batch of paired clips.
+
+    Attributes:
+        video_emb: projected video embedding ``(B, d)`` (unit norm when normalised).
+        audio_emb: projected audio embedding ``(B, d)`` (unit norm when normalised).
+        video_feat: video encoder embedding before the head ``(B, D_v)``.
+        audio_feat: audio encoder embedding before the head ``(B, D_a)``.
+        video_grid: last video feature grid ``(B, C_v, T', H', W')``.
+        audio_grid: last audio feature grid ``(B, C_a, F', T'')``.
+    """
+
+    video_emb: Tensor
+    audio_emb: Tensor
+    video_feat: Tensor
+    audio_feat: Tensor
+    video_grid: Tensor
+    audio_grid: Tensor
+
+
+class AVModel(nn.Module):
+    """Video and audio encoders with their projection heads (built elsewhere, passed in).
+
+    Args:
+        video_encoder: ``(B, C, T, H, W) -> VideoOutput(emb (B, D_v), grid)``.
+        audio_encoder: ``(B, 1, F, T) -> AudioOutput(emb (B, D_a), grid)``.
+        video_head: ``(B, D_v) -> (B, d)``; takes ``normalize=`` (see :mod:`avlearn.models.heads`).
+        audio_head: ``(B, D_a) -> (B, d)``.
+    """
+
+    def __init__(
+        self,
+        video_encoder: nn.Module,
+        audio_encoder: nn.Module,
+        video_head: nn.Module,
+        audio_head: nn.Module,
+    ) -> None:
+        super().__init__()
+        v_out, a_out = getattr(video_head, "out_dim", None), getattr(audio_head, "out_dim", None)
+        if v_out is not None and a_out is not None and v_out != a_out:
+            raise ValueError(f"video and audio heads must project to the same size, got {v_out} and {a_out}")
+        self.video_encoder = video_encoder
+        self.audio_encoder = audio_encoder
+        self.video_head = video_head
+        self.audio_head = audio_head
+
+    @property
+    def embed_dim(self) -> int:
+        """Size ``d`` of the joint embedding."""
+        return int(getattr(self.video_head, "out_dim", 0))
+
+    def encode_video(self, video: Tensor, normalize: bool = True) -> Tensor:
+        """Shape: ``video (B, C, T, H, W) -> (B, d)``."""
+        out: Tensor = self.video_head(self.video_encoder(video).emb, normalize=normalize)
+        return out
+
+    def encode_audio(self, spec: Tensor, normalize: bool = True) -> Tensor:
+        """Shape: ``spec (B, 1, F, T) -> (B, d)``."""
+        out: Tensor = self.audio_head(self.audio_encoder(spec).emb, normalize=normalize)
+        return out
+
+    def forward(self, video: Tensor, audio: Tensor, normalize: bool = True) -> AVOutput:
+        """Encode paired clips.
+
+        Shape:
+            ``video (B, C, T, H, W)``, ``audio (B, 1, F, T)`` -> :class:`AVOutput`.
+        """
+        if video.shape[0] != audio.shape[0]:
+            raise ValueError(f"video and audio batch sizes differ: {video.shape[0]} vs {audio.shape[0]}")
+        v: VideoOutput = self.video_encoder(video)
+        a: AudioOutput = self.audio_encoder(audio)
+        return AVOutput(
+            video_emb=self.video_head(v.emb, normalize=normalize),
+            audio_emb=self.audio_head(a.emb, normalize=normalize),
+            video_feat=v.emb,
+            audio_feat=a.emb,
+            video_grid=v.grid,
+            audio_grid=a.grid,
+        )
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, config: ModelConfig | dict[str, Any] | None = None) -> AVModel:
+        """Build the model described by ``config`` (default: the one stored in the file) and load it."""
+        from avlearn.models.checkpoint import load_av_model
+
+        model, _ = load_av_model(path, config)
+        return model
