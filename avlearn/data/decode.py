@@ -1,0 +1,416 @@
+"""Synchronised audio-visual clip decoding: one interface, two backends (``"pyav"``, ``"decord"``).
+
+A clip is ``num_frames`` frames sampled at ``fps`` starting at ``start`` seconds, plus a mono
+waveform window at ``sample_rate``. All times are on the file's presentation clock (what
+``PyAV`` reports as ``frame.time``), so the audio and the video of one request line up.
+
+Frame choice: frame ``i`` of the clip is the file's frame whose timestamp is nearest to
+``start + i / fps`` (ties go to the later frame). Past the last frame the last frame repeats.
+
+Audio window: with ``audio_align="start"`` (default) it is
+``[start + audio_offset, start + audio_offset + audio_seconds)``; with ``"center"`` it is
+centred on the video clip (``start + num_frames / fps / 2``) and then shifted by
+``audio_offset``. Samples outside the audio track are zeros. Audio is always decoded with
+PyAV (decord's AudioReader is 1-20 ms misaligned): seek ~0.1 s before the window, decode,
+place every decoded frame by its timestamp (sample exact), downmix to mono by averaging
+channels, then resample with a band-limited (sinc) resampler.
+
+Example::
+
+    spec = ClipSpec(num_frames=8, fps=16, size=112, audio_seconds=2.0, sample_rate=16000)
+    clip = decode_clip("video.mp4", start=1.25, spec=spec, backend="decord")
+    clip.video.shape  # (3, 8, 112, 112) float32 in [0, 1]
+    clip.audio.shape  # (32000,) float32
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import numpy as np
+import torch
+import torchaudio
+from einops import rearrange
+
+__all__ = [
+    "DECODERS",
+    "Clip",
+    "ClipSpec",
+    "DecodeError",
+    "audio_window_start",
+    "clip_frame_times",
+    "decode_clip",
+    "get_decoder",
+    "probe_duration",
+    "read_audio",
+]
+
+_AUDIO_PREROLL = 0.1  # seconds decoded before an audio window: AAC frames need their predecessor
+_HINT = ("check it with `avlearn prepare index` (which marks unusable files 'bad') "
+         "or remove it from the manifest")
+
+
+class DecodeError(RuntimeError):
+    """A file that cannot give the requested clip; the message names the file, the reason, the fix."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str, hint: str = _HINT) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.hint = hint
+        super().__init__(f"cannot decode {self.path}: {reason}; {hint}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader workers
+        return (DecodeError, (self.path, self.reason, self.hint))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+    """What to decode around a start time.
+
+    Attributes:
+        num_frames: frames in the clip (T).
+        fps: sampling rate of the clip's frames (not the file's rate).
+        size: ``(H, W)``; an int resizes the short side to it keeping the aspect ratio;
+            ``None`` keeps the file's size.
+        audio_seconds: length of the audio window; 0 decodes no audio.
+        sample_rate: output audio sample rate in Hz.
+        audio_offset: seconds, signed, added to the audio window's start (AV-offset augmentation).
+        audio_align: ``"start"``: the window starts with the clip; ``"center"``: it is centred on it.
+    """
+
+    num_frames: int = 8
+    fps: float = 16.0
+    size: int | tuple[int, int] | None = 112
+    audio_seconds: float = 2.0
+    sample_rate: int = 16000
+    audio_offset: float = 0.0
+    audio_align: Literal["start", "center"] = "start"
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1:
+            raise ValueError(f"ClipSpec.num_frames must be >= 1, got {self.num_frames}")
+        if self.fps <= 0:
+            raise ValueError(f"ClipSpec.fps must be > 0, got {self.fps}")
+        if self.audio_seconds < 0 or self.sample_rate <= 0:
+            raise ValueError(f"ClipSpec: need audio_seconds >= 0 and sample_rate > 0, got "
+                             f"{self.audio_seconds}, {self.sample_rate}")
+        if self.audio_align not in ("start", "center"):
+            raise ValueError(f"ClipSpec.audio_align must be 'start' or 'center', got {self.audio_align!r}")
+
+    @property
+    def video_seconds(self) -> float:
+        return self.num_frames / self.fps
+
+    @property
+    def num_samples(self) -> int:
+        return round(self.audio_seconds * self.sample_rate)
+
+
+@dataclasses.dataclass
+class Clip:
+    """A decoded clip.
+
+    Shape:
+        video: ``(C, T, H, W)`` float32 in [0, 1], RGB.
+        audio: ``(S,)`` float32 mono waveform, ``S = round(audio_seconds * sample_rate)``.
+        frame_times: ``(T,)`` timestamps (s) of the file frames that were used.
+    """
+
+    video: torch.Tensor
+    audio: torch.Tensor
+    start: float
+    audio_start: float
+    frame_times: np.ndarray
+
+
+def clip_frame_times(start: float, spec: ClipSpec) -> np.ndarray:
+    """Target times ``start + i / fps`` of the clip's frames. Shape ``(T,)``."""
+    return start + np.arange(spec.num_frames, dtype=np.float64) / spec.fps
+
+
+def audio_window_start(start: float, spec: ClipSpec) -> float:
+    """Start time (s) of the audio window for a clip starting at ``start`` (see module doc)."""
+    if spec.audio_align == "center":
+        return start + spec.video_seconds / 2 - spec.audio_seconds / 2 + spec.audio_offset
+    return start + spec.audio_offset
+
+
+def _nearest(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Index into sorted ``times`` of the entry nearest each target (ties: the later one)."""
+    if len(times) == 1:
+        return np.zeros(len(targets), dtype=np.int64)
+    right = np.clip(np.searchsorted(times, targets, side="left"), 1, len(times) - 1)
+    left = right - 1
+    take_left = (targets - times[left]) < (times[right] - targets) - 1e-4
+    return np.where(take_left, left, right).astype(np.int64)
+
+
+def _out_size(width: int, height: int, size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """(W, H) to resize a ``width x height`` frame to."""
+    if size is None:
+        return width, height
+    if isinstance(size, int):
+        if width <= height:
+            return size, max(1, round(height * size / width))
+        return max(1, round(width * size / height)), size
+    return int(size[1]), int(size[0])
+
+
+def _to_video_tensor(frames: np.ndarray) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 -> ``(C, T, H, W)`` float32 in [0, 1]."""
+    return rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "t h w c -> c t h w").float().div_(255.0)
+
+
+def _open(path: str | os.PathLike[str]) -> Any:
+    p = Path(path)
+    if not p.exists():
+        raise DecodeError(p, "file not found")
+    if p.is_dir():
+        raise DecodeError(p, "is a directory, not a media file")
+    if p.stat().st_size == 0:
+        raise DecodeError(p, "file is empty (0 bytes)")
+    try:
+        return av.open(str(p))
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise DecodeError(p, f"not a readable media file ({err})") from None
+
+
+def _video_stream(container: Any, path: str | os.PathLike[str]) -> Any:
+    if not container.streams.video:
+        raise DecodeError(path, "has no video track")
+    return container.streams.video[0]
+
+
+def _video_duration(container: Any, stream: Any) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base) + float((stream.start_time or 0) * stream.time_base)
+    if container.duration is not None:
+        return float(container.duration / av.time_base)
+    return math.inf
+
+
+def probe_duration(path: str | os.PathLike[str]) -> float:
+    """Duration (s) of the file's video track (container duration as a fallback)."""
+    container = _open(path)
+    try:
+        return _video_duration(container, _video_stream(container, path))
+    finally:
+        container.close()
+
+
+# ---------------------------------------------------------------------------------------- audio
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
+    return torchaudio.transforms.Resample(orig, new)
+
+
+def _frame_samples(frame: Any) -> np.ndarray:
+    """A decoded audio frame as ``(C, n)`` float32 whatever its sample format."""
+    arr = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        arr = arr.reshape(-1, channels).T
+    if arr.dtype == np.int16:
+        return arr.astype(np.float32) / 32768.0
+    if arr.dtype == np.int32:
+        return arr.astype(np.float32) / 2147483648.0
+    if arr.dtype == np.uint8:
+        return (arr.astype(np.float32) - 128.0) / 128.0
+    return arr.astype(np.float32, copy=False)
+
+
+def read_audio(
+    source: str | os.PathLike[str] | Any,
+    start: float,
+    seconds: float,
+    sample_rate: int,
+    path: str | os.PathLike[str] | None = None,
+) -> torch.Tensor:
+    """Mono audio of ``[start, start + seconds)`` at ``sample_rate``, zeros outside the track.
+
+    Args:
+        source: a path, or an open PyAV input container (then ``path`` names it in errors).
+        start: window start on the file's clock (s); may be negative.
+        seconds: window length (s).
+        sample_rate: output rate (Hz); the track is resampled when it differs.
+
+    Returns:
+        ``(S,)`` float32, ``S = round(seconds * sample_rate)``.
+    """
+    own = not hasattr(source, "streams")
+    container = _open(source) if own else source
+    name = str(source if own else (path or getattr(container, "name", "<container>")))
+    try:
+        return _read_audio(container, name, start, seconds, sample_rate)
+    finally:
+        if own:
+            container.close()
+
+
+def _read_audio(container: Any, path: str, start: float, seconds: float, sample_rate: int) -> torch.Tensor:
+    n_out = round(seconds * sample_rate)
+    if n_out == 0:
+        return torch.zeros(0)
+    if not container.streams.audio:
+        raise DecodeError(path, "has no audio track (audio-visual training needs one)")
+    stream = container.streams.audio[0]
+    sr_in = int(stream.codec_context.sample_rate or stream.rate or 0)
+    if sr_in <= 0:
+        raise DecodeError(path, "audio track has no sample rate")
+    # Native-rate window [a0, a0 + length) in absolute sample numbers (sample n plays at n / sr_in),
+    # widened by a margin so the resampler's edges fall outside the samples we keep.
+    g = math.gcd(sr_in, sample_rate)
+    unit_in, unit_out = sr_in // g, sample_rate // g
+    k = 0 if sr_in == sample_rate else math.ceil(32 / unit_out)
+    margin_in, margin_out = k * unit_in, k * unit_out
+    a0 = round(start * sr_in) - margin_in
+    length = math.ceil(n_out * unit_in / unit_out) + 2 * margin_in
+    buf = np.zeros(length, dtype=np.float32)
+
+    tb = stream.time_base
+    seek_t = max(a0 / sr_in - _AUDIO_PREROLL, 0.0)
+    try:
+        container.seek(int(seek_t / tb), stream=stream, backward=True, any_frame=False)
+        for packet in container.demux(stream):
+            done = False
+            for frame in packet.decode():
+                if frame.pts is None:
+                    continue
+                first = round(frame.pts * frame.time_base * sr_in)
+                if first >= a0 + length:
+                    done = True
+                    break
+                n = frame.samples
+                lo, hi = max(first, a0), min(first + n, a0 + length)
+                if hi <= lo:
+                    continue
+                mono = _frame_samples(frame).mean(axis=0)
+                buf[lo - a0 : hi - a0] = mono[lo - first : hi - first]
+            if done:
+                break
+    except av.FFmpegError as err:
+        raise DecodeError(path, f"audio track is corrupt ({err})") from None
+    wav = torch.from_numpy(buf)
+    if sr_in != sample_rate:
+        wav = _resampler(sr_in, sample_rate)(wav)[margin_out : margin_out + n_out]
+    if wav.shape[0] < n_out:
+        wav = torch.nn.functional.pad(wav, (0, n_out - wav.shape[0]))
+    return wav[:n_out].contiguous()
+
+
+# ---------------------------------------------------------------------------------------- video
+
+
+def _check_start(path: str | os.PathLike[str], start: float, duration: float) -> None:
+    if not math.isfinite(start):
+        raise DecodeError(path, f"start time {start} is not a number", hint="pass a finite start")
+    if start >= duration:
+        raise DecodeError(path, f"clip start {start:.3f} s is past the end of the video ({duration:.3f} s)",
+                          hint="choose a start below the duration recorded in the manifest")
+
+
+def _decode_pyav(path: str | os.PathLike[str], start: float, spec: ClipSpec) -> Clip:
+    container = _open(path)
+    try:
+        stream = _video_stream(container, path)
+        duration = _video_duration(container, stream)
+        _check_start(path, start, duration)
+        targets = clip_frame_times(start, spec)
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        tb = stream.time_base
+        # Keep the last frame before the first target and every frame up to the first frame at or
+        # after the last target: exactly the candidates the nearest-timestamp rule can choose from.
+        seek_t = max(targets[0] - 1.0 / rate, 0.0)
+        container.seek(int(seek_t / tb), stream=stream, backward=True)
+        kept: list[Any] = []
+        times: list[float] = []
+        last_t = -math.inf
+        try:
+            for frame in container.decode(stream):
+                t = float(frame.time) if frame.time is not None else last_t + 1.0 / rate
+                last_t = t
+                if t < targets[0]:
+                    kept, times = [frame], [t]
+                    continue
+                kept.append(frame)
+                times.append(t)
+                if t >= targets[-1]:
+                    break
+        except av.FFmpegError as err:
+            raise DecodeError(path, f"video track is corrupt ({err})") from None
+        if not kept:
+            raise DecodeError(path, f"no video frame decodes at or after {start:.3f} s")
+        chosen = _nearest(np.asarray(times), targets)
+        width, height = _out_size(kept[0].width, kept[0].height, spec.size)
+        cache: dict[int, np.ndarray] = {}
+        for i in np.unique(chosen):
+            cache[int(i)] = kept[int(i)].to_ndarray(width=width, height=height, format="rgb24",
+                                                    interpolation="BICUBIC")
+        frames = np.stack([cache[int(i)] for i in chosen])
+        audio_start = audio_window_start(start, spec)
+        audio = _read_audio(container, str(path), audio_start, spec.audio_seconds, spec.sample_rate)
+        return Clip(_to_video_tensor(frames), audio, start, audio_start, np.asarray(times)[chosen])
+    finally:
+        container.close()
+
+
+def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec) -> Clip:
+    import decord  # imported lazily: its import is slow and only this backend needs it
+
+    container = _open(path)  # header (size, duration) and the audio come from PyAV
+    try:
+        stream = _video_stream(container, path)
+        width, height = _out_size(stream.codec_context.width, stream.codec_context.height, spec.size)
+        try:
+            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height,
+                                        num_threads=1)
+        except Exception as err:  # decord raises its own DECORDError (a RuntimeError) or others
+            raise DecodeError(path, f"video track cannot be read ({err})") from None
+        n = len(reader)
+        if n == 0:
+            raise DecodeError(path, "video track has no frames")
+        times = reader.get_frame_timestamp(np.arange(n))
+        _check_start(path, start, float(times[-1, 1]))
+        targets = clip_frame_times(start, spec)
+        chosen = _nearest(times[:, 0].astype(np.float64), targets)
+        try:
+            frames = reader.get_batch(chosen.tolist()).asnumpy()
+        except Exception as err:
+            raise DecodeError(path, f"video frames cannot be decoded ({err})") from None
+        del reader
+        audio_start = audio_window_start(start, spec)
+        audio = _read_audio(container, str(path), audio_start, spec.audio_seconds, spec.sample_rate)
+        return Clip(_to_video_tensor(frames), audio, start, audio_start, times[chosen, 0].astype(np.float64))
+    finally:
+        container.close()
+
+
+Decoder = Callable[[str | os.PathLike[str], float, ClipSpec], Clip]
+
+DECODERS: dict[str, Decoder] = {"pyav": _decode_pyav, "decord": _decode_decord}
+
+
+def get_decoder(name: str) -> Decoder:
+    """The decoding function registered under ``name``; unknown names list the valid ones."""
+    try:
+        return DECODERS[name]
+    except KeyError:
+        raise ValueError(f"unknown decode backend {name!r}; valid: {', '.join(sorted(DECODERS))}") from None
+
+
+def decode_clip(path: str | os.PathLike[str], start: float, spec: ClipSpec, backend: str = "pyav") -> Clip:
+    """Decode the clip of ``spec`` starting at ``start`` seconds (see the module doc for timing).
+
+    Raises:
+        DecodeError: missing, empty or unreadable file, no video/audio track, start past the end.
+    """
+    return get_decoder(backend)(path, start, spec)

@@ -1,0 +1,385 @@
+"""Index a video collection: probe every file, classify problems, write a manifest.
+
+``avlearn prepare index DIR_OR_LIST --out manifest.csv`` scans a folder (recursively), a text
+file listing paths, or explicit paths; probes each file in a process pool; writes one
+:class:`~avlearn.data.manifest.VideoInfo` row per file and prints counts per status and reason.
+
+A probe reads container/stream metadata, demuxes every packet without decoding (cheap: it is
+mostly I/O) and decodes only the first video frame and the first audio frame. The demux pass
+gives the exact frame count, detects truncation (packets end well before the declared
+duration, or fewer frames than declared) and variable frame rate (irregular packet
+timestamps); the decoded frame gives the display rotation and proves the codec works.
+
+Status policy (one file may collect several reasons, joined by "; "):
+
+* ``bad``: cannot feed any training: missing, empty, unreadable, not a media file,
+  truncated/corrupt, no video track, video that does not decode, a single frame.
+* ``warn``: usable, but odd: **no audio track** (kept as ``warn`` with ``has_audio=False``
+  because video-only fine-tuning can still use it; audio-visual datasets filter on
+  ``VideoInfo.usable_av``), audio that does not decode, variable frame rate, audio below
+  16 kHz, more than 2 audio channels, display rotation, frames larger than 1920x1080.
+* ``ok``: none of the above.
+
+Each reason starts with a short category before ":" (e.g. ``variable frame rate: ...``);
+the summary counts those categories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import av
+from tqdm import tqdm
+
+from avlearn.data.manifest import VideoInfo, write_manifest
+
+__all__ = ["VIDEO_EXTENSIONS", "collect_paths", "index_collection", "main", "probe", "summarize"]
+
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".flv", ".mpg", ".mpeg", ".ts", ".mts",
+    ".3gp", ".wmv", ".ogv",
+)
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+
+MIN_SAMPLE_RATE = 16000  # the models' audio rate; lower means missing high frequencies
+MAX_PIXELS = 1920 * 1080  # above full HD, decoding dominates training time
+VFR_TOLERANCE = 0.25  # a frame interval this far (relative) from the median is irregular
+VFR_MIN_FRACTION = 0.02  # ... and VFR needs this share of irregular intervals (one dropped frame is not VFR)
+TRUNCATION_SLACK_S = 0.25  # packets may end this much (plus 5 %) before the declared duration
+
+# Magic bytes of containers FFmpeg reads: a file that has one but will not open is
+# truncated or corrupt rather than "not a video".
+_SIGNATURES = {
+    "MP4/MOV": lambda b: b[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"),
+    "Matroska/WebM": lambda b: b[:4] == b"\x1a\x45\xdf\xa3",
+    "AVI": lambda b: b[:4] == b"RIFF",
+    "FLV": lambda b: b[:3] == b"FLV",
+    "MPEG-PS": lambda b: b[:4] == b"\x00\x00\x01\xba",
+    "MPEG-TS": lambda b: b[:1] == b"\x47" and b[188:189] == b"\x47",
+}
+
+
+def _err_text(err: BaseException) -> str:
+    # FFmpeg errors repeat the file name; the manifest row already has it.
+    text = getattr(err, "strerror", None) or str(err)
+    return f"{type(err).__name__}: {text}"
+
+
+def _open_failure(path: Path, err: BaseException) -> str:
+    with path.open("rb") as fh:
+        head = fh.read(256)
+    for name, matches in _SIGNATURES.items():
+        if matches(head):
+            return f"truncated or corrupt: {name} header present but FFmpeg cannot open it ({_err_text(err)})"
+    return f"not a media file: FFmpeg cannot open it ({_err_text(err)})"
+
+
+def _vfr_reason(pts: list[int], time_base: float) -> str:
+    """Reason text if the sorted packet timestamps are irregular, else ''."""
+    deltas = [b - a for a, b in zip(pts, pts[1:], strict=False) if b > a]
+    if len(deltas) < 3:
+        return ""
+    median = statistics.median(deltas)
+    # Timestamps are integers: allow 1 tick of rounding (29.97 fps in 1/1000 is 33, 34, 33 ...).
+    tol = max(1.0, VFR_TOLERANCE * median)
+    irregular = sum(abs(d - median) > tol for d in deltas)
+    if irregular <= max(1, VFR_MIN_FRACTION * len(deltas)):
+        return ""
+    lo, hi = min(deltas) * time_base * 1000, max(deltas) * time_base * 1000
+    return f"variable frame rate: frame intervals {lo:.0f}-{hi:.0f} ms ({irregular}/{len(deltas)} irregular)"
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Probe one file; never raises: any failure becomes ``status='bad'`` with the reason."""
+    path = Path(path)
+    try:
+        return _probe(path)
+    except Exception as err:  # noqa: BLE001 - one broken file must not stop a 1M-file index
+        return VideoInfo(path=str(path), video_id=path.stem, status="bad",
+                         reason=f"probe failed: {_err_text(err)}")
+
+
+def _probe(path: Path) -> VideoInfo:
+    info = VideoInfo(path=str(path), video_id=path.stem)
+    bad: list[str] = []
+    warn: list[str] = []
+
+    def done() -> VideoInfo:
+        info.status = "bad" if bad else "warn" if warn else "ok"
+        info.reason = "; ".join(bad + warn)
+        return info
+
+    if not path.is_file():
+        bad.append("missing: file not found")
+        return done()
+    if path.stat().st_size == 0:
+        bad.append("empty file: 0 bytes")
+        return done()
+    try:
+        container = av.open(str(path))
+    except Exception as err:  # noqa: BLE001 - any FFmpeg failure is a per-file verdict
+        bad.append(_open_failure(path, err))
+        return done()
+
+    with container:
+        vstream = container.streams.video[0] if container.streams.video else None
+        astream = container.streams.audio[0] if container.streams.audio else None
+        info.has_video, info.has_audio = vstream is not None, astream is not None
+        if container.duration is not None:
+            info.duration = container.duration / av.time_base
+        if vstream is not None:
+            cc = vstream.codec_context
+            info.video_codec, info.width, info.height = cc.name, cc.width, cc.height
+            rate = vstream.average_rate or vstream.guessed_rate
+            info.fps = float(rate) if rate else 0.0
+        if astream is not None:
+            info.audio_codec = astream.codec_context.name
+            info.audio_sample_rate = astream.sample_rate or 0
+            info.audio_channels = astream.channels or 0
+
+        # One demux pass over all packets; decode only until the first frame of each track.
+        video_pts: list[int] = []
+        stream_end = 0.0
+        first_video = first_audio = None
+        video_error = audio_error = demux_error = ""
+        try:
+            for packet in container.demux():
+                if packet.pts is None or packet.size == 0:
+                    continue  # flush / empty packets carry no media
+                tb = packet.time_base
+                end = float((packet.pts + (packet.duration or 0)) * tb)
+                stream_end = max(stream_end, end)
+                if packet.stream is vstream:
+                    video_pts.append(packet.pts)
+                    if first_video is None and not video_error:
+                        try:
+                            first_video = next(iter(packet.decode()), None)
+                        except Exception as err:  # noqa: BLE001
+                            video_error = _err_text(err)
+                elif packet.stream is astream and first_audio is None and not audio_error:
+                    try:
+                        first_audio = next(iter(packet.decode()), None)
+                    except Exception as err:  # noqa: BLE001
+                        audio_error = _err_text(err)
+        except Exception as err:  # noqa: BLE001
+            demux_error = _err_text(err)
+        if vstream is not None and first_video is None and not video_error:
+            try:  # decoders with delay (e.g. a one-frame file) only emit on flush
+                first_video = next(iter(vstream.codec_context.decode(None)), None)
+            except Exception as err:  # noqa: BLE001
+                video_error = _err_text(err)
+
+    info.num_frames = len(video_pts)
+    if first_video is not None:
+        info.rotation = int(round(first_video.rotation)) % 360
+
+    if vstream is None:
+        bad.append("no video track: audio only" if astream is not None else "no video track: no media streams")
+    if demux_error:
+        bad.append(f"corrupt: reading packets failed after {stream_end:.2f} s ({demux_error})")
+    declared_frames = vstream.frames if vstream is not None else 0
+    if info.duration > 0 and stream_end < info.duration * 0.95 - TRUNCATION_SLACK_S:
+        bad.append(f"truncated: data ends at {stream_end:.2f} s of {info.duration:.2f} s declared")
+    elif declared_frames > 0 and info.num_frames < 0.95 * declared_frames:
+        bad.append(f"truncated: {info.num_frames} of {declared_frames} declared video frames present")
+    if vstream is not None:
+        if video_error or first_video is None:
+            bad.append(f"video does not decode: {video_error or 'no frame decoded'}")
+        if info.num_frames == 1:
+            bad.append("single video frame: a still image, not a video")
+        elif info.num_frames == 0:
+            bad.append("no video frames: the video track is empty")
+    if bad:
+        return done()
+
+    if astream is None:
+        warn.append("no audio track: unusable for audio-visual pretraining, fine for video-only fine-tuning")
+    elif audio_error or first_audio is None:
+        info.has_audio = False  # so usable_av excludes it
+        warn.append(f"audio does not decode: {audio_error or 'no frame decoded'}")
+    vfr = _vfr_reason(sorted(video_pts), float(vstream.time_base)) if vstream is not None else ""
+    if vfr:
+        warn.append(vfr)
+    if astream is not None and 0 < info.audio_sample_rate < MIN_SAMPLE_RATE:
+        warn.append(f"low audio sample rate: {info.audio_sample_rate} Hz < {MIN_SAMPLE_RATE} Hz")
+    if astream is not None and info.audio_channels > 2:
+        warn.append(f"multichannel audio: {info.audio_channels} channels ({astream.layout.name}), "
+                    "downmixed to mono when loaded")
+    if info.rotation:
+        warn.append(f"rotated: display matrix turns frames {info.rotation} degrees counter-clockwise "
+                    "- decoders that ignore it give sideways frames, `prepare reencode` fixes it")
+    if info.width * info.height > MAX_PIXELS:
+        warn.append(f"large frames: {info.width}x{info.height} is slow to decode "
+                    "- `prepare reencode` to a short side of ~128")
+    return done()
+
+
+def _list_file(path: Path) -> list[Path]:
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            p = Path(line).expanduser()
+            out.append(p if p.is_absolute() else path.parent / p)  # relative to the list's folder
+    return out
+
+
+def _scan(folder: Path, extensions: Sequence[str]) -> list[Path]:
+    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        # Hidden files are macOS "._x.mp4" junk or in-progress temp files.
+        found += [Path(dirpath) / f for f in sorted(filenames)
+                  if not f.startswith(".") and Path(f).suffix.lower() in exts]
+    return found
+
+
+def collect_paths(inputs: str | Path | Iterable[str | Path],
+                  extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+    """Resolve a folder (scanned recursively), a list file (one path a line), or paths.
+
+    Returns absolute paths without duplicates, in a deterministic order.
+    """
+    items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            paths += _scan(p, extensions)
+        elif p.is_file() and (p.suffix.lower() in LIST_SUFFIXES):
+            paths += _list_file(p)
+        else:
+            paths.append(p)  # a media file, or a missing one (reported as bad by probe)
+    return list(dict.fromkeys(q.resolve() for q in paths))
+
+
+def _assign_ids(paths: Sequence[Path]) -> list[str]:
+    """File stems, made unique by the path relative to the common folder where they clash."""
+    if not paths:
+        return []
+    root = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    ids = [p.stem for p in paths]
+    for candidate in (lambda p: p.relative_to(root).with_suffix("").as_posix(),
+                      lambda p: p.relative_to(root).as_posix()):
+        counts = Counter(ids)
+        ids = [candidate(p) if counts[i] > 1 else i for i, p in zip(ids, paths, strict=True)]
+    return ids
+
+
+def _manifest_path(path: Path, manifest_dir: Path) -> str:
+    # Relative when under the manifest's folder, so the collection can move with it.
+    try:
+        return path.relative_to(manifest_dir).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def probe_many(paths: Sequence[Path], workers: int, progress: bool, desc: str = "probe") -> list[VideoInfo]:
+    """Probe in a process pool (``workers <= 1``: in this process); order is kept."""
+    bar = tqdm(total=len(paths), desc=desc, unit="file", disable=not progress, dynamic_ncols=True)
+    with bar:
+        if workers <= 1 or len(paths) < 2:
+            rows = []
+            for p in paths:
+                rows.append(probe(p))
+                bar.update()
+            return rows
+        chunksize = max(1, min(32, len(paths) // (workers * 8)))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            rows = []
+            for row in pool.map(probe, paths, chunksize=chunksize):
+                rows.append(row)
+                bar.update()
+            return rows
+
+
+def summarize(rows: Sequence[VideoInfo]) -> str:
+    """Counts per status and per reason category, then every bad file with its reason."""
+    statuses = Counter(r.status for r in rows)
+    reasons = Counter(part.split(":", 1)[0] for r in rows for part in r.reason.split("; ") if part)
+    lines = [f"{len(rows)} files: " + ", ".join(f"{statuses[s]} {s}" for s in ("ok", "warn", "bad"))]
+    lines += [f"  {n:6d}  {reason}" for reason, n in reasons.most_common()]
+    bad = [r for r in rows if r.status == "bad"]
+    if bad:
+        lines.append(f"bad files ({len(bad)}):")
+        lines += [f"  {r.path}: {r.reason}" for r in bad]
+    return "\n".join(lines)
+
+
+def index_collection(
+    inputs: str | Path | Iterable[str | Path],
+    out: str | Path,
+    workers: int | None = None,
+    progress: bool = True,
+    extensions: Sequence[str] = VIDEO_EXTENSIONS,
+) -> list[VideoInfo]:
+    """Probe every video under ``inputs`` and write the manifest ``out`` (.csv or .jsonl).
+
+    Args:
+        inputs: a folder (scanned recursively for ``extensions``), a ``.txt``/``.lst`` file
+            listing paths (relative ones are relative to it), or a list of paths.
+        out: manifest to write; paths in it are relative to its folder where possible.
+        workers: probe processes (default: all CPU cores; 1 probes in this process).
+        progress: show a progress bar and print the summary.
+        extensions: file suffixes taken from folders.
+
+    Returns:
+        The rows written, in path order.
+    """
+    out = Path(out)
+    if out.suffix not in (".csv", ".jsonl"):
+        raise ValueError(f"--out {out}: the manifest must end in .csv or .jsonl")
+    paths = collect_paths(inputs, extensions)
+    rows = probe_many(paths, workers or os.cpu_count() or 1, progress)
+    manifest_dir = out.parent.resolve()
+    for row, path, vid in zip(rows, paths, _assign_ids(paths), strict=True):
+        row.path = _manifest_path(path, manifest_dir)
+        row.video_id = vid
+    write_manifest(rows, out)
+    if progress:
+        print(summarize(rows))
+        print(f"manifest: {out}")
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avlearn prepare index",
+        description="Probe every video of a collection and write a manifest (one row per file: duration, "
+        "fps, frames, size, rotation, audio rate/channels, codecs, status ok|warn|bad and the reason). "
+        "Broken files are reported, never fatal.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="DIR_OR_LIST",
+                        help="a folder scanned recursively, a .txt/.lst file with one path per line "
+                        "(relative to the list file), or video files")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="manifest to write: .csv or .jsonl (paths under its folder are stored relative)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="parallel probe processes (default: number of CPU cores; 1 = no pool)")
+    parser.add_argument("--extensions", nargs="+", default=list(VIDEO_EXTENSIONS), metavar="EXT",
+                        help="file suffixes to take from folders (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry: ``avlearn prepare index``. Returns 0 (bad files are reported, not errors)."""
+    args = build_parser().parse_args(argv)
+    try:
+        index_collection(args.inputs, args.out, args.workers, not args.quiet, args.extensions)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
