@@ -1,0 +1,51 @@
+"""Argument checks shared by the objectives: errors name the argument and the fix."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+
+
+def check_pair(video_emb: Tensor, audio_emb: Tensor) -> None:
+    """Both embeddings ``(B, D)`` with the same shape."""
+    for name, emb in (("video_emb", video_emb), ("audio_emb", audio_emb)):
+        if emb.dim() != 2:
+            raise ValueError(f"{name} must be (B, D), got shape {tuple(emb.shape)}")
+    if video_emb.shape != audio_emb.shape:
+        raise ValueError(
+            f"video_emb {tuple(video_emb.shape)} and audio_emb {tuple(audio_emb.shape)} must have the same shape"
+        )
+    if video_emb.shape[0] == 0:
+        raise ValueError("empty batch")
+
+
+def check_normalized(name: str, emb: Tensor, atol: float = 1e-2) -> None:
+    """Rows of ``emb`` must be unit L2 norm (call ``F.normalize(emb, dim=-1)`` first)."""
+    with torch.no_grad():
+        err = (emb.detach().float().norm(dim=-1) - 1).abs().max()
+    if float(err) > atol:
+        raise ValueError(
+            f"{name} rows must be L2-normalised (max |norm-1| = {float(err):.3g}); "
+            "apply torch.nn.functional.normalize(emb, dim=-1)"
+        )
+
+
+def check_index(index: Tensor, batch_size: int, num_items: int, name: str = "index") -> None:
+    """``index`` is ``(B,)`` integer with values in ``[0, num_items)``."""
+    if index.dim() != 1 or index.shape[0] != batch_size:
+        raise ValueError(f"{name} must be ({batch_size},), got shape {tuple(index.shape)}")
+    if index.dtype.is_floating_point or index.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor, got {index.dtype}")
+    lo, hi = int(index.min()), int(index.max())
+    if lo < 0 or hi >= num_items:
+        raise IndexError(f"{name} values must lie in [0, {num_items}), got range [{lo}, {hi}]")
