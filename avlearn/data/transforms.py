@@ -1,0 +1,654 @@
+"""Per-sample augmentations for contrastive audio-visual learning, reproducible under a seed.
+
+Every transform is a callable ``t(x, generator) -> x`` that draws all of its randomness from the
+``torch.Generator`` it is given (never from the global RNG), so the same generator state gives
+the same output in any process. Deterministic transforms accept and ignore the generator.
+They work on single samples, as DataLoader workers produce them:
+
+* video ``(C, T, H, W)`` float in ``[0, 1]`` (``C = 3``, RGB). A random transform draws its
+  parameters once per clip and applies them to every frame.
+* waveform ``(S,)`` float.
+* spectrogram ``(1, F, T)`` (any ``(..., F, T)`` works).
+
+Temporal jitter is a sampling decision, not a pixel operation: :func:`temporal_jitter_start`
+picks a clip start time before decoding, and :class:`TemporalJitter` picks frame indices from
+an over-decoded clip (random stride and offset).
+
+Example::
+
+    g = make_generator(seed=0)
+    video_t = build_video_transform(VideoAugConfig(size=112), train=True)
+    audio_t = build_audio_transform(AudioAugConfig(), SpecConfig(), train=True)
+    video = video_t(clip.video, g)  # (3, T, 112, 112), normalised
+    spec = audio_t(clip.audio, g)   # (1, 257, 200) for 2 s at 16 kHz
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from einops import rearrange
+from torch import Tensor, nn
+
+from avlearn.data.audio import SpecConfig, build_spectrogram
+
+__all__ = [
+    "KINETICS_MEAN",
+    "KINETICS_STD",
+    "AudioAugConfig",
+    "CenterCrop",
+    "ColorJitter",
+    "Compose",
+    "FrequencyMask",
+    "Normalize",
+    "RandomGrayscale",
+    "RandomHorizontalFlip",
+    "RandomResizedCrop",
+    "SpectrogramTransform",
+    "TemporalJitter",
+    "TimeMask",
+    "Transform",
+    "VideoAugConfig",
+    "VolumeJitter",
+    "build_audio_transform",
+    "build_video_transform",
+    "make_generator",
+    "temporal_jitter_start",
+]
+
+KINETICS_MEAN: tuple[float, float, float] = (0.43216, 0.394666, 0.37645)
+KINETICS_STD: tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
+
+MaskFill = Literal["mean", "zero"]
+
+
+class Transform(Protocol):
+    """A per-sample transform: ``(x, generator) -> x``, all randomness from ``generator``."""
+
+    def __call__(self, x: Tensor, generator: torch.Generator, /) -> Tensor: ...
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed``, for the transforms in this module."""
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+# ---------------------------------------------------------------------------------------------
+# random draws (all from an explicit generator)
+
+
+def _uniform(g: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=g))
+
+
+def _randint(g: torch.Generator, low: int, high: int) -> int:
+    """Uniform integer in ``[low, high]`` (inclusive)."""
+    return int(torch.randint(low, high + 1, (), generator=g))
+
+
+def _coin(g: torch.Generator, p: float) -> bool:
+    return float(torch.rand((), generator=g)) < p
+
+
+def _check_prob(name: str, p: float) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+
+
+def _check_range(name: str, r: tuple[float, float], low: float = -math.inf) -> None:
+    if len(r) != 2 or not low <= r[0] <= r[1]:
+        raise ValueError(f"{name} must be (min, max) with {low} <= min <= max, got {r}")
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h < 1 or w < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    return int(h), int(w)
+
+
+def _check_video(name: str, video: Tensor) -> None:
+    if video.ndim != 4:
+        raise ValueError(f"{name} expects a video (C, T, H, W), got shape {tuple(video.shape)}")
+
+
+class Compose:
+    """Apply transforms in order, passing the same generator to each.
+
+    Shape:
+        whatever the chain maps: e.g. video ``(C, T, H, W) -> (C, T, h, w)``.
+    """
+
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        for t in self.transforms:
+            x = t(x, generator)
+        return x
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n    {t!r}," for t in self.transforms)
+        return f"Compose([{inner}\n])"
+
+
+# ---------------------------------------------------------------------------------------------
+# video (C, T, H, W)
+
+
+class RandomResizedCrop:
+    """Crop a random area and aspect ratio, then resize to ``size``; one crop for the whole clip.
+
+    The crop covers ``scale`` of the frame area with aspect ratio (w/h) log-uniform in ``ratio``
+    (10 tries, then a centre crop with the ratio clamped, as in torchvision). Resizing is
+    bilinear with antialiasing, so values stay in the input's range.
+
+    Shape:
+        ``(C, T, H, W) -> (C, T, size_h, size_w)``.
+    """
+
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        scale: tuple[float, float] = (0.2, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    ) -> None:
+        _check_range("RandomResizedCrop scale", scale, low=0.0)
+        _check_range("RandomResizedCrop ratio", ratio, low=0.0)
+        if scale[1] <= 0 or ratio[0] <= 0:
+            raise ValueError(f"RandomResizedCrop needs scale max > 0 and ratio min > 0, got {scale}, {ratio}")
+        self.size = _pair(size)
+        self.scale = scale
+        self.ratio = ratio
+
+    def params(self, height: int, width: int, generator: torch.Generator) -> tuple[int, int, int, int]:
+        """Crop box ``(top, left, h, w)`` inside a ``height x width`` frame."""
+        area = height * width
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target_area = area * _uniform(generator, *self.scale)
+            aspect = math.exp(_uniform(generator, *log_ratio))
+            w = round(math.sqrt(target_area * aspect))
+            h = round(math.sqrt(target_area / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                return _randint(generator, 0, height - h), _randint(generator, 0, width - w), h, w
+        in_ratio = width / height
+        if in_ratio < self.ratio[0]:
+            w, h = width, round(width / self.ratio[0])
+        elif in_ratio > self.ratio[1]:
+            h, w = height, round(height * self.ratio[1])
+        else:
+            h, w = height, width
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, video: Tensor, generator: torch.Generator) -> Tensor:
+        _check_video("RandomResizedCrop", video)
+        top, left, h, w = self.params(video.shape[-2], video.shape[-1], generator)
+        crop = video[..., top : top + h, left : left + w]
+        frames = rearrange(crop, "c t h w -> t c h w")
+        resized = F.interpolate(frames, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        return rearrange(resized, "t c h w -> c t h w")
+
+    def __repr__(self) -> str:
+        return f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio})"
+
+
+class CenterCrop:
+    """Crop the centre ``size`` of every frame (evaluation); the clip must be at least that big.
+
+    Shape:
+        ``(C, T, H, W) -> (C, T, size_h, size_w)``.
+    """
+
+    def __init__(self, size: int | Sequence[int]) -> None:
+        self.size = _pair(size)
+
+    def __call__(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_video("CenterCrop", video)
+        height, width = video.shape[-2:]
+        h, w = self.size
+        if h > height or w > width:
+            raise ValueError(
+                f"CenterCrop{self.size} is larger than the frames ({height}, {width}); "
+                "decode with a short side of at least the crop size"
+            )
+        top, left = (height - h) // 2, (width - w) // 2
+        return video[..., top : top + h, left : left + w]
+
+    def __repr__(self) -> str:
+        return f"CenterCrop(size={self.size})"
+
+
+class RandomHorizontalFlip:
+    """Mirror every frame left-right with probability ``p`` (one decision per clip).
+
+    Shape:
+        ``(C, T, H, W) -> (C, T, H, W)``.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        _check_prob("RandomHorizontalFlip p", p)
+        self.p = p
+
+    def __call__(self, video: Tensor, generator: torch.Generator) -> Tensor:
+        _check_video("RandomHorizontalFlip", video)
+        return torch.flip(video, dims=(-1,)) if _coin(generator, self.p) else video
+
+    def __repr__(self) -> str:
+        return f"RandomHorizontalFlip(p={self.p})"
+
+
+class ColorJitter:
+    """With probability ``p``, jitter brightness, contrast, saturation and hue in random order.
+
+    Factors are drawn once per clip: brightness, contrast and saturation uniformly in
+    ``[max(0, 1 - v), 1 + v]``, the hue shift uniformly in ``[-hue, hue]`` (``hue <= 0.5``), and
+    applied to every frame with :mod:`torchvision.transforms.v2.functional` (contrast blends each
+    frame with its own mean grey). Output stays in ``[0, 1]``.
+
+    Shape:
+        ``(C, T, H, W) -> (C, T, H, W)`` with ``C = 3``.
+    """
+
+    def __init__(
+        self,
+        brightness: float = 0.4,
+        contrast: float = 0.4,
+        saturation: float = 0.4,
+        hue: float = 0.1,
+        p: float = 0.8,
+    ) -> None:
+        for name, v in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+            if v < 0:
+                raise ValueError(f"ColorJitter {name} must be >= 0, got {v}")
+        if not 0 <= hue <= 0.5:
+            raise ValueError(f"ColorJitter hue must be in [0, 0.5], got {hue}")
+        _check_prob("ColorJitter p", p)
+        self.brightness, self.contrast, self.saturation, self.hue, self.p = (
+            brightness,
+            contrast,
+            saturation,
+            hue,
+            p,
+        )
+
+    def __call__(self, video: Tensor, generator: torch.Generator) -> Tensor:
+        _check_video("ColorJitter", video)
+        if not _coin(generator, self.p):
+            return video
+        order = torch.randperm(4, generator=generator).tolist()
+        b = _uniform(generator, max(0.0, 1 - self.brightness), 1 + self.brightness)
+        c = _uniform(generator, max(0.0, 1 - self.contrast), 1 + self.contrast)
+        s = _uniform(generator, max(0.0, 1 - self.saturation), 1 + self.saturation)
+        h = _uniform(generator, -self.hue, self.hue)
+        frames = rearrange(video, "c t h w -> t c h w")
+        for op in order:
+            if op == 0 and self.brightness > 0:
+                frames = TF.adjust_brightness(frames, b)
+            elif op == 1 and self.contrast > 0:
+                frames = TF.adjust_contrast(frames, c)
+            elif op == 2 and self.saturation > 0:
+                frames = TF.adjust_saturation(frames, s)
+            elif op == 3 and self.hue > 0:
+                frames = TF.adjust_hue(frames, h)
+        return rearrange(frames, "t c h w -> c t h w")
+
+    def __repr__(self) -> str:
+        return (
+            f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, "
+            f"saturation={self.saturation}, hue={self.hue}, p={self.p})"
+        )
+
+
+class RandomGrayscale:
+    """With probability ``p``, replace RGB by its luma in all three channels (whole clip).
+
+    Shape:
+        ``(C, T, H, W) -> (C, T, H, W)`` with ``C = 3``.
+    """
+
+    def __init__(self, p: float = 0.2) -> None:
+        _check_prob("RandomGrayscale p", p)
+        self.p = p
+
+    def __call__(self, video: Tensor, generator: torch.Generator) -> Tensor:
+        _check_video("RandomGrayscale", video)
+        if not _coin(generator, self.p):
+            return video
+        frames = rearrange(video, "c t h w -> t c h w")
+        grey: Tensor = TF.rgb_to_grayscale(frames, num_output_channels=3)
+        return rearrange(grey, "t c h w -> c t h w")
+
+    def __repr__(self) -> str:
+        return f"RandomGrayscale(p={self.p})"
+
+
+class Normalize:
+    """Per-channel ``(x - mean) / std`` (Kinetics statistics by default).
+
+    Shape:
+        ``(C, T, H, W) -> (C, T, H, W)``; ``len(mean) == len(std) == C``.
+    """
+
+    def __init__(self, mean: Sequence[float] = KINETICS_MEAN, std: Sequence[float] = KINETICS_STD) -> None:
+        if len(mean) != len(std) or any(s <= 0 for s in std):
+            raise ValueError(f"Normalize needs one mean and one positive std per channel, got {mean}, {std}")
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def __call__(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_video("Normalize", video)
+        if video.shape[0] != len(self.mean):
+            raise ValueError(f"Normalize has {len(self.mean)} channels, video has shape {tuple(video.shape)}")
+        mean = torch.tensor(self.mean, dtype=video.dtype, device=video.device)
+        std = torch.tensor(self.std, dtype=video.dtype, device=video.device)
+        return (video - rearrange(mean, "c -> c 1 1 1")) / rearrange(std, "c -> c 1 1 1")
+
+    def __repr__(self) -> str:
+        return f"Normalize(mean={self.mean}, std={self.std})"
+
+
+class TemporalJitter:
+    """Pick ``num_frames`` frames from a longer clip with a random stride and a random offset.
+
+    The stride is drawn uniformly from those in ``strides`` whose span
+    ``(num_frames - 1) * stride + 1`` fits in the available frames (the smallest one if none
+    fits); the offset is uniform over the positions where that span fits. Indices past the end
+    repeat the last frame (as :func:`avlearn.data.decode.decode_clip` does).
+
+    Shape:
+        ``indices``: ``num_available -> (num_frames,)`` long;
+        ``__call__``: ``(C, T_in, H, W) -> (C, num_frames, H, W)``.
+    """
+
+    def __init__(self, num_frames: int, strides: Sequence[int] = (1,)) -> None:
+        if num_frames < 1:
+            raise ValueError(f"TemporalJitter num_frames must be >= 1, got {num_frames}")
+        if not strides or any(s < 1 for s in strides):
+            raise ValueError(f"TemporalJitter strides must be positive integers, got {strides}")
+        self.num_frames = num_frames
+        self.strides = tuple(sorted(set(int(s) for s in strides)))
+
+    def indices(self, num_available: int, generator: torch.Generator) -> Tensor:
+        """Frame indices ``(num_frames,)`` into a clip of ``num_available`` frames."""
+        if num_available < 1:
+            raise ValueError(f"TemporalJitter needs at least one frame, got {num_available}")
+        fitting = [s for s in self.strides if (self.num_frames - 1) * s + 1 <= num_available]
+        stride = fitting[_randint(generator, 0, len(fitting) - 1)] if fitting else self.strides[0]
+        span = (self.num_frames - 1) * stride + 1
+        offset = _randint(generator, 0, num_available - span) if span <= num_available else 0
+        idx = offset + stride * torch.arange(self.num_frames)
+        return idx.clamp(max=num_available - 1)
+
+    def __call__(self, video: Tensor, generator: torch.Generator) -> Tensor:
+        _check_video("TemporalJitter", video)
+        idx = self.indices(video.shape[1], generator).to(video.device)
+        return video.index_select(1, idx)
+
+    def __repr__(self) -> str:
+        return f"TemporalJitter(num_frames={self.num_frames}, strides={self.strides})"
+
+
+def temporal_jitter_start(
+    duration: float, clip_seconds: float, generator: torch.Generator, low: float = 0.0
+) -> float:
+    """A clip start time uniform in ``[low, duration - clip_seconds]`` (``low`` if the clip won't fit).
+
+    Use it before decoding, e.g. ``decode_clip(path, start=temporal_jitter_start(d, 1.0, g), ...)``.
+    """
+    high = duration - clip_seconds
+    return low if high <= low else _uniform(generator, low, high)
+
+
+# ---------------------------------------------------------------------------------------------
+# audio: waveform (S,) and spectrogram (1, F, T)
+
+
+class VolumeJitter:
+    """Multiply the waveform by a gain drawn uniformly from ``factor`` (AVID-CMA: ``(0.9, 1.1)``).
+
+    No clipping: the result may leave ``[-1, 1]``, which the log spectrogram does not mind.
+
+    Shape:
+        ``(S,) -> (S,)`` (any shape works: one gain for the whole tensor).
+    """
+
+    def __init__(self, factor: tuple[float, float] = (0.9, 1.1)) -> None:
+        _check_range("VolumeJitter factor", factor, low=0.0)
+        self.factor = factor
+
+    def __call__(self, wav: Tensor, generator: torch.Generator) -> Tensor:
+        return wav * _uniform(generator, *self.factor)
+
+    def __repr__(self) -> str:
+        return f"VolumeJitter(factor={self.factor})"
+
+
+class _AxisMask:
+    """SpecAugment-style masks along one axis of a spectrogram ``(..., F, T)``."""
+
+    dim: int
+    axis_name: str
+
+    def __init__(self, max_width: int, n: int = 1, min_width: int = 0, fill: MaskFill = "mean") -> None:
+        name = type(self).__name__
+        if not 0 <= min_width <= max_width:
+            raise ValueError(f"{name} needs 0 <= min_width <= max_width, got {min_width}, {max_width}")
+        if n < 0:
+            raise ValueError(f"{name} n (number of masks) must be >= 0, got {n}")
+        if fill not in ("mean", "zero"):
+            raise ValueError(f"{name} fill must be 'mean' or 'zero', got {fill!r}")
+        self.max_width, self.n, self.min_width, self.fill = max_width, n, min_width, fill
+
+    def __call__(self, spec: Tensor, generator: torch.Generator) -> Tensor:
+        if spec.ndim < 2:
+            raise ValueError(
+                f"{type(self).__name__} expects a spectrogram (..., F, T), got {tuple(spec.shape)}"
+            )
+        size = spec.shape[self.dim]
+        value = spec.mean() if self.fill == "mean" else spec.new_zeros(())
+        keep = torch.ones(size, dtype=torch.bool)
+        for _ in range(self.n):
+            width = min(_randint(generator, self.min_width, self.max_width), size)
+            start = _randint(generator, 0, size - width)
+            keep[start : start + width] = False
+        if bool(keep.all()):
+            return spec
+        shape = [1] * spec.ndim
+        shape[self.dim] = size
+        keep = keep.to(spec.device).view(shape)
+        return torch.where(keep, spec, value)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(max_width={self.max_width}, n={self.n}, "
+            f"min_width={self.min_width}, fill={self.fill!r})"
+        )
+
+
+class TimeMask(_AxisMask):
+    """Fill ``n`` random runs of time frames (each ``min_width..max_width`` wide) with a constant.
+
+    ``fill="mean"`` uses the spectrogram's mean (the natural blank for a log spectrogram),
+    ``"zero"`` uses 0. Masks may overlap.
+
+    Shape:
+        ``(1, F, T) -> (1, F, T)`` (any ``(..., F, T)``).
+    """
+
+    dim = -1
+
+
+class FrequencyMask(_AxisMask):
+    """Fill ``n`` random runs of frequency bins (each ``min_width..max_width`` wide) with a constant.
+
+    ``fill="mean"`` uses the spectrogram's mean, ``"zero"`` uses 0. Masks may overlap.
+
+    Shape:
+        ``(1, F, T) -> (1, F, T)`` (any ``(..., F, T)``).
+    """
+
+    dim = -2
+
+
+class SpectrogramTransform:
+    """Adapter making a (deterministic) spectrogram module a :class:`Transform`.
+
+    Shape:
+        ``(S,) -> (1, F, T)``.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, wav: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        out: Tensor = self.module(wav)
+        return out
+
+    def __repr__(self) -> str:
+        return f"SpectrogramTransform({self.module!r})"
+
+
+# ---------------------------------------------------------------------------------------------
+# configs and builders
+
+
+def _as_tuple(obj: object, name: str) -> None:
+    """Coerce a list (as YAML gives) to a tuple on a frozen dataclass, once, at construction."""
+    value = getattr(obj, name)
+    if isinstance(value, list):
+        object.__setattr__(obj, name, tuple(value))
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoAugConfig:
+    """Video augmentation settings (training: crop, flip, colour; evaluation: centre crop).
+
+    Attributes:
+        size: output crop side (``H = W = size``).
+        crop_scale: area fraction range of :class:`RandomResizedCrop`.
+        crop_ratio: aspect-ratio range of :class:`RandomResizedCrop`.
+        flip_p: horizontal flip probability.
+        brightness, contrast, saturation, hue: :class:`ColorJitter` strengths.
+        color_jitter_p: probability of applying colour jitter.
+        grayscale_p: probability of greyscale.
+        normalize: apply :class:`Normalize` with ``mean`` / ``std`` last.
+        mean, std: per-channel statistics (Kinetics by default).
+    """
+
+    size: int = 112
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    color_jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    normalize: bool = True
+    mean: tuple[float, float, float] = KINETICS_MEAN
+    std: tuple[float, float, float] = KINETICS_STD
+
+    def __post_init__(self) -> None:
+        for name in ("crop_scale", "crop_ratio", "mean", "std"):
+            _as_tuple(self, name)
+        if self.size < 1:
+            raise ValueError(f"VideoAugConfig.size must be a positive int, got {self.size}")
+        for name in ("flip_p", "color_jitter_p", "grayscale_p"):
+            _check_prob(f"VideoAugConfig.{name}", getattr(self, name))
+        _check_range("VideoAugConfig.crop_scale", self.crop_scale, low=0.0)
+        _check_range("VideoAugConfig.crop_ratio", self.crop_ratio, low=0.0)
+        if self.crop_scale[1] <= 0 or self.crop_ratio[0] <= 0:
+            raise ValueError(
+                "VideoAugConfig.crop_scale max and crop_ratio min must be > 0, "
+                f"got {self.crop_scale}, {self.crop_ratio}"
+            )
+        for name in ("brightness", "contrast", "saturation"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"VideoAugConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.hue <= 0.5:
+            raise ValueError(f"VideoAugConfig.hue must be in [0, 0.5], got {self.hue}")
+        if len(self.mean) != len(self.std) or any(v <= 0 for v in self.std):
+            raise ValueError(
+                f"VideoAugConfig.mean/std need one value per channel and std > 0, got {self.mean}, {self.std}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioAugConfig:
+    """Audio augmentation settings: waveform gain, then SpecAugment-style masks (training only).
+
+    Attributes:
+        volume: gain range of :class:`VolumeJitter`; ``(1.0, 1.0)`` disables it.
+        time_masks: number of :class:`TimeMask` runs (0 disables; AVID-CMA used none).
+        time_mask_width: widest time mask in frames.
+        freq_masks: number of :class:`FrequencyMask` runs (0 disables).
+        freq_mask_width: widest frequency mask in bins.
+        mask_fill: ``"mean"`` or ``"zero"``.
+    """
+
+    volume: tuple[float, float] = (0.9, 1.1)
+    time_masks: int = 0
+    time_mask_width: int = 20
+    freq_masks: int = 0
+    freq_mask_width: int = 24
+    mask_fill: MaskFill = "mean"
+
+    def __post_init__(self) -> None:
+        _as_tuple(self, "volume")
+        _check_range("AudioAugConfig.volume", self.volume, low=0.0)
+        for name in ("time_masks", "time_mask_width", "freq_masks", "freq_mask_width"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"AudioAugConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.mask_fill not in ("mean", "zero"):
+            raise ValueError(f"AudioAugConfig.mask_fill must be 'mean' or 'zero', got {self.mask_fill!r}")
+
+
+def build_video_transform(cfg: VideoAugConfig, train: bool) -> Compose:
+    """Training: crop, flip, colour jitter, greyscale, normalise; evaluation: centre crop, normalise.
+
+    Shape:
+        ``(3, T, H, W)`` in ``[0, 1]`` ``-> (3, T, size, size)`` (normalised if ``cfg.normalize``).
+    """
+    steps: list[Transform]
+    if train:
+        steps = [
+            RandomResizedCrop(cfg.size, scale=cfg.crop_scale, ratio=cfg.crop_ratio),
+            RandomHorizontalFlip(cfg.flip_p),
+            ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, p=cfg.color_jitter_p),
+            RandomGrayscale(cfg.grayscale_p),
+        ]
+    else:
+        steps = [CenterCrop(cfg.size)]
+    if cfg.normalize:
+        steps.append(Normalize(cfg.mean, cfg.std))
+    return Compose(steps)
+
+
+def build_audio_transform(cfg: AudioAugConfig, spec_cfg: SpecConfig, train: bool) -> Compose:
+    """Training: volume jitter -> spectrogram -> time / frequency masks; evaluation: spectrogram.
+
+    Shape:
+        waveform ``(S,) -> (1, F, T)`` with ``F = spec_cfg.num_bins``, ``T = spec_cfg.num_frames(S)``.
+    """
+    spectrogram = SpectrogramTransform(build_spectrogram(spec_cfg))
+    if not train:
+        return Compose([spectrogram])
+    steps: list[Transform] = []
+    if cfg.volume != (1.0, 1.0):
+        steps.append(VolumeJitter(cfg.volume))
+    steps.append(spectrogram)
+    if cfg.time_masks > 0:
+        steps.append(TimeMask(cfg.time_mask_width, cfg.time_masks, fill=cfg.mask_fill))
+    if cfg.freq_masks > 0:
+        steps.append(FrequencyMask(cfg.freq_mask_width, cfg.freq_masks, fill=cfg.mask_fill))
+    return Compose(steps)
