@@ -27,20 +27,29 @@ the summary counts those categories.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any, TypeVar
 
 import av
 from tqdm import tqdm
 
 from avlearn.data.manifest import VideoInfo, write_manifest
 
-__all__ = ["VIDEO_EXTENSIONS", "collect_paths", "index_collection", "main", "probe", "summarize"]
+__all__ = [
+    "VIDEO_EXTENSIONS", "collect_paths", "index_collection", "main", "parallel_map", "probe", "probe_many",
+    "summarize",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".flv", ".mpg", ".mpeg", ".ts", ".mts",
@@ -54,9 +63,11 @@ VFR_TOLERANCE = 0.25  # a frame interval this far (relative) from the median is 
 VFR_MIN_FRACTION = 0.02  # ... and VFR needs this share of irregular intervals (one dropped frame is not VFR)
 TRUNCATION_SLACK_S = 0.25  # packets may end this much (plus 5 %) before the declared duration
 
+CRASH_MESSAGE = "the worker process died handling this file (a crash in FFmpeg, or out of memory)"
+
 # Magic bytes of containers FFmpeg reads: a file that has one but will not open is
 # truncated or corrupt rather than "not a video".
-_SIGNATURES = {
+_SIGNATURES: dict[str, Callable[[bytes], bool]] = {
     "MP4/MOV": lambda b: b[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"),
     "Matroska/WebM": lambda b: b[:4] == b"\x1a\x45\xdf\xa3",
     "AVI": lambda b: b[:4] == b"RIFF",
@@ -83,7 +94,7 @@ def _open_failure(path: Path, err: BaseException) -> str:
 
 def _vfr_reason(pts: list[int], time_base: float) -> str:
     """Reason text if the sorted packet timestamps are irregular, else ''."""
-    deltas = [b - a for a, b in zip(pts, pts[1:], strict=False) if b > a]
+    deltas = [b - a for a, b in itertools.pairwise(pts) if b > a]
     if len(deltas) < 3:
         return ""
     median = statistics.median(deltas)
@@ -101,9 +112,8 @@ def probe(path: str | Path) -> VideoInfo:
     path = Path(path)
     try:
         return _probe(path)
-    except Exception as err:  # noqa: BLE001 - one broken file must not stop a 1M-file index
-        return VideoInfo(path=str(path), video_id=path.stem, status="bad",
-                         reason=f"probe failed: {_err_text(err)}")
+    except Exception as err:  # one broken file must not stop a 1M-file index
+        return _bad_row(path, _err_text(err))
 
 
 def _probe(path: Path) -> VideoInfo:
@@ -124,7 +134,7 @@ def _probe(path: Path) -> VideoInfo:
         return done()
     try:
         container = av.open(str(path))
-    except Exception as err:  # noqa: BLE001 - any FFmpeg failure is a per-file verdict
+    except Exception as err:  # any FFmpeg failure is a per-file verdict
         bad.append(_open_failure(path, err))
         return done()
 
@@ -147,7 +157,8 @@ def _probe(path: Path) -> VideoInfo:
         # One demux pass over all packets; decode only until the first frame of each track.
         video_pts: list[int] = []
         stream_end = 0.0
-        first_video = first_audio = None
+        first_video: av.VideoFrame | None = None
+        first_audio: av.AudioFrame | None = None
         video_error = audio_error = demux_error = ""
         try:
             for packet in container.demux():
@@ -160,28 +171,30 @@ def _probe(path: Path) -> VideoInfo:
                     video_pts.append(packet.pts)
                     if first_video is None and not video_error:
                         try:
-                            first_video = next(iter(packet.decode()), None)
-                        except Exception as err:  # noqa: BLE001
+                            first_video = next((f for f in packet.decode()
+                                                if isinstance(f, av.VideoFrame)), None)
+                        except Exception as err:
                             video_error = _err_text(err)
                 elif packet.stream is astream and first_audio is None and not audio_error:
                     try:
-                        first_audio = next(iter(packet.decode()), None)
-                    except Exception as err:  # noqa: BLE001
+                        first_audio = next((f for f in packet.decode()
+                                            if isinstance(f, av.AudioFrame)), None)
+                    except Exception as err:
                         audio_error = _err_text(err)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             demux_error = _err_text(err)
         if vstream is not None and first_video is None and not video_error:
             try:  # decoders with delay (e.g. a one-frame file) only emit on flush
                 first_video = next(iter(vstream.codec_context.decode(None)), None)
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 video_error = _err_text(err)
 
     info.num_frames = len(video_pts)
     if first_video is not None:
-        info.rotation = int(round(first_video.rotation)) % 360
+        info.rotation = round(first_video.rotation) % 360
 
     if vstream is None:
-        bad.append("no video track: audio only" if astream is not None else "no video track: no media streams")
+        bad.append("no video track: " + ("audio only" if astream is not None else "no media streams"))
     if demux_error:
         bad.append(f"corrupt: reading packets failed after {stream_end:.2f} s ({demux_error})")
     declared_frames = vstream.frames if vstream is not None else 0
@@ -204,7 +217,9 @@ def _probe(path: Path) -> VideoInfo:
     elif audio_error or first_audio is None:
         info.has_audio = False  # so usable_av excludes it
         warn.append(f"audio does not decode: {audio_error or 'no frame decoded'}")
-    vfr = _vfr_reason(sorted(video_pts), float(vstream.time_base)) if vstream is not None else ""
+    vfr = ""
+    if vstream is not None and vstream.time_base is not None:
+        vfr = _vfr_reason(sorted(video_pts), float(vstream.time_base))
     if vfr:
         warn.append(vfr)
     if astream is not None and 0 < info.audio_sample_rate < MIN_SAMPLE_RATE:
@@ -246,19 +261,28 @@ def collect_paths(inputs: str | Path | Iterable[str | Path],
                   extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
     """Resolve a folder (scanned recursively), a list file (one path a line), or paths.
 
-    Returns absolute paths without duplicates, in a deterministic order.
+    Returns absolute paths without duplicates, in a deterministic order. A missing input raises
+    :class:`FileNotFoundError` (a typo should not index nothing); a missing file named inside a
+    list becomes a ``bad`` row when probed.
     """
     items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     paths: list[Path] = []
     for item in items:
         p = Path(item).expanduser()
+        if not p.exists():
+            raise FileNotFoundError(f"input not found: {item} (give a folder, a .txt list or videos)")
         if p.is_dir():
             paths += _scan(p, extensions)
         elif p.is_file() and (p.suffix.lower() in LIST_SUFFIXES):
             paths += _list_file(p)
         else:
-            paths.append(p)  # a media file, or a missing one (reported as bad by probe)
+            paths.append(p)
     return list(dict.fromkeys(q.resolve() for q in paths))
+
+
+def _relative_id(path: Path, root: Path, keep_suffix: bool) -> str:
+    rel = path.relative_to(root)
+    return (rel if keep_suffix else rel.with_suffix("")).as_posix()
 
 
 def _assign_ids(paths: Sequence[Path]) -> list[str]:
@@ -267,10 +291,10 @@ def _assign_ids(paths: Sequence[Path]) -> list[str]:
         return []
     root = Path(os.path.commonpath([str(p.parent) for p in paths]))
     ids = [p.stem for p in paths]
-    for candidate in (lambda p: p.relative_to(root).with_suffix("").as_posix(),
-                      lambda p: p.relative_to(root).as_posix()):
+    for keep_suffix in (False, True):
         counts = Counter(ids)
-        ids = [candidate(p) if counts[i] > 1 else i for i, p in zip(ids, paths, strict=True)]
+        ids = [_relative_id(p, root, keep_suffix) if counts[i] > 1 else i
+               for i, p in zip(ids, paths, strict=True)]
     return ids
 
 
@@ -282,23 +306,117 @@ def _manifest_path(path: Path, manifest_dir: Path) -> str:
         return str(path)
 
 
+def _bad_row(path: Path, message: str) -> VideoInfo:
+    return VideoInfo(path=str(path), video_id=path.stem, status="bad", reason=f"probe failed: {message}")
+
+
 def probe_many(paths: Sequence[Path], workers: int, progress: bool, desc: str = "probe") -> list[VideoInfo]:
-    """Probe in a process pool (``workers <= 1``: in this process); order is kept."""
-    bar = tqdm(total=len(paths), desc=desc, unit="file", disable=not progress, dynamic_ncols=True)
-    with bar:
-        if workers <= 1 or len(paths) < 2:
-            rows = []
-            for p in paths:
-                rows.append(probe(p))
+    """Probe in a process pool (``workers <= 1``: in this process); order is kept.
+
+    A file that kills its worker process (an FFmpeg crash, the OOM killer) becomes a ``bad``
+    row (see :func:`parallel_map`); the run goes on.
+    """
+    return parallel_map(probe, paths, workers, _bad_row, progress, desc)
+
+
+def parallel_map(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    workers: int,
+    on_failure: Callable[[T, str], R],
+    progress: bool = True,
+    desc: str = "",
+) -> list[R]:
+    """``[fn(item) for item in items]`` in a process pool with a progress bar; order is kept.
+
+    Never raises for one item: an exception in ``fn`` becomes ``on_failure(item, message)``.
+    When a worker process dies (which breaks the whole pool), the unfinished items run again in
+    a fresh pool; an item that was unfinished at two breaks runs alone, and if it breaks that
+    pool too it gets ``on_failure``. So one crashing file costs a few restarts, not the run.
+
+    Args:
+        fn: picklable (module-level) function of one item.
+        items: inputs.
+        workers: processes; ``<= 1`` runs in this process (a crash there is fatal).
+        on_failure: turns an item and an error message into its result.
+        progress: show a tqdm bar.
+        desc: the bar's label.
+    """
+    results: list[R | None] = [None] * len(items)
+    with tqdm(total=len(items), desc=desc, unit="file", disable=not progress, dynamic_ncols=True) as bar:
+        if workers <= 1 or len(items) < 2:
+            for i, item in enumerate(items):
+                try:
+                    results[i] = fn(item)
+                except Exception as err:  # one item must not stop the run
+                    results[i] = on_failure(item, _err_text(err))
                 bar.update()
-            return rows
-        chunksize = max(1, min(32, len(paths) // (workers * 8)))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = []
-            for row in pool.map(probe, paths, chunksize=chunksize):
-                rows.append(row)
+        else:
+            pending = list(range(len(items)))
+            suspects: set[int] = set()
+            while pending:
+                broken = _pool_round(fn, items, pending, workers, on_failure, results, bar)
+                for i in (i for i in broken if i in suspects):  # unfinished at two breaks: alone
+                    results[i] = _run_alone(fn, items[i], on_failure)
+                    bar.update()
+                pending = [i for i in broken if i not in suspects]
+                suspects.update(broken)
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]
+
+
+def _pool_round(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    pending: list[int],
+    workers: int,
+    on_failure: Callable[[T, str], R],
+    results: list[R | None],
+    bar: tqdm[Any],
+) -> list[int]:
+    """Run ``pending`` in one pool; returns the indices left unfinished because the pool broke."""
+    broken: list[int] = []
+    todo = iter(pending)
+    inflight: dict[Future[R], int] = {}
+    with ProcessPoolExecutor(max_workers=min(workers, len(pending))) as pool:
+
+        def fill() -> None:
+            while len(inflight) < 4 * workers:
+                i = next(todo, None)
+                if i is None:
+                    return
+                try:
+                    inflight[pool.submit(fn, items[i])] = i
+                except BrokenProcessPool:
+                    broken.append(i)
+                    broken.extend(todo)
+                    return
+
+        fill()
+        while inflight:
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i = inflight.pop(fut)
+                try:
+                    results[i] = fut.result()
+                except BrokenProcessPool:
+                    broken.append(i)
+                    continue
+                except Exception as err:  # e.g. a result that does not pickle
+                    results[i] = on_failure(items[i], _err_text(err))
                 bar.update()
-            return rows
+            fill()
+    return sorted(broken)
+
+
+def _run_alone(fn: Callable[[T], R], item: T, on_failure: Callable[[T, str], R]) -> R:
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        try:
+            return pool.submit(fn, item).result()
+        except BrokenProcessPool:
+            return on_failure(item, CRASH_MESSAGE)
+        except Exception as err:
+            return on_failure(item, _err_text(err))
 
 
 def summarize(rows: Sequence[VideoInfo]) -> str:
