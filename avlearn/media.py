@@ -93,11 +93,11 @@ def write_av(
             chunk = 1024 * 8
             for start in range(0, wav.shape[1], chunk):
                 piece = np.ascontiguousarray(wav[:, start : start + chunk])
-                frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=astream.layout.name)
-                frame.sample_rate = sample_rate
-                frame.pts = start
-                frame.time_base = Fraction(1, sample_rate)
-                for packet in astream.encode(frame):
+                aframe = av.AudioFrame.from_ndarray(piece, format="fltp", layout=astream.layout.name)
+                aframe.sample_rate = sample_rate
+                aframe.pts = start
+                aframe.time_base = Fraction(1, sample_rate)
+                for packet in astream.encode(aframe):
                     container.mux(packet)
             for packet in astream.encode():
                 container.mux(packet)

@@ -114,7 +114,7 @@ def read_manifest(path: str | Path) -> list[VideoInfo]:
     else:
         raise ValueError(f"manifest {path}: suffix must be .csv or .jsonl")
     # Relative paths are relative to the manifest's folder, so a collection can be moved.
-    for row in rows:
-        if row.path and not Path(row.path).is_absolute():
-            row.path = str((path.parent / row.path).resolve())
+    for info in rows:
+        if info.path and not Path(info.path).is_absolute():
+            info.path = str((path.parent / info.path).resolve())
     return rows
