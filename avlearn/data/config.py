@@ -1,0 +1,150 @@
+"""The ``data:`` section of a run config and the builders that turn it into a dataset and loader.
+
+Example (``configs/data/synth.yaml``)::
+
+    manifest: outputs/demo/synth/manifest.csv
+    backend: pyav
+    num_frames: 8
+    fps: 16
+    decode_size: 128
+    video_aug: {size: 112}
+    spec: {kind: avid_linear}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from torch.utils.data import DataLoader
+
+from avlearn.config import ConfigError
+from avlearn.data.audio import SpecConfig
+from avlearn.data.dataset import AVClipDataset, av_collate
+from avlearn.data.decode import DECODERS, ClipSpec
+from avlearn.data.manifest import VideoInfo
+from avlearn.data.transforms import (
+    AudioAugConfig,
+    VideoAugConfig,
+    build_audio_transform,
+    build_video_transform,
+)
+
+__all__ = ["DataConfig", "build_dataset", "build_loader", "clip_spec"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where clips come from and how they are decoded, augmented and batched.
+
+    Attributes:
+        manifest: manifest written by ``avlearn prepare index`` (.csv or .jsonl).
+        backend: video decoder, ``pyav`` or ``decord`` (audio always comes through PyAV).
+        num_frames, fps: frames per clip and their sampling rate (AVID: 8 frames at 16 fps).
+        decode_size: short side frames are resized to when decoded; crops of
+            ``video_aug.size`` are taken from it.
+        audio_seconds, sample_rate: audio window per clip (AVID: 2 s).
+        audio_align: ``center``: the audio window is centred on the video clip; ``start``: it
+            starts with it.
+        max_av_offset: random audio-visual shift in seconds, ``U(-x, x)`` per sample (AVID <= 0.5).
+        clips_per_video: clips drawn from every video per epoch.
+        batch_size: per process.
+        num_workers: DataLoader worker processes per training process.
+        seed: base seed of clip sampling and augmentation.
+        video_aug, audio_aug, spec: augmentation and spectrogram settings.
+    """
+
+    manifest: str = ""
+    backend: str = "pyav"
+    num_frames: int = 8
+    fps: float = 16.0
+    decode_size: int = 128
+    audio_seconds: float = 2.0
+    sample_rate: int = 16000
+    audio_align: Literal["start", "center"] = "center"
+    max_av_offset: float = 0.0
+    clips_per_video: int = 1
+    batch_size: int = 16
+    num_workers: int = 2
+    seed: int = 0
+    video_aug: VideoAugConfig = dataclasses.field(default_factory=VideoAugConfig)
+    audio_aug: AudioAugConfig = dataclasses.field(default_factory=AudioAugConfig)
+    spec: SpecConfig = dataclasses.field(default_factory=SpecConfig)
+
+    def __post_init__(self) -> None:
+        if self.backend not in DECODERS:
+            raise ConfigError(f"data.backend: {self.backend!r} is not one of {sorted(DECODERS)}")
+        if self.decode_size < self.video_aug.size:
+            raise ConfigError(
+                f"data.decode_size ({self.decode_size}) must be >= data.video_aug.size "
+                f"({self.video_aug.size}): crops are taken from the decoded frames"
+            )
+        if self.spec.sample_rate != self.sample_rate:
+            raise ConfigError(
+                f"data.spec.sample_rate ({self.spec.sample_rate}) must equal "
+                f"data.sample_rate ({self.sample_rate})"
+            )
+        for name in ("batch_size", "clips_per_video", "num_frames"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0 or self.max_av_offset < 0:
+            raise ConfigError("data.num_workers and data.max_av_offset must be >= 0")
+
+
+def clip_spec(cfg: DataConfig) -> ClipSpec:
+    """The decoder request of a config."""
+    return ClipSpec(
+        num_frames=cfg.num_frames,
+        fps=cfg.fps,
+        size=cfg.decode_size,
+        audio_seconds=cfg.audio_seconds,
+        sample_rate=cfg.sample_rate,
+        audio_align=cfg.audio_align,
+    )
+
+
+def build_dataset(
+    cfg: DataConfig,
+    train: bool,
+    manifest: str | Path | list[VideoInfo] | None = None,
+    require_audio: bool = True,
+) -> AVClipDataset:
+    """Dataset of augmented (``train``) or centre-cropped clips.
+
+    Sample: ``video`` ``(C, T, size, size)``, ``audio`` ``(1, F, T_a)`` spectrogram, plus the
+    keys of :class:`~avlearn.data.dataset.AVClipDataset`.
+    """
+    source = manifest if manifest is not None else cfg.manifest
+    if not source:
+        raise ConfigError(
+            "data.manifest is empty: index the collection with `avlearn prepare index DIR "
+            "--out manifest.csv` and set data.manifest=manifest.csv"
+        )
+    return AVClipDataset(
+        source,
+        clip_spec(cfg),
+        cfg.backend,
+        clips_per_video=cfg.clips_per_video,
+        max_av_offset=cfg.max_av_offset if train else 0.0,
+        video_transform=build_video_transform(cfg.video_aug, train),
+        audio_transform=build_audio_transform(cfg.audio_aug, cfg.spec, train),
+        seed=cfg.seed,
+        require_audio=require_audio,
+    )
+
+
+def build_loader(
+    cfg: DataConfig, dataset: AVClipDataset, shuffle: bool, drop_last: bool = False
+) -> DataLoader[dict[str, object]]:
+    """DataLoader with :func:`av_collate`; workers persist across epochs (they see ``set_epoch``)."""
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=cfg.num_workers,
+        collate_fn=av_collate,
+        persistent_workers=cfg.num_workers > 0,
+        pin_memory=False,
+    )
