@@ -104,8 +104,11 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             )
     kwargs = {key: _coerce(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
     missing = [
-        name for name, f in fields.items()
-        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        name
+        for name, f in fields.items()
+        if name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise ConfigError(f"missing required config key(s): {', '.join(prefix + m for m in missing)}")

@@ -104,7 +104,7 @@ def _spectrogram_image(wav: torch.Tensor, height: int, width: int) -> torch.Tens
 
 def contact_sheet(synth_dir: Path, out_png: Path, frames_per_row: int = 5) -> Path:
     """One row per action: frames of a video with its sounding object's box, then its spectrogram."""
-    from torchvision.io import write_png
+    from PIL import Image  # torchvision's own dependency; its write_png is deprecated
     from torchvision.utils import draw_bounding_boxes, make_grid
 
     doc = json.loads((synth_dir / "annotations.json").read_text())
@@ -136,7 +136,7 @@ def contact_sheet(synth_dir: Path, out_png: Path, frames_per_row: int = 5) -> Pa
         tiles.append(_to_uint8(_spectrogram_image(clip.audio, h, w)))
     grid = make_grid(tiles, nrow=frames_per_row + 1, padding=2, pad_value=255)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    write_png(grid, str(out_png))
+    Image.fromarray(rearrange(grid, "c h w -> h w c").numpy()).save(out_png)
     return out_png
 
 
