@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 
 def check_temperature(temperature: float) -> None:
-    if not temperature > 0:
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
@@ -23,10 +25,11 @@ def check_pair(video_emb: Tensor, audio_emb: Tensor) -> None:
             raise ValueError(f"{name} must be (B, D), got shape {tuple(emb.shape)}")
     if video_emb.shape != audio_emb.shape:
         raise ValueError(
-            f"video_emb {tuple(video_emb.shape)} and audio_emb {tuple(audio_emb.shape)} must have the same shape"
+            f"video_emb {tuple(video_emb.shape)} and audio_emb {tuple(audio_emb.shape)} "
+            "must have the same shape"
         )
     if video_emb.shape[0] == 0:
-        raise ValueError("empty batch")
+        raise ValueError("video_emb and audio_emb are empty (B = 0); pass at least one row")
 
 
 def check_normalized(name: str, emb: Tensor, atol: float = 1e-2) -> None:
@@ -49,3 +52,24 @@ def check_index(index: Tensor, batch_size: int, num_items: int, name: str = "ind
     lo, hi = int(index.min()), int(index.max())
     if lo < 0 or hi >= num_items:
         raise IndexError(f"{name} values must lie in [0, {num_items}), got range [{lo}, {hi}]")
+
+
+def check_weight(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+
+
+def check_positive_int(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_memory(name: str, memory: Tensor, dim: int) -> None:
+    """A memory bank tensor ``(N, D)`` matching the embedding size ``dim``."""
+    if memory.dim() != 2 or memory.shape[1] != dim:
+        raise ValueError(f"{name} must be (N, {dim}), got shape {tuple(memory.shape)}")
+
+
+def upcast(x: Tensor) -> Tensor:
+    """Half-precision tensors to float32 for the loss arithmetic; float32/float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

@@ -34,6 +34,9 @@ def sample_excluding(
 ) -> Tensor:
     """Uniform samples (with replacement) from ``[0, num_items)`` minus a per-row excluded set.
 
+    ``k`` may exceed the number of eligible entries (sampling is with replacement, so tiny
+    datasets work with the default ``K = 1024``).
+
     Shape: ``exclude (B, m)`` distinct indices per row -> ``(B, k)`` long, on ``exclude``'s device.
     Draws ``r`` uniformly in ``[0, num_items - m)`` and maps it to the ``r``-th non-excluded
     index: ``r + #{j : e_(j) - j <= r}`` with ``e_(j)`` the sorted excluded indices.
@@ -44,14 +47,16 @@ def sample_excluding(
     eligible = num_items - m
     if k < 1:
         raise ValueError(f"number of negatives k must be >= 1, got {k}")
-    if k > eligible:
+    if eligible < 1:
         raise ValueError(
-            f"k={k} negatives requested but only {eligible} of {num_items} entries are eligible "
-            f"({m} excluded per row); use fewer negatives (k >= N is never valid)"
+            f"no eligible entries: all {num_items} entries are excluded ({m} per row); "
+            "use a larger bank or a smaller positive set"
         )
     excl = exclude.long().sort(dim=1).values
     if m > 1 and bool((excl[:, 1:] == excl[:, :-1]).any()):
-        raise ValueError("excluded indices must be distinct within each row (anchor inside its positive set?)")
+        raise ValueError(
+            "excluded indices must be distinct within each row (anchor inside its positive set?)"
+        )
     gen_device = generator.device if generator is not None else exclude.device
     r = torch.randint(0, eligible, (batch, k), generator=generator, device=gen_device).to(exclude.device)
     ref = (excl - torch.arange(m, device=excl.device)).contiguous()
@@ -122,7 +127,9 @@ class MemoryBank(nn.Module):
         Shape: ``index (B,)``, ``exclude (B, m)`` -> ``(B, k)`` long. Sampling is with
         replacement, as in AVID / Wu et al.
         """
-        check_index(index, index.shape[0] if index.dim() == 1 else -1, self.num_items)
+        if index.dim() != 1:
+            raise ValueError(f"index must be (B,), got shape {tuple(index.shape)}")
+        check_index(index, index.shape[0], self.num_items)
         excl = index.long().unsqueeze(1)
         if exclude is not None:
             excl = torch.cat([excl, exclude.long()], dim=1)
@@ -133,6 +140,7 @@ class MemoryBank(nn.Module):
 
         Shape: ``index (B,)`` -> ``(B, N - 1)`` long.
         """
+        check_index(index, index.shape[0] if index.dim() == 1 else -1, self.num_items)
         others = torch.arange(self.num_items - 1, device=index.device).expand(index.shape[0], -1)
         return others + (others >= index.long().unsqueeze(1)).long()
 
@@ -146,9 +154,10 @@ class MemoryBank(nn.Module):
         if emb.dim() != 2 or emb.shape[1] != self.dim:
             raise ValueError(f"emb must be (B, {self.dim}), got shape {tuple(emb.shape)}")
         check_index(index, emb.shape[0], self.num_items)
+        compute = torch.promote_types(self.weight.dtype, torch.float32)
         all_index = gather_no_grad(index.long().to(self.weight.device))
-        all_emb = gather_no_grad(emb.float().to(self.weight.device))
-        old = self.weight[all_index].float()
+        all_emb = gather_no_grad(emb.to(self.weight.device, compute))
+        old = self.weight[all_index].to(compute)
         new = F.normalize(self.momentum * old + (1.0 - self.momentum) * all_emb, dim=1)
         self.weight.index_copy_(0, all_index, new.to(self.weight.dtype))
 

@@ -1,0 +1,77 @@
+"""In-batch cross-modal InfoNCE (symmetric video->audio and audio->video).
+
+Each rank's anchors are scored against the embeddings of the *global* batch, gathered from
+every process with :func:`avlearn.distributed.gather_with_grad`; the target of local anchor
+``i`` is its partner at ``rank * B + i`` (:func:`avlearn.distributed.rank_offset_targets`).
+
+Distributed convention: each rank's loss is the mean over its ``B`` local anchors, so the
+mean of the per-rank losses equals the single-process loss on the concatenated batch. The
+gradient a rank receives for its local embeddings is ``world_size`` times the gradient of
+that single-process loss (the gather's backward sums every rank's gradient); DDP's averaging
+of parameter gradients then gives exactly the single-process parameter gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avlearn.distributed import gather_with_grad, rank_offset_targets
+
+from ._checks import check_normalized, check_pair, check_temperature, upcast
+
+__all__ = ["InfoNCELoss", "infonce_loss"]
+
+
+def infonce_loss(
+    video_emb: Tensor, audio_emb: Tensor, temperature: float = 0.07
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Symmetric cross-modal InfoNCE with negatives from every process.
+
+    Shape: ``video_emb, audio_emb (B, D)`` L2-normalised, same ``B`` on every rank -> scalar
+    ``(L_v2a + L_a2v) / 2``. Logs: ``loss``, ``pos_sim`` (mean cosine of matching pairs),
+    ``neg_sim`` (mean cosine of the other pairs), ``acc_v2a``, ``acc_a2v`` (top-1 retrieval).
+    """
+    check_temperature(temperature)
+    check_pair(video_emb, audio_emb)
+    check_normalized("video_emb", video_emb)
+    check_normalized("audio_emb", audio_emb)
+    all_video = gather_with_grad(video_emb)  # (W*B, D)
+    all_audio = gather_with_grad(audio_emb)
+    if all_video.shape[0] < 2:
+        raise ValueError("InfoNCE needs at least 2 pairs in the global batch (B * world_size >= 2)")
+    targets = rank_offset_targets(video_emb.shape[0], device=video_emb.device)
+    sim_v2a = video_emb @ all_audio.T  # (B, W*B)
+    sim_a2v = audio_emb @ all_video.T
+    loss_v2a = F.cross_entropy(upcast(sim_v2a) / temperature, targets)
+    loss_a2v = F.cross_entropy(upcast(sim_a2v) / temperature, targets)
+    value = (loss_v2a + loss_a2v) / 2
+    with torch.no_grad():
+        sim = sim_v2a.detach().float()
+        positive = F.one_hot(targets, sim.shape[1]).bool()
+        logs = {
+            "loss": value.detach(),
+            "loss_v2a": loss_v2a.detach(),
+            "loss_a2v": loss_a2v.detach(),
+            "pos_sim": sim[positive].mean(),
+            "neg_sim": sim[~positive].mean(),
+            "acc_v2a": (sim_v2a.detach().argmax(1) == targets).float().mean(),
+            "acc_a2v": (sim_a2v.detach().argmax(1) == targets).float().mean(),
+        }
+    return value, logs
+
+
+class InfoNCELoss(nn.Module):
+    """Module form of :func:`infonce_loss`; shape ``(B, D), (B, D) -> (loss, logs)``."""
+
+    def __init__(self, temperature: float = 0.07) -> None:
+        super().__init__()
+        check_temperature(temperature)
+        self.temperature = temperature
+
+    def forward(self, video_emb: Tensor, audio_emb: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return infonce_loss(video_emb, audio_emb, self.temperature)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"

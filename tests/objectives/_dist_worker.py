@@ -1,0 +1,87 @@
+"""Worker for ``test_distributed.py``: the same computation at any world size.
+
+Under ``torchrun --nproc_per_node 2`` (gloo) each rank takes its half of a fixed global batch;
+the test calls :func:`run` with ``world_size=1`` in-process for the single-process reference.
+Usage: ``torchrun ... _dist_worker.py OUT_DIR`` -> ``OUT_DIR/rank{r}.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from avlearn import distributed
+from avlearn.objectives.avid import AVIDLoss
+from avlearn.objectives.cma import CMALoss
+from avlearn.objectives.infonce import infonce_loss
+from avlearn.objectives.memory_bank import sample_excluding
+
+GLOBAL_BATCH, DIM, NUM_ITEMS, NUM_NEGATIVES, STEPS, TEMPERATURE = 8, 6, 21, 5, 2, 0.1
+
+
+def global_data() -> dict[str, Any]:
+    gen = torch.Generator().manual_seed(0)
+    shape = (STEPS, GLOBAL_BATCH, DIM)
+    index = torch.stack([torch.randperm(NUM_ITEMS, generator=gen)[:GLOBAL_BATCH] for _ in range(STEPS)])
+    negatives = torch.stack([sample_excluding(NUM_ITEMS, i.unsqueeze(1), NUM_NEGATIVES, gen) for i in index])
+    return {
+        "video": F.normalize(torch.randn(shape, generator=gen, dtype=torch.float64), dim=-1),
+        "audio": F.normalize(torch.randn(shape, generator=gen, dtype=torch.float64), dim=-1),
+        "index": index,
+        "negatives": negatives,
+    }
+
+
+def _leaf(x: torch.Tensor) -> torch.Tensor:
+    return x.clone().requires_grad_(True)
+
+
+def run() -> dict[str, Any]:
+    """This rank's results on its slice of the global batch (the whole batch at world size 1)."""
+    rank, world = distributed.rank(), distributed.world_size()
+    data = global_data()
+    local = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
+    out: dict[str, Any] = {"rank": rank, "world_size": world}
+
+    video, audio = _leaf(data["video"][0, local]), _leaf(data["audio"][0, local])
+    loss, _ = infonce_loss(video, audio, TEMPERATURE)
+    loss.backward()
+    out["infonce"] = {"loss": loss.detach(), "grad_video": video.grad, "grad_audio": audio.grad}
+
+    avid = AVIDLoss(NUM_ITEMS, DIM, num_negatives=NUM_NEGATIVES, within_weight=0.5, bank_dtype=torch.float64)
+    out["avid"] = []
+    for step in range(STEPS):
+        video, audio = _leaf(data["video"][step, local]), _leaf(data["audio"][step, local])
+        index, negatives = data["index"][step, local], data["negatives"][step, local]
+        loss, _ = avid(video, audio, index, negatives=negatives)
+        loss.backward()
+        out["avid"].append({"loss": loss.detach(), "grad_video": video.grad, "grad_audio": audio.grad})
+    out["avid_state"] = {k: v.clone() for k, v in avid.state_dict().items()}
+
+    cma = CMALoss(NUM_ITEMS, DIM, positive_set_size=3, chunk_size=4)
+    cma.load_state_dict(avid.state_dict(), strict=False)
+    cma.update_positive_sets()
+    out["positive_sets"] = cma.positive_sets.clone()
+    return out
+
+
+def main(argv: list[str]) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    try:
+        result = run()
+        torch.save(result, Path(argv[0]) / f"rank{result['rank']}.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    assert "RANK" in os.environ, "run under torchrun"
+    main(sys.argv[1:])

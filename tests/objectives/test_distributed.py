@@ -1,0 +1,90 @@
+"""2-process gloo run vs the single-process computation on the concatenated batch.
+
+Convention (see ``avlearn/objectives/infonce.py``): each rank's loss is the mean over its local
+anchors, so the mean of the per-rank losses equals the single-process loss, and the gradient a
+rank receives for its local embeddings is ``world_size`` times the single-process gradient
+(``gather_with_grad`` sums every rank's gradient; DDP then averages parameter gradients).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from avlearn.objectives.avid import AVIDLoss
+
+from . import _dist_worker
+
+WORLD = 2
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    out = tmp_path_factory.mktemp("dist")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(WORLD),
+        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+        str(Path(_dist_worker.__file__)), str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+@pytest.fixture(scope="module")
+def single() -> dict[str, Any]:
+    return _dist_worker.run()
+
+
+def _halves(x: torch.Tensor) -> list[torch.Tensor]:
+    return list(x.chunk(WORLD))
+
+
+def _check_step(ranks: list[dict[str, Any]], single: dict[str, Any]) -> None:
+    loss = torch.stack([r["loss"] for r in ranks]).mean()
+    torch.testing.assert_close(loss, single["loss"])
+    for key in ("grad_video", "grad_audio"):
+        for r, expected in zip(ranks, _halves(single[key]), strict=True):
+            torch.testing.assert_close(r[key], WORLD * expected)
+
+
+def test_two_processes_really_ran(ranks: list[dict[str, Any]], single: dict[str, Any]) -> None:
+    assert [(r["rank"], r["world_size"]) for r in ranks] == [(0, 2), (1, 2)]
+    assert single["world_size"] == 1
+
+
+def test_infonce_loss_and_gradients_match_single_process(
+    ranks: list[dict[str, Any]], single: dict[str, Any]
+) -> None:
+    _check_step([r["infonce"] for r in ranks], single["infonce"])
+
+
+def test_avid_losses_gradients_and_banks_match(ranks: list[dict[str, Any]], single: dict[str, Any]) -> None:
+    for step in range(_dist_worker.STEPS):
+        _check_step([r["avid"][step] for r in ranks], single["avid"][step])
+    state0, state1 = ranks[0]["avid_state"], ranks[1]["avid_state"]
+    for key, value in state0.items():
+        assert torch.equal(value, state1[key]), f"{key} differs between ranks"
+        torch.testing.assert_close(value, single["avid_state"][key])
+    initial = AVIDLoss(_dist_worker.NUM_ITEMS, _dist_worker.DIM, bank_dtype=torch.float64)
+    assert not torch.equal(state0["video_bank.weight"], initial.video_bank.weight)  # updates happened
+
+
+def test_positive_sets_identical_across_ranks(ranks: list[dict[str, Any]], single: dict[str, Any]) -> None:
+    assert torch.equal(ranks[0]["positive_sets"], ranks[1]["positive_sets"])
+    assert torch.equal(ranks[0]["positive_sets"], single["positive_sets"])

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from avlearn.objectives.infonce import InfoNCELoss, infonce_loss
+
+from . import _reference as ref
+
+
+def _unit(*shape: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(*shape, generator=gen, dtype=torch.float64), dim=-1)
+
+
+@pytest.mark.parametrize("b,d,temperature", [(2, 3, 0.07), (5, 8, 0.1), (9, 4, 0.5), (16, 32, 1.0)])
+def test_infonce_equals_reference(b: int, d: int, temperature: float) -> None:
+    video, audio = _unit(b, d, seed=b), _unit(b, d, seed=b + 100)
+    value, logs = infonce_loss(video, audio, temperature)
+    assert value.item() == pytest.approx(ref.infonce(video, audio, temperature), rel=1e-9)
+    sim = video @ audio.T
+    assert logs["pos_sim"].item() == pytest.approx(sim.diag().mean().item(), rel=1e-6)
+    off = sim[~torch.eye(b, dtype=torch.bool)]
+    assert logs["neg_sim"].item() == pytest.approx(off.mean().item(), rel=1e-6)
+    assert logs["acc_v2a"].item() == pytest.approx((sim.argmax(1) == torch.arange(b)).double().mean().item())
+
+
+def test_infonce_decreases_with_linear_heads() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(32, 10)
+    head_v, head_a = torch.nn.Linear(10, 8), torch.nn.Linear(10, 8)
+    crit = InfoNCELoss(temperature=0.2)
+    opt = torch.optim.SGD([*head_v.parameters(), *head_a.parameters()], lr=0.5)
+    losses = []
+    for _ in range(25):
+        value, _ = crit(F.normalize(head_v(x), dim=1), F.normalize(head_a(x), dim=1))
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        losses.append(value.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_bad_arguments_raise_naming_them() -> None:
+    video, audio = _unit(4, 3, seed=0), _unit(4, 3, seed=1)
+    for bad in (0.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="temperature"):
+            infonce_loss(video, audio, bad)
+    with pytest.raises(ValueError, match="temperature"):
+        InfoNCELoss(temperature=-1.0)
+    with pytest.raises(ValueError, match="audio_emb"):
+        infonce_loss(video, audio[:3])
+    with pytest.raises(ValueError, match="video_emb"):
+        infonce_loss(video[0], audio)
+    with pytest.raises(ValueError, match="video_emb"):
+        infonce_loss(video * 3, audio)
+    with pytest.raises(ValueError, match="at least 2"):
+        infonce_loss(video[:1], audio[:1])
