@@ -4,6 +4,10 @@ A clip is ``num_frames`` frames sampled at ``fps`` starting at ``start`` seconds
 waveform window at ``sample_rate``. All times are on the file's presentation clock (what
 ``PyAV`` reports as ``frame.time``), so the audio and the video of one request line up.
 
+Frames are turned upright as the file's display matrix says (phone videos): ``size`` and the
+returned ``(H, W)`` are those of the displayed picture. (decord mishandles such files, so the
+``"decord"`` backend decodes them with PyAV.)
+
 Frame choice: frame ``i`` of the clip is the file's frame whose timestamp is nearest to
 ``start + i / fps`` (ties go to the later frame). Past the last frame the last frame repeats.
 
@@ -163,6 +167,25 @@ def _out_size(width: int, height: int, size: int | tuple[int, int] | None) -> tu
     return int(size[1]), int(size[0])
 
 
+def _display_rotation(frame: Any) -> int:
+    """Degrees (0, 90, 180, 270) the display matrix turns a decoded frame counter-clockwise."""
+    return round(float(getattr(frame, "rotation", 0) or 0) / 90.0) % 4 * 90
+
+
+def _decode_size(width: int, height: int, size: int | tuple[int, int] | None,
+                 rotation: int) -> tuple[int, int]:
+    """(W, H) to decode a coded ``width x height`` frame to, so that after ``rotation`` it has ``size``."""
+    if rotation in (90, 270):
+        out_w, out_h = _out_size(height, width, size)  # the displayed picture is transposed
+        return out_h, out_w
+    return _out_size(width, height, size)
+
+
+def _upright(frames: np.ndarray, rotation: int) -> np.ndarray:
+    """``(T, H, W, 3)`` frames turned ``rotation`` degrees counter-clockwise."""
+    return np.rot90(frames, k=rotation // 90, axes=(1, 2)) if rotation else frames
+
+
 def _to_video_tensor(frames: np.ndarray) -> torch.Tensor:
     """``(T, H, W, 3)`` uint8 -> ``(C, T, H, W)`` float32 in [0, 1]."""
     return rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "t h w c -> c t h w").float().div_(255.0)
@@ -179,7 +202,8 @@ def _open(path: str | os.PathLike[str]) -> Any:
     try:
         return av.open(str(p))
     except (av.FFmpegError, OSError, ValueError) as err:
-        raise DecodeError(p, f"not a readable media file ({err})") from None
+        detail = getattr(err, "strerror", None) or str(err)  # FFmpeg's str() repeats the path
+        raise DecodeError(p, f"not a readable media file ({detail})") from None
 
 
 def _video_stream(container: Any, path: str | os.PathLike[str]) -> Any:
@@ -215,7 +239,7 @@ def _resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
 
 def _frame_samples(frame: Any) -> np.ndarray:
     """A decoded audio frame as ``(C, n)`` float32 whatever its sample format."""
-    arr = frame.to_ndarray()
+    arr: np.ndarray = np.asarray(frame.to_ndarray())
     channels = len(frame.layout.channels)
     if not frame.format.is_planar:
         arr = arr.reshape(-1, channels).T
@@ -247,7 +271,7 @@ def read_audio(
         ``(S,)`` float32, ``S = round(seconds * sample_rate)``.
     """
     own = not hasattr(source, "streams")
-    container = _open(source) if own else source
+    container: Any = _open(source) if own else source
     name = str(source if own else (path or getattr(container, "name", "<container>")))
     try:
         return _read_audio(container, name, start, seconds, sample_rate)
@@ -350,12 +374,13 @@ def _decode_pyav(path: str | os.PathLike[str], start: float, spec: ClipSpec) -> 
         if not kept:
             raise DecodeError(path, f"no video frame decodes at or after {start:.3f} s")
         chosen = _nearest(np.asarray(times), targets)
-        width, height = _out_size(kept[0].width, kept[0].height, spec.size)
+        rotation = _display_rotation(kept[0])
+        width, height = _decode_size(kept[0].width, kept[0].height, spec.size, rotation)
         cache: dict[int, np.ndarray] = {}
         for i in np.unique(chosen):
             cache[int(i)] = kept[int(i)].to_ndarray(width=width, height=height, format="rgb24",
                                                     interpolation="BICUBIC")
-        frames = np.stack([cache[int(i)] for i in chosen])
+        frames = _upright(np.stack([cache[int(i)] for i in chosen]), rotation)
         audio_start = audio_window_start(start, spec)
         audio = _read_audio(container, str(path), audio_start, spec.audio_seconds, spec.sample_rate)
         return Clip(_to_video_tensor(frames), audio, start, audio_start, np.asarray(times)[chosen])
@@ -369,6 +394,15 @@ def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec) -
     container = _open(path)  # header (size, duration) and the audio come from PyAV
     try:
         stream = _video_stream(container, path)
+        try:  # the display rotation is on decoded frames: decode the first one
+            rotation = _display_rotation(next(container.decode(stream), None))
+        except av.FFmpegError as err:
+            raise DecodeError(path, f"video track is corrupt ({err})") from None
+        if rotation:
+            # decord 0.6 turns the picture but keeps the coded W x H (90/270 come out squashed, and
+            # the transposed size fails): rotated files (rare: phone videos) go through PyAV.
+            container.close()
+            return _decode_pyav(path, start, spec)
         width, height = _out_size(stream.codec_context.width, stream.codec_context.height, spec.size)
         try:
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height,
@@ -385,13 +419,33 @@ def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec) -
         try:
             frames = reader.get_batch(chosen.tolist()).asnumpy()
         except Exception as err:
-            raise DecodeError(path, f"video frames cannot be decoded ({err})") from None
+            if (width, height) == (stream.codec_context.width, stream.codec_context.height):
+                raise DecodeError(path, f"video frames cannot be decoded ({err})") from None
+            # decord's resize breaks for some output sizes (e.g. 48x32 from 96x64: it returns padded
+            # 4-channel rows and get_batch fails, dmlc/decord#336): decode at the file's size instead.
+            frames = _decord_frames_resized(decord, path, chosen, width, height)
         del reader
         audio_start = audio_window_start(start, spec)
         audio = _read_audio(container, str(path), audio_start, spec.audio_seconds, spec.sample_rate)
         return Clip(_to_video_tensor(frames), audio, start, audio_start, times[chosen, 0].astype(np.float64))
     finally:
         container.close()
+
+
+def _decord_frames_resized(decord: Any, path: str | os.PathLike[str], chosen: np.ndarray,
+                           width: int, height: int) -> np.ndarray:
+    """Frames ``chosen`` decoded by decord at the file's size, then resized. Shape ``(T, H, W, 3)``."""
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        native = reader.get_batch(np.unique(chosen).tolist()).asnumpy()
+    except Exception as err:
+        raise DecodeError(path, f"video frames cannot be decoded ({err})") from None
+    resized = {
+        int(i): av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").to_ndarray(
+            width=width, height=height, format="rgb24", interpolation="BICUBIC")
+        for i, img in zip(np.unique(chosen), native, strict=True)
+    }
+    return np.stack([resized[int(i)] for i in chosen])
 
 
 Decoder = Callable[[str | os.PathLike[str], float, ClipSpec], Clip]

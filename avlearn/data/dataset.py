@@ -1,0 +1,341 @@
+"""Audio-visual clip dataset over a manifest, deterministic and robust to bad files.
+
+``AVClipDataset`` yields ``clips_per_video`` random clips of every usable video per epoch.
+Sample ``i`` shows video ``i % num_videos``; all of its randomness (start time, AV offset,
+transforms) comes from a ``torch.Generator`` seeded by ``(seed, epoch, i)``, so a sample is
+the same whichever DataLoader worker produces it, and workers need no ``worker_init_fn``.
+The epoch lives in a shared-memory tensor, so ``set_epoch`` reaches persistent workers too
+(call it before ``iter(loader)``, as with ``DistributedSampler``).
+
+A video that fails to decode is logged (once per file and process) and replaced by a video
+drawn from a generator seeded by ``(seed, epoch, i, attempt)``, up to ``max_retries`` times.
+Each sample carries the failures met while producing it (``"skipped"``, ``"failures"``), so
+the training loop sees every failure whichever worker met it: collate with :func:`av_collate`
+and feed the batches to a :class:`FailureTracker`.
+
+Example::
+
+    ds = AVClipDataset("manifest.csv", ClipSpec(num_frames=8, fps=16), backend="pyav",
+                       clips_per_video=2, max_av_offset=0.5, seed=0)
+    loader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=8, collate_fn=av_collate,
+                        persistent_workers=True)
+    tracker = FailureTracker()
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        for batch in loader:
+            tracker.update(batch)  # batch["video"]: (B, C, T, H, W), batch["audio"]: (B, S)
+            ...
+        print(tracker.report(epoch))  # "epoch 3: 2 of 5000 clips replaced; bad files: ..."
+        tracker.reset()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from avlearn.data.decode import (
+    Clip,
+    ClipSpec,
+    DecodeError,
+    audio_window_start,
+    decode_clip,
+    get_decoder,
+    probe_duration,
+)
+from avlearn.data.manifest import VideoInfo, read_manifest
+
+__all__ = ["AVClipDataset", "FailureTracker", "Transform", "av_collate", "sample_generator"]
+
+logger = logging.getLogger(__name__)
+
+Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""A random transform: ``(tensor, generator) -> tensor``; all its randomness must come from the generator."""
+
+_LIST_KEYS = ("video_id", "failures")  # collated as lists (strings; per-sample lists concatenated)
+
+
+def sample_generator(*keys: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded from integer ``keys`` (e.g. seed, epoch, index, attempt).
+
+    Nearby keys give independent streams (the keys go through NumPy's ``SeedSequence`` hash).
+    """
+    entropy = [int(k) & 0xFFFF_FFFF_FFFF_FFFF for k in keys]
+    state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def _uniform(low: float, high: float, generator: torch.Generator) -> float:
+    u = float(torch.rand((), generator=generator, dtype=torch.float64))
+    return low + (high - low) * u
+
+
+class AVClipDataset(Dataset[dict[str, Any]]):
+    """Random synchronised (or AV-offset) clips from the usable videos of a manifest.
+
+    Args:
+        manifest: rows from :func:`~avlearn.data.manifest.read_manifest`, or a manifest path.
+        spec: what to decode (frames, fps, size, audio window); its ``audio_offset`` is a fixed
+            shift added to the random one.
+        backend: video decoder, ``"pyav"`` or ``"decord"`` (see :mod:`avlearn.data.decode`).
+        clips_per_video: clips drawn from every video per epoch; ``len = clips_per_video * num_videos``.
+        max_av_offset: each sample's audio window is shifted by ``U(-x, x)`` seconds (0: synchronised).
+        video_transform: ``(video (C, T, H, W), generator) -> tensor``.
+        audio_transform: ``(waveform (S,), generator) -> tensor`` (may return a spectrogram ``(1, F, T)``).
+        seed: base seed of all sampling randomness.
+        require_audio: drop rows without an audio track (audio-visual training); when False they
+            yield silent audio.
+        max_retries: replacements tried for one sample before giving up with an error.
+        class_to_idx: label name -> class index; default: sorted label names of the kept rows.
+
+    Sample (a dict):
+        ``video``: ``(C, T, H, W)`` float32 (or the video transform's output);
+        ``audio``: ``(S,)`` float32 waveform (or the audio transform's output, e.g. ``(1, F, T)``);
+        ``index``: int, position of the video in :attr:`videos` (``0 .. num_videos - 1``, what a
+        memory bank indexes; the replacement's index when the sample was replaced);
+        ``video_id``: str; ``start``: clip start (s); ``av_offset``: total audio shift (s, signed:
+        positive means the audio window starts later than the video);
+        ``label``: int class index (-1 when the row has none), only when the manifest has labels;
+        ``skipped``: int, bad videos replaced while producing this sample;
+        ``failures``: ``list[tuple[path, reason]]`` of those replacements.
+    """
+
+    def __init__(
+        self,
+        manifest: str | os.PathLike[str] | Sequence[VideoInfo],
+        spec: ClipSpec,
+        backend: str = "pyav",
+        *,
+        clips_per_video: int = 1,
+        max_av_offset: float = 0.0,
+        video_transform: Transform | None = None,
+        audio_transform: Transform | None = None,
+        seed: int = 0,
+        require_audio: bool = True,
+        max_retries: int = 10,
+        class_to_idx: Mapping[str, int] | None = None,
+    ) -> None:
+        if clips_per_video < 1:
+            raise ValueError(f"clips_per_video must be >= 1, got {clips_per_video}")
+        if max_av_offset < 0:
+            raise ValueError(f"max_av_offset must be >= 0 seconds, got {max_av_offset}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        get_decoder(backend)  # unknown backend -> error listing the valid ones, now rather than in a worker
+        source = "manifest"
+        if isinstance(manifest, (str, os.PathLike)):
+            source = str(manifest)
+            rows = read_manifest(Path(manifest))
+        else:
+            rows = list(manifest)
+        self.videos, dropped = self._filter(rows, require_audio)
+        if dropped:
+            why = ", ".join(f"{n} {reason}" for reason, n in dropped.most_common())
+            logger.warning("AVClipDataset: kept %d of %d videos from %s; dropped %s",
+                           len(self.videos), len(rows), source, why)
+        if not self.videos:
+            raise ValueError(f"AVClipDataset: no usable video in {source} ({len(rows)} rows"
+                             + (f"; dropped {why})" if dropped else ")")
+                             + "; check the manifest with `avlearn prepare index`")
+        self.spec = spec
+        self.backend = backend
+        self.clips_per_video = clips_per_video
+        self.max_av_offset = float(max_av_offset)
+        self.video_transform = video_transform
+        self.audio_transform = audio_transform
+        self.seed = int(seed)
+        self.max_retries = max_retries
+        self.class_to_idx = self._classes(class_to_idx)
+        # Shared memory: set_epoch in the main process is seen by (persistent) DataLoader workers.
+        self._epoch = torch.zeros((), dtype=torch.int64)
+        self._epoch.share_memory_()  # type: ignore[no-untyped-call]
+        self._warned: set[str] = set()  # files already logged by this process
+        self._durations: dict[str, float] = {}  # probed when the manifest has no duration
+
+    @staticmethod
+    def _filter(rows: Sequence[VideoInfo], require_audio: bool) -> tuple[list[VideoInfo], Counter[str]]:
+        kept: list[VideoInfo] = []
+        dropped: Counter[str] = Counter()
+        for row in rows:
+            if row.status == "bad":
+                dropped["marked 'bad' by the indexer"] += 1
+            elif not row.has_video:
+                dropped["without a video track"] += 1
+            elif require_audio and not row.has_audio:
+                dropped["without an audio track"] += 1
+            else:
+                kept.append(row)
+        return kept, dropped
+
+    def _classes(self, class_to_idx: Mapping[str, int] | None) -> dict[str, int] | None:
+        labels = {row.label for row in self.videos if row.label}
+        if class_to_idx is None:
+            return {name: i for i, name in enumerate(sorted(labels))} if labels else None
+        unknown = sorted(labels - set(class_to_idx))
+        if unknown:
+            raise ValueError(f"AVClipDataset: label(s) {unknown[:5]} not in class_to_idx; "
+                             f"valid: {sorted(class_to_idx)[:20]}")
+        return dict(class_to_idx)
+
+    # ------------------------------------------------------------------------------ sampling
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.videos)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose randomness the next samples use (call before ``iter(loader)``)."""
+        self._epoch.fill_(int(epoch))
+
+    def __len__(self) -> int:
+        return self.clips_per_video * len(self.videos)
+
+    def _duration(self, row: VideoInfo) -> float:
+        if row.duration > 0:
+            return row.duration
+        if row.path not in self._durations:
+            self._durations[row.path] = probe_duration(row.path)
+        return self._durations[row.path]
+
+    def _span(self) -> tuple[float, float]:
+        """Seconds the clip (video and synchronised audio) reaches before and after its start."""
+        rel = audio_window_start(0.0, dataclasses.replace(self.spec, audio_offset=0.0))
+        before = max(0.0, -rel)
+        after = max(self.spec.video_seconds, rel + self.spec.audio_seconds)
+        return before, after
+
+    def sample_start(self, duration: float, generator: torch.Generator) -> float:
+        """Clip start uniform over the starts whose clip fits in ``duration`` (0 for short videos)."""
+        before, after = self._span()
+        high = duration - after
+        if high <= before:
+            return 0.0
+        return _uniform(before, high, generator)
+
+    def _decode(self, row: VideoInfo, generator: torch.Generator) -> tuple[Clip, float]:
+        """Draw the start and AV offset of a clip of ``row`` and decode it; returns ``(clip, offset)``."""
+        start = self.sample_start(self._duration(row), generator)
+        offset = self.spec.audio_offset
+        if self.max_av_offset > 0:
+            offset += _uniform(-self.max_av_offset, self.max_av_offset, generator)
+        spec = dataclasses.replace(self.spec, audio_offset=offset)
+        if not row.has_audio:  # only when require_audio=False: silent audio of the right length
+            spec = dataclasses.replace(spec, audio_seconds=0.0)
+        clip = decode_clip(row.path, start, spec, self.backend)
+        if not row.has_audio:
+            clip.audio = torch.zeros(self.spec.num_samples)
+        return clip, offset
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"AVClipDataset index {index} out of range [0, {len(self)})")
+        epoch = self.epoch
+        video_index = index % len(self.videos)
+        failures: list[tuple[str, str]] = []
+        for attempt in range(self.max_retries + 1):
+            generator = sample_generator(self.seed, epoch, index, attempt)
+            if attempt > 0:  # a replacement video, deterministic given (seed, epoch, index, attempt)
+                video_index = int(torch.randint(len(self.videos), (), generator=generator))
+            row = self.videos[video_index]
+            try:
+                clip, offset = self._decode(row, generator)
+            except Exception as err:  # decode failures of any kind (PyAV, decord, OS); counted, never silent
+                reason = err.reason if isinstance(err, DecodeError) else f"{type(err).__name__}: {err}"
+                failures.append((row.path, reason))
+                if row.path not in self._warned:
+                    self._warned.add(row.path)
+                    logger.warning("AVClipDataset: skipping %s: %s", row.path, reason)
+                continue
+            return self._sample(row, video_index, clip, offset, generator, failures)
+        listed = "; ".join(f"{p} ({r})" for p, r in failures)
+        raise RuntimeError(
+            f"AVClipDataset: sample {index} (epoch {epoch}) failed {len(failures)} times in a row, "
+            f"the manifest has too many unreadable videos: {listed}. Re-run `avlearn prepare index` "
+            f"and drop the rows it marks 'bad', or raise max_retries.")
+
+    def _sample(self, row: VideoInfo, video_index: int, clip: Clip, offset: float, generator: torch.Generator,
+                failures: list[tuple[str, str]]) -> dict[str, Any]:
+        """Transforms (outside the failure handling: a transform bug is an error, not a bad file)."""
+        video, audio = clip.video, clip.audio
+        if self.video_transform is not None:
+            video = self.video_transform(video, generator)
+        if self.audio_transform is not None:
+            audio = self.audio_transform(audio, generator)
+        sample: dict[str, Any] = {
+            "video": video, "audio": audio, "index": video_index, "video_id": row.video_id,
+            "start": float(clip.start), "av_offset": float(offset),
+            "skipped": len(failures), "failures": failures,
+        }
+        if self.class_to_idx is not None:
+            sample["label"] = self.class_to_idx.get(row.label, -1)
+        return sample
+
+
+def av_collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Collate samples of :class:`AVClipDataset` (use as the DataLoader's ``collate_fn``).
+
+    Tensors and numbers go through ``default_collate`` (``video`` -> ``(B, C, T, H, W)``,
+    ``audio`` -> ``(B, S)`` or ``(B, 1, F, T)``, ``index`` -> ``(B,)``); ``video_id`` becomes a
+    list of B strings; ``failures`` the concatenation of the samples' lists.
+    """
+    if not batch:
+        raise ValueError("av_collate: empty batch")
+    plain = [{k: v for k, v in s.items() if k not in _LIST_KEYS} for s in batch]
+    out: dict[str, Any] = default_collate(plain)
+    if "video_id" in batch[0]:
+        out["video_id"] = [s["video_id"] for s in batch]
+    if "failures" in batch[0]:
+        out["failures"] = [tuple(f) for s in batch for f in s["failures"]]
+    return out
+
+
+class FailureTracker:
+    """Counts decode failures across batches (hence across DataLoader workers) for an epoch report."""
+
+    def __init__(self) -> None:
+        self.clips = 0
+        self.replaced = 0  # clips that needed at least one replacement
+        self.failures = 0  # decode failures (a clip may need several replacements)
+        self.files: Counter[tuple[str, str]] = Counter()
+
+    def reset(self) -> None:
+        self.clips = self.replaced = self.failures = 0
+        self.files.clear()
+
+    def update(self, batch: Mapping[str, Any]) -> None:
+        """Add one collated batch (from :func:`av_collate`)."""
+        skipped = batch.get("skipped")
+        if skipped is not None:
+            counts = torch.as_tensor(skipped)
+            self.clips += int(counts.numel())
+            self.replaced += int((counts > 0).sum())
+            self.failures += int(counts.sum())
+        for path, reason in batch.get("failures", []):
+            self.files[(str(path), str(reason))] += 1
+
+    @property
+    def bad_paths(self) -> list[str]:
+        return sorted({path for path, _ in self.files})
+
+    def report(self, epoch: int | None = None) -> str:
+        """One line, e.g. ``"epoch 3: 2 of 400 clips replaced; bad files: a.mp4 (file is empty) x2"``."""
+        head = f"epoch {epoch}: " if epoch is not None else ""
+        if not self.failures:
+            return f"{head}no decode failures in {self.clips} clips"
+        files = "; ".join(f"{path} ({reason})" + (f" x{n}" if n > 1 else "")
+                          for (path, reason), n in self.files.most_common())
+        return (f"{head}{self.replaced} of {self.clips} clips replaced after {self.failures} decode "
+                f"failure(s); bad files: {files}")
