@@ -17,7 +17,7 @@ centred on the video clip (``start + num_frames / fps / 2``) and then shifted by
 ``audio_offset``. Samples outside the audio track are zeros. Audio is always decoded with
 PyAV (decord's AudioReader is 1-20 ms misaligned): seek ~0.1 s before the window, decode,
 place every decoded frame by its timestamp (sample exact), downmix to mono by averaging
-channels, then resample with a band-limited (sinc) resampler.
+the channels (all but LFE), then resample with a band-limited (sinc) resampler.
 
 Example::
 
@@ -252,6 +252,15 @@ def _frame_samples(frame: Any) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
+def _downmix(samples: np.ndarray, frame: Any) -> np.ndarray:
+    """``(C, n)`` -> ``(n,)``: the mean of the full-range channels. The LFE channel is left out
+    (as in standard downmixes): it carries only a low-passed copy and would dilute the rest."""
+    names = [ch.name for ch in frame.layout.channels]
+    keep = [i for i, name in enumerate(names) if name != "LFE"] or list(range(len(names)))
+    mean: np.ndarray = samples[keep].mean(axis=0)
+    return mean
+
+
 def read_audio(
     source: str | os.PathLike[str] | Any,
     start: float,
@@ -317,7 +326,7 @@ def _read_audio(container: Any, path: str, start: float, seconds: float, sample_
                 lo, hi = max(first, a0), min(first + n, a0 + length)
                 if hi <= lo:
                     continue
-                mono = _frame_samples(frame).mean(axis=0)
+                mono = _downmix(_frame_samples(frame), frame)
                 buf[lo - a0 : hi - a0] = mono[lo - first : hi - first]
             if done:
                 break
