@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             out=synth_dir,
             num_videos=args.num_videos,
             seed=args.seed,
+            clips_per_group=2,  # 60 videos: 5 groups per action, so train/val/test are 3/1/1 groups
             duration=args.duration,
             workers=args.workers,
         )
