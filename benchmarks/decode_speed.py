@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import sys
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/decode_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "source": source,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread",
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),  # other work on the machine slows it
         "spec": {"num_frames": 8, "fps": 16, "size": args.size, "audio_seconds": 2.0, "sample_rate": 16000},
         "results": results,
     }
