@@ -1,0 +1,1 @@
+"""Evaluation of pretrained audio-visual models (cross-modal retrieval)."""

@@ -1,0 +1,1 @@
+"""Pretraining: config, loop, checkpoints, optimiser schedules, logging (``avlearn pretrain``)."""

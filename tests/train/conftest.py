@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.train.pretrain_helpers import make_collection
+
+
+@pytest.fixture(scope="session")
+def synth_train(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """36 synthetic training videos (3 s, 64 px); returns the manifest path."""
+    return make_collection(tmp_path_factory.mktemp("synth_train"), num_videos=36, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synth_heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 other synthetic videos (a different collection seed) for held-out retrieval."""
+    return make_collection(tmp_path_factory.mktemp("synth_heldout"), num_videos=16, seed=1)

@@ -1,0 +1,207 @@
+"""End-to-end tests of `avlearn pretrain` on a tiny synthetic collection (CPU)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from avlearn.config import ConfigError, load_config
+from avlearn.eval.retrieval import retrieval_metrics
+from avlearn.models.checkpoint import load_av_model
+from avlearn.train.checkpoint import CheckpointManager
+from avlearn.train.config import PretrainConfig
+from avlearn.train.pretrain import main
+from tests.train.pretrain_helpers import ROOT, SYNTH_CPU, fast_overrides, read_metrics
+
+CONFIGS = sorted((ROOT / "configs" / "pretrain").glob("*.yaml"))
+
+
+# ------------------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_configs_load(path: Path) -> None:
+    cfg = load_config(PretrainConfig, path)
+    assert cfg.epochs >= 1
+
+
+def test_expected_configs_are_shipped() -> None:
+    names = {p.stem for p in CONFIGS}
+    expected = {"synth_cpu", "avid_kinetics400", "avid_cma_kinetics400", "avid_audioset", "avid_cma_audioset"}
+    assert expected <= names
+
+
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [
+        ("optim.lrr=0.1", ["optim.lrr", "lr"]),
+        ("objective.temprature=0.1", ["objective.temprature", "temperature"]),
+        ("trian.log_every=3", ["trian", "train"]),
+    ],
+)
+def test_misspelt_key_is_named(override: str, names: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(PretrainConfig, SYNTH_CPU, [override])
+    for name in names:
+        assert name in str(err.value)
+
+
+def test_bad_values_rejected_at_load() -> None:
+    with pytest.raises(ConfigError, match="objective"):
+        load_config(PretrainConfig, SYNTH_CPU, ["objective.name=simclr"])
+    with pytest.raises(ConfigError, match="cma_start_epoch"):
+        load_config(PretrainConfig, SYNTH_CPU, ["objective.name=cma", "objective.cma_start_epoch=99"])
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        load_config(PretrainConfig, SYNTH_CPU, ["train.mixed_precision=fp8"])
+
+
+def test_cli_bad_key_exit_code(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["--config", str(SYNTH_CPU), f"run_dir={tmp_path}", "data.batchsize=3"]) == 2
+    assert "data.batchsize" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- retrieval
+
+
+def _naive_recall(v: torch.Tensor, a: torch.Tensor, k: int) -> float:
+    hits = 0
+    for i in range(v.shape[0]):
+        scores = [float(torch.dot(v[i], a[j]) / (v[i].norm() * a[j].norm())) for j in range(a.shape[0])]
+        better = sum(1 for j, s in enumerate(scores) if s > scores[i])
+        hits += better < k
+    return hits / v.shape[0]
+
+
+@pytest.mark.parametrize(("n", "d", "seed"), [(5, 3, 0), (17, 8, 1), (40, 4, 2)])
+def test_retrieval_metrics_match_naive(n: int, d: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    v, a = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    a[: n // 2] = v[: n // 2] + 0.3 * a[: n // 2]  # half the pairs related
+    m = retrieval_metrics(v, a)
+    for k in (1, 5):
+        assert m[f"v2a_r{k}"] == pytest.approx(_naive_recall(v, a, k))
+        assert m[f"a2v_r{k}"] == pytest.approx(_naive_recall(a, v, k))
+    assert m["chance_r1"] == pytest.approx(1 / n)
+
+
+def test_retrieval_metrics_perfect_and_shape_check() -> None:
+    e = torch.nn.functional.normalize(torch.randn(10, 6), dim=1)
+    assert retrieval_metrics(e, e)["v2a_r1"] == 1.0
+    with pytest.raises(ValueError, match="must both be"):
+        retrieval_metrics(e, e[:5])
+
+
+# ------------------------------------------------------------------------------------- runs
+
+
+def _run(manifest: Path, run_dir: Path, *args: str, **extra: object) -> int:
+    return main(["--config", str(SYNTH_CPU), *args, *fast_overrides(manifest, run_dir, **extra)])
+
+
+def test_run_writes_checkpoints_logs_and_export(synth_train: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert _run(synth_train, run, epochs=2, max_steps=3, **{"train.ckpt_every_steps": 2,
+                                                          "train.tensorboard": True}) == 0
+    assert [s for s, _ in CheckpointManager(run / "checkpoints").list()] == [2, 3]
+    records = read_metrics(run)
+    assert records[0]["event"] == "start" and records[0]["world_size"] == 1
+    steps = [r["step"] for r in records if "train/loss" in r]
+    assert steps == [1, 2, 3]
+    assert all(k in records[1] for k in ("train/lr", "perf/clips_per_s", "perf/data_wait_fraction"))
+    assert any((run / "tb").iterdir())
+    model, _ = load_av_model(run / "encoders.safetensors")
+    state = CheckpointManager.load(run / "checkpoints" / "step_00000003.pt")
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, state["model"][key])
+
+
+def test_resume_matches_uninterrupted(synth_train: Path, tmp_path: Path) -> None:
+    k = 3  # 36 clips / batch 8 = 4 steps per epoch: the resume lands mid-epoch 0, run ends in epoch 1
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = {"epochs": 3, "train.ckpt_every_steps": 100}
+    assert _run(synth_train, straight, max_steps=2 * k, **common) == 0
+    assert _run(synth_train, split, max_steps=k, **common) == 0
+    assert _run(synth_train, split, "--resume", max_steps=2 * k, **common) == 0
+
+    resumed = [r for r in read_metrics(split) if r.get("event") == "resume"]
+    assert len(resumed) == 1 and resumed[0]["step"] == k and resumed[0]["batch_in_epoch"] == k
+    logged = [r["step"] for r in read_metrics(split) if "train/loss" in r]
+    assert logged == list(range(1, 2 * k + 1))  # nothing repeated, nothing skipped
+
+    a = CheckpointManager.load(CheckpointManager(straight / "checkpoints").latest())  # type: ignore[arg-type]
+    b = CheckpointManager.load(CheckpointManager(split / "checkpoints").latest())  # type: ignore[arg-type]
+    assert a["step"] == b["step"] == 2 * k
+    for part in ("model", "objective"):
+        for key in a[part]:
+            torch.testing.assert_close(a[part][key], b[part][key], rtol=1e-5, atol=1e-6, msg=f"{part}.{key}")
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        torch.testing.assert_close(sa["exp_avg"], sb["exp_avg"], rtol=1e-5, atol=1e-7)
+    loss_a = [r["train/loss"] for r in read_metrics(straight) if "train/loss" in r]
+    loss_b = [r["train/loss"] for r in read_metrics(split) if "train/loss" in r]
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+
+
+def test_nan_guard_names_the_step(
+    synth_train: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _run(synth_train, tmp_path / "nan", max_steps=4, **{"optim.lr": 1e30, "optim.clip_grad_norm": 0})
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "non-finite loss or embeddings at step 1" in err
+
+
+def test_cma_warmup_then_positive_sets(synth_train: Path, tmp_path: Path) -> None:
+    run = tmp_path / "cma"
+    extra = {"epochs": 2, "max_steps": 6, "objective.name": "cma", "objective.cma_start_epoch": 1,
+             "objective.positive_set_size": 4, "objective.num_positives": 2, "objective.within_weight": 1.0}
+    assert _run(synth_train, run, **extra) == 0
+    events = [r for r in read_metrics(run) if r.get("event") == "positive_sets"]
+    assert [e["epoch"] for e in events] == [1]
+    state = CheckpointManager.load(CheckpointManager(run / "checkpoints").latest())  # type: ignore[arg-type]
+    assert state["objective_name"] == "cma" and bool((state["objective"]["positive_sets"] >= 0).all())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_process_gloo_run(synth_train: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "avlearn", "pretrain", "--config", str(SYNTH_CPU),
+           *fast_overrides(synth_train, run, max_steps=3, **{"data.batch_size": 4})]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(_free_port())}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = read_metrics(run)
+    assert records[0]["world_size"] == 2
+    end = next(r for r in records if r.get("event") == "end")
+    ranks = end["processes"]
+    assert [p["rank"] for p in ranks] == [0, 1] and all(p["world_size"] == 2 for p in ranks)
+    assert ranks[0]["objective_digest"] == ranks[1]["objective_digest"]  # identical memory banks
+    assert ranks[0]["step"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="run length / lr not yet tuned: 48 AVID steps gave v2a r@1 0.125 vs chance 0.0625")
+def test_pretraining_improves_heldout_retrieval(
+    synth_train: Path, synth_heldout: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "learn"
+    extra = {"epochs": 12, "eval.manifest": str(synth_heldout), "optim.lr": 2e-3,
+             "train.log_every": 10, "train.ckpt_every_steps": 0}
+    assert _run(synth_train, run, **extra) == 0
+    evals = [r for r in read_metrics(run) if "retrieval/v2a_r1" in r]
+    before, after = evals[0], evals[-1]
+    chance = before["retrieval/chance_r1"]
+    print(f"v2a r@1 before {before['retrieval/v2a_r1']:.3f} after {after['retrieval/v2a_r1']:.3f} "
+          f"(chance {chance:.3f}); a2v after {after['retrieval/a2v_r1']:.3f}")
+    assert after["retrieval/v2a_r1"] > max(2 * before["retrieval/v2a_r1"], 3 * chance)
