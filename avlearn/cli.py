@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare index": ("data_prep.index", "scan a folder or list of videos and write a manifest"),
     "prepare reencode": ("data_prep.reencode", "re-encode a collection to a training-friendly form"),
     "pretrain": ("avlearn.train.pretrain", "self-supervised audio-visual pretraining (AVID / CMA / InfoNCE)"),
+    "localize": ("avlearn.localization.cli", "heatmap video of where the sound is"),
+    "evaluate localization": ("avlearn.localization.evaluate", "cIoU / AUC on the synthetic collection"),
 }
 
 

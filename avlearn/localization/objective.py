@@ -1,0 +1,127 @@
+"""Localization by multiple-instance contrast (EZ-VSL, Mo & Morgado 2022).
+
+A clip and a sound match when *some* location of the clip matches the sound: the score of
+clip ``i`` with sound ``j`` is ``s[i, j] = max over (t, h, w) of grid_i[:, t, h, w] . audio_j``.
+True pairs are contrasted against the other clips' sounds (video -> audio) and the other
+sounds' clips (audio -> video) with a softmax cross-entropy at ``temperature``.
+
+EZ-VSL sums the two directions; here they are averaged (as :func:`avlearn.objectives.infonce.
+infonce_loss` does), so ``weight = 2`` reproduces EZ-VSL's scale.
+
+Distributed: both the audio embeddings and the projected grids are gathered from every process
+with :func:`avlearn.distributed.gather_with_grad` (the a -> v direction needs every clip's grid),
+and targets are offset by rank; at world size 1 the gathers are the identity. Each rank's loss is
+the mean over its local anchors, as for InfoNCE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import einops
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avlearn.distributed import gather_with_grad, rank_offset_targets
+from avlearn.objectives._checks import check_normalized, check_temperature, check_weight, upcast
+
+__all__ = ["LocalizationLoss", "LocalizationObjectiveConfig", "localization_loss", "mil_scores"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalizationObjectiveConfig:
+    """Attributes:
+    weight: factor on the loss when added to a training objective (0 disables it).
+    temperature: softmax temperature of the cross-entropy (EZ-VSL uses 0.03).
+    """
+
+    weight: float = 1.0
+    temperature: float = 0.03
+
+    def __post_init__(self) -> None:
+        check_weight("LocalizationObjectiveConfig.weight", self.weight)
+        check_temperature(self.temperature)
+
+
+def _check_inputs(grid_emb: Tensor, audio_emb: Tensor) -> None:
+    if grid_emb.dim() != 5:
+        raise ValueError(f"grid_emb must be (B, D, T', H', W'), got shape {tuple(grid_emb.shape)}")
+    if audio_emb.dim() != 2:
+        raise ValueError(f"audio_emb must be (B, D), got shape {tuple(audio_emb.shape)}")
+    if grid_emb.shape[:2] != audio_emb.shape:
+        raise ValueError(
+            f"grid_emb {tuple(grid_emb.shape)} and audio_emb {tuple(audio_emb.shape)} must agree on "
+            "the batch size B and the embedding size D"
+        )
+    if audio_emb.shape[0] == 0:
+        raise ValueError("empty batch (B = 0); pass at least one clip")
+
+
+def mil_scores(grid_emb: Tensor, audio_emb: Tensor) -> Tensor:
+    """``s[i, j] = max over locations of grid_emb[i] . audio_emb[j]``.
+
+    Shape:
+        ``grid_emb (B, D, T', H', W')``, ``audio_emb (N, D)`` ``-> (B, N)``.
+    """
+    flat = einops.rearrange(grid_emb, "b d t h w -> b (t h w) d")
+    sims = torch.einsum("bld,nd->bnl", flat, audio_emb)
+    return sims.max(dim=-1).values
+
+
+def localization_loss(
+    grid_emb: Tensor, audio_emb: Tensor, temperature: float = 0.03
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Symmetric max-over-locations contrastive loss (EZ-VSL).
+
+    Shape:
+        ``grid_emb (B, D, T', H', W')`` L2-normalised along ``D`` at every location,
+        ``audio_emb (B, D)`` L2-normalised -> scalar ``(L_v2a + L_a2v) / 2``.
+        Logs: ``loss``, ``loss_v2a``, ``loss_a2v``, ``pos_sim`` / ``neg_sim`` (mean max-cosine of
+        true / other pairs), ``acc_v2a``, ``acc_a2v`` (top-1 retrieval by the max-cosine).
+    """
+    check_temperature(temperature)
+    _check_inputs(grid_emb, audio_emb)
+    check_normalized("audio_emb", audio_emb)
+    check_normalized("grid_emb (per location)", einops.rearrange(grid_emb, "b d t h w -> (b t h w) d"))
+    all_audio = gather_with_grad(audio_emb)  # (W*B, D)
+    all_grid = gather_with_grad(grid_emb)  # (W*B, D, T', H', W')
+    if all_audio.shape[0] < 2:
+        raise ValueError("the localization loss needs at least 2 clips in the global batch")
+    targets = rank_offset_targets(audio_emb.shape[0], device=audio_emb.device)
+    s_v2a = mil_scores(grid_emb, all_audio)  # (B, W*B): local clips vs every sound
+    s_a2v = mil_scores(all_grid, audio_emb).T  # (B, W*B): local sounds vs every clip
+    loss_v2a = F.cross_entropy(upcast(s_v2a) / temperature, targets)
+    loss_a2v = F.cross_entropy(upcast(s_a2v) / temperature, targets)
+    value = (loss_v2a + loss_a2v) / 2
+    with torch.no_grad():
+        sim = s_v2a.detach().float()
+        positive = F.one_hot(targets, sim.shape[1]).bool()
+        logs = {
+            "loss": value.detach(),
+            "loss_v2a": loss_v2a.detach(),
+            "loss_a2v": loss_a2v.detach(),
+            "pos_sim": sim[positive].mean(),
+            "neg_sim": sim[~positive].mean(),
+            "acc_v2a": (s_v2a.detach().argmax(1) == targets).float().mean(),
+            "acc_a2v": (s_a2v.detach().argmax(1) == targets).float().mean(),
+        }
+    return value, logs
+
+
+class LocalizationLoss(nn.Module):
+    """Module form: ``(grid_emb (B, D, T', H', W'), audio_emb (B, D)) -> (weight * loss, logs)``.
+
+    ``logs["loss"]`` is the unweighted loss.
+    """
+
+    def __init__(self, cfg: LocalizationObjectiveConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or LocalizationObjectiveConfig()
+
+    def forward(self, grid_emb: Tensor, audio_emb: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        loss, logs = localization_loss(grid_emb, audio_emb, self.cfg.temperature)
+        return self.cfg.weight * loss, logs
+
+    def extra_repr(self) -> str:
+        return f"weight={self.cfg.weight}, temperature={self.cfg.temperature}"
