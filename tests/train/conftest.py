@@ -15,5 +15,11 @@ def synth_train(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """16 other synthetic videos (a different collection seed) for held-out retrieval."""
-    return make_collection(tmp_path_factory.mktemp("synth_heldout"), num_videos=16, seed=1)
+    """48 other synthetic videos (a different collection seed) for held-out retrieval."""
+    return make_collection(tmp_path_factory.mktemp("synth_heldout"), num_videos=48, seed=1)
+
+
+@pytest.fixture(scope="session")
+def synth_learn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 training videos: with fewer, in-batch InfoNCE memorises instances before it learns classes."""
+    return make_collection(tmp_path_factory.mktemp("synth_learn"), num_videos=120, seed=2)
