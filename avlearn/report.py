@@ -92,7 +92,7 @@ def plot_lines(
 
 def metric_series(metrics_jsonl: str | Path, key: str) -> list[tuple[float, float]]:
     """``(step, value)`` pairs of ``key`` from a run's ``metrics.jsonl``."""
-    out = []
+    out: list[tuple[float, float]] = []
     for line in Path(metrics_jsonl).read_text().splitlines():
         if line.strip():
             row = json.loads(line)
