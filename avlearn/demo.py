@@ -8,9 +8,10 @@ Stages (each prints what it did and adds to ``OUT/summary.json``):
    multi-worker DataLoader: clips/s, and how closely the backends agree,
 4. **batch**: one augmented training batch (video crops and AVID spectrograms) and its shapes,
 5. **look**: ``OUT/contact_sheet.png``: one row per action, frames with the ground-truth box of
-   the sounding object, and the clip's spectrogram.
-
-Later stages (pretraining, fine-tuning, localization) extend this command.
+   the sounding object, and the clip's spectrogram,
+6. **pretrain** (``--stages ... pretrain``): self-supervised pretraining on the unlabeled train
+   split (``configs/pretrain/synth_cpu.yaml``), held-out retrieval before/after, loss and
+   retrieval curves as PNGs.
 """
 
 from __future__ import annotations
@@ -165,7 +166,101 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--clips", type=int, default=48, help="clips decoded per backend (default: %(default)s)"
     )
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        default=list(STAGES),
+        choices=list(STAGES),
+        help="stage groups to run (default: all): data = generate, index, decode, batch, "
+        "contact sheet; pretrain = self-supervised pretraining + retrieval",
+    )
+    parser.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=20,
+        help="pretraining epochs over the train split (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-distractors",
+        type=int,
+        default=1,
+        help="silent distractor objects per video, 0..N (default: %(default)s)",
+    )
     return parser
+
+
+STAGES = ("data", "pretrain")
+
+
+def split_manifests(synth_dir: Path, manifest: Path) -> dict[str, Path]:
+    """``manifest_<split>.csv`` per split of the synthetic collection, rows labelled with the action."""
+    from avlearn.data.manifest import write_manifest
+
+    doc = json.loads((synth_dir / "annotations.json").read_text())
+    info = {v["video_id"]: v for v in doc["videos"]}
+    rows = read_manifest(manifest)
+    out = {}
+    for split in ("train", "val", "test"):
+        kept = []
+        for row in rows:
+            ann = info.get(Path(row.path).stem)
+            if ann is not None and ann["split"] == split:
+                row.label = ann["action"]
+                kept.append(row)
+        out[split] = synth_dir / f"manifest_{split}.csv"
+        write_manifest(kept, out[split])
+    return out
+
+
+def pretrain_stage(out: Path, splits: dict[str, Path], epochs: int, workers: int) -> dict[str, Any]:
+    """Pretrain with ``configs/pretrain/synth_cpu.yaml`` on the train split; curves and retrieval."""
+    from avlearn.report import metric_series, plot_lines
+    from avlearn.train.pretrain import main as pretrain_main
+
+    run = out / "pretrain"
+    config = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "synth_cpu.yaml"
+    overrides = [
+        f"run_dir={run}",
+        f"data.manifest={splits['train']}",
+        f"eval.manifest={splits['test']}",
+        f"epochs={epochs}",
+        f"eval.every_epochs={max(1, epochs // 5)}",
+        "data.clips_per_video=2",
+        f"data.num_workers={workers}",
+        "train.tensorboard=true",
+    ]
+    code = pretrain_main(["--config", str(config), *overrides])
+    if code != 0:
+        raise RuntimeError(f"pretraining stopped with exit code {code}; see {run / 'metrics.jsonl'}")
+    log = run / "metrics.jsonl"
+    loss_png = plot_lines(
+        {"train loss": metric_series(log, "train/loss")},
+        out / "pretrain_loss.png",
+        title="pretraining loss (InfoNCE, in-batch)",
+    )
+    ret = {k: metric_series(log, f"retrieval/{k}_r1") for k in ("v2a", "a2v")}
+    chance = metric_series(log, "retrieval/chance_r1")
+    ret_png = plot_lines(
+        {"video->audio R@1": ret["v2a"], "audio->video R@1": ret["a2v"], "chance": chance},
+        out / "pretrain_retrieval.png",
+        title="held-out retrieval (test split)",
+    )
+    before = {k: v[0][1] for k, v in ret.items() if v}
+    after = {k: v[-1][1] for k, v in ret.items() if v}
+    result: dict[str, Any] = {
+        "run_dir": str(run),
+        "encoders": str(run / "encoders.safetensors"),
+        "retrieval_before": before,
+        "retrieval_after": after,
+        "chance_r1": chance[0][1] if chance else None,
+        "plots": [str(loss_png), str(ret_png)],
+    }
+    print(
+        f"held-out video->audio R@1: {before.get('v2a')} at initialisation -> "
+        f"{after.get('v2a')} after pretraining (chance {result['chance_r1']}); "
+        f"curves: {loss_png}, {ret_png}"
+    )
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {"command": "avlearn demo " + " ".join(sys.argv[1:] if argv is None else argv)}
     timings: dict[str, float] = {}
 
-    t0 = _stage(f"1/5 generate {args.num_videos} synthetic videos -> {out / 'synth'}")
+    t0 = _stage(f"1 generate {args.num_videos} synthetic videos -> {out / 'synth'}")
     synth_dir = out / "synth"
     ann_path = generate(
         SynthConfig(
@@ -186,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             num_videos=args.num_videos,
             seed=args.seed,
             clips_per_group=2,  # 60 videos: 5 groups per action, so train/val/test are 3/1/1 groups
+            max_distractors=args.max_distractors,
             duration=args.duration,
             workers=args.workers,
         )
@@ -205,38 +301,46 @@ def main(argv: list[str] | None = None) -> int:
     )
     timings["generate"] = time.perf_counter() - t0
 
-    t0 = _stage("2/5 index")
+    t0 = _stage("2 index")
     manifest = synth_dir / "manifest.csv"
     rows = index_collection([synth_dir / "videos"], manifest, workers=args.workers, progress=False)
     print(summarize(rows))
     summary["index"] = {"manifest": str(manifest), "status": dict(Counter(r.status for r in rows))}
     timings["index"] = time.perf_counter() - t0
 
-    t0 = _stage("3/5 decode clips with every backend")
-    summary["decode"] = decode_stage(manifest, args.clips, args.workers, args.seed)
-    timings["decode"] = time.perf_counter() - t0
+    if "data" in args.stages:
+        t0 = _stage("3 decode clips with every backend")
+        summary["decode"] = decode_stage(manifest, args.clips, args.workers, args.seed)
+        timings["decode"] = time.perf_counter() - t0
 
-    t0 = _stage("4/5 one augmented training batch")
-    cfg = DataConfig(manifest=str(manifest), num_workers=0, batch_size=8, max_av_offset=0.1, seed=args.seed)
-    batch = next(iter(build_loader(cfg, build_dataset(cfg, train=True), shuffle=True)))
-    shapes = {k: list(v.shape) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-    print("  " + "\n  ".join(f"{k}: {tuple(s)}" for k, s in shapes.items()))
-    vmean = rearrange(batch["video"], "b c t h w -> c (b t h w)").mean(dim=1)
-    print(f"  video per-channel mean after normalisation: {[round(float(x), 3) for x in vmean]}")
-    summary["batch"] = shapes
-    timings["batch"] = time.perf_counter() - t0
+        t0 = _stage("4 one augmented training batch")
+        cfg = DataConfig(
+            manifest=str(manifest), num_workers=0, batch_size=8, max_av_offset=0.1, seed=args.seed
+        )
+        batch = next(iter(build_loader(cfg, build_dataset(cfg, train=True), shuffle=True)))
+        shapes = {k: list(v.shape) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        print("  " + "\n  ".join(f"{k}: {tuple(s)}" for k, s in shapes.items()))
+        vmean = rearrange(batch["video"], "b c t h w -> c (b t h w)").mean(dim=1)
+        print(f"  video per-channel mean after normalisation: {[round(float(x), 3) for x in vmean]}")
+        summary["batch"] = shapes
+        timings["batch"] = time.perf_counter() - t0
 
-    t0 = _stage("5/5 contact sheet")
-    png = contact_sheet(synth_dir, out / "contact_sheet.png")
-    print(
-        f"{png}: one row per action; green box = ground truth of the sounding object; last column = "
-        "its spectrogram (time left to right, frequency bottom to top)"
-    )
-    summary["contact_sheet"] = str(png)
-    timings["contact_sheet"] = time.perf_counter() - t0
+        t0 = _stage("5 contact sheet")
+        png = contact_sheet(synth_dir, out / "contact_sheet.png")
+        print(
+            f"{png}: one row per action; green box = ground truth of the sounding object; last column = "
+            "its spectrogram (time left to right, frequency bottom to top)"
+        )
+        summary["contact_sheet"] = str(png)
+        timings["contact_sheet"] = time.perf_counter() - t0
+
+    if "pretrain" in args.stages:
+        t0 = _stage("6 pretrain (self-supervised, train split without labels) + held-out retrieval")
+        splits = split_manifests(synth_dir, manifest)
+        summary["pretrain"] = pretrain_stage(out, splits, args.pretrain_epochs, args.workers)
+        timings["pretrain"] = time.perf_counter() - t0
 
     summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
-    read_manifest(manifest)  # the written manifest reads back
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nsummary: {out / 'summary.json'}  (stage seconds: {summary['seconds']})")
     return 0

@@ -22,6 +22,8 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         "1",
         "--clips",
         "8",
+        "--stages",
+        "data",
     ]
     assert cli_main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -41,3 +43,30 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert cli_main(args) == 0
     assert video.stat().st_mtime_ns == before
     assert mtime > 0
+
+
+def test_demo_pretrain_stage_writes_curves_and_retrieval(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    args = [
+        "demo",
+        "--out",
+        str(out),
+        "--num-videos",
+        "36",
+        "--duration",
+        "2",
+        "--workers",
+        "1",
+        "--stages",
+        "pretrain",
+        "--pretrain-epochs",
+        "1",
+    ]
+    assert cli_main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    pre = summary["pretrain"]
+    assert set(pre["retrieval_before"]) == {"v2a", "a2v"} and set(pre["retrieval_after"]) == {"v2a", "a2v"}
+    assert pre["chance_r1"] == 1 / 12  # 12 test-split videos
+    assert (out / "pretrain" / "encoders.safetensors").is_file()
+    for png in pre["plots"]:
+        assert Path(png).read_bytes()[:4] == b"\x89PNG"
