@@ -18,6 +18,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("avlearn.train.pretrain", "self-supervised audio-visual pretraining (AVID / CMA / InfoNCE)"),
     "localize": ("avlearn.localization.cli", "heatmap video of where the sound is"),
     "evaluate localization": ("avlearn.localization.evaluate", "cIoU / AUC on the synthetic collection"),
+    "finetune": ("avlearn.train.finetune", "fine-tune a (pretrained) video encoder + linear classifier"),
+    "linear-probe": ("avlearn.train.linear_probe", "linear classifier on frozen, cached encoder features"),
+    "evaluate retrieval": ("avlearn.eval.retrieval_cli", "video<->audio recall@1/5/10 on held-out clips"),
 }
 
 

@@ -149,7 +149,10 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("outputs/demo"), help="output folder (default: %(default)s)"
     )
     parser.add_argument(
-        "--num-videos", type=int, default=60, help="videos in the synthetic collection (default: %(default)s)"
+        "--num-videos",
+        type=int,
+        default=120,
+        help="videos in the synthetic collection (default: %(default)s)",
     )
     parser.add_argument(
         "--duration", type=float, default=4.0, help="seconds per video (default: %(default)s)"
@@ -280,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             out=synth_dir,
             num_videos=args.num_videos,
             seed=args.seed,
-            clips_per_group=2,  # 60 videos: 5 groups per action, so train/val/test are 3/1/1 groups
+            clips_per_group=2,  # 120 videos: 10 groups per action, train/val/test 7/1/2 groups
             max_distractors=args.max_distractors,
             duration=args.duration,
             workers=args.workers,

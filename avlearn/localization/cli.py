@@ -8,10 +8,13 @@ Usage::
 ``localize`` decodes the video at the model's frame rate and size (the settings stored with the
 checkpoint's run config, or the AVID defaults: 8 frames at 16 fps, short side 112, 2 s of
 16 kHz audio), slides non-overlapping windows of ``num_frames`` frames over it, scores every
-grid location of each window against the audio embedding of the matching audio window (of the
-video itself or of ``--audio``) with the model's own projection heads (see
-:meth:`AVLocalizer.posthoc`), and draws the maps over the *original* frames at the original
-frame rate and size. The MP4 carries the sound that was localized (mono); a PNG strip of key
+grid location of each window against the audio of the matching audio window (of the video
+itself or of ``--audio``) and draws the maps over the *original* frames at the original
+frame rate and size. The maps come from the localizer trained with the encoders when the
+checkpoint has one (``x.localizer.safetensors`` next to ``x.safetensors``, written by a run with
+``localization.weight > 0``), else post hoc from the model's own projection heads (see
+:meth:`AVLocalizer.posthoc`); ``--localizer posthoc`` or ``--localizer FILE`` chooses. The MP4
+carries the sound that was localized (mono); a PNG strip of key
 frames is written next to it (``--out x.png`` writes only the strip).
 
 ``evaluate localization`` scores the middle frame of every video of a split of the synthetic
@@ -40,13 +43,24 @@ from avlearn.data.audio import SpecConfig, build_spectrogram
 from avlearn.data.config import DataConfig
 from avlearn.data.decode import ClipSpec, DecodeError, decode_clip, probe_duration, read_audio
 from avlearn.data.transforms import KINETICS_MEAN, KINETICS_STD
+from avlearn.localization.export import Learned, localization_maps, resolve_localizer
 from avlearn.localization.metrics import center_box_map, evaluate_maps, gt_from_synth
-from avlearn.localization.module import AVLocalizer, upsample_map
+from avlearn.localization.module import upsample_map
 from avlearn.localization.overlay import normalize_maps, write_overlay_video, write_strip_png
 from avlearn.models.av import AVModel
 from avlearn.models.checkpoint import CheckpointError, load_av_model, load_checkpoint
 
-__all__ = ["ModelInput", "evaluate_main", "localize_frames", "main", "model_input_from_checkpoint"]
+__all__ = [
+    "ModelInput",
+    "evaluate_main",
+    "load_for_localization",
+    "localize_frames",
+    "main",
+    "model_input_from_checkpoint",
+    "normalize_video",
+    "synth_heatmap",
+    "synth_heatmaps",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +110,7 @@ def model_input_from_checkpoint(stored: Mapping[str, Any]) -> ModelInput:
     )
 
 
-def _normalize(video: Tensor, inp: ModelInput) -> Tensor:
+def normalize_video(video: Tensor, inp: ModelInput) -> Tensor:
     """``(C, T, H, W)`` in [0, 1] -> normalised as in training."""
     if inp.mean is None or inp.std is None:
         return video
@@ -117,6 +131,7 @@ def localize_frames(
     inp: ModelInput,
     start: float = 0.0,
     batch_size: int = 4,
+    learned: Learned | None = None,
 ) -> Tensor:
     """Per-frame cosine maps of a decoded video against the audio of each window.
 
@@ -125,6 +140,7 @@ def localize_frames(
         video: ``(C, M, H, W)`` frames at ``inp.fps``, already normalised.
         audio_at: ``t -> (S,)`` waveform of the audio window of a clip starting at ``t`` seconds.
         start: time (s) of frame 0.
+        learned: a learned localizer and its spec (:func:`resolve_localizer`); ``None``: post hoc.
 
     Shape:
         ``-> (M, H', W')`` maps at grid resolution, one per input frame.
@@ -136,7 +152,6 @@ def localize_frames(
     starts = list(range(0, max(total - length, 0) + 1, length))
     if starts[-1] + length < total:
         starts.append(total - length)  # last window overlaps the previous one
-    localizer = AVLocalizer.posthoc(model)
     spectrogram = build_spectrogram(inp.spec)
     maps: Tensor | None = None
     for b0 in range(0, len(starts), batch_size):
@@ -144,7 +159,7 @@ def localize_frames(
         clips = torch.stack([video[:, s : s + length] for s in chunk])
         wavs = torch.stack([audio_at(start + s / inp.fps) for s in chunk])
         out = model(clips, spectrogram(wavs))
-        grid_maps = localizer(out.video_grid, out.audio_emb)  # (b, T', H', W')
+        grid_maps = localization_maps(model, out, learned)  # (b, T', H', W')
         window_maps = upsample_map(grid_maps, (length, *grid_maps.shape[-2:]))
         if maps is None:
             maps = torch.zeros(max(total, length), *window_maps.shape[-2:])
@@ -154,11 +169,20 @@ def localize_frames(
     return maps[:total]
 
 
-def _load(checkpoint: str) -> tuple[AVModel, ModelInput]:
+def load_for_localization(
+    checkpoint: str | Path, localizer: str = "auto"
+) -> tuple[AVModel, ModelInput, Learned | None]:
+    """Model (``eval()``), its input settings and its learned localizer (``None``: post hoc).
+
+    ``localizer``: ``auto``, ``posthoc`` or a localizer file (see :func:`resolve_localizer`).
+    """
     _, stored = load_checkpoint(checkpoint)
     model, _ = load_av_model(checkpoint)
     model.eval()
-    return model, model_input_from_checkpoint(stored)
+    learned = resolve_localizer(checkpoint, localizer)
+    if learned is not None:
+        learned[0].eval()
+    return model, model_input_from_checkpoint(stored), learned
 
 
 def _override(inp: ModelInput, args: argparse.Namespace) -> ModelInput:
@@ -183,10 +207,15 @@ def _file_rates(path: str) -> tuple[float, int | None]:
         raise DecodeError(path, f"not a readable media file ({err})") from None
 
 
+_LOCALIZER_HELP = ("auto (the checkpoint's learned localizer when it has one, else post hoc), posthoc, "
+                   "or a localizer file")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avlearn localize", description=__doc__.split("\n\n")[0])
     p.add_argument("video", help="any video file with a sound track")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors or .pt)")
+    p.add_argument("--localizer", default="auto", help=_LOCALIZER_HELP)
     p.add_argument("--out", required=True, help="output .mp4 (plus a .png strip next to it) or .png")
     p.add_argument("--audio", help="localize this file's sound instead of the video's own")
     p.add_argument("--start", type=float, default=0.0, help="start time in seconds")
@@ -210,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avlearn localize: --out must end in .mp4, .mkv, .mov or .png, got {out}", file=sys.stderr)
         return 2
     try:
-        model, inp = _load(args.checkpoint)
+        model, inp, learned = load_for_localization(args.checkpoint, args.localizer)
         inp = _override(inp, args)
         duration = probe_duration(args.video)
         seconds = duration - args.start if args.seconds is None else min(args.seconds, duration - args.start)
@@ -237,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         def audio_at(t: float) -> Tensor:
             return read_audio(sound, inp.audio_start(t), inp.audio_seconds, inp.sample_rate)
 
-        video = _normalize(decode(inp.fps, inp.size).permute(3, 0, 1, 2).float() / 255, inp)
-        maps = localize_frames(model, video, audio_at, inp, args.start, args.batch_size)
+        video = normalize_video(decode(inp.fps, inp.size).permute(3, 0, 1, 2).float() / 255, inp)
+        maps = localize_frames(model, video, audio_at, inp, args.start, args.batch_size, learned)
         frames = decode(vrate, None).numpy()
         # original frame i (time i / vrate) takes the map of the nearest model frame
         idx = np.round(np.arange(frames.shape[0]) / vrate * inp.fps).astype(np.int64)
@@ -264,6 +293,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avlearn evaluate localization",
                                 description="cIoU / AUC / pointing game on the synthetic collection")
     p.add_argument("--checkpoint", required=True)
+    p.add_argument("--localizer", default="auto", help=_LOCALIZER_HELP)
     p.add_argument("--synth", required=True, help="directory written by `avlearn synth`")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--limit", type=int, help="evaluate at most this many videos")
@@ -272,37 +302,44 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 
 @torch.no_grad()
-def _synth_heatmap(model: AVModel, inp: ModelInput, path: Path, t_mid: float) -> np.ndarray:
-    """Grid-resolution map ``(H', W')`` of the frame at ``t_mid`` from a window centred on it."""
+def synth_heatmap(
+    model: AVModel,
+    inp: ModelInput,
+    path: Path,
+    t_mid: float,
+    learned: Learned | None = None,
+    audio_path: Path | None = None,
+) -> np.ndarray:
+    """Grid-resolution map ``(H', W')`` of the frame at ``t_mid`` from a window centred on it.
+
+    The sound is the video's own, or that of ``audio_path`` over the same window.
+    """
     start = max(0.0, t_mid - inp.num_frames / inp.fps / 2)
     spec = ClipSpec(num_frames=inp.num_frames, fps=inp.fps, size=inp.size, audio_seconds=inp.audio_seconds,
                     sample_rate=inp.sample_rate, audio_align=inp.audio_align)
     clip = decode_clip(path, start, spec)
-    video = _normalize(clip.video, inp)[None]
-    out = model(video, build_spectrogram(inp.spec)(clip.audio[None]))
-    maps = upsample_map(AVLocalizer.posthoc(model)(out.video_grid, out.audio_emb),
+    audio = clip.audio if audio_path is None else decode_clip(audio_path, start, spec).audio
+    video = normalize_video(clip.video, inp)[None]
+    out = model(video, build_spectrogram(inp.spec)(audio[None]))
+    maps = upsample_map(localization_maps(model, out, learned),
                         (inp.num_frames, *out.video_grid.shape[-2:]))
     j = min(max(round((t_mid - start) * inp.fps), 0), inp.num_frames - 1)
     heat: np.ndarray = maps[0, j].numpy()
     return heat
 
 
-def evaluate_main(argv: list[str] | None = None) -> int:
-    """``avlearn evaluate localization``; prints (and optionally writes) the metrics as JSON."""
-    args = _eval_parser().parse_args(argv)
-    root = Path(args.synth)
-    ann_path = root / "annotations.json"
-    try:
-        annotations = json.loads(ann_path.read_text())
-        model, inp = _load(args.checkpoint)
-    except (OSError, json.JSONDecodeError) as err:
-        print(f"avlearn evaluate localization: cannot read {ann_path} ({err}); "
-              "generate the collection with `avlearn synth --out DIR`", file=sys.stderr)
-        return 1
-    except CheckpointError as err:
-        print(f"avlearn evaluate localization: {err}", file=sys.stderr)
-        return 1
-    videos = [v for v in annotations.get("videos", []) if v.get("split") == args.split][: args.limit]
+def synth_heatmaps(
+    model: AVModel,
+    inp: ModelInput,
+    root: Path,
+    videos: list[dict[str, Any]],
+    learned: Learned | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, int]]:
+    """Heatmaps ``(H', W')`` and gt maps ``(H, W)`` of the middle frame of synthetic videos.
+
+    ``videos``: ``annotations.json`` entries of a collection in ``root``. Videos without a box on
+    that frame or that fail to decode are left out and counted in the returned ``skipped``.
+    """
     heatmaps: list[np.ndarray] = []
     gts: list[np.ndarray] = []
     skipped: dict[str, int] = {"no_box": 0, "decode_error": 0}
@@ -313,18 +350,40 @@ def evaluate_main(argv: list[str] | None = None) -> int:
             skipped["no_box"] += 1
             continue
         try:
-            heatmaps.append(_synth_heatmap(model, inp, root / entry["file"], mid / float(entry["fps"])))
+            t_mid = mid / float(entry["fps"])
+            heatmaps.append(synth_heatmap(model, inp, root / entry["file"], t_mid, learned))
         except DecodeError as err:
             print(f"skipping: {err}", file=sys.stderr)
             skipped["decode_error"] += 1
             continue
         gts.append(gt)
+    return heatmaps, gts, skipped
+
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    """``avlearn evaluate localization``; prints (and optionally writes) the metrics as JSON."""
+    args = _eval_parser().parse_args(argv)
+    root = Path(args.synth)
+    ann_path = root / "annotations.json"
+    try:
+        annotations = json.loads(ann_path.read_text())
+        model, inp, learned = load_for_localization(args.checkpoint, args.localizer)
+    except (OSError, json.JSONDecodeError) as err:
+        print(f"avlearn evaluate localization: cannot read {ann_path} ({err}); "
+              "generate the collection with `avlearn synth --out DIR`", file=sys.stderr)
+        return 1
+    except CheckpointError as err:
+        print(f"avlearn evaluate localization: {err}", file=sys.stderr)
+        return 1
+    videos = [v for v in annotations.get("videos", []) if v.get("split") == args.split][: args.limit]
+    heatmaps, gts, skipped = synth_heatmaps(model, inp, root, videos, learned)
     if not gts:
         print(f"avlearn evaluate localization: no usable '{args.split}' videos in {root}", file=sys.stderr)
         return 1
     result = evaluate_maps(heatmaps, gts)
     baseline = evaluate_maps([center_box_map(*g.shape) for g in gts], gts)
-    report = {"split": args.split, "checkpoint": str(args.checkpoint), "model": result.to_dict(),
+    report = {"split": args.split, "checkpoint": str(args.checkpoint),
+              "localizer": "posthoc" if learned is None else "learned", "model": result.to_dict(),
               "center_box_baseline": baseline.to_dict(), "skipped": skipped}
     text = json.dumps(report, indent=2)
     print(text)

@@ -9,6 +9,7 @@ Example (``configs/pretrain/synth_cpu.yaml``, abridged)::
     optim: {name: adam, lr: 1e-3, weight_decay: 1e-5}
     objective: {name: avid, num_negatives: 256, temperature: 0.07, momentum: 0.5}
     train: {mixed_precision: "no", log_every: 10, ckpt_every_steps: 100}
+    localization: {weight: 0.0, temperature: 0.03, embed_dim: 64}   # weight > 0: learn a localizer
 
 Everything is validated once, at load; unknown keys name themselves and the valid ones.
 """
@@ -16,6 +17,7 @@ Everything is validated once, at load; unknown keys name themselves and the vali
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 import torch
@@ -27,7 +29,14 @@ from avlearn.models.registry import ModelConfig
 from avlearn.objectives import OBJECTIVES, AVIDLoss, CMALoss, InfoNCELoss
 from avlearn.train.optim import OptimConfig
 
-__all__ = ["EvalConfig", "ObjectiveConfig", "PretrainConfig", "TrainConfig", "build_objective"]
+__all__ = [
+    "EvalConfig",
+    "LocalizationConfig",
+    "ObjectiveConfig",
+    "PretrainConfig",
+    "TrainConfig",
+    "build_objective",
+]
 
 _BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -135,6 +144,44 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LocalizationConfig:
+    """A sound localizer trained with the encoders (off while ``weight`` is 0).
+
+    When on, the loop adds ``weight *`` :func:`avlearn.localization.objective.localization_loss`
+    (EZ-VSL's max-over-locations contrast) of an :meth:`AVLocalizer.learned
+    <avlearn.localization.module.AVLocalizer.learned>` localizer to the objective's loss; the
+    localizer is checkpointed with the model and exported next to the encoders (see
+    :func:`avlearn.localization.export.localizer_path`).
+
+    Attributes:
+        weight: factor on the localization loss (0: no localizer, the run is unchanged).
+        temperature: softmax temperature of the localization loss (EZ-VSL: 0.03).
+        embed_dim: size of the localizer's joint space.
+        audio_input: what the localizer's audio projection reads: ``feat`` (the audio encoder's
+            pooled feature ``AVOutput.audio_feat``) or ``emb`` (the projected ``audio_emb``).
+    """
+
+    weight: float = 0.0
+    temperature: float = 0.03
+    embed_dim: int = 64
+    audio_input: Literal["feat", "emb"] = "feat"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ConfigError(f"localization.weight must be >= 0 (0 = off), got {self.weight}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"localization.temperature must be > 0, got {self.temperature}")
+        if self.embed_dim < 1:
+            raise ConfigError(f"localization.embed_dim must be >= 1, got {self.embed_dim}")
+        if self.audio_input not in ("feat", "emb"):
+            raise ConfigError(f"localization.audio_input must be 'feat' or 'emb', got {self.audio_input!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight > 0
+
+
+@dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     """A whole pretraining run.
 
@@ -157,6 +204,7 @@ class PretrainConfig:
     objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    localization: LocalizationConfig = dataclasses.field(default_factory=LocalizationConfig)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -8,6 +8,13 @@ Exact resume: the clip order of an epoch depends only on ``(data.seed, epoch)``
 (:class:`ResumableBatchSampler`), each clip's augmentation only on ``(data.seed, epoch,
 index)``, and a checkpoint holds model, optimiser, scheduler, scaler, objective (memory
 banks, NCE partition, CMA positive sets), epoch, batches consumed and every process's RNG.
+
+Localization (``localization.weight > 0``): the model and a learned localizer train as one module
+(:class:`~avlearn.localization.export.AVModelWithLocalizer`); the loss is the objective's plus
+``weight *`` :func:`~avlearn.localization.objective.localization_loss` (logged as ``loc/*``), the
+checkpoint holds the localizer under ``"localizer"`` (the ``"model"`` entry keeps
+:class:`AVModel`'s keys), and the localizer is exported next to the encoders
+(:func:`~avlearn.localization.export.localizer_path`).
 """
 
 from __future__ import annotations
@@ -33,6 +40,15 @@ from avlearn.config import to_dict
 from avlearn.data.config import build_dataset
 from avlearn.data.dataset import FailureTracker, av_collate
 from avlearn.eval.retrieval import evaluate_retrieval
+from avlearn.localization.export import (
+    AVModelWithLocalizer,
+    LocalizedOutput,
+    LocalizerSpec,
+    localizer_path,
+    save_localizer,
+)
+from avlearn.localization.module import AVLocalizer
+from avlearn.localization.objective import localization_loss
 from avlearn.models.av import AVModel
 from avlearn.models.checkpoint import save_encoders
 from avlearn.models.registry import build_av_model
@@ -76,8 +92,9 @@ def _objective_step(
     return objective(video_emb, audio_emb, index, update_memory=False)  # type: ignore[no-any-return]
 
 
-def _init_from(path: str, model: AVModel, objective: nn.Module) -> None:
-    """Model weights and objective state (banks; strict=False) from a run checkpoint or run dir."""
+def _init_from(path: str, model: AVModel, objective: nn.Module, localizer: AVLocalizer | None = None) -> None:
+    """Model weights, objective state (banks; strict=False) and a localizer, when both have one,
+    from a run checkpoint or run dir."""
     src = Path(path)
     if src.is_dir():
         found = CheckpointManager(src / "checkpoints").latest()
@@ -86,6 +103,8 @@ def _init_from(path: str, model: AVModel, objective: nn.Module) -> None:
         src = found
     state = CheckpointManager.load(src)
     model.load_state_dict(state["model"])
+    if localizer is not None and "localizer" in state:
+        localizer.load_state_dict(state["localizer"])
     if not isinstance(objective, InfoNCELoss) and "objective" in state:
         objective.load_state_dict(state["objective"], strict=False)
     logger.info("initialised model and memory banks from %s", src)
@@ -156,7 +175,14 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
 
     objective_name = _objective_name(cfg, 0)
     objective = make_objective(objective_name)
-    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    loc = cfg.localization
+    localizer: AVLocalizer | None = None
+    net: nn.Module = model
+    if loc.enabled:  # the localizer trains with the model, as one module (DDP, clipping, optimiser)
+        loc_spec = LocalizerSpec.for_model(model, loc.embed_dim, loc.audio_input)
+        localizer = loc_spec.build()
+        net = AVModelWithLocalizer(model, localizer, loc.audio_input)
+    optimizer = build_optimizer(net.parameters(), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, total_steps)
 
     # --- resume or initialise
@@ -165,6 +191,14 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     if latest is not None:
         state = ckpts.load(latest)
         model.load_state_dict(state["model"])
+        if (localizer is not None) != ("localizer" in state):
+            raise ValueError(
+                f"{latest} was saved {'with' if 'localizer' in state else 'without'} a localizer but "
+                f"localization.weight={loc.weight}; keep the run's setting, start a new run_dir, or pass "
+                "--fresh with objective.init_from to start from its weights"
+            )
+        if localizer is not None:
+            localizer.load_state_dict(state["localizer"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         objective_name = state["objective_name"]
@@ -174,9 +208,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
         if batch_in_epoch >= batches_used:
             epoch, batch_in_epoch = epoch + 1, 0
     elif cfg.objective.init_from:
-        _init_from(cfg.objective.init_from, model, objective)
+        _init_from(cfg.objective.init_from, model, objective, localizer)
     objective.to(accelerator.device)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    net, optimizer = accelerator.prepare(net, optimizer)
     if latest is not None:
         if accelerator.scaler is not None and state.get("scaler") is not None:
             accelerator.scaler.load_state_dict(state["scaler"])
@@ -189,7 +223,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
             set_seed(cfg.seed + rank + 1000 * step)
     else:
         set_seed(cfg.seed + rank)  # per-process stream for negative / positive sampling
-    unwrapped: AVModel = accelerator.unwrap_model(model)
+    unwrapped_net = accelerator.unwrap_model(net)
+    unwrapped: AVModel = unwrapped_net.model if localizer is not None else unwrapped_net
 
     log = MetricsLogger(run_dir, enabled=main, tensorboard=cfg.train.tensorboard)
     if main:
@@ -214,8 +249,10 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     def save_checkpoint() -> None:
         rngs = gather_object([get_rng_state()])  # every process's RNG, in rank order
         if main:
+            extra = {"localizer": unwrapped_net.localizer.state_dict()} if localizer is not None else {}
             ckpts.save(
                 {
+                    **extra,
                     "model": unwrapped.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
@@ -250,7 +287,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     tracker = FailureTracker()
     window: dict[str, float] = {"clips": 0, "wait": 0.0, "t0": time.perf_counter()}
     logs_acc: dict[str, list[Tensor]] = {}
-    model.train()
+    net.train()
     while epoch < cfg.epochs and step < last_step:
         # --- epoch start: data order, CMA stage and positive sets
         dataset.set_epoch(epoch)
@@ -279,9 +316,20 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
             index = batch["index"].to(accelerator.device)
 
             # --- the step
-            with accelerator.accumulate(model):
-                out = model(video, audio)
+            with accelerator.accumulate(net):
+                out = net(video, audio)
+                loc_out = out if isinstance(out, LocalizedOutput) else None
+                if loc_out is not None:
+                    out = loc_out.av
                 loss, logs = _objective_step(objective, out.video_emb, out.audio_emb, index)
+                if loc_out is not None:
+                    loc_loss, loc_logs = localization_loss(
+                        loc_out.grid_emb, loc_out.audio_emb, loc.temperature
+                    )
+                    logs = {**logs, "objective_loss": logs["loss"],
+                            **{f"loc/{k}": v for k, v in loc_logs.items()}}
+                    loss = loss + loc.weight * loc_loss
+                    logs["loss"] = loss.detach()
                 emb_ok = out.video_emb.isfinite().all() & out.audio_emb.isfinite().all()
                 finite = torch.isfinite(loss) & emb_ok
                 if accelerator.reduce((~finite).float().reshape(1), "sum").item() > 0:
@@ -295,7 +343,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
                     objective.update_memory(out.video_emb, out.audio_emb, index)  # type: ignore[operator]
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.optim.clip_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
+                    accelerator.clip_grad_norm_(net.parameters(), cfg.optim.clip_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
@@ -332,6 +380,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     export = run_dir / cfg.train.export
     if main:
         save_encoders(unwrapped, export, to_dict(cfg))
+        if localizer is not None:
+            save_localizer(unwrapped_net.localizer, loc_spec, localizer_path(export))
     run_eval("final")
     digest = state_digest(objective)
     summaries = gather_object([{"rank": rank, "world_size": world, "step": step, "objective_digest": digest}])

@@ -1,0 +1,200 @@
+"""A learned localizer trained with the encoders: the module that trains it, its file next to the encoders.
+
+A pretraining run with ``localization.weight > 0`` trains an :meth:`AVLocalizer.learned` localizer
+together with the :class:`AVModel` (:class:`AVModelWithLocalizer`, one module for Accelerate/DDP)
+and exports it next to the encoders: ``encoders.safetensors`` -> ``encoders.localizer.safetensors``
+(:func:`localizer_path`). The encoders file keeps only :class:`AVModel`'s keys, so every loader
+of encoders reads it as before; ``avlearn localize`` and ``avlearn evaluate localization`` pick up
+the localizer file when it exists (:func:`find_localizer`) and fall back to the post hoc mode.
+
+The localizer file is safetensors (or a ``weights_only`` torch file for ``.pt``) with keys
+``video_proj.*`` / ``audio_proj.*`` and metadata ``format``, ``grid_dim``, ``audio_dim``,
+``embed_dim`` and ``audio_input`` (``feat``: the localizer reads ``AVOutput.audio_feat``;
+``emb``: ``AVOutput.audio_emb``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from avlearn.localization.module import AVLocalizer
+from avlearn.models.av import AVModel, AVOutput
+from avlearn.models.checkpoint import CheckpointError, load_state_into, read_safetensors, write_safetensors
+
+__all__ = [
+    "AVModelWithLocalizer",
+    "AudioInput",
+    "Learned",
+    "LocalizedOutput",
+    "LocalizerSpec",
+    "find_localizer",
+    "load_localizer",
+    "localization_maps",
+    "localizer_audio",
+    "localizer_path",
+    "resolve_localizer",
+    "save_localizer",
+]
+
+FORMAT = "avlearn-localizer-v1"
+AudioInput = Literal["feat", "emb"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalizerSpec:
+    """What builds a learned localizer and what it reads.
+
+    Attributes:
+        grid_dim: channels ``C`` of the video grid ``(B, C, T', H', W')``.
+        audio_dim: size of the audio vector it reads.
+        embed_dim: size of its joint space.
+        audio_input: ``feat`` (``AVOutput.audio_feat``) or ``emb`` (``AVOutput.audio_emb``).
+    """
+
+    grid_dim: int
+    audio_dim: int
+    embed_dim: int
+    audio_input: AudioInput = "feat"
+
+    def __post_init__(self) -> None:
+        if self.audio_input not in ("feat", "emb"):
+            raise ValueError(f"audio_input must be 'feat' or 'emb', got {self.audio_input!r}")
+
+    @classmethod
+    def for_model(cls, model: AVModel, embed_dim: int, audio_input: AudioInput = "feat") -> LocalizerSpec:
+        """The spec that fits ``model``'s grid and audio sizes."""
+        grid_dim = int(getattr(model.video_encoder, "grid_dim", 0))
+        audio_feat_dim = int(getattr(model.audio_encoder, "out_dim", 0))
+        audio_dim = audio_feat_dim if audio_input == "feat" else model.embed_dim
+        if grid_dim < 1:
+            raise ValueError("the model's video encoder has no grid_dim; build the localizer by hand")
+        if audio_dim < 1:
+            raise ValueError("the model's audio head has no out_dim; use audio_input='feat'")
+        return cls(grid_dim, audio_dim, embed_dim, audio_input)
+
+    def build(self) -> AVLocalizer:
+        return AVLocalizer.learned(self.grid_dim, self.audio_dim, self.embed_dim)
+
+
+def localizer_audio(out: AVOutput, audio_input: AudioInput) -> Tensor:
+    """The audio vector a learned localizer reads: ``(B, D_a)`` feature or ``(B, d)`` embedding."""
+    return out.audio_feat if audio_input == "feat" else out.audio_emb
+
+
+@dataclasses.dataclass
+class LocalizedOutput:
+    """:class:`AVModelWithLocalizer`'s output.
+
+    Attributes:
+        av: the model's :class:`AVOutput`.
+        grid_emb: projected, L2-normalised grid ``(B, D, T', H', W')``.
+        audio_emb: projected, L2-normalised audio ``(B, D)``.
+    """
+
+    av: AVOutput
+    grid_emb: Tensor
+    audio_emb: Tensor
+
+
+class AVModelWithLocalizer(nn.Module):
+    """An :class:`AVModel` and a learned :class:`AVLocalizer` as one module (for Accelerate/DDP).
+
+    Shape:
+        ``forward(video (B, C, T, H, W), audio (B, 1, F, T)) ->`` :class:`LocalizedOutput`.
+    """
+
+    def __init__(self, model: AVModel, localizer: AVLocalizer, audio_input: AudioInput = "feat") -> None:
+        super().__init__()
+        self.model = model
+        self.localizer = localizer
+        self.audio_input: AudioInput = audio_input
+
+    def forward(self, video: Tensor, audio: Tensor) -> LocalizedOutput:
+        out: AVOutput = self.model(video, audio)
+        grid_emb, audio_emb = self.localizer.project(out.video_grid, localizer_audio(out, self.audio_input))
+        return LocalizedOutput(out, grid_emb, audio_emb)
+
+
+def localizer_path(encoders: str | Path) -> Path:
+    """Where the localizer of an encoders file lives: ``x.safetensors`` -> ``x.localizer.safetensors``."""
+    p = Path(encoders)
+    return p.with_name(f"{p.stem}.localizer{p.suffix or '.pt'}")
+
+
+def find_localizer(encoders: str | Path) -> Path | None:
+    """The localizer file exported with ``encoders``, or ``None`` (then use the post hoc mode)."""
+    path = localizer_path(encoders)
+    return path if path.is_file() else None
+
+
+def save_localizer(localizer: AVLocalizer, spec: LocalizerSpec, path: str | Path) -> Path:
+    """Write a learned localizer and its :class:`LocalizerSpec` (format by suffix, as the encoders)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in localizer.state_dict().items()}
+    meta = {"format": FORMAT, **{k: str(v) for k, v in dataclasses.asdict(spec).items()}}
+    if path.suffix == ".safetensors":
+        write_safetensors(state, path, meta)
+    else:
+        spec_json = json.dumps(dataclasses.asdict(spec))
+        torch.save({"format": FORMAT, "spec": spec_json, "state_dict": state}, path)
+    return path
+
+
+def load_localizer(path: str | Path) -> tuple[AVLocalizer, LocalizerSpec]:
+    """Read a file written by :func:`save_localizer`. Raises :class:`CheckpointError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"localizer file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            state, meta = read_safetensors(path)
+            if meta.get("format") != FORMAT:
+                raise CheckpointError(f"{path}: not an avlearn localizer (expected format '{FORMAT}')")
+            spec = LocalizerSpec(int(meta["grid_dim"]), int(meta["audio_dim"]), int(meta["embed_dim"]),
+                                 meta["audio_input"])  # type: ignore[arg-type]
+        else:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+                raise CheckpointError(f"{path}: not an avlearn localizer (expected format '{FORMAT}')")
+            spec = LocalizerSpec(**json.loads(payload["spec"]))
+            state = dict(payload["state_dict"])
+    except (KeyError, ValueError, TypeError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: bad localizer metadata ({err}); re-export it") from None
+    localizer = spec.build()
+    load_state_into(localizer, state, "", str(path))
+    return localizer, spec
+
+
+Learned = tuple[AVLocalizer, LocalizerSpec]
+
+
+def resolve_localizer(encoders: str | Path, choice: str = "auto") -> Learned | None:
+    """The localizer to use with an encoders file: ``auto`` (its exported localizer when there is
+    one, else post hoc), ``posthoc`` (``None``), or the path of a localizer file."""
+    if choice == "posthoc":
+        return None
+    if choice == "auto":
+        found = find_localizer(encoders)
+        return None if found is None else load_localizer(found)
+    return load_localizer(choice)
+
+
+def localization_maps(model: AVModel, out: AVOutput, learned: Learned | None = None) -> Tensor:
+    """Cosine maps of a batch: the learned localizer's, or post hoc with the model's video head.
+
+    Shape: ``out.video_grid (B, C, T', H', W') -> (B, T', H', W')``. Put ``model`` (and the
+    localizer) in ``eval()`` mode first.
+    """
+    if learned is None:
+        return AVLocalizer.posthoc(model)(out.video_grid, out.audio_emb)  # type: ignore[no-any-return]
+    localizer, spec = learned
+    return localizer(out.video_grid, localizer_audio(out, spec.audio_input))  # type: ignore[no-any-return]

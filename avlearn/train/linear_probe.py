@@ -1,0 +1,396 @@
+"""``avlearn linear-probe``: a linear classifier on frozen encoder features, cached once to disk.
+
+Usage::
+
+    avlearn linear-probe --config configs/probe/synth_cpu.yaml --init outputs/pretrain/synth_cpu
+    avlearn linear-probe --config configs/probe/esc50_audio.yaml --init RUN --modality audio
+
+Features: every clip (``features.train_clips`` / ``features.test_clips`` uniformly spaced,
+centre-cropped, unaugmented clips per video) goes through the frozen encoder with
+``return_stages=True``; each stage in ``features.stages`` is pooled (``max``/``avg`` over all
+positions, or ``avg_space``: averaged over space / frequency only, keeping the time axis so the
+order of motion survives) and the stages are concatenated. Train and test features are saved to
+``run_dir/features_{train,test}.pt`` with a key of everything that determines them (init file,
+modality, stages, pooling, clip settings, split items); a later run with the same key loads
+them instead of decoding again. A linear classifier (multinomial logistic regression, L-BFGS
+or Adam, L2 weight decay, features standardised with the train statistics) is fitted on the
+cached train features and evaluated on the test clips and videos (clip probabilities averaged),
+written to ``run_dir/results.{json,md}`` and ``run_dir/confusion.png``.
+
+``--modality audio`` probes the audio encoder on audio files or the audio track of videos
+(ESC-50: ``dataset.format=esc50``), ``features.test_clips`` windows of ``data.audio_seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import einops
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from avlearn.config import ConfigError, load_config, to_dict
+from avlearn.data.config import DataConfig
+from avlearn.data.splits import LabelledSplit
+from avlearn.models.registry import ModelConfig
+from avlearn.train.downstream import DatasetConfig, InitError, ResolvedInit
+
+__all__ = ["AudioClipDataset", "ProbeConfig", "extract_features", "fit_linear", "linear_probe", "main",
+           "pool_stages"]
+
+logger = logging.getLogger(__name__)
+
+Pool = Literal["max", "avg", "avg_space"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    """Which frozen features, from how many clips.
+
+    Attributes:
+        stages: encoder stages to pool and concatenate. Video: ``stem``, ``layer1`` .. ``layer4``;
+            audio: ``stem``, ``block1`` .. ``block4``.
+        pool: ``max`` / ``avg`` over every position, or ``avg_space`` (keep the time axis).
+        train_clips, test_clips: uniformly spaced clips per video (AVID evaluates 10).
+        batch_size: extraction batch size.
+        cache_dir: where ``features_{train,test}.pt`` live (default ``run_dir``); features do
+            not depend on the labels, so probes of another label of the same clips can share it.
+    """
+
+    stages: list[str] = dataclasses.field(default_factory=lambda: ["layer4"])
+    pool: Pool = "avg"
+    train_clips: int = 3
+    test_clips: int = 10
+    batch_size: int = 32
+    cache_dir: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ConfigError("features.stages must name at least one stage, e.g. [layer4]")
+        if self.train_clips < 1 or self.test_clips < 1 or self.batch_size < 1:
+            raise ConfigError("features.train_clips, test_clips and batch_size must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig:
+    """The linear classifier: ``lbfgs`` (full batch, ``steps`` iterations) or ``adam`` (``steps`` epochs)."""
+
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    lr: float = 1.0
+    weight_decay: float = 1e-3
+    steps: int = 200
+    batch_size: int = 256
+    standardize: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.weight_decay < 0 or self.steps < 1 or self.batch_size < 1:
+            raise ConfigError("classifier: lr > 0, weight_decay >= 0, steps >= 1, batch_size >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+    """A linear-probe run (``model`` is used with ``--init scratch`` only)."""
+
+    run_dir: str = "outputs/probe/run"
+    seed: int = 0
+    modality: Literal["video", "audio"] = "video"
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    dataset: DatasetConfig = dataclasses.field(default_factory=DatasetConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
+    classifier: ClassifierConfig = dataclasses.field(default_factory=ClassifierConfig)
+
+
+# ------------------------------------------------------------------------------------- data
+
+
+class AudioClipDataset(Dataset[dict[str, Any]]):
+    """``num_clips`` uniformly spaced audio windows of every file of a split, as spectrograms.
+
+    Sample: ``audio`` ``(1, F, T)`` (the eval audio transform of ``data``), ``label`` int,
+    ``video_index`` (file position), ``clip_index``. Files: audio (``.wav``) or videos with audio.
+    """
+
+    def __init__(self, split: LabelledSplit, data: DataConfig, num_clips: int) -> None:
+        from avlearn.data.transforms import build_audio_transform
+
+        root = Path(split.root)
+        self.paths = [str(p if Path(p).is_absolute() else root / p) for p, _ in split.items]
+        self.labels = [y for _, y in split.items]
+        self.data = data
+        self.num_clips = num_clips
+        self.transform = build_audio_transform(data.audio_aug, data.spec, False)
+        self._durations: dict[int, float] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths) * self.num_clips
+
+    def _duration(self, i: int) -> float:
+        if i not in self._durations:
+            import av
+
+            with av.open(self.paths[i]) as container:
+                stream = container.streams.audio[0]
+                if stream.duration is not None and stream.time_base is not None:
+                    seconds = float(stream.duration * stream.time_base)
+                else:
+                    seconds = float(container.duration or 0) / 1e6
+            self._durations[i] = seconds
+        return self._durations[i]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from avlearn.data.decode import read_audio
+
+        i, k = divmod(index, self.num_clips)
+        span = max(self._duration(i) - self.data.audio_seconds, 0.0)
+        start = k * span / max(self.num_clips - 1, 1)
+        wav = read_audio(self.paths[i], start, self.data.audio_seconds, self.data.sample_rate)
+        return {"audio": self.transform(wav, torch.Generator()), "label": self.labels[i], "video_index": i,
+                "clip_index": k}
+
+
+def _clip_dataset(cfg: ProbeConfig, split: LabelledSplit, num_clips: int) -> Dataset[dict[str, Any]]:
+    if cfg.modality == "audio":
+        return AudioClipDataset(split, cfg.data, num_clips)
+    from avlearn.data.config import clip_spec
+    from avlearn.data.labelled import LabelledClipDataset
+    from avlearn.data.splits import to_manifest_rows
+    from avlearn.data.transforms import build_video_transform
+
+    return LabelledClipDataset(to_manifest_rows(split), clip_spec(cfg.data), cfg.data.backend,
+                               class_to_idx=split.class_to_idx, train=False, num_clips=num_clips,
+                               video_transform=build_video_transform(cfg.data.video_aug, False),
+                               seed=cfg.data.seed)
+
+
+# ------------------------------------------------------------------------------------- features
+
+
+def pool_stages(stages: dict[str, Tensor], names: Sequence[str], pool: Pool) -> Tensor:
+    """Pool and concatenate encoder stages into one feature vector per clip.
+
+    Shape: video stages ``(B, C_i, T_i, H_i, W_i)`` or audio stages ``(B, C_i, F_i, T_i)`` ->
+    ``(B, sum_i C_i)`` (``max`` / ``avg``) or ``(B, sum_i C_i * T_i)`` (``avg_space``).
+    """
+    missing = [n for n in names if n not in stages]
+    if missing:
+        raise ConfigError(f"features.stages: unknown stage(s) {missing}; valid: {sorted(stages)}")
+    out = []
+    for name in names:
+        x = stages[name]
+        if x.ndim == 5:  # video (B, C, T, H, W)
+            out.append(einops.reduce(x, "b c t h w -> b (c t)", "mean") if pool == "avg_space"
+                       else einops.reduce(x, "b c t h w -> b c", "max" if pool == "max" else "mean"))
+        else:  # audio (B, C, F, T): frequency plays the part of space
+            out.append(einops.reduce(x, "b c f t -> b (c t)", "mean") if pool == "avg_space"
+                       else einops.reduce(x, "b c f t -> b c", "max" if pool == "max" else "mean"))
+    return torch.cat(out, dim=1)
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, dataset: Dataset[dict[str, Any]], modality: str,
+                     stages: Sequence[str], pool: Pool, batch_size: int,
+                     num_workers: int = 0) -> dict[str, Tensor]:
+    """Frozen features of every clip of ``dataset``.
+
+    Returns ``features (N, D)`` float32, ``labels (N,)``, ``video_index (N,)``, ``clip_index (N,)``.
+    """
+    from avlearn.data.dataset import av_collate
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = encoder.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=av_collate)
+    feats, labels, videos, clips = [], [], [], []
+    for batch in loader:
+        out = encoder(batch[modality].to(device), return_stages=True)
+        feats.append(pool_stages(out.stages, stages, pool).float().cpu())
+        labels.append(batch["label"])
+        videos.append(batch["video_index"])
+        clips.append(batch["clip_index"])
+    if not feats:
+        raise ValueError("no clips to extract features from: the split is empty")
+    return {"features": torch.cat(feats), "labels": torch.cat(labels), "video_index": torch.cat(videos),
+            "clip_index": torch.cat(clips)}
+
+
+def _init_fingerprint(init: ResolvedInit, cfg: ProbeConfig) -> dict[str, Any]:
+    if init.state is None:
+        return {"init": "scratch", "model": to_dict(init.model), "seed": cfg.seed}
+    stat = Path(init.source).stat()
+    return {"init": str(Path(init.source).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _cache_key(cfg: ProbeConfig, init: ResolvedInit, split: LabelledSplit, num_clips: int) -> str:
+    d = cfg.data
+    what = {
+        "version": 1, "init": _init_fingerprint(init, cfg), "modality": cfg.modality,
+        "stages": list(cfg.features.stages), "pool": cfg.features.pool, "num_clips": num_clips,
+        "clip": [d.num_frames, d.fps, d.decode_size, d.video_aug.size, d.backend] if cfg.modality == "video"
+        else [d.audio_seconds, d.sample_rate, to_dict(d.spec)],
+        "files": [split.root, [path for path, _ in split.items]],  # not the labels: see relabel
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached_features(path: Path, key: str, compute: Any) -> tuple[dict[str, Tensor], bool]:
+    """Load ``path`` when its key is ``key``, else ``compute()`` and save; returns ``(features, reused)``."""
+    if path.is_file():
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        if stored.get("key") == key:
+            logger.info("reusing cached features %s", path)
+            return {k: v for k, v in stored.items() if k != "key"}, True
+        logger.info("cached features %s were made with other settings: recomputing", path)
+    feats: dict[str, Tensor] = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save({**feats, "key": key}, tmp)
+    tmp.replace(path)
+    return feats, False
+
+
+# ------------------------------------------------------------------------------------- classifier
+
+
+def fit_linear(x: Tensor, y: Tensor, num_classes: int, cfg: ClassifierConfig, seed: int = 0) -> nn.Linear:
+    """Multinomial logistic regression ``x (N, D) -> (N, C)`` with L2 weight decay on the weights."""
+    torch.manual_seed(seed)
+    model = nn.Linear(x.shape[1], num_classes)
+    nn.init.zeros_(model.weight)
+    nn.init.zeros_(model.bias)
+
+    def objective(xb: Tensor, yb: Tensor) -> Tensor:
+        return F.cross_entropy(model(xb), yb) + 0.5 * cfg.weight_decay * model.weight.pow(2).sum()
+
+    if cfg.optimizer == "lbfgs":
+        opt = torch.optim.LBFGS(model.parameters(), lr=cfg.lr, max_iter=cfg.steps, history_size=20,
+                                line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            loss = objective(x, y)
+            loss.backward()  # type: ignore[no-untyped-call]
+            return loss
+
+        opt.step(closure)  # type: ignore[no-untyped-call]
+    else:
+        adam = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(cfg.steps):
+            for idx in torch.randperm(len(y), generator=g).split(cfg.batch_size):  # type: ignore[no-untyped-call]
+                adam.zero_grad()
+                objective(x[idx], y[idx]).backward()  # type: ignore[no-untyped-call]
+                adam.step()
+    return model
+
+
+def _existing(split: LabelledSplit) -> LabelledSplit:
+    root = Path(split.root)
+    kept = [(p, y) for p, y in split.items if (Path(p) if Path(p).is_absolute() else root / p).is_file()]
+    if len(kept) < len(split.items):
+        logger.warning("%s: %d of %d files missing, left out", split.name, len(split.items) - len(kept),
+                       len(split.items))
+    return split.with_items(kept)
+
+
+def linear_probe(cfg: ProbeConfig, init: str) -> dict[str, Any]:
+    """Extract (or load) features, fit the classifier, evaluate; returns ``results.json``'s content."""
+    from avlearn.eval.classification import ClassificationReport, topk_accuracy
+    from avlearn.train.downstream import load_encoder, load_split, resolve_init, write_report
+
+    t0 = time.perf_counter()
+    run_dir = Path(cfg.run_dir)
+    source = resolve_init(init, cfg.model)
+    train_split, test_split = load_split(cfg.dataset, "train"), load_split(cfg.dataset, "test")
+    encoder: nn.Module | None = None
+
+    def features(split: LabelledSplit, which: str, num_clips: int) -> tuple[dict[str, Tensor], bool]:
+        split = _existing(split)  # so that video_index is the position in split.items
+        def compute() -> dict[str, Tensor]:
+            nonlocal encoder
+            if encoder is None:
+                torch.manual_seed(cfg.seed)  # the random init of --init scratch
+                encoder = load_encoder(source, cfg.modality)
+            logger.info("extracting %s features of %d items x %d clips", which, len(split), num_clips)
+            return extract_features(encoder, _clip_dataset(cfg, split, num_clips), cfg.modality,
+                                    cfg.features.stages, cfg.features.pool, cfg.features.batch_size,
+                                    cfg.data.num_workers)
+
+        key = _cache_key(cfg, source, split, num_clips)
+        cache = Path(cfg.features.cache_dir or run_dir) / f"features_{which}.pt"
+        feats, reused = cached_features(cache, key, compute)
+        # labels follow the split (features are keyed by files only): clip -> its video's label
+        feats["labels"] = torch.tensor([y for _, y in split.items], dtype=torch.long)[feats["video_index"]]
+        return feats, reused
+
+    train, train_reused = features(train_split, "train", cfg.features.train_clips)
+    test, test_reused = features(test_split, "test", cfg.features.test_clips)
+    t_feat = time.perf_counter() - t0
+
+    x_train, x_test = train["features"].double(), test["features"].double()
+    if cfg.classifier.standardize:
+        mean, std = x_train.mean(0), x_train.std(0, unbiased=False).clamp(min=1e-6)
+        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    classes = train_split.classes
+    clf = fit_linear(x_train.float(), train["labels"].long(), len(classes), cfg.classifier, cfg.seed)
+    with torch.no_grad():
+        train_logits, test_logits = clf(x_train.float()), clf(x_test.float())
+    report = ClassificationReport.from_outputs(test_logits, test["labels"].long(), test["video_index"],
+                                               classes)
+    extra = {
+        "init": source.source, "modality": cfg.modality, "stages": list(cfg.features.stages),
+        "pool": cfg.features.pool, "feature_dim": int(x_train.shape[1]),
+        "label_fraction": cfg.dataset.label_fraction,
+        "train_videos": len(train_split), "test_videos": len(test_split),
+        "train_clip_top1": topk_accuracy(train_logits, train["labels"].long(), (1,))["top1"],
+        "cache_reused": {"train": train_reused, "test": test_reused},
+        "feature_seconds": round(t_feat, 1), "seconds": round(time.perf_counter() - t0, 1),
+    }
+    results = write_report(run_dir, report, cfg, extra, f"Linear probe {run_dir.name}")
+    logger.info("linear probe %s: clip top-1 %.2f %%, video top-1 %.2f %%", run_dir, 100 * report.clip_top1,
+                100 * report.video_top1)
+    return results
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avlearn linear-probe", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="a YAML file under configs/probe/")
+    p.add_argument("--init", required=True,
+                   help="pretraining run dir, encoders export, checkpoints/step_N.pt, or 'scratch'")
+    p.add_argument("--modality", choices=("video", "audio"), help="overrides the config's modality")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 done, 2 bad config or --init)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = list(args.overrides) + ([f"modality={args.modality}"] if args.modality else [])
+    try:
+        cfg = load_config(ProbeConfig, args.config, overrides)
+        results = linear_probe(cfg, args.init)
+    except (InitError, ConfigError, FileNotFoundError) as err:
+        print(f"avlearn linear-probe: {err}", file=sys.stderr)
+        return 2
+    print(f"avlearn linear-probe: video top-1 {100 * results['video_top1']:.2f} %, clip top-1 "
+          f"{100 * results['clip_top1']:.2f} %; results in {cfg.run_dir}/results.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

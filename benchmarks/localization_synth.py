@@ -1,0 +1,451 @@
+"""Sound localization on the synthetic collection with silent distractors (cIoU50, AUC, pointing).
+
+    python benchmarks/localization_synth.py                  # ~10 min on 2 busy CPU cores
+    python benchmarks/localization_synth.py --epochs 4       # a quicker, weaker run
+
+1. Generates (under ``.cache/bench/``) a collection of 64 px, 3 s videos with 0-2 *silent*
+   distractors of other classes and large objects (``--object-scale 0.6``, see "ceiling" below),
+   and indexes it; the training manifest holds the train and val splits only.
+2. Pretrains ``configs/pretrain/synth_cpu_loc.yaml`` twice, briefly, from the same seed: InfoNCE
+   alone (``localization.weight=0``) and InfoNCE + the localization objective.
+3. Scores the middle frame of every test video (the published cIoU protocol of
+   :mod:`avlearn.localization.metrics`) for: (a) the InfoNCE model post hoc, (b) the model trained
+   with the localization objective and its learned localizer (and post hoc), (c) a random-init
+   model post hoc, (d) a centre box, (e) the oracle (the gt box as a binary heatmap), plus two
+   references: the gt box averaged to the model's grid (the best a grid-resolution map can do)
+   and a *wrong-object oracle* (the box of a silent distractor: what finding "an object" scores).
+
+Beyond the published metrics, two checks that the map follows the *sound*:
+
+* ``on_distractor``: fraction of the test frames with a distractor whose map peak falls on a
+  distractor's box (and not the sounding object's).
+* ``swap_pointing``: the same frames with the sound of another video whose sounding class is the
+  distractor's class; the fraction of peaks that move onto that distractor.
+
+Ceiling: the protocol predicts the upper half of a smooth map, so a box covering a fraction
+``a < 1/2`` of the frame scores at most ``cIoU = 2a``; below ``a = 1/4`` cIoU50 is out of reach
+for any smooth map. A binary map predicts exactly its positive pixels, so the binary oracle
+scores 1.0 whatever the box size. The script reports the fraction of test boxes with
+``a >= 1/4`` and the grid-resolution oracle, the real ceiling for a model.
+
+Writes ``benchmarks/results/localization_synth.{json,md}`` with the machine, command and times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from avlearn.config import load_config
+from avlearn.data.audio import build_spectrogram
+from avlearn.data.decode import ClipSpec, DecodeError, decode_clip
+from avlearn.localization.cli import ModelInput, load_for_localization, normalize_video
+from avlearn.localization.export import Learned, localization_maps
+from avlearn.localization.metrics import (
+    center_box_map,
+    evaluate_maps,
+    gt_from_synth,
+    oracle_map,
+    pointing_hit,
+)
+from avlearn.localization.module import upsample_map
+from avlearn.models.av import AVModel
+from avlearn.models.registry import build_av_model
+from avlearn.train.config import PretrainConfig
+from avlearn.train.loop import pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+CONFIG = ROOT / "configs" / "pretrain" / "synth_cpu_loc.yaml"
+
+
+def make_collection(args: argparse.Namespace) -> Path:
+    """Generate + index the collection (reused when it exists); returns its directory."""
+    from data_prep.index import index_collection
+    from data_prep.synth import SynthConfig, generate
+
+    name = f"loc_synth_n{args.num_videos}_s{args.size}_o{args.object_scale}_d{args.max_distractors}"
+    root = Path(args.cache) / name
+    generate(
+        SynthConfig(
+            out=root,
+            num_videos=args.num_videos,
+            seed=args.seed,
+            size=args.size,
+            fps=16.0,
+            duration=3.0,
+            workers=2,
+            object_scale=args.object_scale,
+            max_distractors=args.max_distractors,
+        ),
+        progress=False,
+    )
+    if not (root / "manifest.csv").is_file():
+        index_collection([root / "videos"], root / "manifest.csv", workers=2, progress=False)
+    split = {v["file"]: v["split"] for v in json.loads((root / "annotations.json").read_text())["videos"]}
+    with open(root / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(root / "manifest_trainval.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if split.get(r["path"]) in ("train", "val"))
+    return root
+
+
+def train(args: argparse.Namespace, root: Path, name: str, weight: float) -> tuple[Path, float]:
+    """Pretrain synth_cpu_loc.yaml with ``localization.weight=weight``; returns (export, seconds)."""
+    run_dir = Path(args.cache) / f"{root.name}_{name}_e{args.epochs}"
+    overrides = {
+        "run_dir": run_dir,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "data.manifest": root / "manifest_trainval.csv",
+        "data.num_frames": args.num_frames,
+        "data.fps": args.fps,
+        "data.num_workers": 1,
+        "data.video_aug.size": args.size,
+        "data.decode_size": args.size,
+        "localization.weight": weight,
+        "train.progress": False,
+        "train.tensorboard": False,
+        "train.ckpt_every_steps": 0,
+    }
+    cfg = load_config(PretrainConfig, CONFIG, [f"{k}={v}" for k, v in overrides.items()])
+    export = run_dir / cfg.train.export
+    if args.reuse and export.is_file():  # the run's own training time, from its log
+        times = [json.loads(line)["time"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        print(f"reusing {export}")
+        return export, times[-1] - times[0]
+    t0 = time.perf_counter()
+    pretrain(cfg, resume=False)
+    return export, time.perf_counter() - t0
+
+
+def _mid_boxes(entry: dict[str, Any]) -> tuple[int, list[list[int]]]:
+    mid = int(entry["num_frames"]) // 2
+    dis = [d["bbox"][mid] for d in entry.get("distractors", []) if d["bbox"][mid] is not None]
+    return mid, dis
+
+
+def _box_mask(box: list[int], height: int, width: int) -> np.ndarray:
+    gt = np.zeros((height, width))
+    x0, y0, x1, y1 = (int(v) for v in box)
+    gt[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 1
+    return gt
+
+
+def _on_distractor(heat: np.ndarray, gt: np.ndarray, dis: list[list[int]]) -> bool:
+    on_dis = any(pointing_hit(heat, _box_mask(b, *gt.shape)) for b in dis)
+    return on_dis and not pointing_hit(heat, gt)
+
+
+@dataclasses.dataclass
+class Item:
+    """A test video's middle-frame window, decoded once for every model."""
+
+    gt: np.ndarray  # (H, W) sounding object
+    distractors: list[list[int]]  # boxes visible on that frame
+    video: Tensor  # (C, T, H, W) normalised
+    audio: Tensor  # (S,) own sound
+    frame: int  # index of the middle frame in the window
+    swap_audio: Tensor | None  # (S,) sound of a video whose sounding class is distractor 0's
+    swap_box: list[int] | None
+
+
+def load_items(
+    inp: ModelInput, root: Path, tests: list[dict[str, Any]], by_class: dict[str, list[dict[str, Any]]]
+) -> list[Item]:
+    """Decode the window centred on each test video's middle frame (as ``evaluate localization``)."""
+    spec = ClipSpec(
+        num_frames=inp.num_frames,
+        fps=inp.fps,
+        size=inp.size,
+        audio_seconds=inp.audio_seconds,
+        sample_rate=inp.sample_rate,
+        audio_align=inp.audio_align,
+    )
+    items = []
+    for entry in tests:
+        mid, dis = _mid_boxes(entry)
+        gt = gt_from_synth(entry, mid)
+        if gt is None:
+            continue
+        t_mid = mid / float(entry["fps"])
+        start = max(0.0, t_mid - inp.num_frames / inp.fps / 2)
+        frame = min(max(round((t_mid - start) * inp.fps), 0), inp.num_frames - 1)
+        try:
+            clip = decode_clip(root / entry["file"], start, spec)
+            swap_audio, swap_box = None, None
+            if dis:
+                d0 = next(d for d in entry["distractors"] if d["bbox"][mid] is not None)
+                donor = next(v for v in by_class[d0["class"]] if v["file"] != entry["file"])
+                swap_audio, swap_box = decode_clip(root / donor["file"], start, spec).audio, d0["bbox"][mid]
+        except DecodeError as err:
+            print(f"skipping: {err}", file=sys.stderr)
+            continue
+        video = normalize_video(clip.video, inp)
+        items.append(Item(gt, dis, video, clip.audio, frame, swap_audio, swap_box))
+    return items
+
+
+@torch.no_grad()
+def heatmaps(
+    model: AVModel,
+    inp: ModelInput,
+    learned: Learned | None,
+    items: list[Item],
+    audios: list[Tensor],
+    batch_size: int = 16,
+) -> list[np.ndarray]:
+    """Grid-resolution maps ``(H', W')`` of the middle frames, ``audios[k]`` played with ``items[k]``."""
+    spectrogram = build_spectrogram(inp.spec)
+    out_maps: list[np.ndarray] = []
+    for k in range(0, len(items), batch_size):
+        chunk = items[k : k + batch_size]
+        video = torch.stack([it.video for it in chunk])
+        out = model(video, spectrogram(torch.stack(audios[k : k + batch_size])))
+        maps = upsample_map(
+            localization_maps(model, out, learned), (inp.num_frames, *out.video_grid.shape[-2:])
+        )
+        out_maps += [maps[i, it.frame].numpy() for i, it in enumerate(chunk)]
+    return out_maps
+
+
+def score_model(
+    model: AVModel, inp: ModelInput, learned: Learned | None, items: list[Item]
+) -> dict[str, Any]:
+    """Published metrics plus the distractor and sound-swap checks of one model."""
+    model.eval()
+    heats = heatmaps(model, inp, learned, items, [it.audio for it in items])
+    with_dis = [it for it in items if it.swap_audio is not None]
+    swapped = heatmaps(model, inp, learned, with_dis, [it.swap_audio for it in with_dis])  # type: ignore[misc]
+    on_dis = sum(
+        _on_distractor(h, it.gt, it.distractors) for h, it in zip(heats, items, strict=True) if it.distractors
+    )
+    swap = sum(
+        pointing_hit(h, _box_mask(it.swap_box, *it.gt.shape))  # type: ignore[arg-type]
+        for h, it in zip(swapped, with_dis, strict=True)
+    )
+    n_dis = len(with_dis)
+    result: dict[str, Any] = evaluate_maps(heats, [it.gt for it in items]).to_dict()
+    result.update(
+        on_distractor=on_dis / max(n_dis, 1), swap_pointing=swap / max(n_dis, 1), n_with_distractor=n_dis
+    )
+    return result
+
+
+def score_maps(maps: list[np.ndarray], gts: list[np.ndarray]) -> dict[str, Any]:
+    out: dict[str, Any] = evaluate_maps(maps, gts).to_dict()
+    return out
+
+
+def references(tests: list[dict[str, Any]], grid: tuple[int, int]) -> dict[str, dict[str, Any]]:
+    """Centre box, binary oracle, grid-resolution oracle and wrong-object oracle."""
+    gts, grid_maps, wrong, wrong_gts, areas = [], [], [], [], []
+    for entry in tests:
+        mid, dis = _mid_boxes(entry)
+        gt = gt_from_synth(entry, mid)
+        if gt is None:
+            continue
+        gts.append(gt)
+        areas.append(float(gt.mean()))
+        pooled = F.adaptive_avg_pool2d(torch.from_numpy(gt)[None, None], grid)[0, 0].numpy()
+        grid_maps.append(pooled)
+        if dis:
+            wrong.append(_box_mask(dis[0], *gt.shape))
+            wrong_gts.append(gt)
+    out = {
+        "center_box": score_maps([center_box_map(*g.shape) for g in gts], gts),
+        "oracle_binary": score_maps([oracle_map(g) for g in gts], gts),
+        "oracle_grid": score_maps(grid_maps, gts),
+        "wrong_object_oracle": score_maps(wrong, wrong_gts) if wrong else {},
+    }
+    a = np.asarray(areas)
+    out["boxes"] = {
+        "n": int(a.size),
+        "mean_area": float(a.mean()),
+        "frac_area_ge_quarter": float((a >= 0.25).mean()),
+        "smooth_map_ciou_ceiling_mean": float(np.minimum(2 * a, 1).mean()),
+    }
+    return out
+
+
+def _machine() -> dict[str, Any]:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average_at_start": load,
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+ROWS = [
+    ("random_init_posthoc", "(c) random-init model, post hoc"),
+    ("pretrained_posthoc", "(a) InfoNCE-pretrained, post hoc"),
+    ("loc_learned", "(b) InfoNCE + localization objective, learned localizer"),
+    ("loc_posthoc", "(b') same model, post hoc"),
+    ("center_box", "(d) centre box (half of each side)"),
+    ("oracle_binary", "(e) oracle: gt box as a binary map"),
+    ("oracle_grid", "oracle at grid resolution (gt box averaged to the grid)"),
+    ("wrong_object_oracle", "wrong-object oracle: a silent distractor's box"),
+]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    r = report
+    lines = [
+        "# Sound localization on the synthetic collection (silent distractors)",
+        "",
+        f"Command: `{r['command']}`  ",
+        f"Machine: {r['machine']['platform']}, {r['machine']['cpu_count']} CPU cores (shared, load "
+        f"{r['machine']['load_average_at_start']}), torch {r['machine']['torch']}  ",
+        f"Run time: {r['seconds']['total']:.0f} s (data {r['seconds']['data']:.0f} s, training "
+        f"{r['seconds']['train_infonce']:.0f} + {r['seconds']['train_loc']:.0f} s, evaluation "
+        f"{r['seconds']['eval']:.0f} s)  ",
+        f"Data: {r['data']['num_videos']} videos, {r['data']['size']} px, 3 s, object scale "
+        f"{r['data']['object_scale']}, 0-{r['data']['max_distractors']} silent distractors; "
+        f"{r['data']['test_videos']} test videos, middle frame. Training: {r['train']['epochs']} epochs "
+        f"x {r['train']['steps_per_epoch']} steps of batch {r['train']['batch_size']}, "
+        f"{r['train']['num_frames']} frames at {r['train']['fps']:g} fps, {r['train']['size']} px crops "
+        f"({r['train']['grid']} grid).",
+        "",
+        "| method | cIoU50 | AUC | pointing | mean cIoU | peak on a distractor "
+        "| peak follows a swapped sound |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, label in ROWS:
+        m = r["results"].get(key) or {}
+        if not m:
+            continue
+        extra = f"{m['on_distractor']:.3f} | {m['swap_pointing']:.3f}" if "swap_pointing" in m else "- | -"
+        lines.append(
+            f"| {label} | {m['ciou50']:.3f} | {m['auc']:.3f} | {m['pointing']:.3f} | "
+            f"{m['mean_ciou']:.3f} | {extra} |"
+        )
+    b = r["results"]["boxes"]
+    lines += [
+        "",
+        f"Test boxes: mean area {b['mean_area']:.3f} of the frame, {b['frac_area_ge_quarter']:.0%} "
+        f"cover at least a quarter (cIoU50 is reachable by a smooth map only there); the wrong-object "
+        f"oracle is scored on the {r['results']['loc_learned']['n_with_distractor']} test frames with a "
+        "distractor, as are the last two columns.",
+        "",
+    ]
+    if r.get("notes"):
+        lines += ["Notes:", "", *[f"- {n}" for n in r["notes"]], ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--num-videos", type=int, default=240)
+    p.add_argument("--size", type=int, default=64, help="frame size = crop size (grid = size / 16)")
+    p.add_argument("--object-scale", type=float, default=0.6)
+    p.add_argument("--max-distractors", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--num-frames", type=int, default=4)
+    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default=str(ROOT / ".cache" / "bench"))
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse trained runs of the same settings (their training time comes from their logs)",
+    )
+    p.add_argument("--out", default=str(RESULTS / "localization_synth"), help="writes OUT.json and OUT.md")
+    args = p.parse_args(argv)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    machine = _machine()
+    t0 = time.perf_counter()
+    root = make_collection(args)
+    t_data = time.perf_counter() - t0
+    exp_plain, t_plain = train(args, root, "infonce", 0.0)
+    exp_loc, t_loc = train(args, root, "loc", 1.0)
+
+    t1 = time.perf_counter()
+    videos = json.loads((root / "annotations.json").read_text())["videos"]
+    tests = [v for v in videos if v["split"] == "test"]
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for v in videos:
+        by_class.setdefault(v["class"], []).append(v)
+    results: dict[str, Any] = {}
+    model, inp, _ = load_for_localization(exp_plain, "posthoc")
+    items = load_items(inp, root, tests, by_class)
+    results["pretrained_posthoc"] = score_model(model, inp, None, items)
+    loc_model, loc_inp, learned = load_for_localization(exp_loc, "auto")
+    assert learned is not None, f"{exp_loc} has no exported localizer"
+    assert loc_inp == inp, "both runs must decode their clips the same way"
+    results["loc_learned"] = score_model(loc_model, inp, learned, items)
+    results["loc_posthoc"] = score_model(loc_model, inp, None, items)
+    torch.manual_seed(args.seed)  # the initialisation both runs started from
+    cfg = load_config(PretrainConfig, exp_plain.parent / "config.yaml")
+    results["random_init_posthoc"] = score_model(build_av_model(cfg.model), inp, None, items)
+    grid = (-(-args.size // 16), -(-args.size // 16))
+    results.update(references(tests, grid))
+    t_eval = time.perf_counter() - t1
+
+    metrics = [json.loads(line) for line in (exp_loc.parent / "metrics.jsonl").read_text().splitlines()]
+    start = next(m for m in metrics if m.get("event") == "start")
+    command = ["python", "benchmarks/localization_synth.py", *(argv if argv is not None else sys.argv[1:])]
+    seconds = {
+        "total": t_data + t_plain + t_loc + t_eval,
+        "data": t_data,
+        "train_infonce": t_plain,
+        "train_loc": t_loc,
+        "eval": t_eval,
+    }
+    data = {
+        "dir": str(root),
+        "num_videos": args.num_videos,
+        "size": args.size,
+        "object_scale": args.object_scale,
+        "max_distractors": args.max_distractors,
+        "test_videos": len(tests),
+    }
+    training = {
+        "config": str(CONFIG.relative_to(ROOT)),
+        "epochs": args.epochs,
+        "steps_per_epoch": start["steps_per_epoch"],
+        "batch_size": cfg.data.batch_size,
+        "num_frames": args.num_frames,
+        "fps": args.fps,
+        "size": args.size,
+        "grid": f"{grid[0]}x{grid[1]}",
+    }
+    report = {
+        "command": " ".join(command),
+        "machine": machine,
+        "seconds": seconds,
+        "data": data,
+        "train": training,
+        "results": results,
+        "notes": [],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown(report)
+    out.with_suffix(".md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

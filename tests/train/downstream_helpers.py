@@ -1,0 +1,36 @@
+"""A small labelled synthetic collection shared by the downstream tests (made once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+_MADE: dict[str, Path] = {}
+
+
+def small_collection(factory: pytest.TempPathFactory) -> Path:
+    """48 videos (3 s, 64 px, no distractors), one clip per group: 30 train / 6 val / 12 test videos.
+
+    Returns the collection folder (``splits/``, ``videos/``, ``annotations.json``).
+    """
+    if "root" not in _MADE:
+        from data_prep.synth import SynthConfig, generate
+
+        root = factory.mktemp("downstream_synth")
+        generate(SynthConfig(out=root, num_videos=48, seed=3, duration=3.0, size=64, workers=2,
+                             max_distractors=0, object_scale=0.4, clips_per_group=1, val_fraction=0.1,
+                             test_fraction=0.3),
+                 progress=False)
+        _MADE["root"] = root
+    return _MADE["root"]
+
+
+def fast_overrides(root: Path, run_dir: Path, **extra: object) -> list[str]:
+    """Overrides for configs/{finetune,probe}/synth_cpu.yaml: 32 px crops, batch 8, no workers."""
+    values: dict[str, object] = {
+        "run_dir": str(run_dir), "dataset.root": str(root), "data.decode_size": 40,
+        "data.video_aug.size": 32, "data.num_workers": 0,
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]

@@ -1,0 +1,111 @@
+"""``avlearn finetune`` end to end on a tiny synthetic collection, resume, --init and label fractions."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from avlearn.config import load_config
+from avlearn.data.splits import subsample_per_class
+from avlearn.models.checkpoint import save_encoders
+from avlearn.models.registry import ModelConfig, build_av_model
+from avlearn.train.downstream import DatasetConfig, InitError, load_encoder, load_split, resolve_init
+from avlearn.train.finetune import FinetuneConfig, main
+from tests.train.downstream_helpers import fast_overrides, small_collection
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = str(ROOT / "configs" / "finetune" / "synth_cpu.yaml")
+# 16 px crops of 4 frames: colour and shape survive, and a run takes about a minute on 2 cores
+QUIET = {"train.progress": False, "train.tensorboard": False, "data.batch_size": 8, "data.decode_size": 20,
+         "data.video_aug.size": 16, "data.num_frames": 4, "data.fps": 8}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_collection(tmp_path_factory)
+
+
+def _records(run_dir: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow  # ~70 s of CPU time (744 clips decoded); minutes on a loaded 2-core machine
+def test_finetune_beats_chance(root: Path, tmp_path: Path) -> None:
+    # The object-class label (8 classes, told apart by colour and shape): the action (motion
+    # pattern) is not learnt from 30 videos at this budget (see benchmarks/downstream_synth.py).
+    # Deterministic (seeded data order, augmentation and init): 4 of the 12 test videos right.
+    run = tmp_path / "ft"
+    code = main(["--config", CONFIG, "--init", "scratch", *fast_overrides(
+        root, run, **QUIET, **{"dataset.label": "object", "epochs": 12, "warmup_classifier_epochs": 1,
+                               "data.clips_per_video": 2, "eval.num_clips": 2, "optim.lr": 3e-3,
+                               "dropout": 0.2})])
+    assert code == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["num_videos"] == 12 and results["num_clips"] == 24
+    assert results["video_top1"] >= 2 * 0.125, results  # twice chance (1/8)
+    assert (run / "results.md").read_text().startswith("# Fine-tuning")
+    assert (run / "confusion.png").stat().st_size > 0
+    frozen = [r["train/frozen"] for r in _records(run) if "train/frozen" in r]
+    assert frozen[0] == 1.0 and frozen[-1] == 0.0  # classifier warm-up, then the whole network
+
+
+def test_finetune_resume_continues_from_checkpoint(root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ft"
+    extra = {**QUIET, "epochs": 2, "warmup_classifier_epochs": 1, "eval.num_clips": 1,
+             "train.ckpt_every_steps": 1, "train.log_every": 1}
+    assert main(["--config", CONFIG, "--init", "scratch",
+                 *fast_overrides(root, run, **extra, max_steps=2)]) == 0
+    assert json.loads((run / "results.json").read_text())["steps"] == 2
+    assert main(["--config", CONFIG, "--init", "scratch", "--resume",
+                 *fast_overrides(root, run, **extra, max_steps=5)]) == 0
+    resume = [r for r in _records(run) if r.get("event") == "resume"]
+    assert len(resume) == 1 and resume[0]["step"] == 2
+    steps = [r["step"] for r in _records(run) if "train/loss" in r]
+    assert steps == [1, 2, 3, 4, 5]  # continued at step 3, no step repeated
+    assert json.loads((run / "results.json").read_text())["steps"] == 5
+
+
+def test_bad_init_path_is_named(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "no_such_run"
+    code = main(["--config", CONFIG, "--init", str(missing),
+                 *fast_overrides(root, tmp_path / "ft", **QUIET)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "scratch" in err
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(InitError, match="empty_run.*no encoders.safetensors"):
+        resolve_init(str(empty), ModelConfig())
+
+
+def test_init_loads_pretrained_video_encoder(tmp_path: Path) -> None:
+    cfg = ModelConfig(video_arch="r2plus1d_tiny", audio_arch="avid_spec_cnn9_tiny", embed_dim=16,
+                      proj_hidden=32)
+    model = build_av_model(cfg)
+    run = tmp_path / "run"
+    save_encoders(model, run / "encoders.safetensors", cfg)
+    init = resolve_init(str(run), ModelConfig())  # the stored architecture wins over the scratch one
+    assert init.model == cfg
+    encoder = load_encoder(init, "video")
+    for key, value in model.video_encoder.state_dict().items():
+        assert torch.equal(encoder.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.5, 1.0])
+def test_label_fraction_selects_per_class_counts(root: Path, fraction: float) -> None:
+    full = load_split(DatasetConfig(root=str(root)), "train")
+    split = load_split(DatasetConfig(root=str(root), label_fraction=fraction, fraction_seed=1), "train")
+    want = {c: max(1, round(fraction * n)) for c, n in Counter(y for _, y in full.items).items()}
+    assert Counter(y for _, y in split.items) == want
+    assert set(split.items) <= set(full.items)
+    smaller = subsample_per_class(full, fraction / 2, seed=1)  # nested for one seed
+    assert set(smaller.items) <= set(split.items)
+
+
+def test_label_fraction_is_validated() -> None:
+    with pytest.raises(ValueError, match="label_fraction"):
+        load_config(FinetuneConfig, CONFIG, ["dataset.label_fraction=0"])

@@ -1,0 +1,108 @@
+"""``avlearn linear-probe``: feature cache reuse, pooling shapes, the audio encoder on ESC-50-style data."""
+
+from __future__ import annotations
+
+import json
+import math
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avlearn.train.linear_probe import main, pool_stages
+from tests.train.downstream_helpers import fast_overrides, small_collection
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = str(ROOT / "configs" / "probe" / "synth_cpu.yaml")
+FAST = {"data.decode_size": 20, "data.video_aug.size": 16, "data.num_frames": 4, "data.fps": 8,
+        "features.train_clips": 1, "features.test_clips": 2}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_collection(tmp_path_factory)
+
+
+def test_feature_cache_is_reused_with_the_same_result(root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "probe"
+    args = ["--config", CONFIG, "--init", "scratch", *fast_overrides(root, run, **FAST)]
+    assert main(args) == 0
+    first = json.loads((run / "results.json").read_text())
+    assert first["cache_reused"] == {"train": False, "test": False}
+    stamps = {p.name: p.stat().st_mtime_ns for p in run.glob("features_*.pt")}
+    assert sorted(stamps) == ["features_test.pt", "features_train.pt"]
+    assert main(args) == 0
+    second = json.loads((run / "results.json").read_text())
+    assert second["cache_reused"] == {"train": True, "test": True}
+    assert {p.name: p.stat().st_mtime_ns for p in run.glob("features_*.pt")} == stamps
+    for key in ("clip_top1", "video_top1", "per_class", "confusion", "train_clip_top1"):
+        assert second[key] == first[key], key
+    # the object labels of the same clips share the cache (features do not depend on labels) ...
+    obj = [*args, "dataset.label=object", f"run_dir={tmp_path / 'obj'}", f"features.cache_dir={run}"]
+    assert main(obj) == 0
+    assert json.loads((tmp_path / "obj" / "results.json").read_text())["cache_reused"]["train"]
+    # ... while other features are recomputed
+    assert main([*args, "features.pool=max"]) == 0
+    assert json.loads((run / "results.json").read_text())["cache_reused"] == {"train": False, "test": False}
+
+
+def test_pool_stages_shapes() -> None:
+    stages = {"layer3": torch.randn(2, 8, 4, 3, 3), "layer4": torch.randn(2, 16, 2, 2, 2)}
+    assert pool_stages(stages, ["layer4"], "max").shape == (2, 16)
+    assert pool_stages(stages, ["layer3", "layer4"], "avg").shape == (2, 24)
+    assert pool_stages(stages, ["layer3", "layer4"], "avg_space").shape == (2, 8 * 4 + 16 * 2)
+    audio = {"block4": torch.randn(2, 16, 5, 7)}
+    assert pool_stages(audio, ["block4"], "avg_space").shape == (2, 16 * 7)
+    with pytest.raises(ValueError, match="layer9.*valid"):
+        pool_stages(stages, ["layer9"], "avg")
+
+
+def _write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> None:
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes(pcm.tobytes())
+
+
+@pytest.fixture()
+def esc50(tmp_path: Path) -> Path:
+    """An ESC-50-shaped folder: 2 classes (a tone, noise) x 5 folds x 2 clips of 1.5 s."""
+    root = tmp_path / "ESC-50"
+    (root / "audio").mkdir(parents=True)
+    (root / "meta").mkdir()
+    rng = np.random.default_rng(0)
+    t = np.arange(24000) / 16000
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for fold in range(1, 6):
+        for take in "AB":
+            for target, category in enumerate(("tone", "noise")):
+                name = f"{fold}-{target}{take}-{category}.wav"
+                sound = 0.5 * np.sin(2 * math.pi * rng.uniform(400, 500) * t) if target == 0 \
+                    else 0.3 * rng.standard_normal(t.size)
+                _write_wav(root / "audio" / name, sound)
+                rows.append(f"{name},{fold},{target},{category},True,{target}{take},{take}")
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_audio_probe_on_esc50(esc50: Path, tmp_path: Path) -> None:
+    run = tmp_path / "esc"
+    code = main(["--config", str(ROOT / "configs" / "probe" / "esc50_audio.yaml"), "--init", "scratch",
+                 "--modality", "audio", f"run_dir={run}", f"dataset.root={esc50}", "dataset.fold=2",
+                 "data.audio_seconds=1.0", "data.num_workers=0", "features.test_clips=2",
+                 "model.audio_arch=avid_spec_cnn9_tiny", "model.video_arch=r2plus1d_tiny"])
+    assert code == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["modality"] == "audio" and results["test_videos"] == 4 and results["num_clips"] == 8
+    assert results["train_videos"] == 16
+    assert results["video_top1"] == 1.0  # a tone and noise are apart even in random features
+
+
+def test_bad_init_path_is_named(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nothing" / "encoders.safetensors"
+    assert main(["--config", CONFIG, "--init", str(missing), *fast_overrides(root, tmp_path / "p")]) == 2
+    assert str(missing) in capsys.readouterr().err
