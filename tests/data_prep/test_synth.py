@@ -311,3 +311,40 @@ def test_cli_help_generate_and_resume(tmp_path: Path, capsys: pytest.CaptureFixt
     assert len(json.loads((out / "annotations.json").read_text())["videos"]) == 5
     assert synth.main(["--out", str(out), "--size", "48", "--no-progress"]) == 2  # other content: refused
     assert "different options" in capsys.readouterr().err
+
+
+def _peak_hz(x: np.ndarray, sr: int) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / sr)[int(np.argmax(spec))])
+
+
+def _tone_videos(cfg: SynthConfig, action: str, count: int) -> list[synth.Rendered]:
+    """Rendered (audio only) videos of ``action`` whose sounding object is the pure tone class."""
+    found = []
+    for i in range(ACTIONS.index(action), 600, len(ACTIONS)):
+        r = render_video(cfg, i, with_frames=False)
+        if r.annotation["class"] == "red_disc":
+            found.append(r)
+            if len(found) == count:
+                break
+    assert len(found) == count, f"too few {action} videos of the tone class"
+    return found
+
+
+def test_actions_are_audible_crossing_pitch_falls_zoom_pitch_follows_growth() -> None:
+    cfg = SynthConfig(out=Path("unused"), num_videos=600, seed=5, size=SIZE, fps=FPS, duration=3.0,
+                      sample_rate=SR, noise_level=0.0)
+    win = SR // 4
+    for r in _tone_videos(cfg, "Crossing", 2):  # higher at the start of the pass than at its end
+        start, end = _peak_hz(r.audio[:win], SR), _peak_hz(r.audio[-win:], SR)
+        assert start / end > 1.25, (start, end)
+    for r in _tone_videos(cfg, "Zooming", 2):  # pitch up while the box grows, down while it shrinks
+        widths = np.array([b[2] - b[0] for b in r.annotation["bbox"]], dtype=float)
+        growth = np.gradient(widths)
+        hops = range(0, len(r.audio) - win, win // 2)
+        pitch = np.array([_peak_hz(r.audio[h:h + win], SR) for h in hops])
+        at = np.array([(h + win / 2) / SR for h in hops])
+        growth_at = np.interp(at, np.arange(len(widths)) / FPS, growth)
+        assert np.corrcoef(pitch, growth_at)[0, 1] > 0.5
+    for r in _tone_videos(cfg, "Resting", 1):  # a still object keeps its pitch
+        assert _peak_hz(r.audio[:win], SR) == pytest.approx(_peak_hz(r.audio[-win:], SR), rel=0.02)
