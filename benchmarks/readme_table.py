@@ -1,0 +1,251 @@
+"""The README's benchmark table, rendered from ``benchmarks/results/*.json`` (never typed by hand).
+
+Each results file gives one or a few rows: benchmark | what it measured (headline figures) |
+machine | command. Known files have a renderer that picks their headline numbers; any other
+JSON (or one whose shape changed) gets a generic row from its top-level numbers, so adding a
+benchmark never breaks the table.
+
+    python benchmarks/readme_table.py            # print the table
+    python benchmarks/readme_table.py --write    # replace the block in README.md
+    python benchmarks/readme_table.py --check    # exit 1 if README.md is out of date
+
+The block sits between ``<!-- benchmarks:start -->`` and ``<!-- benchmarks:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+HEADER = "| benchmark | what it measured (headline figures) | machine | command |\n|---|---|---|---|"
+
+Row = tuple[str, str, str]  # (what it measured, machine, command); "" means the file's own
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    """A number as short text: integers as such, floats to ``digits`` significant figures."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return str(x)
+    return str(x) if isinstance(x, int) else f"{x:.{digits}g}"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f} %"
+
+
+def _load(d: dict[str, Any]) -> str:
+    for key in ("load_average_1min", "load_average_1min_at_end", "load_average_1min_at_start"):
+        if isinstance(d.get(key), int | float):
+            return f"load {d[key]:.1f}"
+    machine = d.get("machine")
+    loads = machine.get("load_average_at_start") if isinstance(machine, dict) else None
+    if isinstance(loads, list) and loads and isinstance(loads[0], int | float):
+        return f"load {loads[0]:.1f}"
+    return ""
+
+
+def machine_text(d: dict[str, Any]) -> str:
+    """The ``machine`` entry (text or a dict of facts) plus the load average where recorded."""
+    machine = d.get("machine")
+    if isinstance(machine, dict):
+        parts = [str(machine.get("processor") or machine.get("platform") or "")]
+        if "cpu_count" in machine:
+            parts.append(f"{machine['cpu_count']} cores")
+        threads = machine.get("torch_threads", machine.get("threads"))
+        if threads is not None:
+            parts.append(f"{threads} threads")
+        if machine.get("cuda"):
+            parts.append("CUDA")
+        text = ", ".join(p for p in parts if p)
+    else:
+        text = str(machine) if machine else "-"
+    load = _load(d)
+    return f"{text}; {load}" if load and text != "-" else text
+
+
+def _decode_speed(d: dict[str, Any]) -> list[Row]:
+    spec = d["spec"]
+    figures = ", ".join(f"{name} {_num(r['clips_per_s_per_core'])}" for name, r in d["results"].items())
+    return [(f"clip decoding ({spec['num_frames']} frames at {spec['fps']} fps, {spec['size']} px + "
+             f"{_num(spec['audio_seconds'])} s audio) from `{d['source']}`: clips/s per core {figures}",
+             "", "")]
+
+
+def _data_loading(d: dict[str, Any]) -> list[Row]:
+    c, r = d["clips_per_s_per_core"], d["ratios"]
+    return [(f"training data pipeline vs decode-only vs reference-style loader ({d['clip']}): "
+             f"{_num(c['pipeline'])} / {_num(c['decode_only'])} / {_num(c['straightforward'])} clips/s "
+             f"per core; pipeline at {_num(r['pipeline_vs_decode_only'])}x of decode-only, "
+             f"{_num(r['pipeline_vs_straightforward'])}x of the reference loader", "", "")]
+
+
+def _train_throughput(d: dict[str, Any]) -> list[Row]:
+    res = d["results"]
+    sizes = ", ".join(f"{s} {_num(r['clips_per_s'])}" for s, r in res.items())
+    share = max(r["objective_and_bank_share"] for r in res.values())
+    return [(f"training step, batch {d['batch']}, 8x{d['crop']}² video + 2 s audio, in-memory batches: "
+             f"clips/s {sizes}; objective + bank update at most {_pct(share)} of a step", "", "")]
+
+
+def _downstream(d: dict[str, Any]) -> list[Row]:
+    lp, ft, ret = d["linear_probe"], d["finetune"], d["retrieval"]
+    s = d["setup"]
+    return [(
+        f"downstream on synthetic data ({s['videos']} videos, {s['pretrain_epochs']} pretraining epochs), "
+        f"AV-pretrained vs random init, video top-1: linear probe object class "
+        f"{_pct(lp['av_object']['video_top1'])} vs {_pct(lp['random_object']['video_top1'])}, action "
+        f"{_pct(lp['av_action']['video_top1'])} vs {_pct(lp['random_action']['video_top1'])}; "
+        f"fine-tune action 10 % labels {_pct(ft['av_10pct']['video_top1'])} vs "
+        f"{_pct(ft['scratch_10pct']['video_top1'])}; v2a R@5 {_pct(ret['av']['v2a_r5'])} vs "
+        f"{_pct(ret['random']['v2a_r5'])}", "", "")]
+
+
+def _downstream_actions(d: dict[str, Any]) -> list[Row]:
+    variants = "; ".join(f"{name}: {_pct(r['av'])} vs {_pct(r['random'])}"
+                         for name, r in d["action_video_top1"].items())
+    return [(f"action linear probes, AV-pretrained vs random init, video top-1: {variants}", "", "")]
+
+
+def _localization(d: dict[str, Any]) -> list[Row]:
+    r, t = d["results"], d["train"]
+    steps = t["epochs"] * t["steps_per_epoch"]
+    names = {"loc_learned": "learned localizer", "pretrained_posthoc": "InfoNCE post hoc",
+             "random_init_posthoc": "random init", "center_box": "centre box"}
+    pointing = ", ".join(f"{label} {_num(r[k]['pointing'], 2)}" for k, label in names.items() if k in r)
+    rows = [(f"sound localization on synthetic data with distractors, {steps} steps: pointing {pointing}; "
+             f"peak follows a swapped sound {_pct(r['loc_learned']['swap_pointing'])}", "", "")]
+    longer = d.get("longer_run")
+    if isinstance(longer, dict) and "loc_learned" in longer:
+        ll = longer["loc_learned"]
+        rows.append((f"the same, longer run (see JSON `longer_run`): learned localizer pointing "
+                     f"{_num(ll['pointing'], 2)}, cIoU50 {_num(ll['ciou50'], 2)}, peak follows a swapped "
+                     f"sound {_pct(ll['swap_pointing'])}", "", "see `longer_run.what` in the JSON"))
+    return rows
+
+
+def _scaling(d: dict[str, Any]) -> list[Row]:
+    r = d["results"]
+    one, two = r["p1_t2"], r["p2_t1"]
+    goal = "met" if d["goal_met"] else "not met"
+    if d["goal_met"] and "p1_t1" in r and r["p1_t1"]["clips_per_s"] > one["clips_per_s"]:
+        goal = "met only against a 2-thread run slower than 1 thread"
+    vs_t1 = (f" (vs 1 process x 1 thread, {_num(r['p1_t1']['clips_per_s'])} clips/s: "
+             f"{_num(d['speedup_2_vs_1_thread'])}x)" if d.get("speedup_2_vs_1_thread") else "")
+    return [(
+        f"pretraining 1 vs 2 processes (gloo), global batch {d['global_batch']}: "
+        f"{_num(one['clips_per_s'])} clips/s (1 x {one['threads_per_process']} threads) vs "
+        f"{_num(two['clips_per_s'])} (2 x {two['threads_per_process']}, world size {two['world_size']}): "
+        f"{_num(d['speedup_2_vs_1'])}x, goal {_num(d['goal'])}x {goal}{vs_t1}; "
+        f"identical {'yes' if d['identical'] else 'no'} (max loss diff {_num(d['max_abs_loss_diff'])}, "
+        f"weights {_num(d['max_abs_weight_diff'])})", "", "")]
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "decode_speed_": _decode_speed,
+    "data_loading": _data_loading,
+    "train_throughput_": _train_throughput,
+    "downstream_synth.actions": _downstream_actions,
+    "downstream_synth": _downstream,
+    "localization_synth": _localization,
+    "scaling_cpu": _scaling,
+}
+
+
+def generic(d: Any) -> list[Row]:
+    """A row for any JSON: its top-level numbers (at most six), or its top-level keys."""
+    if not isinstance(d, dict):
+        return [(f"{type(d).__name__} of results (no renderer)", "", "")]
+    numbers = [f"{k} {_num(v)}" for k, v in d.items()
+               if isinstance(v, int | float) and not isinstance(v, bool)]
+    if numbers:
+        return [("; ".join(numbers[:6]), "", "")]
+    keys = ", ".join(str(k) for k in list(d)[:8] if k not in ("command", "machine"))
+    return [(f"see the file (keys: {keys or 'none'})", "", "")]
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.replace("|", "\\|").split()) or "-"
+
+
+def rows_for(path: Path) -> list[str]:
+    """Markdown rows of one results file (a renderer by name prefix, else the generic row)."""
+    name = path.name.removesuffix(".json")
+    md = path.with_suffix(".md")
+    link = f"[`{md.name}`](benchmarks/results/{md.name})" if md.exists() else f"`{path.name}`"
+    try:
+        data: Any = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return [f"| {link} | {_cell(f'unreadable: {err}')} | - | - |"]
+    render = next((f for prefix, f in RENDERERS.items() if name.startswith(prefix)), None)
+    rows = generic(data)
+    if render is not None and isinstance(data, dict):
+        try:
+            rows = render(data)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+            print(f"readme_table: {path.name} no longer has the shape its renderer expects ({err!r}); "
+                  "using the generic row", file=sys.stderr)
+    machine = machine_text(data) if isinstance(data, dict) else "-"
+    command = f"`{data['command']}`" if isinstance(data, dict) and data.get("command") else "-"
+    return [f"| {link} | {_cell(what)} | {_cell(m or machine)} | {_cell(c or command)} |"
+            for what, m, c in rows]
+
+
+def render(results: Path = RESULTS) -> str:
+    """The whole table for every ``*.json`` under ``results``, in file-name order."""
+    lines = [HEADER]
+    for path in sorted(results.glob("*.json")):
+        lines += rows_for(path)
+    return "\n".join(lines)
+
+
+def replace_block(text: str, table: str) -> str:
+    """``text`` with the lines between the markers replaced by ``table``."""
+    if START not in text or END not in text or text.index(START) > text.index(END):
+        raise ValueError(f"README has no '{START}' ... '{END}' block; add the markers where the table goes")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{table}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="replace the block in the README")
+    mode.add_argument("--check", action="store_true", help="exit 1 if the README's block is out of date")
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    table = render(args.results)
+    if not (args.write or args.check):
+        print(table)
+        return 0
+    text = args.readme.read_text()
+    try:
+        new = replace_block(text, table)
+    except ValueError as err:
+        print(f"{args.readme}: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        if new != text:
+            print(f"{args.readme}: the benchmark table is out of date; run "
+                  "python benchmarks/readme_table.py --write", file=sys.stderr)
+            return 1
+        return 0
+    if new != text:
+        args.readme.write_text(new)
+        print(f"updated the benchmark table in {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
