@@ -104,6 +104,9 @@ class TrainConfig:
         export: file name of the final encoders under ``run_dir`` (``.safetensors`` or ``.pt``).
         tensorboard: also write TensorBoard events to ``run_dir/tb``.
         progress: show a tqdm bar on the main process.
+        sync_batchnorm: with several processes, BatchNorm statistics cover the global batch
+            (:mod:`avlearn.models.sync_bn`, works on CPU/gloo too), so N processes compute what one
+            process computes on the same global batch; ``false``: per-process statistics.
     """
 
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -114,6 +117,7 @@ class TrainConfig:
     export: str = "encoders.safetensors"
     tensorboard: bool = True
     progress: bool = True
+    sync_batchnorm: bool = True
 
     def __post_init__(self) -> None:
         if self.grad_accum < 1 or self.log_every < 1 or self.keep_checkpoints < 1:

@@ -52,6 +52,7 @@ class FinetuneTrainConfig:
     keep_checkpoints: int = 2
     tensorboard: bool = True
     progress: bool = True
+    sync_batchnorm: bool = True
 
     def __post_init__(self) -> None:
         if self.log_every < 1 or self.keep_checkpoints < 1 or self.ckpt_every_steps < 0:
@@ -229,6 +230,10 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, A
 
     set_seed(cfg.seed)
     model = VideoClassifier(load_encoder(source, "video"), len(dataset.class_names), cfg.dropout)
+    if cfg.train.sync_batchnorm and world > 1:
+        from avlearn.models.sync_bn import convert_global_batchnorm
+
+        convert_global_batchnorm(model)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, total_steps)
 

@@ -52,6 +52,7 @@ from avlearn.localization.objective import localization_loss
 from avlearn.models.av import AVModel
 from avlearn.models.checkpoint import save_encoders
 from avlearn.models.registry import build_av_model
+from avlearn.models.sync_bn import convert_global_batchnorm
 from avlearn.objectives import CMALoss, InfoNCELoss
 from avlearn.train.checkpoint import CheckpointManager, get_rng_state, set_rng_state
 from avlearn.train.config import PretrainConfig, build_objective
@@ -168,6 +169,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     # --- model, objective, optimiser (identical init on every process)
     set_seed(cfg.seed)
     model = build_av_model(cfg.model)
+    if cfg.train.sync_batchnorm and world > 1:
+        convert_global_batchnorm(model)
     dim = model.embed_dim or cfg.model.embed_dim
 
     def make_objective(name: str) -> nn.Module:

@@ -1,0 +1,67 @@
+"""GlobalBatchNorm: 2 gloo processes on halves of a batch compute what one process computes on all of it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from avlearn.models.sync_bn import GlobalBatchNorm, convert_global_batchnorm
+
+from . import _sync_bn_worker
+
+WORLD = 2
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_processes_match_one_process_on_the_global_batch(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(WORLD),
+        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+        str(Path(_sync_bn_worker.__file__)), str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    single = _sync_bn_worker.run()  # no process group: plain BatchNorm behaviour
+    assert [r["world_size"] for r in ranks] == [WORLD] * WORLD and single["world_size"] == 1
+    assert ranks[0]["bn_type"] == "GlobalBatchNorm"
+    torch.testing.assert_close(torch.cat([r["out"] for r in ranks]), single["out"])
+    # local loss = mean over local samples, so local input grads are WORLD x the single-process ones
+    torch.testing.assert_close(torch.cat([r["grad_input"] for r in ranks]), WORLD * single["grad_input"])
+    for name, expected in single["grads"].items():
+        for r in ranks:
+            torch.testing.assert_close(r["grads"][name], expected, msg=name)
+    for key in ("running_mean", "running_var"):
+        for r in ranks:
+            torch.testing.assert_close(r[key], single[key])
+
+
+def test_conversion_keeps_weights_and_single_process_behaviour() -> None:
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(4)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.running_mean.uniform_(-1, 1)
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), bn)
+    ref = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    ref.load_state_dict(net.state_dict())
+    convert_global_batchnorm(net)
+    assert isinstance(net[1], GlobalBatchNorm)
+    assert net.state_dict().keys() == ref.state_dict().keys()
+    x = torch.randn(5, 3, 4, 4)
+    torch.testing.assert_close(net(x), ref(x))  # training mode, no process group
+    net.eval(), ref.eval()
+    torch.testing.assert_close(net(x), ref(x))
