@@ -19,6 +19,10 @@ PyAV (decord's AudioReader is 1-20 ms misaligned): seek ~0.1 s before the window
 place every decoded frame by its timestamp (sample exact), downmix to mono by averaging
 the channels (all but LFE), then resample with a band-limited (sinc) resampler.
 
+Cost (``"pyav"``): only the chosen frames are converted to RGB, by FFmpeg's scaler straight to
+the decode size; codecs and scaler run on the calling thread (a DataLoader worker is one core).
+:func:`stage_times` profiles where a clip's decoding time goes.
+
 Example::
 
     spec = ClipSpec(num_frames=8, fps=16, size=112, audio_seconds=2.0, sample_rate=16000)
@@ -29,11 +33,14 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import os
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,7 +48,7 @@ import av
 import numpy as np
 import torch
 import torchaudio
-from einops import rearrange
+from av.video.reformatter import VideoReformatter
 
 __all__ = [
     "DECODERS",
@@ -54,6 +61,7 @@ __all__ = [
     "get_decoder",
     "probe_duration",
     "read_audio",
+    "stage_times",
 ]
 
 _AUDIO_PREROLL = 0.1  # seconds decoded before an audio window: AAC frames need their predecessor
@@ -187,8 +195,90 @@ def _upright(frames: np.ndarray, rotation: int) -> np.ndarray:
 
 
 def _to_video_tensor(frames: np.ndarray) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 -> ``(C, T, H, W)`` float32 in [0, 1]."""
-    return rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "t h w c -> c t h w").float().div_(255.0)
+    """``(T, H, W, 3)`` uint8 -> ``(C, T, H, W)`` float32 in [0, 1], channels-last in memory (no
+    copy to planar layout: a crop copies only what it keeps, and that copy is planar)."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
+
+
+# ------------------------------------------------------------------------------------ profiling
+
+
+class _StageClock:
+    """Adds the seconds since the previous lap to a stage's total, only while profiling is on."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] | None = None
+        self.last = 0.0
+
+    def start(self) -> None:
+        if self.totals is not None:
+            self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.totals is not None:
+            now = time.perf_counter()
+            self.totals[stage] = self.totals.get(stage, 0.0) + now - self.last
+            self.last = now
+
+
+_CLOCK = _StageClock()
+
+
+@contextlib.contextmanager
+def stage_times() -> Iterator[dict[str, float]]:
+    """Profile the PyAV decoder: seconds per stage, summed over the clips decoded in the block.
+
+    Stages: ``open`` (open the file, read its header), ``video seek``, ``video decode``,
+    ``frame convert`` (YUV -> RGB at the decode size, in FFmpeg), ``to tensor``, ``audio seek``,
+    ``audio decode``, ``audio downmix`` (sample conversion and placement), ``resample``, ``close``.
+    One thread at a time; off (a no-op per stage) outside the block.
+
+    Example::
+
+        with stage_times() as times:
+            decode_clip(path, 1.0, spec)
+        times  # {"open": 0.0009, "video seek": 0.0001, "video decode": 0.004, ...}
+    """
+    if _CLOCK.totals is not None:
+        raise RuntimeError("stage_times() is already active")
+    totals: dict[str, float] = {}
+    _CLOCK.totals = totals
+    try:
+        yield totals
+    finally:
+        _CLOCK.totals = None
+
+
+# ------------------------------------------------------------------------------ frame decoding
+
+_THREAD = threading.local()
+
+
+def _reformatter() -> VideoReformatter:
+    """This thread's frame converter: one FFmpeg scaler context reused for every frame of a size."""
+    reformatter: VideoReformatter | None = getattr(_THREAD, "reformatter", None)
+    if reformatter is None:
+        reformatter = _THREAD.reformatter = VideoReformatter()
+    return reformatter
+
+
+def _rgb(frame: Any, width: int, height: int) -> np.ndarray:
+    """A decoded frame as ``(height, width, 3)`` uint8 RGB, scaled (bicubic) by FFmpeg in one thread."""
+    rgb = _reformatter().reformat(frame, width=width, height=height, format="rgb24",
+                                  interpolation="BICUBIC", threads=1)
+    array: np.ndarray = rgb.to_ndarray()
+    return array
+
+
+def _single_threaded(stream: Any) -> None:
+    """Decode on the calling thread: a DataLoader worker is one core, codec threads only contend.
+
+    Only possible before the stream's first packet is decoded (a container passed in may be
+    further along): then the codec keeps its setting.
+    """
+    codec = stream.codec_context
+    if not codec.is_open:
+        codec.thread_count = 1
 
 
 def _open(path: str | os.PathLike[str]) -> Any:
@@ -237,12 +327,32 @@ def _resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
     return torchaudio.transforms.Resample(orig, new)
 
 
-def _frame_samples(frame: Any) -> np.ndarray:
-    """A decoded audio frame as ``(C, n)`` float32 whatever its sample format."""
-    arr: np.ndarray = np.asarray(frame.to_ndarray())
-    channels = len(frame.layout.channels)
-    if not frame.format.is_planar:
-        arr = arr.reshape(-1, channels).T
+_SAMPLE_TYPES: dict[str, type[np.generic]] = {
+    "u8": np.uint8, "s16": np.int16, "s32": np.int32, "flt": np.float32, "dbl": np.float64,
+}
+
+
+def _frame_samples(frame: Any, keep: list[int]) -> np.ndarray:
+    """Channels ``keep`` of a decoded audio frame as ``(len(keep), n)`` float32, whatever its sample
+    format. Reads the frame's planes directly (PyAV's ``to_ndarray`` would stack every channel)."""
+    fmt = frame.format
+    dtype = _SAMPLE_TYPES.get(fmt.name.removesuffix("p"))
+    n = frame.samples
+    arr: np.ndarray
+    if dtype is None:  # no plain NumPy type: let PyAV convert it
+        arr = np.asarray(frame.to_ndarray())
+        if not fmt.is_planar:
+            arr = arr.reshape(-1, len(frame.layout.channels)).T
+        arr = arr[keep]
+    elif fmt.is_planar:
+        planes = frame.planes
+        if len(keep) == 1:
+            arr = np.frombuffer(planes[keep[0]], dtype, count=n)[None]
+        else:
+            arr = np.stack([np.frombuffer(planes[i], dtype, count=n) for i in keep])
+    else:
+        channels = len(frame.layout.channels)
+        arr = np.frombuffer(frame.planes[0], dtype, count=n * channels).reshape(n, channels).T[keep]
     if arr.dtype == np.int16:
         return arr.astype(np.float32) / 32768.0
     if arr.dtype == np.int32:
@@ -252,13 +362,19 @@ def _frame_samples(frame: Any) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-def _downmix(samples: np.ndarray, frame: Any) -> np.ndarray:
-    """``(C, n)`` -> ``(n,)``: the mean of the full-range channels. The LFE channel is left out
-    (as in standard downmixes): it carries only a low-passed copy and would dilute the rest."""
+def _round_ratio(num: int, den: int) -> int:
+    """``round(num / den)`` exactly, ties to even (as ``round(Fraction(num, den))``); ``den > 0``."""
+    q, r = divmod(num, den)
+    if 2 * r > den or (2 * r == den and q % 2):
+        q += 1
+    return q
+
+
+def _downmix_channels(frame: Any) -> list[int]:
+    """The channels whose mean is the mono downmix: the full-range ones. The LFE channel is left
+    out (as in standard downmixes): it carries only a low-passed copy and would dilute the rest."""
     names = [ch.name for ch in frame.layout.channels]
-    keep = [i for i, name in enumerate(names) if name != "LFE"] or list(range(len(names)))
-    mean: np.ndarray = samples[keep].mean(axis=0)
-    return mean
+    return [i for i, name in enumerate(names) if name != "LFE"] or list(range(len(names)))
 
 
 def read_audio(
@@ -296,6 +412,7 @@ def _read_audio(container: Any, path: str, start: float, seconds: float, sample_
     if not container.streams.audio:
         raise DecodeError(path, "has no audio track (audio-visual training needs one)")
     stream = container.streams.audio[0]
+    _single_threaded(stream)
     sr_in = int(stream.codec_context.sample_rate or stream.rate or 0)
     if sr_in <= 0:
         raise DecodeError(path, "audio track has no sample rate")
@@ -311,14 +428,19 @@ def _read_audio(container: Any, path: str, start: float, seconds: float, sample_
 
     tb = stream.time_base
     seek_t = max(a0 / sr_in - _AUDIO_PREROLL, 0.0)
+    keep: list[int] = []  # the channels averaged into mono (all but LFE) for `layout`
+    layout = ""
+    _CLOCK.start()
     try:
         container.seek(int(seek_t / tb), stream=stream, backward=True, any_frame=False)
+        _CLOCK.lap("audio seek")
         for packet in container.demux(stream):
             done = False
             for frame in packet.decode():
                 if frame.pts is None:
                     continue
-                first = round(frame.pts * frame.time_base * sr_in)
+                tb_frame = frame.time_base  # integer maths: Fractions cost ~30 us a frame
+                first = _round_ratio(frame.pts * tb_frame.numerator * sr_in, tb_frame.denominator)
                 if first >= a0 + length:
                     done = True
                     break
@@ -326,18 +448,26 @@ def _read_audio(container: Any, path: str, start: float, seconds: float, sample_
                 lo, hi = max(first, a0), min(first + n, a0 + length)
                 if hi <= lo:
                     continue
-                mono = _downmix(_frame_samples(frame), frame)
+                _CLOCK.lap("audio decode")
+                if frame.layout.name != layout:
+                    layout, keep = frame.layout.name, _downmix_channels(frame)
+                samples = _frame_samples(frame, keep)
+                mono = samples[0] if len(keep) == 1 else samples.mean(axis=0)
                 buf[lo - a0 : hi - a0] = mono[lo - first : hi - first]
+                _CLOCK.lap("audio downmix")
             if done:
                 break
     except av.FFmpegError as err:
         raise DecodeError(path, f"audio track is corrupt ({err})") from None
+    _CLOCK.lap("audio decode")
     wav = torch.from_numpy(buf)
     if sr_in != sample_rate:
         wav = _resampler(sr_in, sample_rate)(wav)[margin_out : margin_out + n_out]
     if wav.shape[0] < n_out:
         wav = torch.nn.functional.pad(wav, (0, n_out - wav.shape[0]))
-    return wav[:n_out].contiguous()
+    wav = wav[:n_out].contiguous()
+    _CLOCK.lap("resample")
+    return wav
 
 
 # ---------------------------------------------------------------------------------------- video
@@ -352,18 +482,23 @@ def _check_start(path: str | os.PathLike[str], start: float, duration: float) ->
 
 
 def _decode_pyav(path: str | os.PathLike[str], start: float, spec: ClipSpec) -> Clip:
+    _CLOCK.start()
     container = _open(path)
     try:
         stream = _video_stream(container, path)
+        _single_threaded(stream)
         duration = _video_duration(container, stream)
         _check_start(path, start, duration)
         targets = clip_frame_times(start, spec)
         rate = float(stream.average_rate or stream.guessed_rate or 25)
         tb = stream.time_base
+        _CLOCK.lap("open")
         # Keep the last frame before the first target and every frame up to the first frame at or
         # after the last target: exactly the candidates the nearest-timestamp rule can choose from.
+        # Frames stay in the decoder's YUV until the choice is made: only the chosen ones are converted.
         seek_t = max(targets[0] - 1.0 / rate, 0.0)
         container.seek(int(seek_t / tb), stream=stream, backward=True)
+        _CLOCK.lap("video seek")
         kept: list[Any] = []
         times: list[float] = []
         last_t = -math.inf
@@ -382,19 +517,22 @@ def _decode_pyav(path: str | os.PathLike[str], start: float, spec: ClipSpec) -> 
             raise DecodeError(path, f"video track is corrupt ({err})") from None
         if not kept:
             raise DecodeError(path, f"no video frame decodes at or after {start:.3f} s")
+        _CLOCK.lap("video decode")
         chosen = _nearest(np.asarray(times), targets)
         rotation = _display_rotation(kept[0])
         width, height = _decode_size(kept[0].width, kept[0].height, spec.size, rotation)
-        cache: dict[int, np.ndarray] = {}
-        for i in np.unique(chosen):
-            cache[int(i)] = kept[int(i)].to_ndarray(width=width, height=height, format="rgb24",
-                                                    interpolation="BICUBIC")
+        cache = {int(i): _rgb(kept[int(i)], width, height) for i in np.unique(chosen)}
         frames = _upright(np.stack([cache[int(i)] for i in chosen]), rotation)
+        _CLOCK.lap("frame convert")
+        video = _to_video_tensor(frames)
+        _CLOCK.lap("to tensor")
         audio_start = audio_window_start(start, spec)
         audio = _read_audio(container, str(path), audio_start, spec.audio_seconds, spec.sample_rate)
-        return Clip(_to_video_tensor(frames), audio, start, audio_start, np.asarray(times)[chosen])
+        _CLOCK.start()
+        return Clip(video, audio, start, audio_start, np.asarray(times)[chosen])
     finally:
         container.close()
+        _CLOCK.lap("close")
 
 
 def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec) -> Clip:

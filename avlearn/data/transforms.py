@@ -56,6 +56,7 @@ __all__ = [
     "Transform",
     "VideoAugConfig",
     "VolumeJitter",
+    "adjust_hue",
     "build_audio_transform",
     "build_video_transform",
     "make_generator",
@@ -149,7 +150,7 @@ class RandomResizedCrop:
 
     The crop covers ``scale`` of the frame area with aspect ratio (w/h) log-uniform in ``ratio``
     (10 tries, then a centre crop with the ratio clamped, as in torchvision). Resizing is
-    bilinear with antialiasing, so values stay in the input's range.
+    bilinear, antialiased when it shrinks the crop, so values stay in the input's range.
 
     Shape:
         ``(C, T, H, W) -> (C, T, size_h, size_w)``.
@@ -192,10 +193,16 @@ class RandomResizedCrop:
     def __call__(self, video: Tensor, generator: torch.Generator) -> Tensor:
         _check_video("RandomResizedCrop", video)
         top, left, h, w = self.params(video.shape[-2], video.shape[-1], generator)
-        crop = video[..., top : top + h, left : left + w]
-        frames = rearrange(crop, "c t h w -> t c h w")
-        resized = F.interpolate(frames, size=self.size, mode="bilinear", align_corners=False, antialias=True)
-        return rearrange(resized, "t c h w -> c t h w")
+        channels, frames = video.shape[:2]
+        # Every (channel, frame) plane is resized alike: resizing them as the channels of one
+        # contiguous image is 2-3x faster than as a (T, C, h, w) batch of strided frames.
+        planes = rearrange(video[..., top : top + h, left : left + w], "c t h w -> 1 (c t) h w")
+        # Antialiasing only changes a downscale; an upscale is the same bilinear interpolation
+        # (equal to ~1e-6) on a faster kernel.
+        antialias = h > self.size[0] or w > self.size[1]
+        resized = F.interpolate(planes, size=self.size, mode="bilinear", align_corners=False,
+                                antialias=antialias)
+        return rearrange(resized, "1 (c t) h w -> c t h w", c=channels, t=frames)
 
     def __repr__(self) -> str:
         return f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio})"
@@ -252,7 +259,8 @@ class ColorJitter:
     Factors are drawn once per clip: brightness, contrast and saturation uniformly in
     ``[max(0, 1 - v), 1 + v]``, the hue shift uniformly in ``[-hue, hue]`` (``hue <= 0.5``), and
     applied to every frame with :mod:`torchvision.transforms.v2.functional` (contrast blends each
-    frame with its own mean grey). Output stays in ``[0, 1]``.
+    frame with its own mean grey; hue uses :func:`adjust_hue`, the same HSV shift, faster). Output
+    stays in ``[0, 1]``.
 
     Shape:
         ``(C, T, H, W) -> (C, T, H, W)`` with ``C = 3``.
@@ -298,7 +306,7 @@ class ColorJitter:
             elif op == 2 and self.saturation > 0:
                 frames = TF.adjust_saturation(frames, s)
             elif op == 3 and self.hue > 0:
-                frames = TF.adjust_hue(frames, h)
+                frames = adjust_hue(frames, h)
         return rearrange(frames, "t c h w -> c t h w")
 
     def __repr__(self) -> str:
@@ -306,6 +314,42 @@ class ColorJitter:
             f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, "
             f"saturation={self.saturation}, hue={self.hue}, p={self.p})"
         )
+
+
+def adjust_hue(frames: Tensor, factor: float) -> Tensor:
+    """Shift the hue of RGB frames by ``factor`` turns, as ``torchvision``'s ``adjust_hue`` does.
+
+    The same HSV round trip (equal to ~1e-6), written with elementwise ops only: torchvision's
+    version reduces over the channel axis and gathers from a table, 3-4x slower on clips. Inputs
+    outside ``[0, 1]`` (where torchvision clamps some intermediate values) and non-float or
+    non-RGB inputs go through torchvision itself.
+
+    Shape:
+        ``(..., 3, H, W) -> (..., 3, H, W)``.
+    """
+    if not -0.5 <= factor <= 0.5:
+        raise ValueError(f"hue factor must be in [-0.5, 0.5], got {factor}")
+    low, high = torch.aminmax(frames) if frames.is_floating_point() and frames.numel() else (-1.0, -1.0)
+    if frames.ndim < 3 or frames.shape[-3] != 3 or float(low) < 0.0 or float(high) > 1.0:
+        shifted: Tensor = TF.adjust_hue(frames, factor)
+        return shifted
+    r, g, b = frames.unbind(dim=-3)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    span = maxc - torch.minimum(torch.minimum(r, g), b)
+    div = span + (span == 0)  # grey pixels: any hue (span 0 cancels it below)
+    rc, gc, bc = (maxc - r).div_(div), (maxc - g).div_(div), (maxc - b).div_(div)
+    max_is_r, max_is_g = maxc == r, maxc == g
+    hue = (bc - gc).mul_(max_is_r)
+    hue += (rc + 2.0).sub_(bc).mul_(max_is_g & ~max_is_r)
+    hue += (gc + 4.0).sub_(rc).mul_(~max_is_g & ~max_is_r)
+    hue6 = hue.mul_(1.0 / 6.0).add_(1.0).fmod_(1.0).add_(factor).remainder_(1.0).mul_(6.0)
+    out = torch.empty_like(frames)
+    for channel, shift in enumerate((5.0, 3.0, 1.0)):  # HSV -> RGB: c = v - v s clamp(min(k, 4 - k), 0, 1)
+        k = hue6 + shift
+        k -= 6.0 * (k >= 6.0)
+        weight = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+        torch.sub(maxc, span * weight, out=out.select(-3, channel))
+    return out
 
 
 class RandomGrayscale:
@@ -350,7 +394,7 @@ class Normalize:
             raise ValueError(f"Normalize has {len(self.mean)} channels, video has shape {tuple(video.shape)}")
         mean = torch.tensor(self.mean, dtype=video.dtype, device=video.device)
         std = torch.tensor(self.std, dtype=video.dtype, device=video.device)
-        return (video - rearrange(mean, "c -> c 1 1 1")) / rearrange(std, "c -> c 1 1 1")
+        return (video - rearrange(mean, "c -> c 1 1 1")).div_(rearrange(std, "c -> c 1 1 1"))
 
     def __repr__(self) -> str:
         return f"Normalize(mean={self.mean}, std={self.std})"

@@ -10,11 +10,20 @@ import dataclasses
 import pickle
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 
-from avlearn.data.decode import ClipSpec, DecodeError, decode_clip, get_decoder, probe_duration, read_audio
+from avlearn.data.decode import (
+    ClipSpec,
+    DecodeError,
+    decode_clip,
+    get_decoder,
+    probe_duration,
+    read_audio,
+    stage_times,
+)
 from avlearn.media import write_av
 from tests.data_prep.odd_media import FLASH_TIME, write_odd_media, write_sync_clip
 
@@ -281,6 +290,121 @@ def test_probe_duration(media: dict[str, Path], odd: dict[str, Path]) -> None:
         probe_duration(odd["audio_only"])
 
 
+# ------------------------------------------------------------------ fast paths equal the plain ones
+
+
+def _plain_video(path: Path, start: float, spec: ClipSpec) -> tuple[torch.Tensor, np.ndarray]:
+    """The clip's frames the plain way: decode every frame with PyAV's defaults and convert the
+    chosen ones with ``to_ndarray`` (a fresh scaler each) at the decode size. ``(C, T, H, W)``."""
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    times = np.array([float(f.time) for f in frames])
+    targets = start + np.arange(spec.num_frames) / spec.fps
+    dist = np.abs(targets[:, None] - times[None, :])
+    chosen = [int(np.flatnonzero(d <= d.min() + 1e-4).max()) for d in dist]  # nearest, ties later
+    w0, h0 = frames[0].width, frames[0].height
+    size = spec.size
+    assert isinstance(size, int)
+    width, height = (size, round(h0 * size / w0)) if w0 <= h0 else (round(w0 * size / h0), size)
+    rgb = np.stack([frames[i].to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+                    for i in chosen])
+    return torch.from_numpy(rgb).permute(3, 0, 1, 2).float() / 255, times[chosen]
+
+
+def _plain_audio(path: Path, start: float, seconds: float) -> torch.Tensor:
+    """The window at the track's own rate the plain way: every frame through ``to_ndarray``, placed
+    by its exact (Fraction) timestamp, the mean of the channels other than LFE. Decoding starts
+    0.1 s early, as in ``read_audio`` (AAC output depends on where decoding starts, by ~1e-6)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        sr = stream.codec_context.sample_rate
+        a0, n = round(start * sr), round(seconds * sr)
+        buf = np.zeros(n, np.float32)
+        container.seek(int(max(start - 0.1, 0.0) / stream.time_base), stream=stream)
+        for frame in container.decode(stream):
+            arr = frame.to_ndarray()
+            names = [ch.name for ch in frame.layout.channels]
+            if not frame.format.is_planar:
+                arr = arr.reshape(-1, len(names)).T
+            if arr.dtype == np.int16:
+                arr = arr.astype(np.float32) / 32768.0
+            keep = [i for i, name in enumerate(names) if name != "LFE"]
+            mono = arr.astype(np.float32)[keep].mean(axis=0)
+            first = round(frame.pts * frame.time_base * sr)
+            lo, hi = max(first, a0), min(first + frame.samples, a0 + n)
+            if hi > lo:
+                buf[lo - a0 : hi - a0] = mono[lo - first : hi - first]
+    return torch.from_numpy(buf)
+
+
+@pytest.mark.parametrize(("name", "start", "size"), [("texture", 0.0, 48), ("texture", 0.73, 40),
+                                                     ("counter", 1.1, 32), ("sync_44k", 0.5, 24)])
+def test_pyav_fast_path_equals_plain_decoding(media: dict[str, Path], name: str, start: float,
+                                              size: int) -> None:
+    """One reused single-threaded scaler, codec threads off, audio read from the planes with
+    integer timestamps: the same pixels and samples as the plain PyAV calls."""
+    path = media[name]
+    with av.open(str(path)) as container:
+        sr = container.streams.audio[0].codec_context.sample_rate
+    spec = ClipSpec(num_frames=6, fps=12, size=size, audio_seconds=0.6, sample_rate=sr)
+    clip = decode_clip(path, start, spec, "pyav")
+    video, times = _plain_video(path, start, spec)
+    np.testing.assert_allclose(clip.frame_times, times, atol=1e-6)
+    assert torch.equal(clip.video, video)
+    assert torch.equal(clip.audio, _plain_audio(path, start, 0.6))
+
+
+def _write_pcm_clip(path: Path, layout: str, sample_format: str, sr: int = 16000) -> Path:
+    """A short clip with uncompressed packed or planar audio (the int16 and packed sample paths)."""
+    channels = len(av.AudioLayout(layout).channels)
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("mpeg4", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = 32, 32, "yuv420p"
+        codec = "pcm_s16le" if sample_format.startswith("s16") else "pcm_f32le"
+        aus = out.add_stream(codec, rate=sr, layout=layout)
+        for i, img in enumerate(_texture(FPS, 32, 32)):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode())
+        for k in range(sr // 1000):
+            data = rng.uniform(-0.5, 0.5, (channels, 1000)).astype(np.float32)
+            if sample_format.startswith("s16"):
+                data = (data * 32767).astype(np.int16)
+            if not sample_format.endswith("p"):
+                data = data.T.reshape(1, -1)
+            aframe = av.AudioFrame.from_ndarray(data, format=sample_format, layout=layout)
+            aframe.sample_rate, aframe.pts = sr, k * 1000
+            out.mux(aus.encode(aframe))
+        out.mux(aus.encode())
+    return path
+
+
+@pytest.mark.parametrize(("layout", "sample_format"), [("stereo", "s16"), ("5.1", "flt"), ("stereo", "fltp")])
+def test_audio_fast_path_equals_plain_for_pcm(tmp_path: Path, layout: str, sample_format: str) -> None:
+    path = _write_pcm_clip(tmp_path / f"pcm_{layout}_{sample_format}.mkv", layout, sample_format)
+    for start in (0.0, 0.1234, 0.4):
+        fast = read_audio(path, start, 0.5, 16000)
+        assert torch.equal(fast, _plain_audio(path, start, 0.5))
+        assert float(fast.abs().max()) > 0.1
+
+
+def test_audio_fast_path_equals_plain_for_51_aac(odd: dict[str, Path]) -> None:
+    fast = read_audio(odd["audio_51"], 0.25, 0.5, 16000)
+    assert torch.equal(fast, _plain_audio(odd["audio_51"], 0.25, 0.5))
+    assert float(fast.abs().max()) > 0.01
+
+
+def test_read_audio_twice_from_one_open_container(media: dict[str, Path]) -> None:
+    """The codec can only be made single-threaded before it opens: a reused container still works."""
+    with av.open(str(media["texture"])) as container:
+        a = read_audio(container, 0.2, 0.5, 16000)
+        b = read_audio(container, 0.2, 0.5, 16000)  # the AAC decoder's state carries over: ~1e-6
+    assert torch.equal(a, read_audio(media["texture"], 0.2, 0.5, 16000))
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
 # ----------------------------------------------------------------------------- real clip
 
 
@@ -297,3 +421,18 @@ def test_real_clip_both_backends(real_clip: Path) -> None:
     np.testing.assert_allclose(a.frame_times, b.frame_times, atol=1e-4)
     assert _mean_abs_255(a.video, b.video) < 3  # measured 1.6 / 255 (different scalers)
     assert torch.equal(a.audio, b.audio)
+
+
+def test_stage_times_profiles_the_pyav_decoder(media: dict[str, Path]) -> None:
+    spec = ClipSpec(num_frames=4, fps=10, size=32, audio_seconds=0.5, sample_rate=16000)
+    with stage_times() as times:
+        decode_clip(media["texture"], 0.3, spec, "pyav")
+        decode_clip(media["sync_44k"], 0.3, spec, "pyav")  # resampled
+        with pytest.raises(RuntimeError, match="already active"), stage_times():
+            pass
+    assert {"open", "video seek", "video decode", "frame convert", "to tensor", "audio seek",
+            "audio decode", "audio downmix", "resample", "close"} <= set(times)
+    assert all(v >= 0 for v in times.values())
+    before = dict(times)
+    decode_clip(media["texture"], 0.3, spec, "pyav")  # outside the block: nothing is added
+    assert times == before

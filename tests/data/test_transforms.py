@@ -4,6 +4,9 @@ import pickle
 
 import pytest
 import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from einops import rearrange
 
 from avlearn.data.audio import SpecConfig
 from avlearn.data.transforms import (
@@ -23,6 +26,7 @@ from avlearn.data.transforms import (
     Transform,
     VideoAugConfig,
     VolumeJitter,
+    adjust_hue,
     build_audio_transform,
     build_video_transform,
     make_generator,
@@ -311,3 +315,82 @@ def test_build_audio_transform() -> None:
     ev = build_audio_transform(cfg, spec_cfg, train=False)
     torch.testing.assert_close(ev(wav, make_generator(1)), ev(wav, make_generator(2)))
     assert ev(wav, make_generator(0)).shape == (1, 257, 200)
+
+
+# ------------------------------------------------------------------ fast paths equal the plain ones
+
+
+def _hue_test_frames() -> torch.Tensor:
+    """``(T, 3, H, W)`` in [0, 1] with the HSV corner cases: grey, black, white, two channels tied
+    for the maximum, 8-bit levels (as decoded video has)."""
+    x = torch.rand(6, 3, 24, 20, generator=make_generator(3))
+    x[0, :, :4, :4] = 0.5  # grey
+    x[1, :, :4, :4] = 0.0
+    x[2, :, :4, :4] = 1.0
+    x[3, 0, :4, :4] = x[3, 1, :4, :4]  # red == green
+    x[3, 1, 4:8, :4] = x[3, 2, 4:8, :4]  # green == blue
+    x[3, 0, 8:12, :4] = x[3, 2, 8:12, :4]  # red == blue
+    x[4] = (x[4] * 255).round() / 255
+    return x
+
+
+@pytest.mark.parametrize("factor", [-0.5, -0.1, -1 / 6, 0.0, 0.03, 1 / 3, 0.1, 0.5])
+def test_adjust_hue_equals_torchvision(factor: float) -> None:
+    x = _hue_test_frames()
+    torch.testing.assert_close(adjust_hue(x, factor), TF.adjust_hue(x, factor), atol=2e-6, rtol=0)
+    strided = rearrange(rearrange(x, "t c h w -> c t h w").contiguous(), "c t h w -> t c h w")
+    torch.testing.assert_close(adjust_hue(strided, factor), TF.adjust_hue(x, factor), atol=2e-6, rtol=0)
+
+
+def test_adjust_hue_outside_unit_range_and_odd_inputs_use_torchvision() -> None:
+    x = _hue_test_frames() * 1.5 - 0.2  # torchvision clamps intermediates here: same result exactly
+    assert torch.equal(adjust_hue(x, 0.2), TF.adjust_hue(x, 0.2))
+    grey = torch.rand(2, 1, 8, 8)
+    assert torch.equal(adjust_hue(grey, 0.2), grey)
+    as_uint8 = (torch.rand(2, 3, 8, 8) * 255).to(torch.uint8)
+    assert torch.equal(adjust_hue(as_uint8, 0.2), TF.adjust_hue(as_uint8, 0.2))
+    with pytest.raises(ValueError, match="hue factor"):
+        adjust_hue(x, 0.7)
+
+
+def _plain_resized_crop(crop: RandomResizedCrop, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """The plain way: draw the same box, resize frame by frame, always antialiased."""
+    top, left, h, w = crop.params(x.shape[-2], x.shape[-1], g)
+    frames = rearrange(x[..., top : top + h, left : left + w], "c t h w -> t c h w")
+    out = F.interpolate(frames, size=crop.size, mode="bilinear", align_corners=False, antialias=True)
+    return rearrange(out, "t c h w -> c t h w")
+
+
+@pytest.mark.parametrize("scale", [(0.1, 0.3), (0.3, 0.7), (0.9, 1.0)])  # upscales, mixed, downscales
+def test_random_resized_crop_equals_plain_resize(scale: tuple[float, float]) -> None:
+    x = video(t=5, h=48, w=56, seed=4)
+    crop = RandomResizedCrop(40, scale=scale)
+    for seed in range(8):
+        fast = crop(x, make_generator(seed))
+        plain = _plain_resized_crop(crop, x, make_generator(seed))
+        torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
+
+
+def test_train_transform_equals_plain_torchvision_chain() -> None:
+    """The whole training chain against the same steps written with plain torchvision calls."""
+    cfg = VideoAugConfig(size=32, color_jitter_p=1.0, grayscale_p=0.0)
+    fast_chain = build_video_transform(cfg, train=True)
+    x = rearrange(_hue_test_frames()[:, :, :, :20], "t c h w -> c t h w").contiguous()
+    for seed in range(6):
+        g = make_generator(seed)
+        crop = _plain_resized_crop(RandomResizedCrop(32, cfg.crop_scale, cfg.crop_ratio), x, g)
+        frames = rearrange(crop.flip(-1) if float(torch.rand((), generator=g)) < cfg.flip_p else crop,
+                           "c t h w -> t c h w")
+        torch.rand((), generator=g)  # ColorJitter's coin (p = 1)
+        order = torch.randperm(4, generator=g).tolist()
+        b, c, s = (1 - 0.4 + 0.8 * float(torch.rand((), generator=g)) for _ in range(3))
+        h = -0.1 + 0.2 * float(torch.rand((), generator=g))
+        ops = [(TF.adjust_brightness, b), (TF.adjust_contrast, c), (TF.adjust_saturation, s),
+               (TF.adjust_hue, h)]
+        for op in order:
+            fn, factor = ops[op]
+            frames = fn(frames, factor)
+        mean = torch.tensor(cfg.mean).view(3, 1, 1, 1)
+        std = torch.tensor(cfg.std).view(3, 1, 1, 1)
+        plain = (rearrange(frames, "t c h w -> c t h w") - mean) / std
+        torch.testing.assert_close(fast_chain(x, make_generator(seed)), plain, atol=2e-5, rtol=0)
