@@ -21,6 +21,7 @@ Imports the library's commands; it copies none of their code.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -83,7 +84,9 @@ def pretrain(train_manifest: Path, epochs: int, reuse: bool = False) -> tuple[Pa
                  "data.num_workers=1", f"epochs={epochs}", "train.progress=false", "train.tensorboard=false",
                  "train.ckpt_every_steps=0", "eval.manifest="]
     if reuse and (run / "encoders.safetensors").is_file() and (run / "config.yaml").is_file():
-        if load_config(PretrainConfig, run / "config.yaml") == load_config(PretrainConfig, config, overrides):
+        stored, wanted = (dataclasses.asdict(load_config(PretrainConfig, *a)) for a in
+                          ((run / "config.yaml", []), (config, overrides)))
+        if stored == wanted:
             log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
             start = next(r["time"] for r in log if r.get("event") == "start")
             end = next(r["time"] for r in log if r.get("event") == "end")
