@@ -1,17 +1,23 @@
-"""``avlearn demo``: the main job on the embedded default (the synthetic audio-visual collection).
+"""``avlearn demo``: the whole job on the embedded default (the synthetic audio-visual collection).
 
-Stages (each prints what it did and adds to ``OUT/summary.json``):
+One command sized for a 2-core CPU (target: 10 minutes on idle cores), every figure computed by the run. Stage
+groups (``--stages``; each adds to ``OUT/summary.json`` and later ones reuse what earlier ones left
+in ``OUT``):
 
-1. **generate** a small synthetic collection (``OUT/synth``; resumed when it already exists),
-2. **index** it into ``OUT/synth/manifest.csv`` (per-file status, counts),
-3. **decode** the same random clips with every backend through the training dataset and a
-   multi-worker DataLoader: clips/s, and how closely the backends agree,
-4. **batch**: one augmented training batch (video crops and AVID spectrograms) and its shapes,
-5. **look**: ``OUT/contact_sheet.png``: one row per action, frames with the ground-truth box of
-   the sounding object, and the clip's spectrogram,
-6. **pretrain** (``--stages ... pretrain``): self-supervised pretraining on the unlabeled train
-   split (``configs/pretrain/synth_cpu.yaml``), held-out retrieval before/after, loss and
-   retrieval curves as PNGs.
+* always: **generate** a synthetic collection (``OUT/synth``; resumed when it exists) and
+  **index** it (``OUT/synth/manifest*.csv``, one per split),
+* ``data``: **decode** the same clips with every backend (clips/s, agreement), one augmented
+  training **batch**, and ``OUT/contact_sheet.png`` (frames with the sounding object's box and
+  the spectrogram, one row per action),
+* ``pretrain``: AVID on memory banks, then CMA on the same banks in the same run, with the sound
+  localizer trained alongside (``configs/demo/pretrain.yaml``), on train + val without labels;
+  held-out retrieval before / during / after; loss and retrieval curves,
+* ``downstream``: retrieval recall, linear probes (action, object class) and fine-tuning (action)
+  of the pretrained vs a random-init model (:mod:`avlearn.demo_stages`),
+* ``localize``: cIoU50 / AUC / pointing of the trained model, a random-init model, a centre box
+  and the oracle; overlay MP4s with sound and PNG strips, one with a swapped sound,
+* ``report``: ``OUT/report.md`` with the curves, tables and images (:mod:`avlearn.demo_report`),
+  and a summary table in the terminal. Stage times go to ``summary.json`` and the report.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import resource
 import sys
 import time
 from collections import Counter
@@ -33,7 +41,6 @@ from avlearn.data.audio import SpecConfig, build_spectrogram
 from avlearn.data.config import DataConfig, build_dataset, build_loader
 from avlearn.data.dataset import AVClipDataset, FailureTracker, av_collate
 from avlearn.data.decode import DECODERS, ClipSpec, decode_clip
-from avlearn.data.manifest import read_manifest
 
 __all__ = ["contact_sheet", "main"]
 
@@ -141,6 +148,9 @@ def contact_sheet(synth_dir: Path, out_png: Path, frames_per_row: int = 5) -> Pa
     return out_png
 
 
+STAGES = ("data", "pretrain", "downstream", "localize", "report")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avlearn demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -151,37 +161,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--num-videos",
         type=int,
-        default=120,
+        default=180,
         help="videos in the synthetic collection (default: %(default)s)",
     )
     parser.add_argument(
-        "--duration", type=float, default=4.0, help="seconds per video (default: %(default)s)"
+        "--duration", type=float, default=3.0, help="seconds per video (default: %(default)s)"
     )
+    parser.add_argument("--size", type=int, default=64, help="frame size in pixels (default: %(default)s)")
     parser.add_argument(
-        "--seed", type=int, default=0, help="collection and sampling seed (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=min(4, os.cpu_count() or 1),
-        help="processes for generation, indexing and data loading (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--clips", type=int, default=48, help="clips decoded per backend (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--stages",
-        nargs="+",
-        default=list(STAGES),
-        choices=list(STAGES),
-        help="stage groups to run (default: all): data = generate, index, decode, batch, "
-        "contact sheet; pretrain = self-supervised pretraining + retrieval",
-    )
-    parser.add_argument(
-        "--pretrain-epochs",
-        type=int,
-        default=20,
-        help="pretraining epochs over the train split (default: %(default)s)",
+        "--object-scale",
+        type=float,
+        default=0.5,
+        help="object diameter relative to the frame (default: %(default)s)",
     )
     parser.add_argument(
         "--max-distractors",
@@ -189,92 +180,94 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="silent distractor objects per video, 0..N (default: %(default)s)",
     )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="collection and sampling seed (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="processes for generation, indexing and data loading (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--clips", type=int, default=32, help="clips decoded per backend (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        default=list(STAGES),
+        choices=list(STAGES),
+        help="stage groups to run (default: all; later stages reuse what earlier ones left in --out): "
+        "data = generate, index, decode, batch, contact sheet; pretrain = AVID -> CMA + localizer with "
+        "held-out retrieval; downstream = retrieval recall, linear probes, fine-tuning; localize = "
+        "cIoU / AUC / pointing and overlays; report = OUT/report.md",
+    )
+    parser.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=16,
+        help="pretraining epochs over train + val (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--finetune-epochs", type=int, default=3, help="fine-tuning epochs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--test-clips", type=int, default=2, help="clips per test video for accuracy (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--overlays",
+        type=int,
+        default=2,
+        help="test videos rendered with their own sound, plus one swapped sound (default: %(default)s)",
+    )
     return parser
 
 
-STAGES = ("data", "pretrain")
-
-
-def split_manifests(synth_dir: Path, manifest: Path) -> dict[str, Path]:
-    """``manifest_<split>.csv`` per split of the synthetic collection, rows labelled with the action."""
-    from avlearn.data.manifest import write_manifest
-
-    doc = json.loads((synth_dir / "annotations.json").read_text())
-    info = {v["video_id"]: v for v in doc["videos"]}
-    rows = read_manifest(manifest)
-    out = {}
-    for split in ("train", "val", "test"):
-        kept = []
-        for row in rows:
-            ann = info.get(Path(row.path).stem)
-            if ann is not None and ann["split"] == split:
-                row.label = ann["action"]
-                kept.append(row)
-        out[split] = synth_dir / f"manifest_{split}.csv"
-        write_manifest(kept, out[split])
-    return out
-
-
-def pretrain_stage(out: Path, splits: dict[str, Path], epochs: int, workers: int) -> dict[str, Any]:
-    """Pretrain with ``configs/pretrain/synth_cpu.yaml`` on the train split; curves and retrieval."""
-    from avlearn.report import metric_series, plot_lines
-    from avlearn.train.pretrain import main as pretrain_main
-
-    run = out / "pretrain"
-    config = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "synth_cpu.yaml"
-    overrides = [
-        f"run_dir={run}",
-        f"data.manifest={splits['train']}",
-        f"eval.manifest={splits['test']}",
-        f"epochs={epochs}",
-        f"eval.every_epochs={max(1, epochs // 5)}",
-        "data.clips_per_video=2",
-        f"data.num_workers={workers}",
-        "train.tensorboard=true",
-    ]
-    code = pretrain_main(["--config", str(config), *overrides])
-    if code != 0:
-        raise RuntimeError(f"pretraining stopped with exit code {code}; see {run / 'metrics.jsonl'}")
-    log = run / "metrics.jsonl"
-    loss_png = plot_lines(
-        {"train loss": metric_series(log, "train/loss")},
-        out / "pretrain_loss.png",
-        title="pretraining loss (InfoNCE, in-batch)",
-    )
-    ret = {k: metric_series(log, f"retrieval/{k}_r1") for k in ("v2a", "a2v")}
-    chance = metric_series(log, "retrieval/chance_r1")
-    ret_png = plot_lines(
-        {"video->audio R@1": ret["v2a"], "audio->video R@1": ret["a2v"], "chance": chance},
-        out / "pretrain_retrieval.png",
-        title="held-out retrieval (test split)",
-    )
-    before = {k: v[0][1] for k, v in ret.items() if v}
-    after = {k: v[-1][1] for k, v in ret.items() if v}
-    result: dict[str, Any] = {
-        "run_dir": str(run),
-        "encoders": str(run / "encoders.safetensors"),
-        "retrieval_before": before,
-        "retrieval_after": after,
-        "chance_r1": chance[0][1] if chance else None,
-        "plots": [str(loss_png), str(ret_png)],
+def _machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_start": _load(),
     }
-    print(
-        f"held-out video->audio R@1: {before.get('v2a')} at initialisation -> "
-        f"{after.get('v2a')} after pretraining (chance {result['chance_r1']}); "
-        f"curves: {loss_png}, {ret_png}"
-    )
-    return result
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (data workers, encoders)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _load() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``avlearn demo``; returns the exit code (1 when a stage lacks what an earlier stage makes)."""
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args, "avlearn demo " + " ".join(sys.argv[1:] if argv is None else argv))
+    except (FileNotFoundError, RuntimeError) as err:
+        print(f"avlearn demo: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, command: str) -> int:
+    from avlearn.demo_report import summary_table, write_report
+    from avlearn.demo_stages import downstream_stage, localize_stage, pretrain_stage, split_manifests
     from data_prep.index import index_collection, summarize
     from data_prep.synth import SynthConfig, generate
 
-    args = _parser().parse_args(argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"command": "avlearn demo " + " ".join(sys.argv[1:] if argv is None else argv)}
-    timings: dict[str, float] = {}
+    summary_path = out / "summary.json"
+    # figures of stages not run now are those of the last run that made them (same OUT)
+    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary["command"] = command
+    summary["machine"] = _machine()
+    timings: dict[str, float] = dict(summary.get("seconds", {}))
+    wall = time.perf_counter()
 
     t0 = _stage(f"1 generate {args.num_videos} synthetic videos -> {out / 'synth'}")
     synth_dir = out / "synth"
@@ -283,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             out=synth_dir,
             num_videos=args.num_videos,
             seed=args.seed,
-            clips_per_group=2,  # 120 videos: 10 groups per action, train/val/test 7/1/2 groups
+            size=args.size,
+            fps=16.0,
+            clips_per_group=2,  # 180 videos: 15 groups per action, train/val/test 10/2/3 groups
+            object_scale=args.object_scale,
             max_distractors=args.max_distractors,
             duration=args.duration,
             workers=args.workers,
@@ -293,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     videos = doc["videos"]
     summary["collection"] = {
         "videos": len(videos),
+        "settings": f"{args.duration:g} s, {args.size} px at 16 fps, object scale {args.object_scale}, "
+        f"0-{args.max_distractors} silent distractors",
         "splits": doc["splits"],
         "actions": dict(Counter(v["action"] for v in videos)),
         "sounding_classes": dict(Counter(v["class"] for v in videos)),
@@ -306,9 +304,10 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = _stage("2 index")
     manifest = synth_dir / "manifest.csv"
-    rows = index_collection([synth_dir / "videos"], manifest, workers=args.workers, progress=False)
+    rows = index_collection([synth_dir / "videos"], manifest, workers=args.workers, progress=True)
     print(summarize(rows))
     summary["index"] = {"manifest": str(manifest), "status": dict(Counter(r.status for r in rows))}
+    splits = split_manifests(synth_dir, manifest)
     timings["index"] = time.perf_counter() - t0
 
     if "data" in args.stages:
@@ -338,14 +337,41 @@ def main(argv: list[str] | None = None) -> int:
         timings["contact_sheet"] = time.perf_counter() - t0
 
     if "pretrain" in args.stages:
-        t0 = _stage("6 pretrain (self-supervised, train split without labels) + held-out retrieval")
-        splits = split_manifests(synth_dir, manifest)
+        t0 = _stage(
+            "6 pretrain: AVID, then CMA, + localization (train + val without labels), held-out retrieval"
+        )
         summary["pretrain"] = pretrain_stage(out, splits, args.pretrain_epochs, args.workers)
         timings["pretrain"] = time.perf_counter() - t0
 
+    if "downstream" in args.stages:
+        t0 = _stage("7 downstream: retrieval recall, linear probes, fine-tuning (AV init vs random)")
+        summary["downstream"] = downstream_stage(
+            out, synth_dir, splits, args.finetune_epochs, args.test_clips
+        )
+        timings["downstream"] = time.perf_counter() - t0
+
+    if "localize" in args.stages:
+        t0 = _stage("8 sound localization: cIoU / AUC / pointing, overlays")
+        summary["localization"] = localize_stage(out, synth_dir, args.overlays)
+        timings["localize"] = time.perf_counter() - t0
+
+    summary["machine"]["load_end"] = _load()
     summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\nsummary: {out / 'summary.json'}  (stage seconds: {summary['seconds']})")
+    summary["wall_seconds"] = round(time.perf_counter() - wall, 1)
+    summary["cpu_seconds"] = round(_cpu_seconds(), 1)
+    if "report" in args.stages:
+        t0 = _stage("9 report")
+        report = write_report(out, summary)
+        timings["report"] = time.perf_counter() - t0
+        summary["seconds"]["report"] = round(timings["report"], 1)
+        summary["report"] = str(report)
+        write_report(out, summary)  # again, with its own time
+        print(f"{report}")
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"\n{summary_table(summary)}\n\nsummary: {summary_path}  (this run: {summary['wall_seconds']:.0f} s, "
+        f"{summary['cpu_seconds']:.0f} s of CPU; load average {summary['machine']['load_end']})"
+    )
     return 0
 
 

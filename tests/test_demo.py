@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,16 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert mtime > 0
 
 
-def test_demo_pretrain_stage_writes_curves_and_retrieval(tmp_path: Path) -> None:
+def _unit(x: float) -> bool:
+    return 0.0 <= x <= 1.0
+
+
+def test_demo_model_stages_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pretrain (AVID -> CMA + localizer), downstream, localize and report on a tiny collection."""
+    import av
+
+    from avlearn.data.decode import ClipSpec, decode_clip
+
     out = tmp_path / "demo"
     args = [
         "demo",
@@ -59,14 +69,96 @@ def test_demo_pretrain_stage_writes_curves_and_retrieval(tmp_path: Path) -> None
         "1",
         "--stages",
         "pretrain",
+        "downstream",
+        "localize",
+        "report",
         "--pretrain-epochs",
+        "2",
+        "--finetune-epochs",
+        "1",
+        "--test-clips",
+        "1",
+        "--overlays",
         "1",
     ]
     assert cli_main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
+
     pre = summary["pretrain"]
-    assert set(pre["retrieval_before"]) == {"v2a", "a2v"} and set(pre["retrieval_after"]) == {"v2a", "a2v"}
+    assert {"v2a_r1", "a2v_r1"} <= set(pre["retrieval_before"]) and {"v2a_r1", "a2v_r1"} <= set(
+        pre["retrieval_after"]
+    )
     assert pre["chance_r1"] == 1 / 12  # 12 test-split videos
+    assert pre["cma_start_epoch"] == 1 and pre["steps"] == 2 * pre["steps_per_epoch"]
+    events = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in events if e.get("event") == "positive_sets"] == [1]  # CMA after 1 AVID epoch
     assert (out / "pretrain" / "encoders.safetensors").is_file()
     for png in pre["plots"]:
         assert Path(png).read_bytes()[:4] == b"\x89PNG"
+
+    down = summary["downstream"]
+    for r in down["retrieval"].values():
+        assert _unit(r["v2a_r1"]) and r["v2a_r1"] <= r["v2a_r5"] <= r["v2a_r10"] <= 1.0
+    accuracies = [
+        down["linear_probe"][label][init]["video_top1"]
+        for label in ("action", "object")
+        for init in ("av", "random")
+    ]
+    accuracies += [down["finetune"]["action"][init]["video_top1"] for init in ("av", "random")]
+    assert all(_unit(a) for a in accuracies) and len(accuracies) == 6
+    assert down["chance"]["action"] == 1 / 6 and down["test_videos"] == 12
+
+    loc = summary["localization"]
+    assert set(loc["methods"]) == {
+        "trained, learned localizer",
+        "trained, post hoc",
+        "random init, post hoc",
+        "centre box",
+        "oracle (gt box)",
+    }
+    for m in loc["methods"].values():
+        assert (
+            all(_unit(m[k]) for k in ("ciou50", "auc", "pointing", "mean_ciou"))
+            and m["n"] == loc["test_frames"]
+        )
+    assert loc["methods"]["oracle (gt box)"]["ciou50"] == 1.0 and loc["test_frames"] > 0
+    assert [o["sound"] == "own" for o in loc["overlays"]] == [True, False]  # one own, one swapped sound
+    for overlay in loc["overlays"]:
+        with av.open(overlay["mp4"]) as container:
+            assert container.streams.video and container.streams.audio
+        clip = decode_clip(
+            overlay["mp4"],
+            0.0,
+            ClipSpec(num_frames=4, fps=8, size=None, audio_seconds=1.0, sample_rate=16000),
+        )
+        assert clip.video.shape[:2] == (3, 4) and float(clip.audio.abs().max()) > 0.01
+
+    report = (out / "report.md").read_text()
+    assert "| evaluation | AV-pretrained | random init / scratch | chance |" in report
+    assert "| method | cIoU50 | AUC | pointing |" in report and "| v2a R@1 |" in report
+    links = re.findall(r"!?\[[^\]]*\]\(([^)]+)\)", report)
+    images = [link for link in links if link.endswith(".png")]
+    assert len(images) >= 5 and any(link.endswith(".mp4") for link in links)
+    for link in links:
+        assert (out / link).is_file(), link
+    assert set(summary["seconds"]) >= {"pretrain", "downstream", "localize", "report"}
+    assert all(v >= 0 for v in summary["seconds"].values())
+    assert "localization pointing" in capsys.readouterr().out
+
+
+def test_demo_stage_without_its_inputs_says_which_stage_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "demo",
+        "--out",
+        str(tmp_path / "demo"),
+        "--num-videos",
+        "12",
+        "--duration",
+        "2",
+        "--workers",
+        "1",
+    ]
+    assert cli_main([*args, "--stages", "localize"]) == 1
+    assert "run the pretrain stage first" in capsys.readouterr().err

@@ -1,0 +1,301 @@
+"""``OUT/report.md`` of ``avlearn demo`` and its terminal summary, from ``OUT/summary.json``.
+
+:func:`write_report` writes markdown with relative links to the run's images (curves, bar chart of
+the accuracies, contact sheet, localization overlays) and tables of every figure;
+:func:`summary_table` is the plain-text table printed at the end of the demo. Only images that
+exist are linked, so a report of a partial run (``--stages``) stays valid.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["plot_bars", "summary_table", "write_report"]
+
+_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
+
+
+def plot_bars(
+    groups: Mapping[str, Mapping[str, float]],
+    path: str | Path,
+    title: str = "",
+    chance: Mapping[str, float] | None = None,
+    size: tuple[int, int] = (640, 320),
+) -> Path:
+    """Grouped bars of values in ``[0, 1]`` (``group -> {series: value}``), a dashed chance line per group."""
+    width, height = size
+    left, right, top, bottom = 50, 20, 40, 40
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    plot_h = height - top - bottom
+
+    def y_px(v: float) -> float:
+        return height - bottom - max(0.0, min(1.0, v)) * plot_h
+
+    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+        draw.line([left, y_px(t), width - right, y_px(t)], fill=(230, 230, 230))
+        draw.text((8, y_px(t) - 6), f"{t:.2f}", fill="black", font=font)
+    series = list(dict.fromkeys(s for g in groups.values() for s in g))
+    slot = (width - left - right) / max(1, len(groups))
+    bar_w = slot * 0.7 / max(1, len(series))
+    for gi, (group, values) in enumerate(groups.items()):
+        x0 = left + gi * slot + slot * 0.15
+        for si, name in enumerate(series):
+            if name in values:
+                v = values[name]
+                bx = x0 + si * bar_w
+                draw.rectangle([bx, y_px(v), bx + bar_w - 2, y_px(0)], fill=_COLOURS[si % len(_COLOURS)])
+                draw.text((bx, y_px(v) - 12), f"{v:.2f}", fill="black", font=font)
+        if chance and group in chance:
+            cy = y_px(chance[group])
+            for dx in range(int(x0), int(x0 + slot * 0.7), 6):
+                draw.line([dx, cy, dx + 3, cy], fill=(90, 90, 90), width=1)
+        draw.text((x0, height - bottom + 6), group, fill="black", font=font)
+    for si, name in enumerate(series):
+        draw.rectangle(
+            [left + 10 + 110 * si, 24, left + 20 + 110 * si, 32], fill=_COLOURS[si % len(_COLOURS)]
+        )
+        draw.text((left + 24 + 110 * si, 22), name, fill="black", font=font)
+    if chance:
+        draw.text((width - right - 120, 22), "- - chance", fill=(90, 90, 90), font=font)
+    draw.text((left, 6), title, fill="black", font=font)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * float(v):.1f}"
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{float(v):.3f}"
+
+
+def accuracy_rows(summary: Mapping[str, Any]) -> list[tuple[str, float | None, float | None, float]]:
+    """``(evaluation, AV-pretrained, random init / scratch, chance)`` video-level top-1 rows."""
+    down = summary.get("downstream") or {}
+    chance = down.get("chance", {})
+    rows: list[tuple[str, float | None, float | None, float]] = []
+    for label in ("action", "object"):
+        probe = down.get("linear_probe", {}).get(label, {})
+        if probe:
+            rows.append(
+                (
+                    f"linear probe, {label}",
+                    probe.get("av", {}).get("video_top1"),
+                    probe.get("random", {}).get("video_top1"),
+                    chance.get(label, 0.0),
+                )
+            )
+    tune = down.get("finetune", {}).get("action", {})
+    if tune:
+        rows.append(
+            (
+                "fine-tune, action",
+                tune.get("av", {}).get("video_top1"),
+                tune.get("random", {}).get("video_top1"),
+                chance.get("action", 0.0),
+            )
+        )
+    return rows
+
+
+def _image(out: Path, path: str | Path, alt: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        return []
+    return [f"![{alt}]({os.path.relpath(p.resolve(), out.resolve())})", ""]
+
+
+def _link(out: Path, path: str | Path) -> str:
+    return os.path.relpath(Path(path).resolve(), out.resolve())
+
+
+def write_report(out: Path, summary: Mapping[str, Any]) -> Path:
+    """Write ``out/report.md`` (and ``out/accuracy.png``) from the demo's summary; returns its path."""
+    lines = ["# avlearn demo report", "", f"Command: `{summary.get('command', 'avlearn demo')}`  "]
+    machine = summary.get("machine", {})
+    if machine:
+        lines.append(
+            f"Machine: {machine.get('platform')}, {machine.get('cpu_count')} CPU cores, torch "
+            f"{machine.get('torch')} ({machine.get('torch_threads')} threads); load average "
+            f"(1/5/15 min) at the start {machine.get('load_start')}, at the end "
+            f"{machine.get('load_end')} (the cores may be shared with other jobs)  "
+        )
+    seconds = summary.get("seconds", {})
+    if summary.get("cpu_seconds") is not None:
+        lines.append(
+            f"This invocation: {summary.get('wall_seconds', 0):.0f} s wall clock, "
+            f"{summary['cpu_seconds']:.0f} s of CPU time (all threads and child processes)  "
+        )
+    if seconds:
+        total = sum(seconds.values())
+        lines.append(
+            f"Stage times (the latest run of each stage): {total:.0f} s in all ("
+            + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+            + ")"
+        )
+    lines.append("")
+
+    col = summary.get("collection")
+    if col:
+        lines += [
+            "## Data",
+            "",
+            f"{col['videos']} synthetic videos ({col.get('settings', '')}); splits {col['splits']}.",
+            "",
+        ]
+        sheet = _image(out, summary.get("contact_sheet", out / "contact_sheet.png"), "contact sheet")
+        if sheet:
+            lines += [
+                "Contact sheet: one row per action, frames with the sounding object's box (green), "
+                "then its spectrogram.",
+                "",
+                *sheet,
+            ]
+
+    pre = summary.get("pretrain")
+    if pre:
+        lines += [
+            "## Pretraining",
+            "",
+            f"{pre.get('schedule', '')}: {pre.get('steps')} steps ({pre.get('steps_per_epoch')} per "
+            f"epoch, {pre.get('train_videos')} unlabelled train + val videos), "
+            f"`{Path(pre.get('config', '')).name}`. Held-out video->audio R@1 "
+            f"{_pct(pre['retrieval_before'].get('v2a_r1'))} % at initialisation -> "
+            f"{_pct(pre['retrieval_after'].get('v2a_r1'))} % after (chance {_pct(pre.get('chance_r1'))} %).",
+            "",
+        ]
+        for png in pre.get("plots", []):
+            lines += _image(out, png, Path(png).stem)
+
+    down = summary.get("downstream")
+    if down:
+        n = down.get("test_videos")
+        lines += [
+            "## Held-out retrieval",
+            "",
+            f"One centre clip per test video ({n} videos; chance R@1 "
+            f"{_pct(down['chance']['retrieval_r1'])} %), recall in %.",
+            "",
+            "| model | v2a R@1 | v2a R@5 | v2a R@10 | a2v R@1 | a2v R@5 | a2v R@10 |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, r in down.get("retrieval", {}).items():
+            label = "AV-pretrained" if name == "av" else "random init"
+            cells = [_pct(r.get(f"{d}_r{k}")) for d in ("v2a", "a2v") for k in (1, 5, 10)]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        rows = accuracy_rows(summary)
+        lines += [
+            "",
+            "## Action recognition and object class",
+            "",
+            f"Video-level top-1 (%) on the {n} test videos ({down.get('test_clips_per_video')} clips "
+            f"per video); linear probes on frozen layer3 + layer4 features, fine-tuning for "
+            f"{down.get('finetune_epochs')} epochs with all action labels of the train split.",
+            "",
+            "| evaluation | AV-pretrained | random init / scratch | chance |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [f"| {name} | {_pct(av)} | {_pct(rnd)} | {_pct(ch)} |" for name, av, rnd, ch in rows]
+        lines.append("")
+        groups = {
+            name: {k: v for k, v in (("AV-pretrained", av), ("random / scratch", rnd)) if v is not None}
+            for name, av, rnd, _ in rows
+        }
+        if groups:
+            png = plot_bars(
+                groups,
+                out / "accuracy.png",
+                "video-level top-1 on the test split",
+                {name: ch for name, _, _, ch in rows},
+            )
+            lines += _image(out, png, "accuracy")
+
+    loc = summary.get("localization")
+    if loc:
+        lines += [
+            "## Sound localization",
+            "",
+            f"Middle frame of {loc['test_frames']} test videos, cIoU protocol ({loc['input']}, "
+            f"{loc['grid']} grid). *Swap*: on the {loc['swap_frames']} frames with a silent "
+            "distractor, the sound is replaced by that of a video whose sounding class is the "
+            "distractor's; the fraction of map peaks that move onto the distractor.",
+            "",
+            "| method | cIoU50 | AUC | pointing | mean cIoU | peak follows a swapped sound |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, m in loc["methods"].items():
+            lines.append(
+                f"| {name} | {_num(m['ciou50'])} | {_num(m['auc'])} | {_num(m['pointing'])} | "
+                f"{_num(m['mean_ciou'])} | {_num(m.get('swap_pointing'))} |"
+            )
+        lines += [
+            "",
+            "Overlays (heatmap of the learned localizer over the frames; the MP4s carry the "
+            "sound that was localized):",
+            "",
+        ]
+        for ov in loc.get("overlays", []):
+            lines.append(
+                f"- `{ov['video']}` ({ov['action']}, sounding object {ov['sounding']}), sound: "
+                f"{ov['sound']}: [MP4]({_link(out, ov['mp4'])})"
+            )
+            lines.append("")
+            lines += _image(out, ov["png"], f"{ov['video']} {ov['sound']}")
+
+    if seconds:
+        lines += ["## Stage times", "", "| stage | seconds |", "|---|---:|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in seconds.items()]
+        lines += [f"| **total** | **{sum(seconds.values()):.1f}** |", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def summary_table(summary: Mapping[str, Any]) -> str:
+    """Plain-text table of the headline figures, for the terminal."""
+    rows: list[tuple[str, str, str]] = [("figure", "AV-pretrained", "random / scratch / baseline")]
+    down = summary.get("downstream") or {}
+    for name, r in [
+        ("retrieval v2a R@1", "v2a_r1"),
+        ("retrieval a2v R@1", "a2v_r1"),
+        ("retrieval v2a R@10", "v2a_r10"),
+    ]:
+        ret = down.get("retrieval", {})
+        if ret:
+            rows.append((name + " %", _pct(ret.get("av", {}).get(r)), _pct(ret.get("random", {}).get(r))))
+    for name, av, rnd, ch in accuracy_rows(summary):
+        rows.append((f"{name} top-1 %", _pct(av), f"{_pct(rnd)} (chance {_pct(ch)})"))
+    loc = (summary.get("localization") or {}).get("methods", {})
+    if loc:
+        trained, rand = loc["trained, learned localizer"], loc["random init, post hoc"]
+        centre = loc["centre box"]
+        for key in ("ciou50", "auc", "pointing"):
+            rows.append(
+                (
+                    f"localization {key}",
+                    _num(trained[key]),
+                    f"{_num(rand[key])} (centre box {_num(centre[key])})",
+                )
+            )
+    seconds = summary.get("seconds", {})
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    text = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    if seconds:
+        text.append("")
+        text.append(
+            "stage seconds: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
+            + f"; total {sum(seconds.values()):.0f}"
+        )
+    return "\n".join(text)

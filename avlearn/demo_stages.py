@@ -1,0 +1,447 @@
+"""The model stages of ``avlearn demo``: pretraining, downstream evaluation and sound localization.
+
+Every stage reads what earlier stages left in the output folder ``OUT`` and returns a dict of its
+figures (the demo stores it in ``OUT/summary.json``):
+
+* :func:`pretrain_stage`: AVID on memory banks, then CMA on the same banks in the same run, with
+  the sound localizer trained alongside (``configs/demo/pretrain.yaml``); held-out retrieval
+  before / during / after, loss and retrieval curves.
+* :func:`downstream_stage`: held-out retrieval recall of the pretrained vs a random-init model,
+  linear probes (action and object class) on frozen AV vs random features, and fine-tuning of
+  the action classifier from the AV init vs from scratch (``configs/demo/{probe,finetune}.yaml``).
+* :func:`localize_stage`: cIoU50 / AUC / pointing of the middle frame of every test video for the
+  trained model (learned localizer and post hoc), a random-init model, a centre box and the
+  oracle, whether the peak follows a swapped sound, and overlay videos (MP4 with sound + PNG strip).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from avlearn.localization.cli import ModelInput
+    from avlearn.localization.export import Learned
+    from avlearn.models.av import AVModel
+
+__all__ = ["downstream_stage", "localize_stage", "pretrain_stage", "split_manifests"]
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"
+
+
+def split_manifests(synth_dir: Path, manifest: Path) -> dict[str, Path]:
+    """``manifest_<split>.csv`` per split (and ``trainval``), rows labelled with the action."""
+    from avlearn.data.manifest import read_manifest, write_manifest
+
+    doc = json.loads((synth_dir / "annotations.json").read_text())
+    info = {v["video_id"]: v for v in doc["videos"]}
+    rows = read_manifest(manifest)
+    out = {}
+    for name, splits in (
+        ("train", {"train"}),
+        ("val", {"val"}),
+        ("test", {"test"}),
+        ("trainval", {"train", "val"}),
+    ):
+        kept = []
+        for row in rows:
+            ann = info.get(Path(row.path).stem)
+            if ann is not None and ann["split"] in splits:
+                row.label = ann["action"]
+                kept.append(row)
+        out[name] = synth_dir / f"manifest_{name}.csv"
+        write_manifest(kept, out[name])
+    return out
+
+
+def cma_start_epoch(epochs: int) -> int:
+    """AVID warm-up epochs before CMA: about 60 % of the run, at least one CMA epoch."""
+    return 0 if epochs < 2 else min(epochs - 1, max(1, round(0.6 * epochs)))
+
+
+# ------------------------------------------------------------------------------------ pretrain
+
+
+def pretrain_stage(out: Path, splits: dict[str, Path], epochs: int, workers: int) -> dict[str, Any]:
+    """Pretrain AVID -> CMA (+ localizer) on train + val without labels; curves and retrieval.
+
+    Starts afresh in ``OUT/pretrain`` (its old content is removed, so every curve is this run's).
+    """
+    from avlearn.report import metric_series, plot_lines
+    from avlearn.train.pretrain import main as pretrain_main
+
+    run = out / "pretrain"
+    if run.exists():
+        shutil.rmtree(run)
+    start = cma_start_epoch(epochs)
+    overrides = [
+        f"run_dir={run}",
+        f"data.manifest={splits['trainval']}",
+        f"eval.manifest={splits['test']}",
+        f"epochs={epochs}",
+        f"objective.cma_start_epoch={start}",
+        f"eval.every_epochs={max(1, epochs // 5)}",
+        f"data.num_workers={min(workers, 1)}",
+    ]
+    code = pretrain_main(["--config", str(CONFIGS / "pretrain.yaml"), "--fresh", *overrides])
+    if code != 0:
+        raise RuntimeError(f"pretraining stopped with exit code {code}; see {run / 'metrics.jsonl'}")
+    log = run / "metrics.jsonl"
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    begin = next(e for e in events if e.get("event") == "start")
+    cma_step = start * int(begin["steps_per_epoch"])
+    loss = {
+        "total": metric_series(log, "train/loss"),
+        "AVID / CMA": metric_series(log, "train/objective_loss"),
+        "localization": metric_series(log, "train/loc/loss"),
+    }
+    title = f"pretraining loss (AVID until step {cma_step}, then CMA; + localization)"
+    loss_png = plot_lines({k: v for k, v in loss.items() if v}, out / "pretrain_loss.png", title=title)
+    ret = {f"{d}_r{r}": metric_series(log, f"retrieval/{d}_r{r}") for d in ("v2a", "a2v") for r in (1, 5)}
+    chance = metric_series(log, "retrieval/chance_r1")
+    ret_png = plot_lines(
+        {
+            "video->audio R@1": ret["v2a_r1"],
+            "audio->video R@1": ret["a2v_r1"],
+            "video->audio R@5": ret["v2a_r5"],
+            "audio->video R@5": ret["a2v_r5"],
+            "chance R@1": chance,
+        },
+        out / "pretrain_retrieval.png",
+        title="held-out retrieval during pretraining (test split)",
+    )
+    before = {k: v[0][1] for k, v in ret.items() if v}
+    after = {k: v[-1][1] for k, v in ret.items() if v}
+    result: dict[str, Any] = {
+        "run_dir": str(run),
+        "encoders": str(run / "encoders.safetensors"),
+        "config": str(CONFIGS / "pretrain.yaml"),
+        "epochs": epochs,
+        "steps": int(events[-1].get("step", 0)),
+        "steps_per_epoch": int(begin["steps_per_epoch"]),
+        "schedule": f"AVID for {start} epochs, then CMA for {epochs - start} (+ localization objective)",
+        "cma_start_epoch": start,
+        "train_videos": _rows(splits["trainval"]),
+        "retrieval_before": before,
+        "retrieval_after": after,
+        "chance_r1": chance[0][1] if chance else None,
+        "final_loss": loss["total"][-1][1] if loss["total"] else None,
+        "plots": [str(loss_png), str(ret_png)],
+    }
+    print(
+        f"held-out video->audio R@1: {before.get('v2a_r1')} at initialisation -> "
+        f"{after.get('v2a_r1')} after pretraining (chance {result['chance_r1']}); "
+        f"curves: {loss_png}, {ret_png}"
+    )
+    return result
+
+
+def _rows(manifest: Path) -> int:
+    return max(0, len(manifest.read_text().splitlines()) - 1)
+
+
+# ---------------------------------------------------------------------------------- downstream
+
+
+def downstream_stage(
+    out: Path, synth_dir: Path, splits: dict[str, Path], finetune_epochs: int, test_clips: int
+) -> dict[str, Any]:
+    """Retrieval recall, linear probes and fine-tuning: AV-pretrained vs random init / scratch."""
+    from avlearn.config import load_config
+    from avlearn.eval.retrieval_cli import evaluate as evaluate_retrieval
+    from avlearn.train.finetune import FinetuneConfig, finetune
+    from avlearn.train.linear_probe import ProbeConfig, linear_probe
+
+    run = out / "pretrain"
+    if not (run / "encoders.safetensors").is_file():
+        raise FileNotFoundError(f"{run}/encoders.safetensors missing: run the pretrain stage first")
+    work = out / "downstream"
+    if work.exists():
+        shutil.rmtree(work)
+    inits = {"av": str(run), "random": "scratch"}
+    jobs = [("retrieval", name) for name in inits] + [("probe", name) for name in inits]
+    jobs += [("finetune", name) for name in inits]
+    result: dict[str, Any] = {
+        "retrieval": {},
+        "linear_probe": {"action": {}, "object": {}},
+        "finetune": {"action": {}},
+    }
+    bar = tqdm(jobs, desc="downstream", unit="job", dynamic_ncols=True)
+    for kind, name in bar:
+        bar.set_postfix_str(f"{kind} {name}")
+        init = inits[name]
+        if kind == "retrieval":
+            r = evaluate_retrieval(init, str(splits["test"]), str(run / "config.yaml"))
+            result["retrieval"][name] = {k: v for k, v in r.items() if isinstance(v, float)}
+        elif kind == "probe":
+            cache = work / "probe" / f"{name}_features"
+            for label in ("action", "object"):
+                overrides = [
+                    f"run_dir={work / 'probe' / f'{name}_{label}'}",
+                    f"dataset.root={synth_dir}",
+                    f"dataset.label={label}",
+                    f"features.cache_dir={cache}",
+                    f"features.test_clips={test_clips}",
+                ]
+                cfg = load_config(ProbeConfig, CONFIGS / "probe.yaml", overrides)
+                result["linear_probe"][label][name] = _brief(linear_probe(cfg, init))
+        else:
+            overrides = [
+                f"run_dir={work / 'finetune' / name}",
+                f"dataset.root={synth_dir}",
+                f"epochs={finetune_epochs}",
+                f"eval.num_clips={test_clips}",
+                f"warmup_classifier_epochs={min(1, finetune_epochs - 1)}",
+            ]
+            tune_cfg = load_config(FinetuneConfig, CONFIGS / "finetune.yaml", overrides)
+            result["finetune"]["action"][name] = _brief(finetune(tune_cfg, init, resume=False))
+    doc = json.loads((synth_dir / "annotations.json").read_text())
+    result["chance"] = {
+        "action": 1 / len(doc["actions"]),
+        "object": 1 / len(doc["classes"]),
+        "retrieval_r1": 1 / max(1, _rows(splits["test"])),
+    }
+    result["test_videos"] = _rows(splits["test"])
+    result["test_clips_per_video"] = test_clips
+    result["finetune_epochs"] = finetune_epochs
+    return result
+
+
+def _brief(r: dict[str, Any]) -> dict[str, Any]:
+    keep = (
+        "video_top1",
+        "clip_top1",
+        "mean_class_accuracy",
+        "train_videos",
+        "test_videos",
+        "steps",
+        "train_clip_top1",
+        "feature_dim",
+        "seconds",
+        "train_seconds",
+    )
+    return {k: r[k] for k in keep if k in r}
+
+
+# -------------------------------------------------------------------------------- localization
+
+
+def _box_mask(box: list[int], height: int, width: int) -> np.ndarray:
+    gt = np.zeros((height, width))
+    x0, y0, x1, y1 = (int(v) for v in box)
+    gt[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 1
+    return gt
+
+
+def _swap_donor(
+    entry: dict[str, Any], videos: list[dict[str, Any]]
+) -> tuple[dict[str, Any], list[int]] | None:
+    """A video whose sounding class is that of a distractor visible on ``entry``'s middle frame."""
+    mid = int(entry["num_frames"]) // 2
+    for d in entry.get("distractors", []):
+        box = d["bbox"][mid]
+        donor = next((v for v in videos if v["class"] == d["class"] and v["file"] != entry["file"]), None)
+        if box is not None and donor is not None:
+            return donor, box
+    return None
+
+
+@dataclasses.dataclass
+class _Window:
+    """A test video's window centred on its middle frame, decoded once for every model."""
+
+    gt: np.ndarray  # (H, W) box of the sounding object on the middle frame
+    video: Tensor  # (C, T, H', W') normalised as in training
+    audio: Tensor  # (S,) own sound
+    frame: int  # index of the middle frame in the window
+    swap_audio: Tensor | None  # (S,) sound of a video whose sounding class is a visible distractor's
+    swap_box: list[int] | None  # that distractor's box
+
+
+def _middle_windows(
+    root: Path, tests: list[dict[str, Any]], videos: list[dict[str, Any]], inp: ModelInput
+) -> list[_Window]:
+    """Decode the window of every test video as ``avlearn evaluate localization`` does."""
+    from avlearn.data.decode import ClipSpec, DecodeError, decode_clip
+    from avlearn.localization.cli import normalize_video
+    from avlearn.localization.metrics import gt_from_synth
+
+    spec = ClipSpec(
+        num_frames=inp.num_frames,
+        fps=inp.fps,
+        size=inp.size,
+        audio_seconds=inp.audio_seconds,
+        sample_rate=inp.sample_rate,
+        audio_align=inp.audio_align,
+    )
+    items = []
+    for entry in tqdm(tests, desc="decode test windows", unit="video", dynamic_ncols=True):
+        mid = int(entry["num_frames"]) // 2
+        gt = gt_from_synth(entry, mid)
+        if gt is None:
+            continue
+        t_mid = mid / float(entry["fps"])
+        start = max(0.0, t_mid - inp.num_frames / inp.fps / 2)
+        frame = min(max(round((t_mid - start) * inp.fps), 0), inp.num_frames - 1)
+        swap = _swap_donor(entry, videos)
+        try:
+            clip = decode_clip(root / entry["file"], start, spec)
+            swap_audio = None if swap is None else decode_clip(root / swap[0]["file"], start, spec).audio
+        except DecodeError as err:
+            print(f"skipping: {err}", file=sys.stderr)
+            continue
+        items.append(
+            _Window(
+                gt,
+                normalize_video(clip.video, inp),
+                clip.audio,
+                frame,
+                swap_audio,
+                None if swap is None else swap[1],
+            )
+        )
+    return items
+
+
+@torch.no_grad()
+def _heatmaps(
+    model: AVModel,
+    inp: ModelInput,
+    learned: Learned | None,
+    items: list[_Window],
+    audios: list[Tensor],
+    batch_size: int = 16,
+) -> list[np.ndarray]:
+    """Grid-resolution maps ``(H', W')`` of the middle frames, ``audios[k]`` played with ``items[k]``."""
+    from avlearn.data.audio import build_spectrogram
+    from avlearn.localization.export import localization_maps
+    from avlearn.localization.module import upsample_map
+
+    spectrogram = build_spectrogram(inp.spec)
+    maps_out: list[np.ndarray] = []
+    for k in range(0, len(items), batch_size):
+        chunk = items[k : k + batch_size]
+        out = model(
+            torch.stack([it.video for it in chunk]), spectrogram(torch.stack(audios[k : k + batch_size]))
+        )
+        maps = upsample_map(
+            localization_maps(model, out, learned), (inp.num_frames, *out.video_grid.shape[-2:])
+        )
+        maps_out += [maps[i, it.frame].numpy() for i, it in enumerate(chunk)]
+    return maps_out
+
+
+def _enlarge(png: Path, min_height: int = 192) -> None:
+    """Scale a small strip up (nearest neighbour: the model's grid stays visible) so it reads in a report."""
+    from PIL import Image
+
+    with Image.open(png) as img:
+        factor = -(-min_height // img.height)
+        big = (
+            img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+            if factor > 1
+            else None
+        )
+    if big is not None:
+        big.save(png)
+
+
+def localize_stage(out: Path, synth_dir: Path, overlays: int) -> dict[str, Any]:
+    """Score the middle frame of every test video; write overlay MP4s (own and swapped sound)."""
+    from avlearn.config import load_config
+    from avlearn.localization.cli import load_for_localization
+    from avlearn.localization.cli import main as localize_main
+    from avlearn.localization.metrics import (
+        center_box_map,
+        evaluate_maps,
+        oracle_map,
+        pointing_hit,
+    )
+    from avlearn.models.registry import build_av_model
+    from avlearn.train.config import PretrainConfig
+
+    export = out / "pretrain" / "encoders.safetensors"
+    if not export.is_file():
+        raise FileNotFoundError(f"{export} missing: run the pretrain stage first")
+    videos = json.loads((synth_dir / "annotations.json").read_text())["videos"]
+    tests = [v for v in videos if v["split"] == "test"]
+    model, inp, learned = load_for_localization(export, "auto")
+    cfg = load_config(PretrainConfig, export.parent / "config.yaml")
+    torch.manual_seed(cfg.seed)  # the initialisation the pretraining started from
+    random_model = build_av_model(cfg.model).eval()
+    methods = {
+        "trained, learned localizer": (model, learned),
+        "trained, post hoc": (model, None),
+        "random init, post hoc": (random_model, None),
+    }
+    items = _middle_windows(synth_dir, tests, videos, inp)
+    gts = [it.gt for it in items]
+    with_swap = [it for it in items if it.swap_audio is not None]
+    heats: dict[str, list[np.ndarray]] = {}
+    swaps: dict[str, list[bool]] = {}
+    for name, (m, loc) in tqdm(methods.items(), desc="localize", unit="model", dynamic_ncols=True):
+        heats[name] = _heatmaps(m, inp, loc, items, [it.audio for it in items])
+        moved = _heatmaps(
+            m, inp, loc, with_swap, [it.swap_audio for it in with_swap if it.swap_audio is not None]
+        )
+        swaps[name] = [
+            pointing_hit(h, _box_mask(it.swap_box, *it.gt.shape))
+            for h, it in zip(moved, with_swap, strict=True)
+            if it.swap_box is not None
+        ]
+    if not gts:
+        raise RuntimeError(f"no test video of {synth_dir} has a visible sounding object on its middle frame")
+    scores: dict[str, dict[str, Any]] = {}
+    for name in methods:
+        scores[name] = evaluate_maps(heats[name], gts).to_dict()
+        scores[name]["swap_pointing"] = float(np.mean(swaps[name])) if swaps[name] else None
+    scores["centre box"] = evaluate_maps([center_box_map(*g.shape) for g in gts], gts).to_dict()
+    scores["oracle (gt box)"] = evaluate_maps([oracle_map(g) for g in gts], gts).to_dict()
+
+    made: list[dict[str, str]] = []
+    # the video of the swapped-sound example first (with its own sound too), then other test videos
+    swap_pick = next(((v, d[0]) for v in tests if (d := _swap_donor(v, videos)) is not None), None)
+    own = ([swap_pick[0]] if swap_pick else []) + [
+        v for v in tests if swap_pick is None or v is not swap_pick[0]
+    ]
+    picks: list[tuple[dict[str, Any], dict[str, Any] | None]] = [(v, None) for v in own[:overlays]]
+    if swap_pick is not None and overlays > 0:
+        picks.append(swap_pick)
+    folder = out / "overlays"
+    if folder.exists():
+        shutil.rmtree(folder)
+    for entry, donor in tqdm(picks, desc="overlays", unit="video", dynamic_ncols=True):
+        mp4 = folder / f"{entry['video_id']}{'_swapped' if donor else ''}.mp4"
+        argv = [str(synth_dir / entry["file"]), "--checkpoint", str(export), "--out", str(mp4)]
+        if donor is not None:
+            argv += ["--audio", str(synth_dir / donor["file"])]
+        if localize_main(argv) != 0:
+            raise RuntimeError(f"avlearn localize failed on {entry['file']}")
+        _enlarge(mp4.with_suffix(".png"))
+        made.append(
+            {
+                "video": entry["video_id"],
+                "mp4": str(mp4),
+                "png": str(mp4.with_suffix(".png")),
+                "sounding": entry["class"],
+                "action": entry["action"],
+                "sound": "own" if donor is None else f"swapped: {donor['class']} ({donor['video_id']})",
+            }
+        )
+    return {
+        "test_frames": len(gts),
+        "swap_frames": len(with_swap),
+        "grid": f"{-(-inp.size // 16)}x{-(-inp.size // 16)}",
+        "input": f"{inp.num_frames} frames at {inp.fps:g} fps, {inp.size} px, {inp.audio_seconds:g} s audio",
+        "methods": scores,
+        "overlays": made,
+    }
