@@ -188,13 +188,22 @@ def reading(probes: dict[str, Any], tunes: dict[str, Any], retrieval: dict[str, 
 
 
 NOTES = """
-Why the generator changed (version 2): with version 1 the sound told the object class (its
-timbre) but hardly the action (only loudness and impacts), and AV-pretrained features probed
-*worse* than random ones on actions (18.8 vs 33.3 %) while beating them on object class (52 vs
-40 %): audio-visual pretraining can only teach what both streams share. A linear probe of the
-*audio* features showed it: actions were 60 % decodable from random audio features, object class
-100 %. Version 2 gives each action its own sound in step with the motion (see data_prep/synth.py),
-as real actions have, and the video clip spans the same second as the audio (8 frames at 8 fps).
+What was investigated (session notes; the figures above are this run's):
+- Generator version 1: the sound told the object class (its timbre) but hardly the action, and
+  AV features probed worse than random ones on actions (18.8 vs 33.3 %). Random *audio*
+  features decoded actions at 60 %. Version 2 makes each action audible in its own way (see
+  data_prep/synth.py): random audio features now decode actions at 75 %, and the video clip spans
+  the same second as the audio (8 frames at 8 fps).
+- That did not fix it. After 30 epochs of InfoNCE the AV *audio* features also decode actions
+  worse than random audio features (56 vs 75 %) while object class is perfect: both encoders
+  converge on the object class, the cue that colour and timbre share trivially. With 8 classes
+  and in-batch negatives (batch 16), only about two of the 15 negatives of an anchor share its class, so
+  the loss barely rewards anything beyond class: a shortcut in the objective on this data, not
+  collapse (retrieval R@5 is far above chance) and not the augmentation (no hue jitter).
+- Next (not done here): negatives that share the class, i.e. a memory bank over the whole
+  collection (objective.name=avid, loss=softmax, all videos as negatives) so that most negatives
+  of an anchor are same-class; or temporally shifted audio of the same video as negatives
+  (AVTS-style), which only motion-aware features can reject.
 """
 
 
