@@ -202,7 +202,7 @@ What was investigated (session notes; the figures above are this run's):
   collapse (retrieval R@5 is far above chance) and not the augmentation (no hue jitter).
 - Negatives that share the class did not fix it either: AVID's memory bank over the whole
   collection (objective.name=avid, loss=softmax, 160 negatives out of 168 videos, 30 epochs,
-  521 s on a quiet machine) kept more action in the audio features (71 vs 75 % random) but the
+  521 s while the load fell from 6 to 1) kept more action in the audio features (71 vs 75 % random) but the
   video action probe stayed at 29.2 % (object class 81.2 %). Even Resting vs moving is not
   linearly read from the AV video features, which random features partly do.
 - Next (not done here): temporally shifted audio of the same video as negatives (AVTS-style),
