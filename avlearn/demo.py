@@ -205,11 +205,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pretrain-epochs",
         type=int,
-        default=16,
+        default=40,
         help="pretraining epochs over train + val (default: %(default)s)",
     )
     parser.add_argument(
-        "--finetune-epochs", type=int, default=3, help="fine-tuning epochs (default: %(default)s)"
+        "--finetune-epochs", type=int, default=8, help="fine-tuning epochs (default: %(default)s)"
     )
     parser.add_argument(
         "--test-clips", type=int, default=2, help="clips per test video for accuracy (default: %(default)s)"
