@@ -125,3 +125,16 @@ def rank_offset_targets(batch_size: int, device: torch.device | str | None = Non
     Shape: ``(B,)`` long.
     """
     return torch.arange(batch_size, device=device, dtype=torch.long) + rank() * batch_size
+
+
+def fresh_accelerator_state() -> None:
+    """Forget the precision/accumulation settings of an earlier ``Accelerator`` in this process.
+
+    Accelerate keeps them in process-wide state and refuses a second ``Accelerator`` with another
+    ``mixed_precision`` (e.g. two runs in one notebook or test process). The process group
+    (``PartialState``) is kept, so this is safe under torchrun/accelerate launch too.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()

@@ -196,6 +196,7 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, A
 
     from avlearn.config import to_dict
     from avlearn.data.dataset import FailureTracker, av_collate
+    from avlearn.distributed import fresh_accelerator_state
     from avlearn.eval.classification import ClassificationReport
     from avlearn.train.checkpoint import CheckpointManager, get_rng_state, set_rng_state
     from avlearn.train.downstream import load_encoder, resolve_init, write_report
@@ -205,6 +206,7 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, A
     from avlearn.train.sampler import ResumableBatchSampler
 
     t_start = time.perf_counter()
+    fresh_accelerator_state()
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
         # the frozen warm-up leaves the encoder without gradients, which DDP must be told

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from avlearn.config import to_dict
 from avlearn.data.config import build_dataset
 from avlearn.data.dataset import FailureTracker, av_collate
+from avlearn.distributed import fresh_accelerator_state
 from avlearn.eval.retrieval import evaluate_retrieval
 from avlearn.localization.export import (
     AVModelWithLocalizer,
@@ -132,6 +133,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     ``resume``: continue from the newest checkpoint in ``run_dir/checkpoints`` when one exists
     (otherwise start fresh and overwrite). Raises :class:`NonFiniteLossError` on NaN/inf.
     """
+    fresh_accelerator_state()
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=cfg.train.mixed_precision,
