@@ -158,14 +158,14 @@ def test_resume_matches_uninterrupted(synth_train: Path, tmp_path: Path) -> None
 def test_bf16_with_gradient_accumulation(synth_train: Path, tmp_path: Path) -> None:
     # 36 clips / batch 8 = 4 batches per epoch; accumulating 2 of them makes 2 optimiser steps per epoch
     run = tmp_path / "bf16"
-    assert _run(synth_train, run, epochs=2, **{"train.mixed_precision": "bf16", "train.grad_accum": 2}) == 0
+    assert _run(synth_train, run, epochs=1, **{"train.mixed_precision": "bf16", "train.grad_accum": 2}) == 0
     records = read_metrics(run)
     losses = [r["train/loss"] for r in records if "train/loss" in r]
-    assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in records if "train/loss" in r] == [1, 2]
     assert all(torch.isfinite(torch.tensor(losses)))
     model, _ = load_av_model(run / "encoders.safetensors")
     state = CheckpointManager.load(CheckpointManager(run / "checkpoints").latest())  # type: ignore[arg-type]
-    assert state["step"] == 4
+    assert state["step"] == 2
     # the exported weights are the trained fp32 master weights, not a bf16 copy
     assert all(v.dtype == torch.float32 for v in model.state_dict().values() if v.is_floating_point())
 
