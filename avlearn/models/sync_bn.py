@@ -3,9 +3,9 @@
 With one process per device, plain BatchNorm normalises each process's share of the batch on its
 own, so a 2-process run is not the same computation as one process on the same global batch (and
 small per-process batches make noisy statistics). ``torch.nn.SyncBatchNorm`` fixes that on GPUs
-only; :class:`GlobalBatchNorm` does it everywhere by all-reducing ``(sum x, sum x^2, count)`` per
-channel with a differentiable all-reduce, so gradients also flow through the shared statistics
-exactly as in the single-process computation.
+only; :class:`GlobalBatchNorm` does it everywhere by all-reducing ``(sum x, count)`` and then
+``sum (x - mean)^2`` per channel with a differentiable all-reduce, so gradients also flow through
+the shared statistics exactly as in the single-process computation.
 
 ``convert_global_batchnorm(model)`` swaps every ``BatchNorm1d/2d/3d`` in place (weights and
 running statistics kept). Outside training, or when no process group with more than one process
@@ -46,11 +46,14 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         c = input.shape[1]
         dtype = torch.promote_types(input.dtype, torch.float32)  # statistics in fp32+, also under autocast
         x = rearrange(input, "b c ... -> c (b ...)").to(dtype)
-        local = torch.cat([x.sum(1), (x * x).sum(1), x.new_full((1,), float(x.shape[1]))])
+        # two passes (mean, then squared deviations) rather than E[x^2] - E[x]^2, whose
+        # cancellation costs digits that then grow over training steps
+        local = torch.cat([x.sum(1), x.new_full((1,), float(x.shape[1]))])
         total: Tensor = all_reduce(local)  # type: ignore[no-untyped-call]  # differentiable
         n = total[-1]
         mean = total[:c] / n
-        var = (total[c: 2 * c] / n - mean * mean).clamp_min(0)
+        sq: Tensor = all_reduce(((x - mean[:, None]) ** 2).sum(1))  # type: ignore[no-untyped-call]
+        var = sq / n
         with torch.no_grad():
             assert self.num_batches_tracked is not None and self.running_mean is not None
             assert self.running_var is not None
