@@ -1,15 +1,16 @@
 """Sound localization on the synthetic collection with silent distractors (cIoU50, AUC, pointing).
 
-    python benchmarks/localization_synth.py                  # ~10 min on 2 busy CPU cores
+    python benchmarks/localization_synth.py                  # ~5 min on 2 idle CPU cores
     python benchmarks/localization_synth.py --epochs 4       # a quicker, weaker run
 
 1. Generates (under ``.cache/bench/``) a collection of 64 px, 3 s videos with 0-2 *silent*
    distractors of other classes and large objects (``--object-scale 0.6``, see "ceiling" below),
    and indexes it; the training manifest holds the train and val splits only.
-2. Pretrains ``configs/pretrain/synth_cpu_loc.yaml`` twice, briefly, from the same seed: InfoNCE
-   alone (``localization.weight=0``) and InfoNCE + the localization objective.
+2. Pretrains ``configs/pretrain/synth_cpu_loc.yaml`` twice, briefly, from the same seed, with
+   in-batch InfoNCE (``--objective avid``: AVID's memory bank with the softmax loss): alone
+   (``localization.weight=0``) and with the localization objective.
 3. Scores the middle frame of every test video (the published cIoU protocol of
-   :mod:`avlearn.localization.metrics`) for: (a) the InfoNCE model post hoc, (b) the model trained
+   :mod:`avlearn.localization.metrics`) for: (a) the pretrained model post hoc, (b) the model trained
    with the localization objective and its learned localizer (and post hoc), (c) a random-init
    model post hoc, (d) a centre box, (e) the oracle (the gt box as a binary heatmap), plus two
    references: the gt box averaged to the model's grid (the best a grid-resolution map can do)
@@ -107,8 +108,11 @@ def make_collection(args: argparse.Namespace) -> Path:
 
 def train(args: argparse.Namespace, root: Path, name: str, weight: float) -> tuple[Path, float]:
     """Pretrain synth_cpu_loc.yaml with ``localization.weight=weight``; returns (export, seconds)."""
-    run_dir = Path(args.cache) / f"{root.name}_{name}_e{args.epochs}"
+    run_dir = Path(args.cache) / f"{root.name}_{args.objective}_{name}_e{args.epochs}"
+    objective = ({"objective.name": "avid", "objective.loss": "softmax", "objective.num_negatives": 128}
+                 if args.objective == "avid" else {"objective.name": "infonce"})
     overrides = {
+        **objective,
         "run_dir": run_dir,
         "seed": args.seed,
         "epochs": args.epochs,
@@ -296,10 +300,11 @@ def _machine() -> dict[str, Any]:
     }
 
 
+OBJECTIVES = {"avid": "AVID (memory bank, softmax)", "infonce": "InfoNCE (in-batch)"}
 ROWS = [
     ("random_init_posthoc", "(c) random-init model, post hoc"),
-    ("pretrained_posthoc", "(a) InfoNCE-pretrained, post hoc"),
-    ("loc_learned", "(b) InfoNCE + localization objective, learned localizer"),
+    ("pretrained_posthoc", "(a) {objective}-pretrained, post hoc"),
+    ("loc_learned", "(b) {objective} + localization objective, learned localizer"),
     ("loc_posthoc", "(b') same model, post hoc"),
     ("center_box", "(d) centre box (half of each side)"),
     ("oracle_binary", "(e) oracle: gt box as a binary map"),
@@ -330,14 +335,15 @@ def markdown(report: dict[str, Any]) -> str:
         "| peak follows a swapped sound |",
         "|---|---|---|---|---|---|---|",
     ]
+    objective = OBJECTIVES[r["train"].get("objective", "infonce")]
     for key, label in ROWS:
         m = r["results"].get(key) or {}
         if not m:
             continue
         extra = f"{m['on_distractor']:.3f} | {m['swap_pointing']:.3f}" if "swap_pointing" in m else "- | -"
         lines.append(
-            f"| {label} | {m['ciou50']:.3f} | {m['auc']:.3f} | {m['pointing']:.3f} | "
-            f"{m['mean_ciou']:.3f} | {extra} |"
+            f"| {label.format(objective=objective)} | {m['ciou50']:.3f} | {m['auc']:.3f} | "
+            f"{m['pointing']:.3f} | {m['mean_ciou']:.3f} | {extra} |"
         )
     b = r["results"]["boxes"]
     lines += [
@@ -383,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--object-scale", type=float, default=0.6)
     p.add_argument("--max-distractors", type=int, default=2)
     p.add_argument("--epochs", type=int, default=14)
+    p.add_argument("--objective", choices=sorted(OBJECTIVES), default="infonce",
+                   help="pretraining: AVID's memory bank with the softmax loss, or in-batch InfoNCE")
     p.add_argument("--num-frames", type=int, default=4)
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--seed", type=int, default=0)
@@ -399,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     root = make_collection(args)
     t_data = time.perf_counter() - t0
-    exp_plain, t_plain = train(args, root, "infonce", 0.0)
+    exp_plain, t_plain = train(args, root, "plain", 0.0)
     exp_loc, t_loc = train(args, root, "loc", 1.0)
 
     t1 = time.perf_counter()
@@ -444,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     training = {
         "config": str(CONFIG.relative_to(ROOT)),
+        "objective": args.objective,
         "epochs": args.epochs,
         "steps_per_epoch": start["steps_per_epoch"],
         "batch_size": cfg.data.batch_size,

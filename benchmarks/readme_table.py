@@ -117,10 +117,13 @@ def _downstream_actions(d: dict[str, Any]) -> list[Row]:
 def _localization(d: dict[str, Any]) -> list[Row]:
     r, t = d["results"], d["train"]
     steps = t["epochs"] * t["steps_per_epoch"]
-    names = {"loc_learned": "learned localizer", "pretrained_posthoc": "InfoNCE post hoc",
+    labels = {"avid": "AVID-softmax", "infonce": "InfoNCE"}
+    objective = labels.get(str(t.get("objective", "infonce")), "pretrained")
+    names = {"loc_learned": "learned localizer", "pretrained_posthoc": f"{objective} post hoc",
              "random_init_posthoc": "random init", "center_box": "centre box"}
     pointing = ", ".join(f"{label} {_num(r[k]['pointing'], 2)}" for k, label in names.items() if k in r)
-    rows = [(f"sound localization on synthetic data with distractors, {steps} steps: pointing {pointing}; "
+    rows = [(f"sound localization on synthetic data with distractors, {objective}, {steps} steps: "
+             f"pointing {pointing}; "
              f"peak follows a swapped sound {_pct(r['loc_learned']['swap_pointing'])}", "", "")]
     longer = d.get("longer_run")
     if isinstance(longer, dict) and "loc_learned" in longer:
