@@ -6,17 +6,14 @@ test calls :func:`run` in-process (world size 1) for the single-process referenc
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from avlearn import distributed
 from avlearn.localization.objective import localization_loss
+from tests.torchrun import worker_main
 
 GLOBAL_BATCH, DIM, TEMPERATURE = 6, 5, 0.1
 
@@ -34,17 +31,5 @@ def run() -> dict[str, Any]:
             "grad_grid": g.grad, "grad_audio": a.grad}
 
 
-def main(argv: list[str]) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
-    try:
-        result = run()
-        torch.save(result, Path(argv[0]) / f"rank{result['rank']}.pt")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
 if __name__ == "__main__":
-    assert "RANK" in os.environ, "run under torchrun"
-    main(sys.argv[1:])
+    worker_main(run)

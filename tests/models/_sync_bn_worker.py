@@ -6,9 +6,6 @@ test calls :func:`run` in-process (world size 1, plain BatchNorm) for the refere
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +14,7 @@ from torch import nn
 
 from avlearn import distributed
 from avlearn.models.sync_bn import convert_global_batchnorm
+from tests.torchrun import worker_main
 
 GLOBAL_BATCH = 6
 
@@ -31,31 +29,26 @@ def run() -> dict[str, Any]:
     convert_global_batchnorm(net)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(GLOBAL_BATCH, 2, 2, 3, 3, generator=gen, dtype=torch.float64) * 3 + 1
-    local = x[rank * GLOBAL_BATCH // world:(rank + 1) * GLOBAL_BATCH // world].clone().requires_grad_(True)
+    local = x[rank * GLOBAL_BATCH // world : (rank + 1) * GLOBAL_BATCH // world].clone().requires_grad_(True)
     y = net(local)
-    loss = (y ** 2).mean()  # mean over this rank's samples: the global loss is the mean over ranks
+    loss = (y**2).mean()  # mean over this rank's samples: the global loss is the mean over ranks
     loss.backward()
     grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
     if world > 1:  # what DDP does to parameter gradients
         for g in grads.values():
             dist.all_reduce(g)
             g /= world
-    return {"rank": rank, "world_size": world, "out": y.detach(), "grad_input": local.grad,
-            "grads": grads, "running_mean": net[1].running_mean.clone(),
-            "running_var": net[1].running_var.clone(), "bn_type": type(net[1]).__name__}
-
-
-def main(argv: list[str]) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
-    try:
-        result = run()
-        torch.save(result, Path(argv[0]) / f"rank{result['rank']}.pt")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    return {
+        "rank": rank,
+        "world_size": world,
+        "out": y.detach(),
+        "grad_input": local.grad,
+        "grads": grads,
+        "running_mean": net[1].running_mean.clone(),
+        "running_var": net[1].running_var.clone(),
+        "bn_type": type(net[1]).__name__,
+    }
 
 
 if __name__ == "__main__":
-    assert "RANK" in os.environ, "run under torchrun"
-    main(sys.argv[1:])
+    worker_main(run)

@@ -7,13 +7,9 @@ Usage: ``torchrun ... _dist_worker.py OUT_DIR`` -> ``OUT_DIR/rank{r}.pt``.
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from avlearn import distributed
@@ -21,6 +17,7 @@ from avlearn.objectives.avid import AVIDLoss
 from avlearn.objectives.cma import CMALoss
 from avlearn.objectives.infonce import infonce_loss
 from avlearn.objectives.memory_bank import sample_excluding
+from tests.torchrun import worker_main
 
 GLOBAL_BATCH, DIM, NUM_ITEMS, NUM_NEGATIVES, STEPS, TEMPERATURE = 8, 6, 21, 5, 2, 0.1
 
@@ -71,17 +68,5 @@ def run() -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str]) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
-    try:
-        result = run()
-        torch.save(result, Path(argv[0]) / f"rank{result['rank']}.pt")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
 if __name__ == "__main__":
-    assert "RANK" in os.environ, "run under torchrun"
-    main(sys.argv[1:])
+    worker_main(run)

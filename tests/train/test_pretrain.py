@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from avlearn.models.checkpoint import load_av_model
 from avlearn.train.checkpoint import CheckpointManager
 from avlearn.train.config import PretrainConfig
 from avlearn.train.pretrain import main
+from tests.torchrun import free_port
 from tests.train.pretrain_helpers import ROOT, SYNTH_CPU, fast_overrides, read_metrics
 
 CONFIGS = sorted((ROOT / "configs" / "pretrain").glob("*.yaml"))
@@ -197,11 +197,6 @@ def test_cma_warmup_then_positive_sets(synth_train: Path, tmp_path: Path) -> Non
     assert state["objective_name"] == "cma" and bool((state["objective"]["positive_sets"] >= 0).all())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def test_two_process_gloo_run(synth_train: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
@@ -219,7 +214,7 @@ def test_two_process_gloo_run(synth_train: Path, tmp_path: Path) -> None:
         str(SYNTH_CPU),
         *fast_overrides(synth_train, run, max_steps=3, **{"data.batch_size": 4}),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(_free_port())}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(free_port())}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
     records = read_metrics(run)
