@@ -3,8 +3,8 @@
 With one process per device, plain BatchNorm normalises each process's share of the batch on its
 own, so a 2-process run is not the same computation as one process on the same global batch (and
 small per-process batches make noisy statistics). ``torch.nn.SyncBatchNorm`` fixes that on GPUs
-only; :class:`GlobalBatchNorm` does it everywhere by all-reducing ``(sum x, count)`` and then
-``sum (x - mean)^2`` per channel with a differentiable all-reduce, so gradients also flow through
+only; :class:`GlobalBatchNorm` does it everywhere with one differentiable all-reduce per layer of
+``(sum d, sum d^2, count)`` per channel (``d = x - running_mean``), so gradients also flow through
 the shared statistics exactly as in the single-process computation.
 
 ``convert_global_batchnorm(model)`` swaps every ``BatchNorm1d/2d/3d`` in place (weights and
@@ -46,14 +46,16 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         c = input.shape[1]
         dtype = torch.promote_types(input.dtype, torch.float32)  # statistics in fp32+, also under autocast
         x = rearrange(input, "b c ... -> c (b ...)").to(dtype)
-        # two passes (mean, then squared deviations) rather than E[x^2] - E[x]^2, whose
-        # cancellation costs digits that then grow over training steps
-        local = torch.cat([x.sum(1), x.new_full((1,), float(x.shape[1]))])
+        # one all-reduce of shifted sums: the shift (the running mean, identical on every process)
+        # keeps E[d^2] - E[d]^2 from cancelling the way raw E[x^2] - E[x]^2 can
+        shift = self.running_mean.detach().to(dtype)[:, None]  # type: ignore[union-attr]
+        d = x - shift
+        local = torch.cat([d.sum(1), (d * d).sum(1), d.new_full((1,), float(d.shape[1]))])
         total: Tensor = all_reduce(local)  # type: ignore[no-untyped-call]  # differentiable
         n = total[-1]
-        mean = total[:c] / n
-        sq: Tensor = all_reduce(((x - mean[:, None]) ** 2).sum(1))  # type: ignore[no-untyped-call]
-        var = sq / n
+        mean_d = total[:c] / n
+        var = (total[c: 2 * c] / n - mean_d * mean_d).clamp_min(0)
+        mean = shift[:, 0] + mean_d
         with torch.no_grad():
             assert self.num_batches_tracked is not None and self.running_mean is not None
             assert self.running_var is not None
