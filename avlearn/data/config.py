@@ -49,6 +49,10 @@ class DataConfig:
             starts with it.
         max_av_offset: random audio-visual shift in seconds, ``U(-x, x)`` per sample (AVID <= 0.5).
         clips_per_video: clips drawn from every video per epoch.
+        shifted_audio: training only: when > 0, every clip also brings an audio window of the same
+            video at least this many seconds from its own (``audio_shifted``), which the ``infonce``
+            objective adds to the negatives of the video (AVTS-style hard negatives: only features that
+            follow the motion in time can reject it). 0: off.
         batch_size: per process.
         num_workers: DataLoader worker processes per training process.
         seed: base seed of clip sampling and augmentation.
@@ -65,6 +69,7 @@ class DataConfig:
     audio_align: Literal["start", "center"] = "center"
     max_av_offset: float = 0.0
     clips_per_video: int = 1
+    shifted_audio: float = 0.0
     batch_size: int = 16
     num_workers: int = 2
     seed: int = 0
@@ -88,8 +93,8 @@ class DataConfig:
         for name in ("batch_size", "clips_per_video", "num_frames"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0 or self.max_av_offset < 0:
-            raise ConfigError("data.num_workers and data.max_av_offset must be >= 0")
+        if self.num_workers < 0 or self.max_av_offset < 0 or self.shifted_audio < 0:
+            raise ConfigError("data.num_workers, data.max_av_offset and data.shifted_audio must be >= 0")
 
 
 def clip_spec(cfg: DataConfig) -> ClipSpec:
@@ -127,6 +132,7 @@ def build_dataset(
         cfg.backend,
         clips_per_video=cfg.clips_per_video,
         max_av_offset=cfg.max_av_offset if train else 0.0,
+        shifted_audio=cfg.shifted_audio if train else 0.0,
         video_transform=build_video_transform(cfg.video_aug, train),
         audio_transform=build_audio_transform(cfg.audio_aug, cfg.spec, train),
         seed=cfg.seed,

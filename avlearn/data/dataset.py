@@ -51,6 +51,7 @@ from avlearn.data.decode import (
     decode_clip,
     get_decoder,
     probe_duration,
+    read_audio,
 )
 from avlearn.data.manifest import VideoInfo, read_manifest
 
@@ -95,6 +96,11 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         require_audio: drop rows without an audio track (audio-visual training); when False they
             yield silent audio.
         max_retries: replacements tried for one sample before giving up with an error.
+        shifted_audio: when > 0, each sample also carries ``audio_shifted``: an audio window of the
+            *same* video starting at least this many seconds away from the clip's own window
+            (uniform over the allowed starts; the farthest window when the video is too short). A
+            hard negative in the style of AVTS: only features that follow the motion in time can
+            tell it from the true audio, whereas other clips' audio differs in content.
         class_to_idx: label name -> class index; default: sorted label names of the kept rows.
 
     Sample (a dict):
@@ -105,6 +111,8 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         ``video_id``: str; ``start``: clip start (s); ``av_offset``: total audio shift (s, signed:
         positive means the audio window starts later than the video);
         ``label``: int class index (-1 when the row has none), only when the manifest has labels;
+        ``audio_shifted``: like ``audio``, only with ``shifted_audio > 0``; ``shift``: its start
+        minus the own window's start (s);
         ``skipped``: int, bad videos replaced while producing this sample;
         ``failures``: ``list[tuple[path, reason]]`` of those replacements.
     """
@@ -123,6 +131,7 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         require_audio: bool = True,
         max_retries: int = 10,
         class_to_idx: Mapping[str, int] | None = None,
+        shifted_audio: float = 0.0,
     ) -> None:
         if clips_per_video < 1:
             raise ValueError(f"clips_per_video must be >= 1, got {clips_per_video}")
@@ -130,6 +139,8 @@ class AVClipDataset(Dataset[dict[str, Any]]):
             raise ValueError(f"max_av_offset must be >= 0 seconds, got {max_av_offset}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if shifted_audio < 0:
+            raise ValueError(f"shifted_audio must be >= 0 seconds, got {shifted_audio}")
         get_decoder(backend)  # unknown backend -> error listing the valid ones, now rather than in a worker
         source = "manifest"
         if isinstance(manifest, (str, os.PathLike)):
@@ -150,6 +161,7 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         self.backend = backend
         self.clips_per_video = clips_per_video
         self.max_av_offset = float(max_av_offset)
+        self.shifted_audio = float(shifted_audio)
         self.video_transform = video_transform
         self.audio_transform = audio_transform
         self.seed = int(seed)
@@ -225,9 +237,27 @@ class AVClipDataset(Dataset[dict[str, Any]]):
             return 0.0
         return _uniform(before, high, generator)
 
-    def _decode(self, row: VideoInfo, generator: torch.Generator) -> tuple[Clip, float]:
-        """Draw the start and AV offset of a clip of ``row`` and decode it; returns ``(clip, offset)``."""
-        start = self.sample_start(self._duration(row), generator)
+    def shifted_start(self, own: float, duration: float, generator: torch.Generator) -> float:
+        """Start of a window of ``audio_seconds`` in ``[0, duration]`` at least ``shifted_audio``
+        seconds from ``own`` (uniform over the allowed starts; the farthest start if none is)."""
+        last = max(0.0, duration - self.spec.audio_seconds)
+        gap = self.shifted_audio
+        before = (0.0, min(last, own - gap))  # allowed intervals on either side of the own window
+        after = (max(0.0, own + gap), last)
+        lengths = [max(0.0, hi - lo) for lo, hi in (before, after)]
+        valid = [lo <= hi for lo, hi in (before, after)]
+        if not any(valid):
+            return 0.0 if own >= last - own else last
+        if sum(lengths) == 0:  # single allowed points
+            return before[0] if valid[0] else after[0]
+        u = _uniform(0.0, sum(lengths), generator)
+        return before[0] + u if u < lengths[0] else after[0] + (u - lengths[0])
+
+    def _decode(self, row: VideoInfo, generator: torch.Generator) -> tuple[Clip, float, Clip | None]:
+        """Draw the start and AV offset of a clip of ``row`` and decode it; returns
+        ``(clip, offset, shifted)``, ``shifted`` a clip whose ``audio`` is the shifted window."""
+        duration = self._duration(row)
+        start = self.sample_start(duration, generator)
         offset = self.spec.audio_offset
         if self.max_av_offset > 0:
             offset += _uniform(-self.max_av_offset, self.max_av_offset, generator)
@@ -237,7 +267,13 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         clip = decode_clip(row.path, start, spec, self.backend)
         if not row.has_audio:
             clip.audio = torch.zeros(self.spec.num_samples)
-        return clip, offset
+        shifted = None
+        if self.shifted_audio > 0:
+            at = self.shifted_start(clip.audio_start, duration, generator)
+            audio = (read_audio(row.path, at, self.spec.audio_seconds, self.spec.sample_rate)
+                     if row.has_audio else torch.zeros(self.spec.num_samples))
+            shifted = dataclasses.replace(clip, audio=audio, audio_start=at)
+        return clip, offset, shifted
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
@@ -251,7 +287,7 @@ class AVClipDataset(Dataset[dict[str, Any]]):
                 video_index = int(torch.randint(len(self.videos), (), generator=generator))
             row = self.videos[video_index]
             try:
-                clip, offset = self._decode(row, generator)
+                clip, offset, shifted = self._decode(row, generator)
             except Exception as err:  # decode failures of any kind (PyAV, decord, OS); counted, never silent
                 reason = err.reason if isinstance(err, DecodeError) else f"{type(err).__name__}: {err}"
                 failures.append((row.path, reason))
@@ -259,7 +295,7 @@ class AVClipDataset(Dataset[dict[str, Any]]):
                     self._warned.add(row.path)
                     logger.warning("AVClipDataset: skipping %s: %s", row.path, reason)
                 continue
-            return self._sample(row, video_index, clip, offset, generator, failures)
+            return self._sample(row, video_index, clip, offset, generator, failures, shifted)
         listed = "; ".join(f"{p} ({r})" for p, r in failures)
         raise RuntimeError(
             f"AVClipDataset: sample {index} (epoch {epoch}) failed {len(failures)} times in a row, "
@@ -267,7 +303,7 @@ class AVClipDataset(Dataset[dict[str, Any]]):
             f"and drop the rows it marks 'bad', or raise max_retries.")
 
     def _sample(self, row: VideoInfo, video_index: int, clip: Clip, offset: float, generator: torch.Generator,
-                failures: list[tuple[str, str]]) -> dict[str, Any]:
+                failures: list[tuple[str, str]], shifted: Clip | None = None) -> dict[str, Any]:
         """Transforms (outside the failure handling: a transform bug is an error, not a bad file)."""
         video, audio = clip.video, clip.audio
         if self.video_transform is not None:
@@ -279,6 +315,13 @@ class AVClipDataset(Dataset[dict[str, Any]]):
             "start": float(clip.start), "av_offset": float(offset),
             "skipped": len(failures), "failures": failures,
         }
+        if shifted is not None:
+            # its own augmentation draw, as the true audio's: nothing but timing tells them apart
+            other = shifted.audio
+            if self.audio_transform is not None:
+                other = self.audio_transform(other, generator)
+            sample["audio_shifted"] = other
+            sample["shift"] = float(shifted.audio_start - clip.audio_start)
         if self.class_to_idx is not None:
             sample["label"] = self.class_to_idx.get(row.label, -1)
         return sample

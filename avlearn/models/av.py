@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import torch
 from torch import Tensor, nn
 
 from avlearn.models.audio import AudioOutput
@@ -47,6 +48,8 @@ class AVOutput:
         audio_feat: audio encoder embedding before the head ``(B, D_a)``.
         video_grid: last video feature grid ``(B, C_v, T', H', W')``.
         audio_grid: last audio feature grid ``(B, C_a, F', T'')``.
+        audio_shifted_emb: projected embedding ``(B, d)`` of each clip's time-shifted audio, only
+            when the forward was given ``audio_shifted`` (hard negatives, see ``data.shifted_audio``).
     """
 
     video_emb: Tensor
@@ -55,6 +58,7 @@ class AVOutput:
     audio_feat: Tensor
     video_grid: Tensor
     audio_grid: Tensor
+    audio_shifted_emb: Tensor | None = None
 
 
 class AVModel(nn.Module):
@@ -98,23 +102,33 @@ class AVModel(nn.Module):
         out: Tensor = self.audio_head(self.audio_encoder(spec).emb, normalize=normalize)
         return out
 
-    def forward(self, video: Tensor, audio: Tensor, normalize: bool = True) -> AVOutput:
-        """Encode paired clips.
+    def forward(self, video: Tensor, audio: Tensor, normalize: bool = True,
+                audio_shifted: Tensor | None = None) -> AVOutput:
+        """Encode paired clips (and, optionally, each clip's time-shifted audio).
 
         Shape:
-            ``video (B, C, T, H, W)``, ``audio (B, 1, F, T)`` -> :class:`AVOutput`.
+            ``video (B, C, T, H, W)``, ``audio (B, 1, F, T)``, ``audio_shifted (B, 1, F, T)`` ->
+            :class:`AVOutput`.
         """
         if video.shape[0] != audio.shape[0]:
             raise ValueError(f"video and audio batch sizes differ: {video.shape[0]} vs {audio.shape[0]}")
         v: VideoOutput = self.video_encoder(video)
+        b = audio.shape[0]
+        if audio_shifted is not None:
+            if audio_shifted.shape != audio.shape:
+                raise ValueError(f"audio_shifted must have audio's shape {tuple(audio.shape)}, "
+                                 f"got {tuple(audio_shifted.shape)}")
+            audio = torch.cat([audio, audio_shifted])  # one pass: BatchNorm sees both windows
         a: AudioOutput = self.audio_encoder(audio)
+        audio_emb = self.audio_head(a.emb, normalize=normalize)
         return AVOutput(
             video_emb=self.video_head(v.emb, normalize=normalize),
-            audio_emb=self.audio_head(a.emb, normalize=normalize),
+            audio_emb=audio_emb[:b],
             video_feat=v.emb,
-            audio_feat=a.emb,
+            audio_feat=a.emb[:b],
             video_grid=v.grid,
-            audio_grid=a.grid,
+            audio_grid=a.grid[:b],
+            audio_shifted_emb=audio_emb[b:] if audio_shifted is not None else None,
         )
 
     @classmethod

@@ -25,13 +25,18 @@ __all__ = ["InfoNCELoss", "infonce_loss"]
 
 
 def infonce_loss(
-    video_emb: Tensor, audio_emb: Tensor, temperature: float = 0.07
+    video_emb: Tensor, audio_emb: Tensor, temperature: float = 0.07, audio_shifted_emb: Tensor | None = None
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Symmetric cross-modal InfoNCE with negatives from every process.
 
     Shape: ``video_emb, audio_emb (B, D)`` L2-normalised, same ``B`` on every rank -> scalar
     ``(L_v2a + L_a2v) / 2``. Logs: ``loss``, ``pos_sim`` (mean cosine of matching pairs),
     ``neg_sim`` (mean cosine of the other pairs), ``acc_v2a``, ``acc_a2v`` (top-1 retrieval).
+
+    ``audio_shifted_emb (B, D)``: each clip's audio from another moment of the same video
+    (AVTS-style hard negatives). Every video is then also scored against the global batch's
+    shifted windows (``W*B`` more negatives, its own among them); logs ``shift_acc``, the
+    fraction of videos closer to their own audio than to their own shifted audio.
     """
     check_temperature(temperature)
     check_pair(video_emb, audio_emb)
@@ -44,11 +49,22 @@ def infonce_loss(
     targets = rank_offset_targets(video_emb.shape[0], device=video_emb.device)
     sim_v2a = video_emb @ all_audio.T  # (B, W*B)
     sim_a2v = audio_emb @ all_video.T
+    shift_logs: dict[str, Tensor] = {}
+    if audio_shifted_emb is not None:
+        check_pair(video_emb, audio_shifted_emb)
+        check_normalized("audio_shifted_emb", audio_shifted_emb)
+        sim_shifted = video_emb @ gather_with_grad(audio_shifted_emb).T  # (B, W*B); own at `targets`
+        with torch.no_grad():
+            own = sim_shifted.detach().gather(1, targets[:, None])[:, 0]
+            true = sim_v2a.detach().gather(1, targets[:, None])[:, 0]
+            shift_logs["shift_acc"] = (true > own).float().mean()
+            shift_logs["shift_sim"] = own.float().mean()
+        sim_v2a = torch.cat([sim_v2a, sim_shifted], dim=1)  # targets still index the first W*B
     loss_v2a = F.cross_entropy(upcast(sim_v2a) / temperature, targets)
     loss_a2v = F.cross_entropy(upcast(sim_a2v) / temperature, targets)
     value = (loss_v2a + loss_a2v) / 2
     with torch.no_grad():
-        sim = sim_v2a.detach().float()
+        sim = sim_v2a.detach().float()[:, : all_audio.shape[0]]
         positive = F.one_hot(targets, sim.shape[1]).bool()
         logs = {
             "loss": value.detach(),
@@ -56,8 +72,9 @@ def infonce_loss(
             "loss_a2v": loss_a2v.detach(),
             "pos_sim": sim[positive].mean(),
             "neg_sim": sim[~positive].mean(),
-            "acc_v2a": (sim_v2a.detach().argmax(1) == targets).float().mean(),
+            "acc_v2a": (sim.argmax(1) == targets).float().mean(),
             "acc_a2v": (sim_a2v.detach().argmax(1) == targets).float().mean(),
+            **shift_logs,
         }
     return value, logs
 
@@ -70,8 +87,9 @@ class InfoNCELoss(nn.Module):
         check_temperature(temperature)
         self.temperature = temperature
 
-    def forward(self, video_emb: Tensor, audio_emb: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        return infonce_loss(video_emb, audio_emb, self.temperature)
+    def forward(self, video_emb: Tensor, audio_emb: Tensor,
+                audio_shifted_emb: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        return infonce_loss(video_emb, audio_emb, self.temperature, audio_shifted_emb)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"

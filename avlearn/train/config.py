@@ -222,6 +222,12 @@ class PretrainConfig:
                 f"objective.cma_start_epoch ({self.objective.cma_start_epoch}) must be < epochs "
                 f"({self.epochs}), or CMA never starts"
             )
+        if self.data.shifted_audio > 0 and self.objective.name != "infonce":
+            raise ConfigError(
+                f"data.shifted_audio={self.data.shifted_audio} (shifted same-video audio as negatives) "
+                f"is used by objective.name=infonce only, not {self.objective.name!r}; set "
+                "data.shifted_audio=0 or objective.name=infonce"
+            )
 
 
 def build_objective(cfg: ObjectiveConfig, name: str, num_items: int, dim: int, seed: int) -> nn.Module:

@@ -50,7 +50,7 @@ from avlearn.localization.export import (
 )
 from avlearn.localization.module import AVLocalizer
 from avlearn.localization.objective import localization_loss
-from avlearn.models.av import AVModel
+from avlearn.models.av import AVModel, AVOutput
 from avlearn.models.checkpoint import save_encoders
 from avlearn.models.registry import build_av_model
 from avlearn.models.sync_bn import convert_global_batchnorm
@@ -86,11 +86,12 @@ def _objective_name(cfg: PretrainConfig, epoch: int) -> str:
 
 
 def _objective_step(
-    objective: nn.Module, video_emb: Tensor, audio_emb: Tensor, index: Tensor
+    objective: nn.Module, out: AVOutput, index: Tensor
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss and logs of a batch; memory banks are updated later, once the loss is known finite."""
+    video_emb, audio_emb = out.video_emb, out.audio_emb
     if isinstance(objective, InfoNCELoss):
-        return objective(video_emb, audio_emb)  # type: ignore[no-any-return]
+        return objective(video_emb, audio_emb, out.audio_shifted_emb)  # type: ignore[no-any-return]
     return objective(video_emb, audio_emb, index, update_memory=False)  # type: ignore[no-any-return]
 
 
@@ -319,14 +320,17 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
             video = batch["video"].to(accelerator.device, non_blocking=True)
             audio = batch["audio"].to(accelerator.device, non_blocking=True)
             index = batch["index"].to(accelerator.device)
+            shifted = batch.get("audio_shifted")
+            if shifted is not None:
+                shifted = shifted.to(accelerator.device, non_blocking=True)
 
             # --- the step
             with accelerator.accumulate(net):
-                out = net(video, audio)
+                out = net(video, audio, audio_shifted=shifted)
                 loc_out = out if isinstance(out, LocalizedOutput) else None
                 if loc_out is not None:
                     out = loc_out.av
-                loss, logs = _objective_step(objective, out.video_emb, out.audio_emb, index)
+                loss, logs = _objective_step(objective, out, index)
                 if loc_out is not None:
                     loc_loss, loc_logs = localization_loss(
                         loc_out.grid_emb, loc_out.audio_emb, loc.temperature

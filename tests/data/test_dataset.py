@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from avlearn.data.dataset import AVClipDataset, FailureTracker, av_collate, sample_generator
-from avlearn.data.decode import ClipSpec, decode_clip
+from avlearn.data.decode import ClipSpec, decode_clip, read_audio
 from avlearn.data.manifest import VideoInfo, read_manifest
 from avlearn.media import write_av
 from data_prep.index import index_collection
@@ -261,3 +261,48 @@ def test_transform_errors_are_not_bad_files(collection: dict[str, object]) -> No
     ds = AVClipDataset(_rows(collection), SPEC, video_transform=broken)
     with pytest.raises(TypeError, match="bug in a transform"):
         ds[0]
+
+
+def test_shifted_start_keeps_the_gap_or_takes_the_farthest_window(collection: dict[str, object]) -> None:
+    ds = AVClipDataset(_rows(collection), SPEC, shifted_audio=1.0)  # windows of 0.5 s
+    gen = torch.Generator().manual_seed(0)
+    # 2 s video: starts in [0, 1.5]; 1 s away from 0.2 leaves only [1.2, 1.5]
+    starts = [ds.shifted_start(0.2, 2.0, gen) for _ in range(200)]
+    assert min(starts) >= 1.2 and max(starts) <= 1.5 and max(starts) - min(starts) > 0.2
+    # both sides allowed, drawn in proportion to their lengths ([0, 0.5] and [2.5, 3.5])
+    both = np.array([ds.shifted_start(1.5, 4.0, gen) for _ in range(400)])
+    assert np.all((both <= 0.5) | (both >= 2.5)) and np.all((both >= 0) & (both <= 3.5))
+    assert 0.2 < np.mean(both <= 0.5) < 0.5
+    # too short for the gap: the farthest window (end or start)
+    assert ds.shifted_start(0.7, 2.0, gen) == 1.5
+    assert ds.shifted_start(0.9, 2.0, gen) == 0.0
+
+
+def test_shifted_audio_is_the_same_video_elsewhere(tmp_path: Path) -> None:
+    # a rising tone: every window of the file sounds different
+    seconds, fps = 3.0, 25
+    video = np.full((round(seconds * fps), 32, 32, 3), 90, np.uint8)
+    t = np.arange(round(seconds * SR)) / SR
+    audio = (0.5 * (t / seconds) * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    write_av(tmp_path / "ramp.mp4", video, fps, audio, SR)
+    index_collection(tmp_path, tmp_path / "m.csv", workers=1, progress=False)
+    ds = AVClipDataset(tmp_path / "m.csv", SPEC, clips_per_video=6, shifted_audio=0.8, seed=1)
+    shifts = []
+    for i in range(len(ds)):
+        s = ds[i]
+        assert s["audio_shifted"].shape == s["audio"].shape
+        own = s["start"] + SPEC.video_seconds / 2 - SPEC.audio_seconds / 2  # centred window
+        path = ds.videos[s["index"]].path
+        torch.testing.assert_close(s["audio_shifted"], read_audio(path, own + s["shift"], 0.5, SR))
+        assert abs(s["shift"]) >= 0.8 - 1e-9
+        # louder later: the level follows the shift
+        ratio = float(s["audio_shifted"].pow(2).mean() / s["audio"].pow(2).mean())
+        assert (ratio > 1) == (s["shift"] > 0)
+        shifts.append(s["shift"])
+    assert min(shifts) < 0 < max(shifts)  # both directions
+    again = AVClipDataset(tmp_path / "m.csv", SPEC, clips_per_video=6, shifted_audio=0.8, seed=1)
+    torch.testing.assert_close(again[3]["audio_shifted"], ds[3]["audio_shifted"])  # deterministic
+    plain = AVClipDataset(tmp_path / "m.csv", SPEC, clips_per_video=6, seed=1)
+    assert "audio_shifted" not in plain[0]
+    with pytest.raises(ValueError, match="shifted_audio"):
+        AVClipDataset(tmp_path / "m.csv", SPEC, shifted_audio=-1.0)

@@ -382,3 +382,18 @@ def test_loader_refuses_pickled_objects(tmp_path: Path, tiny_model: AVModel) -> 
     # the payload is live: an unsafe load would have run it
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+def test_shifted_audio_is_encoded_in_the_same_pass(tiny_model: AVModel) -> None:
+    video, audio = batch(b=3)
+    shifted = torch.randn_like(audio)
+    with torch.no_grad():
+        out = tiny_model(video, audio, audio_shifted=shifted)
+        alone = tiny_model(video, audio)
+    assert out.audio_shifted_emb is not None and alone.audio_shifted_emb is None
+    # eval mode: BatchNorm uses running stats, so the joint pass equals separate encodings
+    torch.testing.assert_close(out.audio_emb, alone.audio_emb, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.audio_shifted_emb, tiny_model.encode_audio(shifted), rtol=1e-4, atol=1e-5)
+    assert out.audio_grid.shape[0] == 3 and out.audio_feat.shape[0] == 3
+    with pytest.raises(ValueError, match="audio_shifted"):
+        tiny_model(video, audio, audio_shifted=shifted[:2])

@@ -57,3 +57,21 @@ def test_bad_arguments_raise_naming_them() -> None:
         infonce_loss(video * 3, audio)
     with pytest.raises(ValueError, match="at least 2"):
         infonce_loss(video[:1], audio[:1])
+
+
+def test_shifted_audio_adds_the_batch_shifted_windows_to_the_video_negatives() -> None:
+    b, d, temperature = 6, 5, 0.2
+    video, audio, shifted = _unit(b, d, seed=1), _unit(b, d, seed=2), _unit(b, d, seed=3)
+    value, logs = infonce_loss(video, audio, temperature, audio_shifted_emb=shifted)
+    target = torch.arange(b)
+    v2a = F.cross_entropy(torch.cat([video @ audio.T, video @ shifted.T], 1) / temperature, target)
+    a2v = F.cross_entropy(audio @ video.T / temperature, target)  # the audio direction is unchanged
+    assert value.item() == pytest.approx(((v2a + a2v) / 2).item(), rel=1e-9)
+    own, shift = (video * audio).sum(1), (video * shifted).sum(1)
+    assert logs["shift_acc"].item() == pytest.approx((own > shift).double().mean().item())
+    assert logs["shift_sim"].item() == pytest.approx(shift.mean().item(), rel=1e-6)
+    plain, plain_logs = infonce_loss(video, audio, temperature)
+    assert value.item() > plain.item() and "shift_acc" not in plain_logs  # more negatives, higher loss
+    assert logs["acc_v2a"] == plain_logs["acc_v2a"]  # retrieval accuracy over the true audio only
+    with pytest.raises(ValueError, match="audio_shifted_emb"):
+        infonce_loss(video, audio, temperature, audio_shifted_emb=shifted * 2)

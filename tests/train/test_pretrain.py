@@ -170,6 +170,19 @@ def test_bf16_with_gradient_accumulation(synth_train: Path, tmp_path: Path) -> N
     assert all(v.dtype == torch.float32 for v in model.state_dict().values() if v.is_floating_point())
 
 
+def test_shifted_audio_negatives_train_and_log(synth_train: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "shifted"
+    assert _run(synth_train, run, epochs=1, max_steps=2,
+                **{"objective.name": "infonce", "data.shifted_audio": 0.5}) == 0
+    logged = [r for r in read_metrics(run) if "train/loss" in r]
+    assert [r["step"] for r in logged] == [1, 2]
+    assert all(0.0 <= r["train/shift_acc"] <= 1.0 and -1.0 <= r["train/shift_sim"] <= 1.0 for r in logged)
+    # memory-bank objectives have no use for them: the config says so at load
+    assert _run(synth_train, tmp_path / "bad", max_steps=1, **{"data.shifted_audio": 0.5}) == 2
+    assert "data.shifted_audio" in capsys.readouterr().err
+
+
 def test_nan_guard_names_the_step(
     synth_train: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
