@@ -11,27 +11,19 @@ figures (the demo stores it in ``OUT/summary.json``):
   the action classifier from the AV init vs from scratch (``configs/demo/{probe,finetune}.yaml``).
 * :func:`localize_stage`: cIoU50 / AUC / pointing of the middle frame of every test video for the
   trained model (learned localizer and post hoc), a random-init model, a centre box and the
-  oracle, whether the peak follows a swapped sound, and overlay videos (MP4 with sound + PNG strip).
+  oracle, whether the peak follows the sound (:mod:`avlearn.localization.sound_checks`: swapped
+  sound, two videos side by side), and overlay videos (MP4 with sound + PNG strip).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor
 from tqdm import tqdm
-
-if TYPE_CHECKING:
-    from avlearn.localization.cli import ModelInput
-    from avlearn.localization.export import Learned
-    from avlearn.models.av import AVModel
 
 __all__ = ["downstream_stage", "localize_stage", "pretrain_stage", "split_manifests"]
 
@@ -235,111 +227,6 @@ def _brief(r: dict[str, Any]) -> dict[str, Any]:
 # -------------------------------------------------------------------------------- localization
 
 
-def _box_mask(box: list[int], height: int, width: int) -> np.ndarray:
-    gt = np.zeros((height, width))
-    x0, y0, x1, y1 = (int(v) for v in box)
-    gt[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 1
-    return gt
-
-
-def _swap_donor(
-    entry: dict[str, Any], videos: list[dict[str, Any]]
-) -> tuple[dict[str, Any], list[int]] | None:
-    """A video whose sounding class is that of a distractor visible on ``entry``'s middle frame."""
-    mid = int(entry["num_frames"]) // 2
-    for d in entry.get("distractors", []):
-        box = d["bbox"][mid]
-        donor = next((v for v in videos if v["class"] == d["class"] and v["file"] != entry["file"]), None)
-        if box is not None and donor is not None:
-            return donor, box
-    return None
-
-
-@dataclasses.dataclass
-class _Window:
-    """A test video's window centred on its middle frame, decoded once for every model."""
-
-    gt: np.ndarray  # (H, W) box of the sounding object on the middle frame
-    video: Tensor  # (C, T, H', W') normalised as in training
-    audio: Tensor  # (S,) own sound
-    frame: int  # index of the middle frame in the window
-    swap_audio: Tensor | None  # (S,) sound of a video whose sounding class is a visible distractor's
-    swap_box: list[int] | None  # that distractor's box
-
-
-def _middle_windows(
-    root: Path, tests: list[dict[str, Any]], videos: list[dict[str, Any]], inp: ModelInput
-) -> list[_Window]:
-    """Decode the window of every test video as ``avlearn evaluate localization`` does."""
-    from avlearn.data.decode import ClipSpec, DecodeError, decode_clip
-    from avlearn.localization.cli import normalize_video
-    from avlearn.localization.metrics import gt_from_synth
-
-    spec = ClipSpec(
-        num_frames=inp.num_frames,
-        fps=inp.fps,
-        size=inp.size,
-        audio_seconds=inp.audio_seconds,
-        sample_rate=inp.sample_rate,
-        audio_align=inp.audio_align,
-    )
-    items = []
-    for entry in tqdm(tests, desc="decode test windows", unit="video", dynamic_ncols=True):
-        mid = int(entry["num_frames"]) // 2
-        gt = gt_from_synth(entry, mid)
-        if gt is None:
-            continue
-        t_mid = mid / float(entry["fps"])
-        start = max(0.0, t_mid - inp.num_frames / inp.fps / 2)
-        frame = min(max(round((t_mid - start) * inp.fps), 0), inp.num_frames - 1)
-        swap = _swap_donor(entry, videos)
-        try:
-            clip = decode_clip(root / entry["file"], start, spec)
-            swap_audio = None if swap is None else decode_clip(root / swap[0]["file"], start, spec).audio
-        except DecodeError as err:
-            print(f"skipping: {err}", file=sys.stderr)
-            continue
-        items.append(
-            _Window(
-                gt,
-                normalize_video(clip.video, inp),
-                clip.audio,
-                frame,
-                swap_audio,
-                None if swap is None else swap[1],
-            )
-        )
-    return items
-
-
-@torch.no_grad()
-def _heatmaps(
-    model: AVModel,
-    inp: ModelInput,
-    learned: Learned | None,
-    items: list[_Window],
-    audios: list[Tensor],
-    batch_size: int = 16,
-) -> list[np.ndarray]:
-    """Grid-resolution maps ``(H', W')`` of the middle frames, ``audios[k]`` played with ``items[k]``."""
-    from avlearn.data.audio import build_spectrogram
-    from avlearn.localization.export import localization_maps
-    from avlearn.localization.module import upsample_map
-
-    spectrogram = build_spectrogram(inp.spec)
-    maps_out: list[np.ndarray] = []
-    for k in range(0, len(items), batch_size):
-        chunk = items[k : k + batch_size]
-        out = model(
-            torch.stack([it.video for it in chunk]), spectrogram(torch.stack(audios[k : k + batch_size]))
-        )
-        maps = upsample_map(
-            localization_maps(model, out, learned), (inp.num_frames, *out.video_grid.shape[-2:])
-        )
-        maps_out += [maps[i, it.frame].numpy() for i, it in enumerate(chunk)]
-    return maps_out
-
-
 def _enlarge(png: Path, min_height: int = 192) -> None:
     """Scale a small strip up (nearest neighbour: the model's grid stays visible) so it reads in a report."""
     from PIL import Image
@@ -360,12 +247,8 @@ def localize_stage(out: Path, synth_dir: Path, overlays: int) -> dict[str, Any]:
     from avlearn.config import load_config
     from avlearn.localization.cli import load_for_localization
     from avlearn.localization.cli import main as localize_main
-    from avlearn.localization.metrics import (
-        center_box_map,
-        evaluate_maps,
-        oracle_map,
-        pointing_hit,
-    )
+    from avlearn.localization.metrics import center_box_map, evaluate_maps, oracle_map
+    from avlearn.localization.sound_checks import middle_windows, score_model, swap_donor
     from avlearn.models.registry import build_av_model
     from avlearn.train.config import PretrainConfig
 
@@ -383,33 +266,19 @@ def localize_stage(out: Path, synth_dir: Path, overlays: int) -> dict[str, Any]:
         "trained, post hoc": (model, None),
         "random init, post hoc": (random_model, None),
     }
-    items = _middle_windows(synth_dir, tests, videos, inp)
+    items = middle_windows(synth_dir, tests, videos, inp)
     gts = [it.gt for it in items]
-    with_swap = [it for it in items if it.swap_audio is not None]
-    heats: dict[str, list[np.ndarray]] = {}
-    swaps: dict[str, list[bool]] = {}
-    for name, (m, loc) in tqdm(methods.items(), desc="localize", unit="model", dynamic_ncols=True):
-        heats[name] = _heatmaps(m, inp, loc, items, [it.audio for it in items])
-        moved = _heatmaps(
-            m, inp, loc, with_swap, [it.swap_audio for it in with_swap if it.swap_audio is not None]
-        )
-        swaps[name] = [
-            pointing_hit(h, _box_mask(it.swap_box, *it.gt.shape))
-            for h, it in zip(moved, with_swap, strict=True)
-            if it.swap_box is not None
-        ]
     if not gts:
         raise RuntimeError(f"no test video of {synth_dir} has a visible sounding object on its middle frame")
     scores: dict[str, dict[str, Any]] = {}
-    for name in methods:
-        scores[name] = evaluate_maps(heats[name], gts).to_dict()
-        scores[name]["swap_pointing"] = float(np.mean(swaps[name])) if swaps[name] else None
+    for name, (m, loc) in tqdm(methods.items(), desc="localize", unit="model", dynamic_ncols=True):
+        scores[name] = score_model(m, inp, loc, items)
     scores["centre box"] = evaluate_maps([center_box_map(*g.shape) for g in gts], gts).to_dict()
     scores["oracle (gt box)"] = evaluate_maps([oracle_map(g) for g in gts], gts).to_dict()
 
     made: list[dict[str, str]] = []
     # the video of the swapped-sound example first (with its own sound too), then other test videos
-    swap_pick = next(((v, d[0]) for v in tests if (d := _swap_donor(v, videos)) is not None), None)
+    swap_pick = next(((v, d[0]) for v in tests if (d := swap_donor(v, videos)) is not None), None)
     own = ([swap_pick[0]] if swap_pick else []) + [
         v for v in tests if swap_pick is None or v is not swap_pick[0]
     ]
@@ -439,7 +308,8 @@ def localize_stage(out: Path, synth_dir: Path, overlays: int) -> dict[str, Any]:
         )
     return {
         "test_frames": len(gts),
-        "swap_frames": len(with_swap),
+        "swap_frames": scores["trained, learned localizer"]["n_swap"],
+        "pairs": scores["trained, learned localizer"]["n_pairs"],
         "grid": f"{-(-inp.size // 16)}x{-(-inp.size // 16)}",
         "input": f"{inp.num_frames} frames at {inp.fps:g} fps, {inp.size} px, {inp.audio_seconds:g} s audio",
         "methods": scores,

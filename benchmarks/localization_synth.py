@@ -16,12 +16,11 @@
    references: the gt box averaged to the model's grid (the best a grid-resolution map can do)
    and a *wrong-object oracle* (the box of a silent distractor: what finding "an object" scores).
 
-Beyond the published metrics, two checks that the map follows the *sound*:
-
-* ``on_distractor``: fraction of the test frames with a distractor whose map peak falls on a
-  distractor's box (and not the sounding object's).
-* ``swap_pointing``: the same frames with the sound of another video whose sounding class is the
-  distractor's class; the fraction of peaks that move onto that distractor.
+Beyond the published metrics, three checks that the map follows the *sound*
+(:mod:`avlearn.localization.sound_checks`): the peak on a silent distractor (``on_distractor``),
+the peak moving onto a distractor when that distractor's class sound is played
+(``swap_pointing``, a counterfactual), and two test videos side by side, each sound played in
+turn (``pair_pointing``: a map that ignores the sound is right for at most half of the trials).
 
 Ceiling: the protocol predicts the upper half of a smooth map, so a box covering a fraction
 ``a < 1/2`` of the frame scores at most ``cIoU = 2a``; below ``a = 1/4`` cIoU50 is out of reach
@@ -36,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import os
 import platform
@@ -48,22 +46,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from avlearn.config import load_config
-from avlearn.data.audio import build_spectrogram
-from avlearn.data.decode import ClipSpec, DecodeError, decode_clip
-from avlearn.localization.cli import ModelInput, load_for_localization, normalize_video
-from avlearn.localization.export import Learned, localization_maps
-from avlearn.localization.metrics import (
-    center_box_map,
-    evaluate_maps,
-    gt_from_synth,
-    oracle_map,
-    pointing_hit,
-)
-from avlearn.localization.module import upsample_map
-from avlearn.models.av import AVModel
+from avlearn.localization.cli import load_for_localization
+from avlearn.localization.metrics import center_box_map, evaluate_maps, gt_from_synth, oracle_map
+from avlearn.localization.sound_checks import box_mask, middle_windows, score_model
 from avlearn.models.registry import build_av_model
 from avlearn.train.config import PretrainConfig
 from avlearn.train.loop import pretrain
@@ -144,113 +131,6 @@ def _mid_boxes(entry: dict[str, Any]) -> tuple[int, list[list[int]]]:
     return mid, dis
 
 
-def _box_mask(box: list[int], height: int, width: int) -> np.ndarray:
-    gt = np.zeros((height, width))
-    x0, y0, x1, y1 = (int(v) for v in box)
-    gt[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 1
-    return gt
-
-
-def _on_distractor(heat: np.ndarray, gt: np.ndarray, dis: list[list[int]]) -> bool:
-    on_dis = any(pointing_hit(heat, _box_mask(b, *gt.shape)) for b in dis)
-    return on_dis and not pointing_hit(heat, gt)
-
-
-@dataclasses.dataclass
-class Item:
-    """A test video's middle-frame window, decoded once for every model."""
-
-    gt: np.ndarray  # (H, W) sounding object
-    distractors: list[list[int]]  # boxes visible on that frame
-    video: Tensor  # (C, T, H, W) normalised
-    audio: Tensor  # (S,) own sound
-    frame: int  # index of the middle frame in the window
-    swap_audio: Tensor | None  # (S,) sound of a video whose sounding class is distractor 0's
-    swap_box: list[int] | None
-
-
-def load_items(
-    inp: ModelInput, root: Path, tests: list[dict[str, Any]], by_class: dict[str, list[dict[str, Any]]]
-) -> list[Item]:
-    """Decode the window centred on each test video's middle frame (as ``evaluate localization``)."""
-    spec = ClipSpec(
-        num_frames=inp.num_frames,
-        fps=inp.fps,
-        size=inp.size,
-        audio_seconds=inp.audio_seconds,
-        sample_rate=inp.sample_rate,
-        audio_align=inp.audio_align,
-    )
-    items = []
-    for entry in tests:
-        mid, dis = _mid_boxes(entry)
-        gt = gt_from_synth(entry, mid)
-        if gt is None:
-            continue
-        t_mid = mid / float(entry["fps"])
-        start = max(0.0, t_mid - inp.num_frames / inp.fps / 2)
-        frame = min(max(round((t_mid - start) * inp.fps), 0), inp.num_frames - 1)
-        try:
-            clip = decode_clip(root / entry["file"], start, spec)
-            swap_audio, swap_box = None, None
-            if dis:
-                d0 = next(d for d in entry["distractors"] if d["bbox"][mid] is not None)
-                donor = next(v for v in by_class[d0["class"]] if v["file"] != entry["file"])
-                swap_audio, swap_box = decode_clip(root / donor["file"], start, spec).audio, d0["bbox"][mid]
-        except DecodeError as err:
-            print(f"skipping: {err}", file=sys.stderr)
-            continue
-        video = normalize_video(clip.video, inp)
-        items.append(Item(gt, dis, video, clip.audio, frame, swap_audio, swap_box))
-    return items
-
-
-@torch.no_grad()
-def heatmaps(
-    model: AVModel,
-    inp: ModelInput,
-    learned: Learned | None,
-    items: list[Item],
-    audios: list[Tensor],
-    batch_size: int = 16,
-) -> list[np.ndarray]:
-    """Grid-resolution maps ``(H', W')`` of the middle frames, ``audios[k]`` played with ``items[k]``."""
-    spectrogram = build_spectrogram(inp.spec)
-    out_maps: list[np.ndarray] = []
-    for k in range(0, len(items), batch_size):
-        chunk = items[k : k + batch_size]
-        video = torch.stack([it.video for it in chunk])
-        out = model(video, spectrogram(torch.stack(audios[k : k + batch_size])))
-        maps = upsample_map(
-            localization_maps(model, out, learned), (inp.num_frames, *out.video_grid.shape[-2:])
-        )
-        out_maps += [maps[i, it.frame].numpy() for i, it in enumerate(chunk)]
-    return out_maps
-
-
-def score_model(
-    model: AVModel, inp: ModelInput, learned: Learned | None, items: list[Item]
-) -> dict[str, Any]:
-    """Published metrics plus the distractor and sound-swap checks of one model."""
-    model.eval()
-    heats = heatmaps(model, inp, learned, items, [it.audio for it in items])
-    with_dis = [it for it in items if it.swap_audio is not None]
-    swapped = heatmaps(model, inp, learned, with_dis, [it.swap_audio for it in with_dis])  # type: ignore[misc]
-    on_dis = sum(
-        _on_distractor(h, it.gt, it.distractors) for h, it in zip(heats, items, strict=True) if it.distractors
-    )
-    swap = sum(
-        pointing_hit(h, _box_mask(it.swap_box, *it.gt.shape))  # type: ignore[arg-type]
-        for h, it in zip(swapped, with_dis, strict=True)
-    )
-    n_dis = len(with_dis)
-    result: dict[str, Any] = evaluate_maps(heats, [it.gt for it in items]).to_dict()
-    result.update(
-        on_distractor=on_dis / max(n_dis, 1), swap_pointing=swap / max(n_dis, 1), n_with_distractor=n_dis
-    )
-    return result
-
-
 def score_maps(maps: list[np.ndarray], gts: list[np.ndarray]) -> dict[str, Any]:
     out: dict[str, Any] = evaluate_maps(maps, gts).to_dict()
     return out
@@ -269,7 +149,7 @@ def references(tests: list[dict[str, Any]], grid: tuple[int, int]) -> dict[str, 
         pooled = F.adaptive_avg_pool2d(torch.from_numpy(gt)[None, None], grid)[0, 0].numpy()
         grid_maps.append(pooled)
         if dis:
-            wrong.append(_box_mask(dis[0], *gt.shape))
+            wrong.append(box_mask(dis[0], *gt.shape))
             wrong_gts.append(gt)
     out = {
         "center_box": score_maps([center_box_map(*g.shape) for g in gts], gts),
@@ -322,7 +202,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {r['machine']['platform']}, {r['machine']['cpu_count']} CPU cores (shared, load "
         f"{r['machine']['load_average_at_start']}), torch {r['machine']['torch']}  ",
         f"Run time: {r['seconds']['total']:.0f} s (data {r['seconds']['data']:.0f} s, training "
-        f"{r['seconds']['train_infonce']:.0f} + {r['seconds']['train_loc']:.0f} s, evaluation "
+        f"{r['seconds']['train_plain']:.0f} + {r['seconds']['train_loc']:.0f} s, evaluation "
         f"{r['seconds']['eval']:.0f} s)  ",
         f"Data: {r['data']['num_videos']} videos, {r['data']['size']} px, 3 s, object scale "
         f"{r['data']['object_scale']}, 0-{r['data']['max_distractors']} silent distractors; "
@@ -332,15 +212,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"({r['train']['grid']} grid).",
         "",
         "| method | cIoU50 | AUC | pointing | mean cIoU | peak on a distractor "
-        "| peak follows a swapped sound |",
-        "|---|---|---|---|---|---|---|",
+        "| peak follows a swapped sound | side-by-side pair: peak on the sound's object |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     objective = OBJECTIVES[r["train"].get("objective", "infonce")]
     for key, label in ROWS:
         m = r["results"].get(key) or {}
         if not m:
             continue
-        extra = f"{m['on_distractor']:.3f} | {m['swap_pointing']:.3f}" if "swap_pointing" in m else "- | -"
+        extra = " | ".join("-" if m.get(k) is None else f"{m[k]:.3f}"
+                           for k in ("on_distractor", "swap_pointing", "pair_pointing"))
         lines.append(
             f"| {label.format(objective=objective)} | {m['ciou50']:.3f} | {m['auc']:.3f} | "
             f"{m['pointing']:.3f} | {m['mean_ciou']:.3f} | {extra} |"
@@ -351,7 +232,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Test boxes: mean area {b['mean_area']:.3f} of the frame, {b['frac_area_ge_quarter']:.0%} "
         f"cover at least a quarter (cIoU50 is reachable by a smooth map only there); the wrong-object "
         f"oracle is scored on the {r['results']['loc_learned']['n_with_distractor']} test frames with a "
-        "distractor, as are the last two columns.",
+        "distractor, as are the distractor and swap columns; the pair column over "
+        f"{r['results']['loc_learned'].get('n_pairs', 0)} pairs x 2 sounds.",
         "",
     ]
     lines += ["Reading (computed from the table above):", "", *[f"- {n}" for n in verdict(r["results"])], ""]
@@ -363,19 +245,24 @@ def markdown(report: dict[str, Any]) -> str:
 def verdict(results: dict[str, Any]) -> list[str]:
     """Plain-language reading of the scores: does the trained model find the *sounding* object?"""
     loc, centre, rand = results["loc_learned"], results["center_box"], results["random_init_posthoc"]
+    pair = loc.get("pair_pointing") or 0.0
     finds = (loc["pointing"] >= max(centre["pointing"], rand["pointing"]) + 0.2
-             and loc["on_distractor"] <= 0.1 and loc["swap_pointing"] >= 0.5)
+             and loc["on_distractor"] <= 0.1 and pair >= 0.75)
+    rule = ("pointing >= 20 points above both baselines, <= 10 % on distractors, and >= 75 % on the "
+            "side-by-side pairs, where a map that ignores the sound scores <= 50 %")
     return [
         f"pointing: the learned localizer's peak is on the sounding object in {loc['pointing']:.0%} of "
         f"test frames, vs {centre['pointing']:.0%} for the centre box and {rand['pointing']:.0%} for a "
         "random-init model.",
         f"distractors: its peak lands on a silent distractor in {loc['on_distractor']:.0%} of the frames "
         f"that have one; when a distractor's class sound is played instead, the peak moves onto that "
-        f"distractor in {loc['swap_pointing']:.0%} of them.",
-        ("verdict: it finds the sounding object, not just any object or the centre (pointing >= 20 "
-         "points above both baselines, <= 10 % on distractors, follows a swapped sound >= 50 %)." if finds
-         else "verdict: NOT yet shown that it finds the sounding object (needs pointing >= 20 points "
-         "above both baselines, <= 10 % on distractors and >= 50 % following a swapped sound)."),
+        f"distractor in {loc['swap_pointing']:.0%} of them (a counterfactual: in training a silent "
+        "object never makes its sound).",
+        f"the sound decides: with two test videos side by side, the peak lands on the object whose sound "
+        f"is played in {pair:.0%} of the trials (random-init model {rand.get('pair_pointing') or 0:.0%}); "
+        f"in {loc.get('pair_blind') or 0:.0%} of the pairs both sounds peak on the same side.",
+        (f"verdict: it finds the sounding object, not just any object or the centre ({rule})." if finds
+         else f"verdict: NOT yet shown that it finds the sounding object (needs {rule})."),
         f"cIoU50 favours the centre box here ({centre['ciou50']:.2f}): the objects are large so that a "
         "smooth map can reach cIoU 0.5 at all, and they often overlap the centre; pointing does not "
         "depend on box size.",
@@ -413,12 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     videos = json.loads((root / "annotations.json").read_text())["videos"]
     tests = [v for v in videos if v["split"] == "test"]
-    by_class: dict[str, list[dict[str, Any]]] = {}
-    for v in videos:
-        by_class.setdefault(v["class"], []).append(v)
     results: dict[str, Any] = {}
     model, inp, _ = load_for_localization(exp_plain, "posthoc")
-    items = load_items(inp, root, tests, by_class)
+    items = middle_windows(root, tests, videos, inp, progress=False)
     results["pretrained_posthoc"] = score_model(model, inp, None, items)
     loc_model, loc_inp, learned = load_for_localization(exp_loc, "auto")
     assert learned is not None, f"{exp_loc} has no exported localizer"
@@ -438,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = {
         "total": t_data + t_plain + t_loc + t_eval,
         "data": t_data,
-        "train_infonce": t_plain,
+        "train_plain": t_plain,
         "train_loc": t_loc,
         "eval": t_eval,
     }
