@@ -31,9 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avlearn.config import ConfigError, load_config
+from avlearn.config import ConfigError
 from avlearn.data.config import DataConfig
 from avlearn.models.registry import ModelConfig
+from avlearn.train.command import add_run_arguments, run_command
 from avlearn.train.downstream import DatasetConfig, InitError
 from avlearn.train.optim import OptimConfig
 
@@ -358,43 +359,24 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, A
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avlearn finetune", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="a YAML file under configs/finetune/")
     p.add_argument("--init", required=True,
                    help="pretraining run dir, encoders export, checkpoints/step_N.pt, or 'scratch'")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true", help="continue from run_dir's newest checkpoint")
-    group.add_argument("--fresh", action="store_true", help="ignore existing checkpoints in run_dir")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    add_run_arguments(p, "configs/finetune/")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 done, 1 stopped on NaN/inf, 2 bad config or --init)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(FinetuneConfig, args.config, args.overrides)
-    except ConfigError as err:
-        print(f"avlearn finetune: {err}", file=sys.stderr)
-        return 2
-    from avlearn.train.checkpoint import CheckpointManager
-    from avlearn.train.loop import NonFiniteLossError
 
-    if args.resume and CheckpointManager(Path(cfg.run_dir) / "checkpoints").latest() is None:
-        print(f"avlearn finetune: --resume but no checkpoint in {cfg.run_dir}/checkpoints", file=sys.stderr)
-        return 2
-    try:
-        results = finetune(cfg, args.init, resume=not args.fresh)
-    except (InitError, ConfigError, FileNotFoundError) as err:
-        print(f"avlearn finetune: {err}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as err:
-        print(f"avlearn finetune: {err}", file=sys.stderr)
-        return 1
-    if results:
-        print(f"avlearn finetune: video top-1 {100 * results['video_top1']:.2f} %, clip top-1 "
-              f"{100 * results['clip_top1']:.2f} %; results in {cfg.run_dir}/results.md")
-    return 0
+    def run(cfg: FinetuneConfig, resume: bool) -> str:
+        results = finetune(cfg, args.init, resume=resume)
+        if not results:
+            return ""
+        return (f"video top-1 {100 * results['video_top1']:.2f} %, clip top-1 "
+                f"{100 * results['clip_top1']:.2f} %; results in {cfg.run_dir}/results.md")
+
+    return run_command("avlearn finetune", FinetuneConfig, args, run, (InitError, FileNotFoundError))
 
 
 if __name__ == "__main__":
