@@ -124,7 +124,10 @@ def _localization(d: dict[str, Any]) -> list[Row]:
     pointing = ", ".join(f"{label} {_num(r[k]['pointing'], 2)}" for k, label in names.items() if k in r)
     rows = [(f"sound localization on synthetic data with distractors, {objective}, {steps} steps: "
              f"pointing {pointing}; "
-             f"peak follows a swapped sound {_pct(r['loc_learned']['swap_pointing'])}", "", "")]
+             f"peak follows a swapped sound {_pct(r['loc_learned']['swap_pointing'])}"
+             + (f"; two videos side by side, peak on the object whose sound plays "
+                f"{_pct(r['loc_learned']['pair_pointing'])} (a sound-blind map <= 50 %)"
+                if r["loc_learned"].get("pair_pointing") is not None else ""), "", "")]
     longer = d.get("longer_run")
     if isinstance(longer, dict) and "loc_learned" in longer:
         ll = longer["loc_learned"]

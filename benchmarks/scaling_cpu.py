@@ -51,6 +51,7 @@ class Run:
     procs: int
     batch: int
     threads: int
+    sync_batchnorm: bool = True
 
 
 def collection(num_videos: int) -> Path:
@@ -98,6 +99,7 @@ def launch(run: Run, manifest: Path, steps: int) -> tuple[list[str], float, floa
         "train.ckpt_every_steps": 0,
         "train.progress": False,
         "train.tensorboard": False,
+        "train.sync_batchnorm": run.sync_batchnorm,
     }
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
            str(run.procs), "-m", "avlearn", "pretrain", "--config", str(CONFIG.relative_to(ROOT)),
@@ -192,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = [Run("p1_t2", 1, args.batch, 2), Run("p2_t1", 2, args.batch // 2, 1)]
     if not args.no_reference:
         runs.append(Run("p1_t1", 1, args.batch, 1))
+        # what the global BatchNorm's all-reduces (one per layer, forward and backward) cost
+        runs.append(Run("p2_t1_local_bn", 2, args.batch // 2, 1, sync_batchnorm=False))
     results: dict[str, dict[str, Any]] = {}
     for run in runs:
         load_before = os.getloadavg()[0]
@@ -234,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
                "each other at every op on busy cores (not "
                "measured further)." if one["clips_per_s"] < ref["clips_per_s"] else "")
         )
+    local = results.get("p2_t1_local_bn")
+    if local is not None:
+        analysis.append(
+            f"Global BatchNorm costs one all-reduce per BatchNorm layer in the forward and one in the "
+            f"backward pass, each a point where both processes wait for each other: with per-process "
+            f"statistics (train.sync_batchnorm=false) 2 processes make {local['clips_per_s']} clips/s "
+            f"({local['step_s']} s per step) vs {two['clips_per_s']} ({two['step_s']} s) with them; "
+            "per-process statistics make results depend on the process count (see step 1 above).")
     analysis.append(f"Data loading runs inside the training processes (num_workers 0): waiting for it takes "
                     f"{one['data_wait_fraction']:.0%} of a step with 1 process and "
                     f"{two['data_wait_fraction']:.0%} with 2; with 2 processes each decodes half the batch.")
