@@ -59,6 +59,8 @@ def test_bad_values_rejected_at_load() -> None:
         load_config(PretrainConfig, SYNTH_CPU, ["objective.name=cma", "objective.cma_start_epoch=99"])
     with pytest.raises(ConfigError, match="mixed_precision"):
         load_config(PretrainConfig, SYNTH_CPU, ["train.mixed_precision=fp8"])
+    with pytest.raises(ConfigError, match="shifted_audio"):
+        load_config(PretrainConfig, SYNTH_CPU, ["data.shifted_audio=-0.5"])
 
 
 def test_cli_bad_key_exit_code(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
