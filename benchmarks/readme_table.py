@@ -104,7 +104,8 @@ def _downstream(d: dict[str, Any]) -> list[Row]:
         f"{_pct(lp['av_object']['video_top1'])} vs {_pct(lp['random_object']['video_top1'])}, action "
         f"{_pct(lp['av_action']['video_top1'])} vs {_pct(lp['random_action']['video_top1'])}; "
         f"fine-tune action 10 % labels {_pct(ft['av_10pct']['video_top1'])} vs "
-        f"{_pct(ft['scratch_10pct']['video_top1'])}; v2a R@5 {_pct(ret['av']['v2a_r5'])} vs "
+        f"{_pct(ft['scratch_10pct']['video_top1'])}, 100 % {_pct(ft['av_100pct']['video_top1'])} vs "
+        f"{_pct(ft['scratch_100pct']['video_top1'])}; v2a R@5 {_pct(ret['av']['v2a_r5'])} vs "
         f"{_pct(ret['random']['v2a_r5'])}", "", "")]
 
 
