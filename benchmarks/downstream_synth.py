@@ -215,10 +215,10 @@ with the same collection, test split and probe):
   95.8 %; the video preferred its own audio to the shifted one in ~60 % of training clips,
   train/shift_acc); the same run without them 52.1 % (object 93.8 %) in 541 s instead of 901 s.
   So the shifted negatives did not add to the probe at this budget (a 30-epoch run with them:
-  39.6 %); the benchmark keeps them, as the run its figures come from. Two runs of the same
-  config gave identical figures: training is deterministic here.
-- One test video is 2.1 points: differences under ~10 points are within the spread of two runs
-  of the same configuration (35.4 vs 29.2 % above).
+  39.6 %); the benchmark keeps them, as the run its figures come from. Two runs of one config
+  with this code gave identical figures: training is deterministic here.
+- One test video is 2.1 points: the same 30-epoch config gave 29.2 % with the code of the
+  previous stop and 35.4 % with this one, so differences under ~10 points are noise.
 """
 
 
