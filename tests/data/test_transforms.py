@@ -30,6 +30,7 @@ from avlearn.data.transforms import (
     build_audio_transform,
     build_video_transform,
     make_generator,
+    rotate_hue,
     temporal_jitter_start,
 )
 
@@ -394,3 +395,46 @@ def test_train_transform_equals_plain_torchvision_chain() -> None:
         std = torch.tensor(cfg.std).view(3, 1, 1, 1)
         plain = (rearrange(frames, "t c h w -> c t h w") - mean) / std
         torch.testing.assert_close(fast_chain(x, make_generator(seed)), plain, atol=2e-5, rtol=0)
+
+
+def test_rotate_hue_keeps_grey_and_luma_and_turns_like_the_hsv_shift() -> None:
+    x = _hue_test_frames()
+    torch.testing.assert_close(rotate_hue(x, 0.0), x, atol=1e-6, rtol=0)
+    grey = torch.full((2, 3, 4, 4), 0.4)
+    torch.testing.assert_close(rotate_hue(grey, 0.3), grey, atol=1e-6, rtol=0)  # no chroma, nothing to turn
+    # a full turn is the identity; half a turn twice too (away from the clamp)
+    mid = 0.35 + 0.3 * x
+    torch.testing.assert_close(rotate_hue(rotate_hue(mid, 0.25), -0.25), mid, atol=1e-5, rtol=0)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+    torch.testing.assert_close((rotate_hue(mid, 0.1) * luma).sum(-3), (mid * luma).sum(-3), atol=1e-5, rtol=0)
+    # pure red turned by +1/6 (HSV: yellow) gains green and loses red, as torchvision's shift does
+    red = torch.zeros(1, 3, 2, 2)
+    red[:, 0] = 0.8
+    hsv, yiq = TF.adjust_hue(red, 1 / 12), rotate_hue(red, 1 / 12)
+    assert yiq[:, 1].mean() > red[:, 1].mean() and hsv[:, 1].mean() > red[:, 1].mean()
+    # closer to the HSV shift than the opposite turn is
+    for f in (0.03, -0.08):
+        near = (rotate_hue(x, f) - TF.adjust_hue(x, f)).abs().mean()
+        far = (rotate_hue(x, -f) - TF.adjust_hue(x, f)).abs().mean()
+        assert near < 0.6 * far
+    with pytest.raises(ValueError, match="hue factor"):
+        rotate_hue(x, 0.6)
+
+
+def test_color_jitter_hue_mode() -> None:
+    x = rearrange(_hue_test_frames(), "t c h w -> c t h w").contiguous()
+    hsv = ColorJitter(0.0, 0.0, 0.0, 0.2, p=1.0)(x, make_generator(1))
+    yiq = ColorJitter(0.0, 0.0, 0.0, 0.2, p=1.0, hue_mode="yiq")(x, make_generator(1))
+    assert not torch.allclose(hsv, yiq) and yiq.min() >= 0 and yiq.max() <= 1
+    g = make_generator(1)
+    torch.rand((), generator=g)  # the coin
+    torch.randperm(4, generator=g)
+    for _ in range(3):
+        torch.rand((), generator=g)
+    h = -0.2 + 0.4 * float(torch.rand((), generator=g))
+    expected = rearrange(rotate_hue(rearrange(x, "c t h w -> t c h w"), h), "t c h w -> c t h w")
+    torch.testing.assert_close(yiq, expected)
+    with pytest.raises(ValueError, match="hue_mode"):
+        ColorJitter(hue_mode="lab")
+    with pytest.raises(ValueError, match="hue_mode"):
+        VideoAugConfig(hue_mode="lab")
