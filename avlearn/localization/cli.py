@@ -90,6 +90,18 @@ class ModelInput:
             return clip_start + self.num_frames / self.fps / 2 - self.audio_seconds / 2
         return clip_start
 
+    def clip_spec(self) -> ClipSpec:
+        """The decoder request for one window of the model's clips."""
+        return ClipSpec(num_frames=self.num_frames, fps=self.fps, size=self.size,
+                        audio_seconds=self.audio_seconds, sample_rate=self.sample_rate,
+                        audio_align=self.audio_align)
+
+    def middle_window(self, t_mid: float) -> tuple[float, int]:
+        """``(start, frame)``: the window centred on time ``t_mid`` (s; clamped at 0) and the
+        index of ``t_mid``'s frame in it."""
+        start = max(0.0, t_mid - self.num_frames / self.fps / 2)
+        return start, min(max(round((t_mid - start) * self.fps), 0), self.num_frames - 1)
+
 
 def model_input_from_checkpoint(stored: Mapping[str, Any]) -> ModelInput:
     """Read the data settings from a checkpoint's stored run config (defaults when it has none)."""
@@ -314,16 +326,14 @@ def synth_heatmap(
 
     The sound is the video's own, or that of ``audio_path`` over the same window.
     """
-    start = max(0.0, t_mid - inp.num_frames / inp.fps / 2)
-    spec = ClipSpec(num_frames=inp.num_frames, fps=inp.fps, size=inp.size, audio_seconds=inp.audio_seconds,
-                    sample_rate=inp.sample_rate, audio_align=inp.audio_align)
-    clip = decode_clip(path, start, spec)
-    audio = clip.audio if audio_path is None else decode_clip(audio_path, start, spec).audio
+    start, j = inp.middle_window(t_mid)
+    clip = decode_clip(path, start, inp.clip_spec())
+    audio = clip.audio if audio_path is None else read_audio(
+        audio_path, inp.audio_start(start), inp.audio_seconds, inp.sample_rate)
     video = normalize_video(clip.video, inp)[None]
     out = model(video, build_spectrogram(inp.spec)(audio[None]))
     maps = upsample_map(localization_maps(model, out, learned),
                         (inp.num_frames, *out.video_grid.shape[-2:]))
-    j = min(max(round((t_mid - start) * inp.fps), 0), inp.num_frames - 1)
     heat: np.ndarray = maps[0, j].numpy()
     return heat
 

@@ -33,7 +33,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from avlearn.data.audio import build_spectrogram
-from avlearn.data.decode import ClipSpec, DecodeError, decode_clip
+from avlearn.data.decode import DecodeError, decode_clip, read_audio
 from avlearn.localization.cli import ModelInput, normalize_video
 from avlearn.localization.export import Learned, localization_maps
 from avlearn.localization.metrics import evaluate_maps, gt_from_synth, pointing_hit
@@ -80,16 +80,11 @@ class Window:
     swap_box: list[int] | None  # that distractor's box
 
 
-def clip_spec(inp: ModelInput) -> ClipSpec:
-    return ClipSpec(num_frames=inp.num_frames, fps=inp.fps, size=inp.size, audio_seconds=inp.audio_seconds,
-                    sample_rate=inp.sample_rate, audio_align=inp.audio_align)
-
-
 def middle_windows(root: Path, tests: list[dict[str, Any]], videos: list[dict[str, Any]], inp: ModelInput,
                    progress: bool = True) -> list[Window]:
     """Decode the middle-frame window of every test video (``tests``: annotation entries; ``videos``:
     all entries, where swap donors are looked up). Unreadable files are reported and skipped."""
-    spec = clip_spec(inp)
+    spec = inp.clip_spec()
     items = []
     bar = tqdm(tests, desc="decode test windows", unit="video", dynamic_ncols=True, disable=not progress)
     for entry in bar:
@@ -97,13 +92,12 @@ def middle_windows(root: Path, tests: list[dict[str, Any]], videos: list[dict[st
         gt = gt_from_synth(entry, mid)
         if gt is None:
             continue
-        t_mid = mid / float(entry["fps"])
-        start = max(0.0, t_mid - inp.num_frames / inp.fps / 2)
-        frame = min(max(round((t_mid - start) * inp.fps), 0), inp.num_frames - 1)
+        start, frame = inp.middle_window(mid / float(entry["fps"]))
         swap = swap_donor(entry, videos)
         try:
             clip = decode_clip(root / entry["file"], start, spec)
-            swap_audio = None if swap is None else decode_clip(root / swap[0]["file"], start, spec).audio
+            swap_audio = None if swap is None else read_audio(  # the donor's sound over the same window
+                root / swap[0]["file"], inp.audio_start(start), inp.audio_seconds, inp.sample_rate)
         except DecodeError as err:
             print(f"skipping: {err}", file=sys.stderr)
             continue
