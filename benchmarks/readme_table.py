@@ -152,7 +152,12 @@ def _scaling(d: dict[str, Any]) -> list[Row]:
         f"{_num(two['clips_per_s'])} (2 x {two['threads_per_process']}, world size {two['world_size']}): "
         f"{_num(d['speedup_2_vs_1'])}x, goal {_num(d['goal'])}x {goal}{vs_t1}; "
         f"identical {'yes' if d['identical'] else 'no'} (max loss diff {_num(d['max_abs_loss_diff'])}, "
-        f"weights {_num(d['max_abs_weight_diff'])})", "", "")]
+        f"weights {_num(d['max_abs_weight_diff'])}"
+        + (f"; 1 vs 2 threads in one process: {_num(t['max_abs_loss_diff'])}, "
+           f"{_num(t['max_abs_weight_diff'])}"
+           if (t := d.get("rounding_between_thread_counts")) else "") + ")"
+        + (f"; compute-only ceiling of 2 processes {_num(c['p2_t1_independent'] / c['p1_t2'])}x"
+           if (c := d.get("compute_ceiling_clips_per_s")) else ""), "", "")]
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {

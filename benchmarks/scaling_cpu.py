@@ -10,7 +10,12 @@ of the run's ``start`` record in ``metrics.jsonl``.
 
 clips/s excludes the first ``--warmup`` steps. "Identical" compares the per-step losses and the
 exported encoder weights of the two runs with ``--atol``. A third run, 1 process x 16 clips with
-1 thread, separates the gain from a second core within one process from that of a second process.
+1 thread, separates the gain from a second core within one process from that of a second process,
+and, compared with the 2-thread run, shows how far float rounding alone (the order of sums changes
+with the thread count) moves this training; a fourth, 2 processes with per-process BatchNorm, prices
+the global BatchNorm. ``--sgd`` adds the 1-vs-2 pair with SGD. Last, the model's forward + backward
+on random tensors (no data, no communication) in 1 process x 2 threads, 1 x 1 and 2 independent
+processes x half the batch gives the ceiling any 2-process launch can reach on this machine.
 
     python benchmarks/scaling_cpu.py                 # 60 steps per run, about 3 min on 2 idle cores
     python benchmarks/scaling_cpu.py --steps 20 --no-reference
@@ -41,6 +46,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / ".cache" / "scaling_cpu"
 CONFIG = ROOT / "configs" / "pretrain" / "synth_cpu.yaml"
 GOAL = 1.7
+SGD_LR = 0.05
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Run:
     batch: int
     threads: int
     sync_batchnorm: bool = True
+    sgd_lr: float = 0.0  # > 0: SGD (momentum 0.9) at this learning rate instead of the config's Adam
 
 
 def collection(num_videos: int) -> Path:
@@ -101,6 +108,8 @@ def launch(run: Run, manifest: Path, steps: int) -> tuple[list[str], float, floa
         "train.tensorboard": False,
         "train.sync_batchnorm": run.sync_batchnorm,
     }
+    if run.sgd_lr > 0:
+        overrides.update({"optim.name": "sgd", "optim.lr": run.sgd_lr})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
            str(run.procs), "-m", "avlearn", "pretrain", "--config", str(CONFIG.relative_to(ROOT)),
            *(f"{k}={v}" for k, v in overrides.items())]
@@ -149,6 +158,91 @@ def max_weight_diff(a: Path, b: Path) -> float:
     return max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
 
 
+def compare(one: dict[str, Any], two: dict[str, Any], a: str, b: str) -> dict[str, Any]:
+    """Largest per-step loss and exported-weight differences of runs ``a`` and ``b``."""
+    losses = list(zip(one["losses"], two["losses"], strict=True))
+    return {"max_abs_loss_diff": max(abs(x - y) for x, y in losses),
+            "step1_loss_diff": abs(losses[0][0] - losses[0][1]),
+            "step2_loss_diff": abs(losses[1][0] - losses[1][1]) if len(losses) > 1 else 0.0,
+            "max_abs_weight_diff": max_weight_diff(CACHE / f"runs/{a}/encoders.safetensors",
+                                                   CACHE / f"runs/{b}/encoders.safetensors"),
+            "loss_first_last": [round(one["losses"][0], 4), round(one["losses"][-1], 4)]}
+
+
+def _compute_worker(batch: int, size: int = 32, steps: int = 12) -> None:
+    """Forward + backward of the config's encoders on random tensors; prints the median step seconds."""
+    import statistics
+
+    import yaml
+
+    from avlearn.models.registry import ModelConfig, build_av_model
+
+    torch.manual_seed(0)
+    model = build_av_model(ModelConfig(**yaml.safe_load(CONFIG.read_text())["model"])).train()
+    video, audio = torch.rand(batch, 3, 8, size, size), torch.randn(batch, 1, 257, 100)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        out = model(video, audio)
+        (out.video_emb.sum() + out.audio_emb.sum()).backward()
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({"step_s": statistics.median(times[2:])}))
+
+
+def _gather_worker(repeats: int = 300) -> None:
+    """Under torchrun: mean seconds of a gloo all-gather of 129 floats (a BatchNorm layer's statistics)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    x = torch.randn(129)
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    for _ in range(20):
+        dist.all_gather(parts, x)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        dist.all_gather(parts, x)
+    if dist.get_rank() == 0:
+        print(json.dumps({"all_gather_s": (time.perf_counter() - t0) / repeats}))
+    dist.destroy_process_group()
+
+
+def gather_latency() -> float:
+    """Microseconds of one small gloo all-gather between 2 processes on this machine."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(Path(__file__).resolve()), "--gather-worker"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(_free_port())}
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("{"))
+    return round(float(json.loads(line)["all_gather_s"]) * 1e6, 1)
+
+
+def count_batchnorms() -> int:
+    import yaml
+
+    from avlearn.models.registry import ModelConfig, build_av_model
+
+    model = build_av_model(ModelConfig(**yaml.safe_load(CONFIG.read_text())["model"]))
+    return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def compute_ceiling(batch: int) -> dict[str, float]:
+    """Clips/s of model compute alone: 1 process x 2 threads, 1 x 1, and 2 independent processes.
+
+    The 2 processes run at once on half the batch each with no communication at all, so their
+    clips/s bound what any 2-process training run can do with this model on this machine.
+    """
+    def clips_per_s(per_process: int, threads: int, copies: int) -> float:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--compute-worker", str(per_process)]
+        procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(copies)]
+        steps = [float(json.loads(p.communicate()[0].splitlines()[-1])["step_s"]) for p in procs]
+        return round(per_process * copies / max(steps), 2)
+
+    return {"p1_t2": clips_per_s(batch, 2, 1), "p1_t1": clips_per_s(batch, 1, 1),
+            "p2_t1_independent": clips_per_s(batch // 2, 1, 2)}
+
+
 def batchnorm_effect(batch: int) -> dict[str, float]:
     """InfoNCE loss of one random batch, BatchNorm over all clips vs over two halves (one process).
 
@@ -184,8 +278,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=16, help="global batch (clips per step)")
     parser.add_argument("--videos", type=int, default=96, help="videos in the synthetic collection")
     parser.add_argument("--atol", type=float, default=1e-4, help="tolerance of 'identical'")
-    parser.add_argument("--no-reference", action="store_true", help="skip the 1 process x 1 thread run")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the 1 process x 1 thread run and the per-process BatchNorm run")
+    parser.add_argument("--sgd", action="store_true", help="also run the pair with SGD instead of Adam")
+    parser.add_argument("--compute-worker", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--gather-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.compute_worker:
+        _compute_worker(args.compute_worker)
+        return 0
+    if args.gather_worker:
+        _gather_worker()
+        return 0
     if args.batch % 2:
         parser.error("--batch must be even (split over 2 processes)")
     command = " ".join(["python benchmarks/scaling_cpu.py", *(sys.argv[1:] if argv is None else argv)])
@@ -196,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(Run("p1_t1", 1, args.batch, 1))
         # what the global BatchNorm's all-reduces (one per layer, forward and backward) cost
         runs.append(Run("p2_t1_local_bn", 2, args.batch // 2, 1, sync_batchnorm=False))
+    if args.sgd:
+        runs += [Run("p1_t2_sgd", 1, args.batch, 2, sgd_lr=SGD_LR), Run("p2_t1_sgd", 2, args.batch // 2, 1,
+                                                                         sgd_lr=SGD_LR)]
     results: dict[str, dict[str, Any]] = {}
     for run in runs:
         load_before = os.getloadavg()[0]
@@ -210,15 +317,18 @@ def main(argv: list[str] | None = None) -> int:
     if two["world_size"] != 2:
         raise RuntimeError(f"the 2-process run reports world size {two['world_size']}: it did not run 2")
     ratio = round(two["clips_per_s"] / one["clips_per_s"], 3)
-    loss_diff = max(abs(a - b) for a, b in zip(one["losses"], two["losses"], strict=True))
-    weight_diff = max_weight_diff(CACHE / "runs/p1_t2/encoders.safetensors",
-                                  CACHE / "runs/p2_t1/encoders.safetensors")
+    adam = compare(one, two, "p1_t2", "p2_t1")
+    loss_diff, weight_diff = adam["max_abs_loss_diff"], adam["max_abs_weight_diff"]
     identical = loss_diff <= args.atol and weight_diff <= args.atol
+    sgd = (compare(results["p1_t2_sgd"], results["p2_t1_sgd"], "p1_t2_sgd", "p2_t1_sgd")
+           if "p2_t1_sgd" in results else None)
     bn = batchnorm_effect(args.batch)
+    ceiling = compute_ceiling(args.batch)
+    gather_us, n_bn = gather_latency(), count_batchnorms()
+    threads_rounding = compare(one, ref, "p1_t2", "p1_t1") if (ref := results.get("p1_t1")) else None
     load_end = os.getloadavg()
     machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, no GPU used"
 
-    ref = results.get("p1_t1")
     cores = ", ".join(f"{name} {r['cpu_cores_used']}" for name, r in results.items())
     analysis = [f"1-minute load average before the runs {load_start[0]:.2f} "
                 + ("(other jobs were using the cores)" if load_start[0] > 0.5 else "(cores otherwise idle)")
@@ -241,11 +351,20 @@ def main(argv: list[str] | None = None) -> int:
     local = results.get("p2_t1_local_bn")
     if local is not None:
         analysis.append(
-            f"Global BatchNorm costs one all-reduce per BatchNorm layer in the forward and one in the "
-            f"backward pass, each a point where both processes wait for each other: with per-process "
+            f"Global BatchNorm costs one all-gather per BatchNorm layer ({n_bn} layers) in the forward and "
+            f"one in the backward pass, each a point where both processes wait for each other (a lone "
+            f"gloo all-gather of 129 floats takes {gather_us:.0f} us here): with per-process "
             f"statistics (train.sync_batchnorm=false) 2 processes make {local['clips_per_s']} clips/s "
             f"({local['step_s']} s per step) vs {two['clips_per_s']} ({two['step_s']} s) with them; "
             "per-process statistics make results depend on the process count (see step 1 above).")
+    analysis.append(
+        f"Model compute alone (forward + backward on random tensors, no data, no communication): "
+        f"1 process x 2 threads {ceiling['p1_t2']} clips/s, 1 x 1 {ceiling['p1_t1']}, 2 independent "
+        f"processes x {args.batch // 2} clips at once {ceiling['p2_t1_independent']}: the ceiling of any "
+        f"2-process launch is {ceiling['p2_t1_independent'] / ceiling['p1_t2']:.2f}x the 2-thread process "
+        f"and {ceiling['p2_t1_independent'] / ceiling['p1_t1']:.2f}x the 1-thread one on this machine "
+        "with this model (half the batch per process runs the small convolutions less efficiently, and "
+        "two processes share the caches and memory bandwidth).")
     analysis.append(f"Data loading runs inside the training processes (num_workers 0): waiting for it takes "
                     f"{one['data_wait_fraction']:.0%} of a step with 1 process and "
                     f"{two['data_wait_fraction']:.0%} with 2; with 2 processes each decodes half the batch.")
@@ -273,15 +392,37 @@ def main(argv: list[str] | None = None) -> int:
         f"Identical (atol {args.atol:g}): {'yes' if identical else 'no'}; max abs difference of per-step "
         f"losses {loss_diff:.3g} over {len(one['losses'])} steps, of exported weights {weight_diff:.3g}.",
     ]
-    if not identical:
+    if not identical and threads_rounding is not None:
+        summary.append(
+            f"Step 1 agrees to {adam['step1_loss_diff']:.3g} (BatchNorm statistics cover the global batch, "
+            "train.sync_batchnorm). After that the runs drift apart, and so do two 1-process runs that "
+            "differ only in the thread count (1 vs 2: it changes the order of float sums, nothing else): "
+            f"p1_t1 vs p1_t2 differ by {threads_rounding['step1_loss_diff']:.3g} at step 1, "
+            f"{threads_rounding['max_abs_loss_diff']:.3g} at most in loss and "
+            f"{threads_rounding['max_abs_weight_diff']:.3g} in exported weights, against "
+            f"{loss_diff:.3g} and {weight_diff:.3g} for 1 vs 2 processes. This training amplifies rounding "
+            "differences step by step (step 2: "
+            f"{threads_rounding['step2_loss_diff']:.3g} between thread counts, {adam['step2_loss_diff']:.3g} "
+            "between process counts), so bit-identical runs are out of reach for any change of "
+            "threads or processes; the 2-process run computes the same thing as the 1-process run, up to "
+            "rounding (checked exactly by the gradient tests of the objectives and of GlobalBatchNorm, "
+            "and here by step 1).")
+    elif not identical:
         summary.append(
             f"Step 1 agrees to {abs(one['losses'][0] - two['losses'][0]):.3g} (BatchNorm statistics "
             "cover the global batch, train.sync_batchnorm; without that, one random batch at "
             f"initialisation gives InfoNCE {bn['loss_bn_over_all']} over all {args.batch} clips vs "
             f"{bn['loss_bn_per_half']} over two halves). Later steps drift apart: step 2 differs by "
-            f"{abs(one['losses'][1] - two['losses'][1]):.3g}. Not measured further; the likely cause is "
-            "Adam's first updates (about lr * sign(g)) turning float rounding differences (summation "
-            "order of the all-reduces) in near-zero gradient components into full-size steps."
+            f"{abs(one['losses'][1] - two['losses'][1]):.3g}."
+            + (" The same pair with SGD (lr " + f"{SGD_LR:g}, loss {sgd['loss_first_last'][0]} -> "
+               f"{sgd['loss_first_last'][1]} over the run): max loss difference "
+               f"{sgd['max_abs_loss_diff']:.3g}, weights {sgd['max_abs_weight_diff']:.3g}. "
+               + ("So the 2-process computation is the 1-process one up to float rounding (summation "
+                  "order of the all-reduces and of the batch split); Adam's first updates (about "
+                  "lr * sign(g)) turn that rounding in near-zero gradient components into full-size steps."
+                  if sgd["max_abs_loss_diff"] <= 100 * args.atol else
+                  "SGD drifts too, so rounding amplified by Adam does not explain the difference.")
+               if sgd is not None else " Not measured further (run without --no-sgd to check with SGD).")
         )
     note = (f"Global batch {args.batch}, {args.steps} steps per run, first {args.warmup} left out of "
             "clips/s; "
@@ -315,7 +456,13 @@ def main(argv: list[str] | None = None) -> int:
                 "max_abs_loss_diff": loss_diff,
                 "max_abs_weight_diff": weight_diff,
                 "step1_loss_diff": abs(one["losses"][0] - two["losses"][0]),
+                "adam": adam,
+                "sgd": sgd,
                 "batchnorm_effect_at_init": bn,
+                "rounding_between_thread_counts": threads_rounding,
+                "compute_ceiling_clips_per_s": ceiling,
+                "gloo_all_gather_us": gather_us,
+                "batchnorm_layers": n_bn,
                 "analysis": analysis,
                 "results": results,
             },
