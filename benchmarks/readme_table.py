@@ -84,7 +84,10 @@ def _data_loading(d: dict[str, Any]) -> list[Row]:
     return [(f"training data pipeline vs decode-only vs reference-style loader ({d['clip']}): "
              f"{_num(c['pipeline'])} / {_num(c['decode_only'])} / {_num(c['straightforward'])} clips/s "
              f"per core; pipeline at {_num(r['pipeline_vs_decode_only'])}x of decode-only, "
-             f"{_num(r['pipeline_vs_straightforward'])}x of the reference loader", "", "")]
+             f"{_num(r['pipeline_vs_straightforward'])}x of the reference loader"
+             + (f"; with video_aug.fused (uint8 crop, one colour map) {_num(c['pipeline_fused'])} clips/s: "
+                f"{_num(f['vs_decode_only'])}x / {_num(f['vs_straightforward'])}x"
+                if (f := d.get("fused_ratios")) else ""), "", "")]
 
 
 def _train_throughput(d: dict[str, Any]) -> list[Row]:

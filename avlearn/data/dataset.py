@@ -157,7 +157,9 @@ class AVClipDataset(Dataset[dict[str, Any]]):
             raise ValueError(f"AVClipDataset: no usable video in {source} ({len(rows)} rows"
                              + (f"; dropped {why})" if dropped else ")")
                              + "; check the manifest with `avlearn prepare index`")
-        self.spec = spec
+        # a transform chain that crops in 8 bits (VideoAugConfig.fused) takes the decoder's uint8 frames
+        uint8 = bool(getattr(video_transform, "uint8_input", False))
+        self.spec = dataclasses.replace(spec, uint8_frames=uint8)
         self.backend = backend
         self.clips_per_video = clips_per_video
         self.max_av_offset = float(max_av_offset)

@@ -95,6 +95,9 @@ class ClipSpec:
         sample_rate: output audio sample rate in Hz.
         audio_offset: seconds, signed, added to the audio window's start (AV-offset augmentation).
         audio_align: ``"start"``: the window starts with the clip; ``"center"``: it is centred on it.
+        uint8_frames: hand the frames over as uint8 (``Clip.video`` then a ``(C, T, H, W)`` view
+            of ``(T, H, W, C)`` memory) for transforms that crop and resize in 8 bits
+            (``VideoAugConfig.fused``); the dataset sets it from its transform.
     """
 
     num_frames: int = 8
@@ -104,6 +107,7 @@ class ClipSpec:
     sample_rate: int = 16000
     audio_offset: float = 0.0
     audio_align: Literal["start", "center"] = "start"
+    uint8_frames: bool = False
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
@@ -130,7 +134,7 @@ class Clip:
     """A decoded clip.
 
     Shape:
-        video: ``(C, T, H, W)`` float32 in [0, 1], RGB.
+        video: ``(C, T, H, W)`` float32 in [0, 1], RGB (uint8 with ``ClipSpec.uint8_frames``).
         audio: ``(S,)`` float32 mono waveform, ``S = round(audio_seconds * sample_rate)``.
         frame_times: ``(T,)`` timestamps (s) of the file frames that were used.
     """
@@ -194,10 +198,11 @@ def _upright(frames: np.ndarray, rotation: int) -> np.ndarray:
     return np.rot90(frames, k=rotation // 90, axes=(1, 2)) if rotation else frames
 
 
-def _to_video_tensor(frames: np.ndarray) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 -> ``(C, T, H, W)`` float32 in [0, 1], channels-last in memory (no
-    copy to planar layout: a crop copies only what it keeps, and that copy is planar)."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
+def _to_video_tensor(frames: np.ndarray, uint8: bool = False) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 -> ``(C, T, H, W)`` float32 in [0, 1] (or the uint8 itself), channels-last
+    in memory (no copy to planar layout: a crop copies only what it keeps, and that copy is planar)."""
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)
+    return video if uint8 else video.float().div_(255.0)
 
 
 # ------------------------------------------------------------------------------------ profiling
@@ -524,7 +529,7 @@ def _decode_pyav(path: str | os.PathLike[str], start: float, spec: ClipSpec) -> 
         cache = {int(i): _rgb(kept[int(i)], width, height) for i in np.unique(chosen)}
         frames = _upright(np.stack([cache[int(i)] for i in chosen]), rotation)
         _CLOCK.lap("frame convert")
-        video = _to_video_tensor(frames)
+        video = _to_video_tensor(frames, spec.uint8_frames)
         _CLOCK.lap("to tensor")
         audio_start = audio_window_start(start, spec)
         audio = _read_audio(container, str(path), audio_start, spec.audio_seconds, spec.sample_rate)
@@ -574,7 +579,8 @@ def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec) -
         del reader
         audio_start = audio_window_start(start, spec)
         audio = _read_audio(container, str(path), audio_start, spec.audio_seconds, spec.sample_rate)
-        return Clip(_to_video_tensor(frames), audio, start, audio_start, times[chosen, 0].astype(np.float64))
+        video = _to_video_tensor(frames, spec.uint8_frames)
+        return Clip(video, audio, start, audio_start, times[chosen, 0].astype(np.float64))
     finally:
         container.close()
 

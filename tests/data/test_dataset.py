@@ -306,3 +306,30 @@ def test_shifted_audio_is_the_same_video_elsewhere(tmp_path: Path) -> None:
     assert "audio_shifted" not in plain[0]
     with pytest.raises(ValueError, match="shifted_audio"):
         AVClipDataset(tmp_path / "m.csv", SPEC, shifted_audio=-1.0)
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_fused_transform_gets_the_decoders_uint8_frames(collection: dict[str, object], backend: str) -> None:
+    from avlearn.data.transforms import VideoAugConfig, build_video_transform
+
+    if backend == "decord":
+        pytest.importorskip("decord")
+    fused = build_video_transform(VideoAugConfig(size=24, hue_mode="yiq", fused=True), train=True)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    class Recorder:  # the fused chain, keeping what it was given
+        uint8_input = fused.uint8_input
+
+        def __call__(self, video: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+            seen.append((video, g.get_state()))
+            return fused(video, g)
+
+    ds = AVClipDataset(_rows(collection), SPEC, backend, seed=3, video_transform=Recorder())
+    assert ds.spec.uint8_frames and not SPEC.uint8_frames
+    s = ds[0]
+    assert s["video"].shape == (3, 4, 24, 24) and s["video"].dtype == torch.float32
+    raw, state = seen[0]
+    assert raw.dtype == torch.uint8  # the exact 8-bit frames of the float decode
+    row = ds.videos[s["index"]]
+    torch.testing.assert_close(raw.float() / 255, decode_clip(row.path, s["start"], SPEC, backend).video)
+    torch.testing.assert_close(s["video"], fused(raw, torch.Generator().set_state(state)))

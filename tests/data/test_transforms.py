@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import pytest
@@ -17,6 +18,7 @@ from avlearn.data.transforms import (
     ColorJitter,
     Compose,
     FrequencyMask,
+    FusedColor,
     Normalize,
     RandomGrayscale,
     RandomHorizontalFlip,
@@ -438,3 +440,61 @@ def test_color_jitter_hue_mode() -> None:
         ColorJitter(hue_mode="lab")
     with pytest.raises(ValueError, match="hue_mode"):
         VideoAugConfig(hue_mode="lab")
+
+
+def test_fused_color_is_the_separate_transforms_when_nothing_clamps() -> None:
+    # mid-grey clips and mild factors keep every intermediate value inside [0, 1], where clamping once
+    # at the end (FusedColor) and after every step (the separate transforms) must agree
+    x = 0.4 + 0.2 * video(t=3, h=8, w=10)
+    applied = 0
+    for seed in range(60):
+        jitter = ColorJitter(0.2, 0.2, 0.2, 0.05, p=0.7, hue_mode="yiq")
+        for norm in (True, False):
+            steps: list[Transform] = [jitter, RandomGrayscale(0.3)]
+            steps += [Normalize()] if norm else []
+            separate = Compose(steps)
+            fused = FusedColor(jitter, 0.3, *((KINETICS_MEAN, KINETICS_STD) if norm else (None, None)))
+            want = separate(x, make_generator(seed))
+            got = fused(x, make_generator(seed))
+            torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+        applied += not torch.equal(want, x)
+    assert applied > 30  # the draws did change most clips
+
+
+def test_fused_color_clamps_once_and_keeps_frames_alike() -> None:
+    jitter = ColorJitter(0.9, 0.9, 0.9, 0.3, p=1.0, hue_mode="yiq")
+    out = FusedColor(jitter, 0.0, None, None)(video(), make_generator(0))
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert_frames_equal(FusedColor(jitter, 0.5)(static_video(), make_generator(1)))
+    with pytest.raises(ValueError, match="yiq"):
+        FusedColor(ColorJitter(hue=0.1, hue_mode="hsv"), 0.2)
+    with pytest.raises(ValueError, match="hue_mode: yiq"):
+        VideoAugConfig(fused=True)  # hsv hue by default
+    VideoAugConfig(fused=True, hue=0.0)  # no hue: nothing non-linear
+
+
+def test_uint8_crop_is_the_float_crop_within_a_level() -> None:
+    frames = (video(t=4, h=48, w=64) * 255).round().to(torch.uint8)
+    as_decoded = rearrange(rearrange(frames, "c t h w -> t h w c").contiguous(), "t h w c -> c t h w")
+    crop = RandomResizedCrop(24, scale=(0.3, 1.0))
+    for seed in range(5):
+        got = crop(as_decoded, make_generator(seed))
+        want = crop(frames.float() / 255, make_generator(seed))
+        assert got.dtype == torch.float32 and got.shape == want.shape == (3, 4, 24, 24)
+        assert float((got - want).abs().max()) <= 1.01 / 255
+
+
+def test_fused_training_chain_takes_uint8_and_matches_the_float_chain() -> None:
+    cfg = VideoAugConfig(size=16, hue_mode="yiq")
+    fused = build_video_transform(dataclasses.replace(cfg, fused=True), train=True)
+    plain = build_video_transform(cfg, train=True)
+    assert fused.uint8_input and not plain.uint8_input
+    assert not build_video_transform(dataclasses.replace(cfg, fused=True), train=False).uint8_input
+    frames = (0.3 + 0.4 * video(t=4, h=32, w=40)).mul(255).round().to(torch.uint8)
+    as_decoded = rearrange(rearrange(frames, "c t h w -> t h w c").contiguous(), "t h w c -> c t h w")
+    for seed in range(10):
+        got = fused(as_decoded, make_generator(seed))
+        want = plain(frames.float() / 255, make_generator(seed))
+        assert got.shape == want.shape == (3, 4, 16, 16)
+        # one 8-bit level of the resize, scaled by the jitter (< 2) and the normalisation (1 / std < 5)
+        assert float((got - want).abs().max()) < 10 / 255 + 1e-3
