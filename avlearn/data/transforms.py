@@ -507,14 +507,15 @@ class FusedColor:
         # ~20x faster than (HW x 3) @ (3 x 3) on pixel rows
         planes = rearrange(video, "c t h w -> t c (h w)")
         dtype = video.dtype
+        mean = torch.tensor(self.mean or (0.0, 0.0, 0.0), dtype=torch.float64)
+        std = torch.tensor(self.std or (1.0, 1.0, 1.0), dtype=torch.float64)
+        # normalisation folded into the map: clamp(y, 0, 1) normalised is the normalised y clamped to
+        # each channel's normalised [0, 1] (scalar bounds per channel: a tensor-bound clamp is 10x slower)
+        a, offset = a / std[:, None], (offset - mean) / std
+        out = torch.baddbmm(offset.to(dtype)[:, :, None], a.to(dtype).expand(frames, 3, 3), planes)
         if applied:
-            out = torch.baddbmm(offset.to(dtype)[:, :, None], a.to(dtype).expand(frames, 3, 3), planes)
-            out.clamp_(0.0, 1.0)
-        else:
-            out = planes.clone()
-        if self.mean is not None and self.std is not None:
-            mean, std = torch.tensor(self.mean, dtype=dtype), torch.tensor(self.std, dtype=dtype)
-            out.sub_(mean[:, None]).div_(std[:, None])
+            for c in range(3):
+                out[:, c].clamp_(float(-mean[c] / std[c]), float((1 - mean[c]) / std[c]))
         return rearrange(out, "t c (h w) -> c t h w", h=height)
 
     def __repr__(self) -> str:
