@@ -108,6 +108,30 @@ def accuracy_rows(summary: Mapping[str, Any]) -> list[tuple[str, float | None, f
     return rows
 
 
+def read_comparison(av: float, rnd: float, chance: float, videos: int) -> str:
+    """One line that says what an AV-pretrained vs random-init accuracy pair shows on ``videos`` test videos.
+
+    One test video is ``1 / videos`` of accuracy: gaps of at most one video are noise, and a pair
+    no more than one video above chance learned nothing measurable.
+    """
+    one = 1.0 / max(1, videos)
+    gap = round((av - rnd) / one)  # in test videos
+    if max(av, rnd) <= chance + one + 1e-9:
+        return ("both at chance (within one test video): this run is too short to learn it; "
+                "`python benchmarks/downstream_synth.py` runs the longer comparison")
+    if abs(gap) <= 1:
+        return f"no difference beyond one test video ({_pct(av)} vs {_pct(rnd)} %)"
+    who = "AV-pretrained" if gap > 0 else "random init / scratch"
+    return f"{who} ahead by {_pct(abs(av - rnd))} points ({abs(gap)} of {videos} test videos)"
+
+
+def comparison_lines(summary: Mapping[str, Any]) -> list[str]:
+    """``"evaluation: reading"`` for every accuracy row with both figures."""
+    n = int((summary.get("downstream") or {}).get("test_videos") or 0)
+    return [f"{name}: {read_comparison(av, rnd, ch, n)}"
+            for name, av, rnd, ch in accuracy_rows(summary) if av is not None and rnd is not None and n]
+
+
 def _image(out: Path, path: str | Path, alt: str) -> list[str]:
     p = Path(path)
     if not p.is_file():
@@ -207,6 +231,11 @@ def write_report(out: Path, summary: Mapping[str, Any]) -> Path:
         ]
         lines += [f"| {name} | {_pct(av)} | {_pct(rnd)} | {_pct(ch)} |" for name, av, rnd, ch in rows]
         lines.append("")
+        reading = comparison_lines(summary)
+        if reading:
+            lines += ["Reading (computed from the table; one test video is "
+                      f"{_pct(1 / max(1, n or 1))} points):", ""]
+            lines += [f"- {line}" for line in reading] + [""]
         groups = {
             name: {k: v for k, v in (("AV-pretrained", av), ("random / scratch", rnd)) if v is not None}
             for name, av, rnd, _ in rows
@@ -294,6 +323,9 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     text = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     text.insert(1, "  ".join("-" * w for w in widths))
+    reading = comparison_lines(summary)
+    if reading:
+        text += ["", *reading]
     if seconds:
         text.append("")
         text.append(

@@ -162,3 +162,22 @@ def test_demo_stage_without_its_inputs_says_which_stage_to_run(
     ]
     assert cli_main([*args, "--stages", "localize"]) == 1
     assert "run the pretrain stage first" in capsys.readouterr().err
+
+
+def test_comparison_reading_counts_test_videos() -> None:
+    from avlearn.demo_report import comparison_lines, read_comparison
+
+    # 36 test videos: one video is 2.8 points; chance 1/6
+    assert read_comparison(0.1944, 0.1667, 1 / 6, 36).startswith("both at chance")
+    assert read_comparison(0.50, 0.4722, 1 / 6, 36).startswith("no difference beyond one test video")
+    ahead = read_comparison(0.8056, 0.5278, 0.25, 36)
+    assert ahead == "AV-pretrained ahead by 27.8 points (10 of 36 test videos)"
+    assert read_comparison(0.30, 0.50, 0.25, 36).startswith("random init / scratch ahead by 20.0 points")
+    summary = {"downstream": {"test_videos": 36, "chance": {"action": 1 / 6, "object": 0.25},
+                              "linear_probe": {"object": {"av": {"video_top1": 0.8056},
+                                                          "random": {"video_top1": 0.5278}}},
+                              "finetune": {"action": {"av": {"video_top1": 0.1667},
+                                                      "random": {"video_top1": 0.1667}}}}}
+    lines = comparison_lines(summary)
+    assert lines[0].startswith("linear probe, object: AV-pretrained ahead")
+    assert lines[1].startswith("fine-tune, action: both at chance")
