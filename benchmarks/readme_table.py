@@ -95,10 +95,11 @@ def _train_throughput(d: dict[str, Any]) -> list[Row]:
     sizes = ", ".join(f"{s} {_num(r['clips_per_s'])}" for s, r in res.items())
     share = max(r["objective_and_bank_share"] for r in res.values())
     data = d.get("data", "in-memory")
-    source = "in-memory batches" if data == "in-memory" else f"batches from the training pipeline ({data})"
+    source = ("in-memory batches" if data == "in-memory"
+              else f"batches from the training pipeline ({data.removeprefix('pipeline, ')})")
     wait = ""
     if data != "in-memory" and all("data_wait_share" in r for r in res.values()):
-        wait = "; data wait " + ", ".join(f"{s} {_pct(r['data_wait_share'])} %" for s, r in res.items())
+        wait = "; data wait " + ", ".join(f"{s} {_pct(r['data_wait_share'])}" for s, r in res.items())
     return [(f"training step, batch {d['batch']}, 8x{d['crop']}² video + 2 s audio, {source}: "
              f"clips/s {sizes}; objective + bank update at most {_pct(share)} of a step{wait}", "", "")]
 

@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": machine,
                 "batch": args.batch,
                 "crop": args.crop,
-                "data": "in-memory" if args.in_memory else f"pipeline, {args.workers} workers",
+                "data": "in-memory" if args.in_memory else f"pipeline, {args.workers} DataLoader worker(s)",
                 "load_average_1min": round(os.getloadavg()[0], 2),
                 "results": results,
             },
