@@ -86,7 +86,8 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def launch(run: Run, manifest: Path, steps: int) -> tuple[list[str], float, float]:
+def launch(run: Run, manifest: Path, steps: int, decode: int = 40,
+           crop: int = 32) -> tuple[list[str], float, float]:
     """Run ``avlearn pretrain`` under torchrun; returns the command, wall and CPU seconds."""
     run_dir = CACHE / "runs" / run.name
     if run_dir.exists():
@@ -95,8 +96,8 @@ def launch(run: Run, manifest: Path, steps: int) -> tuple[list[str], float, floa
     overrides = {
         "run_dir": run_dir,
         "data.manifest": manifest,
-        "data.decode_size": 40,
-        "data.video_aug.size": 32,
+        "data.decode_size": decode,
+        "data.video_aug.size": crop,
         "data.batch_size": run.batch,
         "data.num_workers": 0,
         "epochs": 10_000,
@@ -225,7 +226,7 @@ def count_batchnorms() -> int:
     return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def compute_ceiling(batch: int) -> dict[str, float]:
+def compute_ceiling(batch: int, crop: int = 32) -> dict[str, float]:
     """Clips/s of model compute alone: 1 process x 2 threads, 1 x 1, and 2 independent processes.
 
     The 2 processes run at once on half the batch each with no communication at all, so their
@@ -233,7 +234,8 @@ def compute_ceiling(batch: int) -> dict[str, float]:
     """
     def clips_per_s(per_process: int, threads: int, copies: int) -> float:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--compute-worker", str(per_process)]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--compute-worker", str(per_process),
+               "--crop", str(crop)]
         procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
                  for _ in range(copies)]
         steps = [float(json.loads(p.communicate()[0].splitlines()[-1])["step_s"]) for p in procs]
@@ -243,7 +245,7 @@ def compute_ceiling(batch: int) -> dict[str, float]:
             "p2_t1_independent": clips_per_s(batch // 2, 1, 2)}
 
 
-def batchnorm_effect(batch: int) -> dict[str, float]:
+def batchnorm_effect(batch: int, crop: int = 32) -> dict[str, float]:
     """InfoNCE loss of one random batch, BatchNorm over all clips vs over two halves (one process).
 
     With ``train.sync_batchnorm=false`` a 2-process run would normalise each half of the global
@@ -257,7 +259,7 @@ def batchnorm_effect(batch: int) -> dict[str, float]:
     torch.manual_seed(0)
     model_cfg = yaml.safe_load(CONFIG.read_text())["model"]
     model = build_av_model(ModelConfig(**model_cfg)).train()
-    video, audio = torch.rand(batch, 3, 8, 32, 32), torch.randn(batch, 1, 257, 100)
+    video, audio = torch.rand(batch, 3, 8, crop, crop), torch.randn(batch, 1, 257, 100)
     half = batch // 2
     with torch.no_grad():
         full = model(video, audio)
@@ -280,12 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--atol", type=float, default=1e-4, help="tolerance of 'identical'")
     parser.add_argument("--no-reference", action="store_true",
                         help="skip the 1 process x 1 thread run and the per-process BatchNorm run")
+    parser.add_argument("--crop", type=int, default=32, help="video crop side (px)")
+    parser.add_argument("--decode", type=int, default=40, help="decode size, short side (px)")
+    parser.add_argument("--name", default="scaling_cpu", help="results file stem under benchmarks/results")
     parser.add_argument("--sgd", action="store_true", help="also run the pair with SGD instead of Adam")
     parser.add_argument("--compute-worker", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--gather-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.compute_worker:
-        _compute_worker(args.compute_worker)
+        _compute_worker(args.compute_worker, args.crop)
         return 0
     if args.gather_worker:
         _gather_worker()
@@ -306,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     for run in runs:
         load_before = os.getloadavg()[0]
-        cmd, wall, cpu = launch(run, manifest, args.steps)
+        cmd, wall, cpu = launch(run, manifest, args.steps, args.decode, args.crop)
         results[run.name] = {**summarise(run, args.warmup), "wall_s": round(wall, 1),
                              "cpu_cores_used": round(cpu / wall, 2),
                              "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -322,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     identical = loss_diff <= args.atol and weight_diff <= args.atol
     sgd = (compare(results["p1_t2_sgd"], results["p2_t1_sgd"], "p1_t2_sgd", "p2_t1_sgd")
            if "p2_t1_sgd" in results else None)
-    bn = batchnorm_effect(args.batch)
-    ceiling = compute_ceiling(args.batch)
+    bn = batchnorm_effect(args.batch, args.crop)
+    ceiling = compute_ceiling(args.batch, args.crop)
     gather_us, n_bn = gather_latency(), count_batchnorms()
     threads_rounding = compare(one, ref, "p1_t2", "p1_t1") if (ref := results.get("p1_t1")) else None
     load_end = os.getloadavg()
@@ -422,11 +427,12 @@ def main(argv: list[str] | None = None) -> int:
                   "lr * sign(g)) turn that rounding in near-zero gradient components into full-size steps."
                   if sgd["max_abs_loss_diff"] <= 100 * args.atol else
                   "SGD drifts too, so rounding amplified by Adam does not explain the difference.")
-               if sgd is not None else " Not measured further (run without --no-sgd to check with SGD).")
+               if sgd is not None else " Not measured further (--sgd checks with SGD).")
         )
     note = (f"Global batch {args.batch}, {args.steps} steps per run, first {args.warmup} left out of "
             "clips/s; "
-            f"configs/pretrain/synth_cpu.yaml (InfoNCE, tiny encoders) with 40 px decode, 32 px crops, "
+            "configs/pretrain/synth_cpu.yaml (InfoNCE, tiny encoders) with "
+            f"{args.decode} px decode, {args.crop} px crops, "
             f"no loader workers, on {args.videos} synthetic videos (3 s, 64 px). Threads "
             "(OMP_NUM_THREADS): 2 for the 1-process run, 1 per process for the 2-process run and 1 for "
             f"the reference. {machine}; load average "
@@ -436,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     text += f"\n\n{heading}:\n\n" + "\n".join(f"- {a}" for a in analysis)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "scaling_cpu.json").write_text(
+    (RESULTS / f"{args.name}.json").write_text(
         json.dumps(
             {
                 "command": command,
@@ -444,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
                 "load_average_1min_at_start": round(load_start[0], 2),
                 "load_average_1min_at_end": round(load_end[0], 2),
                 "global_batch": args.batch,
+                "crop": args.crop,
+                "decode_size": args.decode,
                 "steps": args.steps,
                 "warmup_steps": args.warmup,
                 "videos": args.videos,
@@ -470,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         + "\n"
     )
-    (RESULTS / "scaling_cpu.md").write_text("# Pretraining on CPU, 1 vs 2 processes (gloo)\n\n" + text + "\n")
+    (RESULTS / f"{args.name}.md").write_text(
+        "# Pretraining on CPU, 1 vs 2 processes (gloo)\n\n" + text + "\n")
     return 0
 
 

@@ -91,9 +91,12 @@ class _GlobalBatchNormFn(torch.autograd.Function):
             mean_dy, mean_dy_xhat = total[:c] / ctx.n, total[c:] / ctx.n
             k = w * invstd
             shape = _channel_shape(x)
-            # dx = k * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * invstd
-            grad_x = torch.addcmul((-k * mean_dy).view(shape), dy, k.view(shape))
-            grad_x.addcmul_(x - mean.view(shape), (-k * invstd * mean_dy_xhat).view(shape))
+            # dx = k * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * invstd, written as
+            # k dy + c1 x + c0 per channel: two passes and no (x - mean) temporary
+            c1 = -k * invstd * mean_dy_xhat
+            c0 = -k * mean_dy - c1 * mean
+            grad_x = torch.addcmul(c0.view(shape), dy, k.view(shape))
+            grad_x.addcmul_(x, c1.view(shape))
         return grad_x, grad_w, grad_b, None, None
 
 
