@@ -351,8 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     # What 0.8x of the decode-only limit leaves for everything past decoding, per clip.
     extra_ms = 1000 * (1 / rates["pipeline"] - 1 / rates["decode_only"])
     allowed_ms = 1000 * (1 / (0.8 * rates["decode_only"]) - 1 / rates["decode_only"])
+    limit_vs_ref = rates["decode_only"] / rates["straightforward"]
     reading = (f"the pipeline spends {extra_ms:.1f} ms per clip beyond the decode-only work; "
-               f"0.8x of the limit would allow {allowed_ms:.1f} ms")
+               f"0.8x of the limit would allow {allowed_ms:.1f} ms. The decode-only limit itself is "
+               f"{limit_vs_ref:.2f}x the straightforward loader, so 3x of that loader needs "
+               f"{3 / limit_vs_ref:.2f}x of the limit")
     print(f"clips/s per core ({args.clips} clips, {source}; load average {load[0]:.2f}):")
     for name, r in rates.items():
         print(f"  {name:<16} {r:7.1f}")
