@@ -51,7 +51,6 @@ from avlearn.data.decode import (
     decode_clip,
     get_decoder,
     probe_duration,
-    read_audio,
 )
 from avlearn.data.manifest import VideoInfo, read_manifest
 
@@ -266,15 +265,19 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         spec = dataclasses.replace(self.spec, audio_offset=offset)
         if not row.has_audio:  # only when require_audio=False: silent audio of the right length
             spec = dataclasses.replace(spec, audio_seconds=0.0)
-        clip = decode_clip(row.path, start, spec, self.backend)
+        # the shifted window depends only on where the clip's own audio starts, so it is drawn first
+        # and read from the same open file (decode_clip's extra_audio) instead of opening it again
+        at = (self.shifted_start(audio_window_start(start, spec), duration, generator)
+              if self.shifted_audio > 0 else None)
+        extra = [at] if at is not None and row.has_audio else []
+        clip = decode_clip(row.path, start, spec, self.backend, extra_audio=extra)
         if not row.has_audio:
             clip.audio = torch.zeros(self.spec.num_samples)
         shifted = None
-        if self.shifted_audio > 0:
-            at = self.shifted_start(clip.audio_start, duration, generator)
-            audio = (read_audio(row.path, at, self.spec.audio_seconds, self.spec.sample_rate)
-                     if row.has_audio else torch.zeros(self.spec.num_samples))
-            shifted = dataclasses.replace(clip, audio=audio, audio_start=at)
+        if at is not None:
+            audio = clip.extra_audio[0] if extra else torch.zeros(self.spec.num_samples)
+            shifted = dataclasses.replace(clip, audio=audio, audio_start=at, extra_audio=[])
+            clip.extra_audio = []
         return clip, offset, shifted
 
     def __getitem__(self, index: int) -> dict[str, Any]:

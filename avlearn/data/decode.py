@@ -40,7 +40,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -137,6 +137,8 @@ class Clip:
         video: ``(C, T, H, W)`` float32 in [0, 1], RGB (uint8 with ``ClipSpec.uint8_frames``).
         audio: ``(S,)`` float32 mono waveform, ``S = round(audio_seconds * sample_rate)``.
         frame_times: ``(T,)`` timestamps (s) of the file frames that were used.
+        extra_audio: ``(S,)`` windows read from the same open file at the ``extra_audio`` starts
+            given to :func:`decode_clip` (e.g. AVTS-style shifted negatives), in that order.
     """
 
     video: torch.Tensor
@@ -144,6 +146,7 @@ class Clip:
     start: float
     audio_start: float
     frame_times: np.ndarray
+    extra_audio: list[torch.Tensor] = dataclasses.field(default_factory=list)
 
 
 def clip_frame_times(start: float, spec: ClipSpec) -> np.ndarray:
@@ -478,6 +481,12 @@ def _read_audio(container: Any, path: str, start: float, seconds: float, sample_
 # ---------------------------------------------------------------------------------------- video
 
 
+def _extra_audio(container: Any, path: str | os.PathLike[str], starts: Sequence[float],
+                 spec: ClipSpec) -> list[torch.Tensor]:
+    """``spec.audio_seconds`` windows at ``starts`` from the already open ``container``."""
+    return [_read_audio(container, str(path), at, spec.audio_seconds, spec.sample_rate) for at in starts]
+
+
 def _check_start(path: str | os.PathLike[str], start: float, duration: float) -> None:
     if not math.isfinite(start):
         raise DecodeError(path, f"start time {start} is not a number", hint="pass a finite start")
@@ -486,7 +495,8 @@ def _check_start(path: str | os.PathLike[str], start: float, duration: float) ->
                           hint="choose a start below the duration recorded in the manifest")
 
 
-def _decode_pyav(path: str | os.PathLike[str], start: float, spec: ClipSpec) -> Clip:
+def _decode_pyav(path: str | os.PathLike[str], start: float, spec: ClipSpec,
+                 extra_audio: Sequence[float] = ()) -> Clip:
     _CLOCK.start()
     container = _open(path)
     try:
@@ -533,14 +543,16 @@ def _decode_pyav(path: str | os.PathLike[str], start: float, spec: ClipSpec) -> 
         _CLOCK.lap("to tensor")
         audio_start = audio_window_start(start, spec)
         audio = _read_audio(container, str(path), audio_start, spec.audio_seconds, spec.sample_rate)
+        extra = _extra_audio(container, path, extra_audio, spec)
         _CLOCK.start()
-        return Clip(video, audio, start, audio_start, np.asarray(times)[chosen])
+        return Clip(video, audio, start, audio_start, np.asarray(times)[chosen], extra)
     finally:
         container.close()
         _CLOCK.lap("close")
 
 
-def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec) -> Clip:
+def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec,
+                   extra_audio: Sequence[float] = ()) -> Clip:
     import decord  # imported lazily: its import is slow and only this backend needs it
 
     container = _open(path)  # header (size, duration) and the audio come from PyAV
@@ -554,7 +566,7 @@ def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec) -
             # decord 0.6 turns the picture but keeps the coded W x H (90/270 come out squashed, and
             # the transposed size fails): rotated files (rare: phone videos) go through PyAV.
             container.close()
-            return _decode_pyav(path, start, spec)
+            return _decode_pyav(path, start, spec, extra_audio)
         width, height = _out_size(stream.codec_context.width, stream.codec_context.height, spec.size)
         try:
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height,
@@ -580,7 +592,8 @@ def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec) -
         audio_start = audio_window_start(start, spec)
         audio = _read_audio(container, str(path), audio_start, spec.audio_seconds, spec.sample_rate)
         video = _to_video_tensor(frames, spec.uint8_frames)
-        return Clip(video, audio, start, audio_start, times[chosen, 0].astype(np.float64))
+        extra = _extra_audio(container, path, extra_audio, spec)
+        return Clip(video, audio, start, audio_start, times[chosen, 0].astype(np.float64), extra)
     finally:
         container.close()
 
@@ -601,7 +614,7 @@ def _decord_frames_resized(decord: Any, path: str | os.PathLike[str], chosen: np
     return np.stack([resized[int(i)] for i in chosen])
 
 
-Decoder = Callable[[str | os.PathLike[str], float, ClipSpec], Clip]
+Decoder = Callable[[str | os.PathLike[str], float, ClipSpec, Sequence[float]], Clip]
 
 DECODERS: dict[str, Decoder] = {"pyav": _decode_pyav, "decord": _decode_decord}
 
@@ -614,10 +627,14 @@ def get_decoder(name: str) -> Decoder:
         raise ValueError(f"unknown decode backend {name!r}; valid: {', '.join(sorted(DECODERS))}") from None
 
 
-def decode_clip(path: str | os.PathLike[str], start: float, spec: ClipSpec, backend: str = "pyav") -> Clip:
+def decode_clip(path: str | os.PathLike[str], start: float, spec: ClipSpec, backend: str = "pyav",
+                extra_audio: Sequence[float] = ()) -> Clip:
     """Decode the clip of ``spec`` starting at ``start`` seconds (see the module doc for timing).
+
+    ``extra_audio``: starts (s) of further audio windows of ``spec.audio_seconds`` to read from
+    the same open file into ``Clip.extra_audio`` (one open instead of one per window).
 
     Raises:
         DecodeError: missing, empty or unreadable file, no video/audio track, start past the end.
     """
-    return get_decoder(backend)(path, start, spec)
+    return get_decoder(backend)(path, start, spec, extra_audio)

@@ -293,7 +293,10 @@ def test_shifted_audio_is_the_same_video_elsewhere(tmp_path: Path) -> None:
         assert s["audio_shifted"].shape == s["audio"].shape
         own = s["start"] + SPEC.video_seconds / 2 - SPEC.audio_seconds / 2  # centred window
         path = ds.videos[s["index"]].path
-        torch.testing.assert_close(s["audio_shifted"], read_audio(path, own + s["shift"], 0.5, SR))
+        # read from the file the clip was decoded from, still open: after a seek, an AAC decoder that
+        # already decoded the clip's own window gives samples within ~1e-4 of a fresh open's
+        torch.testing.assert_close(s["audio_shifted"], read_audio(path, own + s["shift"], 0.5, SR),
+                                   atol=2e-4, rtol=0)
         assert abs(s["shift"]) >= 0.8 - 1e-9
         # louder later: the level follows the shift
         ratio = float(s["audio_shifted"].pow(2).mean() / s["audio"].pow(2).mean())

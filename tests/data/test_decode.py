@@ -179,6 +179,21 @@ def test_audio_offset_moves_click(media: dict[str, Path], backend: str) -> None:
     assert _click_time(shifted.audio, shifted.audio_start, sr) == pytest.approx(FLASH_TIME, abs=3e-3)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_extra_audio_windows_come_from_the_same_file(media: dict[str, Path], backend: str) -> None:
+    sr = 16000
+    spec = ClipSpec(num_frames=10, fps=FPS, size=None, audio_seconds=0.5, sample_rate=sr)
+    plain = decode_clip(media["sync_44k"], 0.1, spec, backend)
+    clip = decode_clip(media["sync_44k"], 0.1, spec, backend, extra_audio=[FLASH_TIME - 0.2, 0.0])
+    torch.testing.assert_close(clip.audio, plain.audio)  # the clip itself is unchanged
+    assert plain.extra_audio == [] and len(clip.extra_audio) == 2
+    late, early = clip.extra_audio
+    assert late.shape == early.shape == (sr // 2,)
+    # the click lies 0.2 s into the late window
+    assert _click_time(late, FLASH_TIME - 0.2, sr) == pytest.approx(FLASH_TIME, abs=3e-3)
+    torch.testing.assert_close(early, read_audio(media["sync_44k"], 0.0, 0.5, sr), atol=2e-4, rtol=0)
+
+
 def test_center_alignment(media: dict[str, Path]) -> None:
     spec = ClipSpec(num_frames=10, fps=FPS, size=None, audio_seconds=1.0, sample_rate=16000,
                     audio_align="center")
