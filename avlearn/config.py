@@ -50,6 +50,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
         return value
+    if isinstance(tp, type) and hasattr(tp, "from_config"):  # a section that picks its own type
+        return tp.from_config(value, where)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
@@ -89,8 +91,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "", context: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types.
+
+    ``context`` names whose keys these are in the unknown-key message (default: the section).
+    """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls} is not a dataclass")
     hints = typing.get_type_hints(cls)
@@ -100,7 +105,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             valid = sorted(fields)
             raise ConfigError(
                 f"unknown config key '{prefix}{key}'.{_suggest(key, valid)} "
-                f"Valid keys under '{prefix.rstrip('.') or '<top>'}': {', '.join(valid)}"
+                f"Valid keys {context or 'under ' + repr(prefix.rstrip('.') or '<top>')}: {', '.join(valid)}"
             )
     kwargs = {key: _coerce(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
     missing = [
@@ -115,9 +120,22 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     return cls(**kwargs)
 
 
+def _plain(value: Any) -> Any:
+    if hasattr(value, "to_config_dict"):  # a section that writes its own form (see ``from_config``)
+        return value.to_config_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain-dict view of a config dataclass (for saving next to checkpoints)."""
-    return dataclasses.asdict(cfg)
+    out: dict[str, Any] = _plain(cfg)
+    return out
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -139,10 +157,15 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` deep-merged over ``base``; a section whose ``name`` changes (``objective.name=vicreg``
+    over an ``infonce`` section) replaces the old one, whose keys belong to what it named."""
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        old = out.get(key)
+        renamed = (isinstance(value, dict) and "name" in value and isinstance(old, dict)
+                   and value["name"] != old.get("name"))
+        if isinstance(value, dict) and isinstance(old, dict) and not renamed:
+            out[key] = _merge(old, value)
         else:
             out[key] = value
     return out

@@ -70,7 +70,7 @@ def manifests(root: Path) -> dict[str, Path]:
 
 
 def pretrain(train_manifest: Path, epochs: int, reuse: bool = False, clips: int = 2,
-             shifted_audio: float = 0.5) -> tuple[Path, float]:
+             shifted_audio: float = 0.5, objective: str = "infonce") -> tuple[Path, float]:
     """Pretrain on the train split; return the run and its training seconds.
 
     ``reuse``: keep an existing finished run whose stored config equals this one (its seconds then
@@ -79,9 +79,10 @@ def pretrain(train_manifest: Path, epochs: int, reuse: bool = False, clips: int 
     from avlearn.train import pretrain as pretrain_cli
     from avlearn.train.config import PretrainConfig
 
-    run = CACHE / "pretrain"
+    run = CACHE / ("pretrain" if objective == "infonce" else f"pretrain_{objective}")
     config = ROOT / "configs/pretrain/synth_cpu.yaml"
-    overrides = [f"run_dir={run}", f"data.manifest={train_manifest}", *CLIP, "data.batch_size=16",
+    overrides = [f"run_dir={run}", f"objective.name={objective}", f"data.manifest={train_manifest}", *CLIP,
+                 "data.batch_size=16",
                  f"data.clips_per_video={clips}", f"data.shifted_audio={shifted_audio}",
                  "data.num_workers=1", f"epochs={epochs}", "train.progress=false", "train.tensorboard=false",
                  "train.ckpt_every_steps=0", "eval.manifest="]
@@ -102,6 +103,7 @@ def pretrain(train_manifest: Path, epochs: int, reuse: bool = False, clips: int 
     return run, round(time.perf_counter() - t, 1)
 
 
+OBJECTIVE_NAMES = {"infonce": "InfoNCE", "vicreg": "cross-modal VICReg (25/25/1, expanders 256-256)"}
 DEFAULT_FEATURES = ("features.stages=[layer3,layer4]", "features.pool=avg")
 
 
@@ -239,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-clips", type=int, default=8,
                    help="clips per labelled video per fine-tuning epoch at 100 %% of the labels")
     p.add_argument("--test-clips", type=int, default=3)
+    p.add_argument("--objective", default="infonce", choices=["infonce", "vicreg"],
+                   help="pretraining objective (objective.name; each with synth_cpu.yaml's other settings)")
+    p.add_argument("--name", default="downstream_synth", help="results file stem under --out")
     p.add_argument("--reuse", action="store_true",
                    help="reuse a finished pretraining run of the same config (its time from its log)")
     p.add_argument("--investigate", action="store_true",
@@ -257,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     found = manifests(root)
     lap("collection", t)
     run, times["pretrain"] = pretrain(found["train"], args.pretrain_epochs, args.reuse, args.pretrain_clips,
-                                      args.shifted_audio)
+                                      args.shifted_audio, args.objective)
     av = str(run)
 
     t = time.perf_counter()
@@ -300,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         "setup": {"videos": 240, "size": 64, "duration_s": 3.0, "max_distractors": 0, "object_scale": 0.4,
                   "crop": 32, "frames": 8, "fps": 8, "pretrain_epochs": args.pretrain_epochs,
                   "pretrain_clips_per_video": args.pretrain_clips, "shifted_audio": args.shifted_audio,
+                  "objective": args.objective,
                   "finetune_epochs": args.finetune_epochs, "finetune_clips_per_video": args.finetune_clips,
                   "test_clips_per_video": args.test_clips},
         "retrieval": retrieval,
@@ -308,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "downstream_synth.json").write_text(json.dumps(results, indent=2))
+    (out / f"{args.name}.json").write_text(json.dumps(results, indent=2))
     chance = 100 / 6
     lines = [
         "# Downstream evaluation on the synthetic collection", "",
@@ -317,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({machine['torch_threads']} threads), CUDA {machine['cuda']}  ",
         f"Run time: {total:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + ")", "",
         "240 videos (3 s, 64 px, no silent distractors), 168 train / 48 test; 32 px crops, "
-        f"8 frames at 8 fps (1 s, as the audio). Pretraining: InfoNCE, {args.pretrain_epochs} epochs x "
+        f"8 frames at 8 fps (1 s, as the audio). Pretraining: {OBJECTIVE_NAMES[args.objective]}, "
+        f"{args.pretrain_epochs} epochs x "
         f"{args.pretrain_clips} clips per video on the unlabelled train split"
         + (f", same-video audio >= {args.shifted_audio:g} s away as extra negatives (data.shifted_audio)"
            if args.shifted_audio > 0 else "")
@@ -343,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Reading (computed from the figures above):", "",
               *[f"- {line}" for line in reading(probes, tunes, retrieval)]]
-    (out / "downstream_synth.md").write_text("\n".join(lines) + "\n" + NOTES)
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n" + NOTES)
     print("\n".join(lines))
     return 0
 

@@ -3,7 +3,7 @@ the published cIoU / AUC evaluation, and heatmap overlays."""
 
 from avlearn.localization.metrics import LocalizationResult, evaluate_maps
 from avlearn.localization.module import AVLocalizer, similarity_map, upsample_map
-from avlearn.localization.objective import LocalizationLoss, LocalizationObjectiveConfig, localization_loss
+from avlearn.objectives.localization import LocalizationLoss, LocalizationObjectiveConfig, localization_loss
 
 __all__ = [
     "AVLocalizer",

@@ -115,8 +115,9 @@ class AVModelWithLocalizer(nn.Module):
         self.localizer = localizer
         self.audio_input: AudioInput = audio_input
 
-    def forward(self, video: Tensor, audio: Tensor, audio_shifted: Tensor | None = None) -> LocalizedOutput:
-        out: AVOutput = self.model(video, audio, audio_shifted=audio_shifted)
+    def forward(self, video: Tensor, audio: Tensor, audio_shifted: Tensor | None = None,
+                normalize: bool = True) -> LocalizedOutput:
+        out: AVOutput = self.model(video, audio, normalize=normalize, audio_shifted=audio_shifted)
         grid_emb, audio_emb = self.localizer.project(out.video_grid, localizer_audio(out, self.audio_input))
         return LocalizedOutput(out, grid_emb, audio_emb)
 

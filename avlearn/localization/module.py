@@ -14,7 +14,7 @@ Two ways to build the projections:
   an MLP head's BatchNorm would otherwise take statistics over locations.
 * :meth:`AVLocalizer.learned`: a 1x1x1 ``Conv3d`` on the grid and a ``Linear`` on the audio
   embedding (or audio encoder feature), trained e.g. with
-  :func:`avlearn.localization.objective.localization_loss`.
+  :func:`avlearn.objectives.localization.localization_loss`.
 
 The audio row ``b`` is compared with clip ``b``: pass the clip's own sound, or another clip's
 (a batch of one audio row is broadcast to every clip).

@@ -3,24 +3,38 @@
 * :mod:`.avid` -- AVID cross-modal (and joint) instance discrimination against memory banks.
 * :mod:`.cma` -- AVID-CMA: cross-modal-agreement positive sets over the same banks.
 * :mod:`.infonce` -- in-batch symmetric cross-modal InfoNCE with negatives from all processes.
+* :mod:`.vicreg` -- cross-modal VICReg (no negatives: invariance, variance, covariance).
 * :mod:`.memory_bank` -- the per-modality memory bank and negative sampling.
+* :mod:`.localization` -- EZ-VSL's max-over-locations contrast, added to any of them for a localizer.
+* :mod:`.base` -- the :class:`Objective` interface the training engine calls.
+
+Adding an objective: one file with its config dataclass and an :class:`Objective` subclass, and one
+line in :data:`OBJECTIVES`.
 """
 
 from __future__ import annotations
 
-from torch import nn
-
-from .avid import AVIDLoss, avid_loss, estimate_partition, memory_discrimination_loss
-from .cma import CMALoss, cma_loss, compute_positive_sets
-from .infonce import InfoNCELoss, infonce_loss
+from .avid import AVIDConfig, AVIDLoss, avid_loss, estimate_partition, memory_discrimination_loss
+from .base import Objective, ObjectiveContext, RunFacts
+from .cma import CMAConfig, CMALoss, cma_loss, compute_positive_sets
+from .infonce import InfoNCEConfig, InfoNCELoss, infonce_loss
 from .memory_bank import MemoryBank, sample_excluding
+from .vicreg import VICRegConfig, VICRegLoss, vicreg_loss
 
 __all__ = [
     "OBJECTIVES",
+    "AVIDConfig",
     "AVIDLoss",
+    "CMAConfig",
     "CMALoss",
+    "InfoNCEConfig",
     "InfoNCELoss",
     "MemoryBank",
+    "Objective",
+    "ObjectiveContext",
+    "RunFacts",
+    "VICRegConfig",
+    "VICRegLoss",
     "avid_loss",
     "cma_loss",
     "compute_positive_sets",
@@ -28,7 +42,13 @@ __all__ = [
     "infonce_loss",
     "memory_discrimination_loss",
     "sample_excluding",
+    "vicreg_loss",
 ]
 
-#: Objective modules by config name (a factory looks names up here and lists the keys on error).
-OBJECTIVES: dict[str, type[nn.Module]] = {"avid": AVIDLoss, "cma": CMALoss, "infonce": InfoNCELoss}
+#: The registry: objectives by config name (``objective.name``); each class brings its config section.
+OBJECTIVES: dict[str, type[Objective]] = {
+    "avid": AVIDLoss,
+    "cma": CMALoss,
+    "infonce": InfoNCELoss,
+    "vicreg": VICRegLoss,
+}

@@ -22,13 +22,16 @@ within_weight * (L_v2v + L_a2a) / 2``. Embeddings must be L2-normalised.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from avlearn.config import ConfigError
 from avlearn.distributed import all_reduce_mean
 
 from ._checks import (
@@ -42,11 +45,16 @@ from ._checks import (
     check_weight,
     upcast,
 )
+from .base import Objective, ObjectiveContext
 from .memory_bank import MemoryBank
+
+if TYPE_CHECKING:
+    from avlearn.models.av import AVOutput
 
 __all__ = [
     "DIRECTIONS",
     "LOSSES",
+    "AVIDConfig",
     "AVIDLoss",
     "avid_loss",
     "estimate_partition",
@@ -230,7 +238,51 @@ def avid_loss(
     )
 
 
-class _BankObjective(nn.Module):
+_BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class AVIDConfig:
+    """The ``objective:`` section of ``name: avid``.
+
+    Attributes:
+        num_negatives: K negatives sampled from the bank per anchor.
+        temperature: softmax / NCE temperature.
+        momentum: memory-bank momentum (weight of the old entry).
+        loss: ``nce`` (the paper) or ``softmax`` (InfoNCE over the K + 1 bank entries).
+        xmodal_weight, within_weight: cross-modal and within-modal terms (AVID "xmodal" = 1, 0).
+        bank_dtype: storage of the banks (``float16`` / ``bfloat16`` halve their memory).
+    """
+
+    num_negatives: int = 1024
+    temperature: float = 0.07
+    momentum: float = 0.5
+    loss: Literal["nce", "softmax"] = "nce"
+    xmodal_weight: float = 1.0
+    within_weight: float = 0.0
+    bank_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"objective.temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"objective.momentum must be in [0, 1), got {self.momentum}")
+        if self.num_negatives < 1:
+            raise ConfigError(f"objective.num_negatives must be >= 1, got {self.num_negatives}")
+        if self.xmodal_weight < 0 or self.within_weight < 0 or self.xmodal_weight + self.within_weight == 0:
+            raise ConfigError(
+                f"objective.xmodal_weight ({self.xmodal_weight}) and objective.within_weight "
+                f"({self.within_weight}) must be >= 0 and not both 0"
+            )
+
+    def bank_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the bank objectives' constructors."""
+        return {"num_negatives": self.num_negatives, "temperature": self.temperature,
+                "momentum": self.momentum, "loss": self.loss, "xmodal_weight": self.xmodal_weight,
+                "within_weight": self.within_weight, "bank_dtype": _BANK_DTYPES[self.bank_dtype]}
+
+
+class _BankObjective(Objective):
     """Two memory banks plus the fixed NCE partition functions (buffer ``partition``, -1 = unset)."""
 
     partition: Tensor
@@ -286,6 +338,32 @@ class _BankObjective(nn.Module):
         self.video_bank.update(index, video_emb.detach())
         self.audio_bank.update(index, audio_emb.detach())
 
+    def after_finite_step(self, out: AVOutput, index: Tensor) -> None:
+        self.update_memory(out.video_emb, out.audio_emb, index)
+
+    def avid_scores(
+        self, video_emb: Tensor, audio_emb: Tensor, index: Tensor, negatives: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """AVID's loss against the banks as they are (``negatives (B, K)`` default: sampled)."""
+        if negatives is None:
+            negatives = self.video_bank.sample_negatives(index, self.num_negatives, generator)
+        value, logs = avid_loss(
+            video_emb,
+            audio_emb,
+            self.video_bank.weight,
+            self.audio_bank.weight,
+            index,
+            negatives,
+            temperature=self.temperature,
+            loss=self.loss,
+            xmodal_weight=self.xmodal_weight,
+            within_weight=self.within_weight,
+            partition=self.partitions(),
+        )
+        self._store_partitions(logs)
+        return value, logs
+
     def extra_repr(self) -> str:
         return (
             f"num_negatives={self.num_negatives}, temperature={self.temperature}, loss={self.loss!r}, "
@@ -310,6 +388,15 @@ class AVIDLoss(_BankObjective):
 
     Shape: ``forward(video_emb (B, D), audio_emb (B, D), index (B,))`` -> ``(loss, logs)``.
     """
+
+    config_cls = AVIDConfig
+
+    @classmethod
+    def build(cls, cfg: AVIDConfig, ctx: ObjectiveContext) -> AVIDLoss:
+        return cls(ctx.num_items, ctx.embed_dim, **cfg.bank_kwargs(), seed=ctx.seed)
+
+    def compute(self, out: AVOutput, index: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.avid_scores(out.video_emb, out.audio_emb, index)
 
     def __init__(
         self,
@@ -352,22 +439,7 @@ class AVIDLoss(_BankObjective):
 
         ``negatives (B, K)`` overrides the sampling (tests, reproducibility).
         """
-        if negatives is None:
-            negatives = self.video_bank.sample_negatives(index, self.num_negatives, generator)
-        value, logs = avid_loss(
-            video_emb,
-            audio_emb,
-            self.video_bank.weight,
-            self.audio_bank.weight,
-            index,
-            negatives,
-            temperature=self.temperature,
-            loss=self.loss,
-            xmodal_weight=self.xmodal_weight,
-            within_weight=self.within_weight,
-            partition=self.partitions(),
-        )
-        self._store_partitions(logs)
+        value, logs = self.avid_scores(video_emb, audio_emb, index, negatives, generator)
         if update_memory:
             self.update_memory(video_emb, audio_emb, index)
         return value, logs

@@ -20,17 +20,24 @@ are sampled uniformly from the bank excluding the instance and its whole positiv
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
+from avlearn.config import ConfigError
 from avlearn.distributed import gather_no_grad, rank, world_size
 
 from ._checks import check_choice, check_index, check_positive_int, check_weight, upcast
-from .avid import _BankObjective, _check_bank_inputs, combine_directions
+from .avid import AVIDConfig, _BankObjective, _check_bank_inputs, combine_directions
+from .base import ObjectiveContext, RunFacts
 
-__all__ = ["MODES", "CMALoss", "cma_loss", "compute_positive_sets"]
+if TYPE_CHECKING:
+    from avlearn.models.av import AVOutput
+
+__all__ = ["MODES", "CMAConfig", "CMALoss", "cma_loss", "compute_positive_sets"]
 
 MODES = ("consensus", "union", "video", "audio")
 
@@ -146,6 +153,32 @@ def cma_loss(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class CMAConfig(AVIDConfig):
+    """The ``objective:`` section of ``name: cma``: AVID's keys plus the positive sets and their schedule.
+
+    Attributes:
+        positive_set_size, num_positives, mode: k, P and the agreement (see :class:`CMALoss`).
+        cma_start_epoch: epochs trained with plain AVID on the same banks before the positive sets
+            are first computed (0 when starting from an AVID run with ``init_from``, as in the paper).
+        cma_every_epochs: recompute the positive sets every this many epochs.
+    """
+
+    positive_set_size: int = 32
+    num_positives: int = 8
+    mode: Literal["consensus", "union", "video", "audio"] = "consensus"
+    cma_start_epoch: int = 0
+    cma_every_epochs: int = 5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("positive_set_size", "num_positives", "cma_every_epochs"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"objective.{key} must be >= 1, got {getattr(self, key)}")
+        if self.cma_start_epoch < 0:
+            raise ConfigError(f"objective.cma_start_epoch must be >= 0, got {self.cma_start_epoch}")
+
+
 class CMALoss(_BankObjective):
     """AVID-CMA with its memory banks and positive sets (buffer ``positive_sets (N, k)`` int32).
 
@@ -161,6 +194,43 @@ class CMALoss(_BankObjective):
     """
 
     positive_sets: Tensor
+    config_cls = CMAConfig
+
+    @classmethod
+    def build(cls, cfg: CMAConfig, ctx: ObjectiveContext) -> CMALoss:
+        objective = cls(ctx.num_items, ctx.embed_dim, positive_set_size=cfg.positive_set_size,
+                        num_positives=cfg.num_positives, mode=cfg.mode, **cfg.bank_kwargs(), seed=ctx.seed)
+        objective.start_epoch, objective.every_epochs = cfg.cma_start_epoch, cfg.cma_every_epochs
+        return objective
+
+    @classmethod
+    def check_run(cls, cfg: CMAConfig, run: RunFacts) -> None:
+        super().check_run(cfg, run)
+        if cfg.cma_start_epoch >= run.epochs:
+            raise ValueError(f"objective.cma_start_epoch ({cfg.cma_start_epoch}) must be < epochs "
+                             f"({run.epochs}), or CMA never starts")
+
+    def on_epoch_start(self, epoch: int, first_batch: bool = True) -> str | None:
+        """Plain AVID on the same banks before ``start_epoch``; then, at an epoch's first batch, new
+        positive sets every ``every_epochs`` epochs (or when there are none yet)."""
+        self.epoch = epoch
+        if not first_batch or epoch < self.start_epoch:
+            return None
+        if (epoch - self.start_epoch) % self.every_epochs == 0 or not self.has_positive_sets:
+            self.update_positive_sets()
+            return "positive_sets"
+        return None
+
+    def compute(self, out: AVOutput, index: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.epoch < self.start_epoch:  # warm-up: AVID's loss and sampling on the same banks
+            return self.avid_scores(out.video_emb, out.audio_emb, index)
+        return self(out.video_emb, out.audio_emb, index, update_memory=False)  # type: ignore[no-any-return]
+
+    def load_objective_state(self, state: Mapping[str, Any], *, partial: bool = False) -> None:
+        """Also accepts the state of an AVID objective (a warm-up checkpoint): no positive sets yet."""
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if not partial and (unexpected or set(missing) - {"positive_sets"}):
+            raise RuntimeError(f"CMA objective state: missing keys {missing}, unexpected keys {unexpected}")
 
     def __init__(
         self,
@@ -201,6 +271,7 @@ class CMALoss(_BankObjective):
         self.mode = mode
         self.num_positives = num_positives
         self.chunk_size = chunk_size
+        self.start_epoch, self.every_epochs, self.epoch = 0, 1, 0  # the schedule (set by build)
         self.register_buffer(
             "positive_sets", torch.full((num_items, positive_set_size), -1, dtype=torch.int32)
         )

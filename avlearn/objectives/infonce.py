@@ -13,15 +13,39 @@ of parameter gradients then gives exactly the single-process parameter gradient.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from avlearn.config import ConfigError
 from avlearn.distributed import gather_with_grad, rank_offset_targets
 
 from ._checks import check_normalized, check_pair, check_temperature, upcast
+from .base import Objective, ObjectiveContext
 
-__all__ = ["InfoNCELoss", "infonce_loss"]
+if TYPE_CHECKING:
+    from avlearn.models.av import AVOutput
+
+__all__ = ["InfoNCEConfig", "InfoNCELoss", "infonce_loss"]
+
+
+@dataclasses.dataclass(frozen=True)
+class InfoNCEConfig:
+    """The ``objective:`` section of ``name: infonce``.
+
+    Attributes:
+        temperature: softmax temperature of both directions.
+    """
+
+    temperature: float = 0.07
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"objective.temperature must be > 0, got {self.temperature}")
 
 
 def infonce_loss(
@@ -79,8 +103,21 @@ def infonce_loss(
     return value, logs
 
 
-class InfoNCELoss(nn.Module):
-    """Module form of :func:`infonce_loss`; shape ``(B, D), (B, D) -> (loss, logs)``."""
+class InfoNCELoss(Objective):
+    """Module form of :func:`infonce_loss`; shape ``(B, D), (B, D) -> (loss, logs)``.
+
+    In training it also scores each clip's time-shifted audio (``data.shifted_audio``) when present.
+    """
+
+    config_cls = InfoNCEConfig
+    uses_shifted_audio = True
+
+    @classmethod
+    def build(cls, cfg: InfoNCEConfig, ctx: ObjectiveContext) -> InfoNCELoss:
+        return cls(cfg.temperature)
+
+    def compute(self, out: AVOutput, index: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return infonce_loss(out.video_emb, out.audio_emb, self.temperature, out.audio_shifted_emb)
 
     def __init__(self, temperature: float = 0.07) -> None:
         super().__init__()

@@ -48,7 +48,7 @@ def run_command(prog: str, config_cls: type[C], args: argparse.Namespace, run: C
         print(f"{prog}: {err}", file=sys.stderr)
         return 2
     from avlearn.train.checkpoint import CheckpointManager  # torch imports only when running
-    from avlearn.train.loop import NonFiniteLossError
+    from avlearn.train.engine import NonFiniteLossError
 
     run_dir = Path(cfg.run_dir)
     if args.resume and CheckpointManager(run_dir / "checkpoints").latest() is None:

@@ -17,78 +17,96 @@ Everything is validated once, at load; unknown keys name themselves and the vali
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
-from typing import Literal
+from typing import Any, Literal
 
-import torch
-from torch import nn
-
-from avlearn.config import ConfigError
+from avlearn.config import ConfigError, from_dict, to_dict
 from avlearn.data.config import DataConfig
 from avlearn.models.registry import ModelConfig
-from avlearn.objectives import OBJECTIVES, AVIDLoss, CMALoss, InfoNCELoss
+from avlearn.objectives import OBJECTIVES, Objective, ObjectiveContext, RunFacts
 from avlearn.train.optim import OptimConfig
 
 __all__ = [
     "EvalConfig",
     "LocalizationConfig",
-    "ObjectiveConfig",
+    "ObjectiveSpec",
     "PretrainConfig",
     "TrainConfig",
-    "build_objective",
 ]
 
-_BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+logger = logging.getLogger(__name__)
+
+# Keys of the flat objective layout (one section with every objective's keys) that run directories
+# written before the per-objective sections hold in their config.yaml.
+_FLAT_LAYOUT_KEYS = frozenset({
+    "name", "num_negatives", "temperature", "momentum", "loss", "xmodal_weight", "within_weight",
+    "bank_dtype", "positive_set_size", "num_positives", "mode", "cma_start_epoch", "cma_every_epochs",
+    "init_from",
+})
 
 
 @dataclasses.dataclass(frozen=True)
-class ObjectiveConfig:
-    """Which objective, its parameters and (CMA) the positive-set schedule.
+class ObjectiveSpec:
+    """The ``objective:`` section: which objective, where to start from, and its own keys.
+
+    ``name`` picks an entry of :data:`avlearn.objectives.OBJECTIVES`; every other key (besides
+    ``init_from``) belongs to that objective's config dataclass (e.g.
+    :class:`~avlearn.objectives.AVIDConfig`), so a key another objective would use is refused
+    with the valid ones::
+
+        objective: {name: avid, num_negatives: 256, temperature: 0.07, loss: nce}
+        objective: {name: infonce, temperature: 0.07}
 
     Attributes:
-        name: a key of :data:`avlearn.objectives.OBJECTIVES`: ``avid``, ``cma`` or ``infonce``.
-        num_negatives, temperature, momentum, loss, xmodal_weight, within_weight, bank_dtype:
-            memory-bank objectives (``avid``, ``cma``); ``infonce`` uses ``temperature`` only.
-        positive_set_size, num_positives, mode: CMA's k, P and agreement (see :class:`CMALoss`).
-        cma_start_epoch: ``cma`` only: epochs trained with plain AVID (same banks) before the
-            CMA positive sets are first computed; 0 when starting from an AVID run
-            (``init_from``), as in the paper.
-        cma_every_epochs: recompute the positive sets every this many epochs.
+        name: a key of :data:`avlearn.objectives.OBJECTIVES` (``avid``, ``cma``, ``infonce``, ``vicreg``).
         init_from: a run checkpoint (``.pt``) or a run directory whose newest checkpoint gives the
-            initial model weights and memory banks (e.g. CMA on top of an AVID run).
+            initial model weights and the objective's state (e.g. CMA on top of an AVID run).
+        params: the objective's config section (an instance of its ``config_cls``).
     """
 
     name: str = "avid"
-    num_negatives: int = 1024
-    temperature: float = 0.07
-    momentum: float = 0.5
-    loss: Literal["nce", "softmax"] = "nce"
-    xmodal_weight: float = 1.0
-    within_weight: float = 0.0
-    bank_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    positive_set_size: int = 32
-    num_positives: int = 8
-    mode: Literal["consensus", "union", "video", "audio"] = "consensus"
-    cma_start_epoch: int = 0
-    cma_every_epochs: int = 5
     init_from: str = ""
+    params: Any = None
 
     def __post_init__(self) -> None:
         if self.name not in OBJECTIVES:
             raise ConfigError(
                 f"objective.name: unknown objective '{self.name}'. Valid: {', '.join(sorted(OBJECTIVES))}"
             )
-        if self.temperature <= 0:
-            raise ConfigError(f"objective.temperature must be > 0, got {self.temperature}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"objective.momentum must be in [0, 1), got {self.momentum}")
-        for key in ("num_negatives", "positive_set_size", "num_positives", "cma_every_epochs"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"objective.{key} must be >= 1, got {getattr(self, key)}")
-        if self.cma_start_epoch < 0:
-            raise ConfigError(f"objective.cma_start_epoch must be >= 0, got {self.cma_start_epoch}")
-        if self.xmodal_weight < 0 or self.within_weight < 0 or self.xmodal_weight + self.within_weight == 0:
-            raise ConfigError("objective.xmodal_weight and within_weight must be >= 0 and not both 0")
+        if self.params is None:
+            object.__setattr__(self, "params", OBJECTIVES[self.name].config_cls())
+
+    @classmethod
+    def from_config(cls, value: Any, where: str) -> ObjectiveSpec:
+        """Build from a YAML mapping (the typed loader calls this for the ``objective`` key)."""
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping (name and the objective's keys), got {value!r}")
+        data = dict(value)
+        name = data.pop("name", cls.name)
+        init_from = data.pop("init_from", "")
+        if name not in OBJECTIVES:
+            valid_names = ", ".join(sorted(OBJECTIVES))
+            raise ConfigError(f"{where}.name: unknown objective {name!r}. Valid: {valid_names}")
+        config_cls = OBJECTIVES[name].config_cls
+        valid = {f.name for f in dataclasses.fields(config_cls)}
+        extra = set(data) - valid
+        if extra and set(value) == _FLAT_LAYOUT_KEYS:  # a config.yaml of a run made before the sections
+            logger.warning(
+                "%s is in the old flat layout (every objective's keys); read as objective %r without %s. "
+                "To update the file keep only: %s", where, name, ", ".join(sorted(extra)),
+                ", ".join(["name", "init_from", *sorted(valid & set(data))]))
+            data = {k: v for k, v in data.items() if k in valid}
+        params = from_dict(config_cls, data, prefix=f"{where}.", context=f"of objective '{name}'")
+        return cls(name=str(name), init_from=str(init_from), params=params)
+
+    def to_config_dict(self) -> dict[str, Any]:
+        """The flat YAML form (``name``, ``init_from`` and the objective's keys)."""
+        return {"name": self.name, "init_from": self.init_from, **to_dict(self.params)}
+
+    def build(self, ctx: ObjectiveContext) -> Objective:
+        """The objective module, on the CPU."""
+        return OBJECTIVES[self.name].build(self.params, ctx)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +169,7 @@ class EvalConfig:
 class LocalizationConfig:
     """A sound localizer trained with the encoders (off while ``weight`` is 0).
 
-    When on, the loop adds ``weight *`` :func:`avlearn.localization.objective.localization_loss`
+    When on, the loop adds ``weight *`` :func:`avlearn.objectives.localization.localization_loss`
     (EZ-VSL's max-over-locations contrast) of an :meth:`AVLocalizer.learned
     <avlearn.localization.module.AVLocalizer.learned>` localizer to the objective's loss; the
     localizer is checkpointed with the model and exported next to the encoders (see
@@ -205,7 +223,7 @@ class PretrainConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-    objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
+    objective: ObjectiveSpec = dataclasses.field(default_factory=ObjectiveSpec)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     localization: LocalizationConfig = dataclasses.field(default_factory=LocalizationConfig)
@@ -217,46 +235,8 @@ class PretrainConfig:
             raise ConfigError(f"max_steps must be >= 0 (0 = no limit), got {self.max_steps}")
         if not self.run_dir:
             raise ConfigError("run_dir must be set")
-        if self.objective.name == "cma" and self.objective.cma_start_epoch >= self.epochs:
-            raise ConfigError(
-                f"objective.cma_start_epoch ({self.objective.cma_start_epoch}) must be < epochs "
-                f"({self.epochs}), or CMA never starts"
-            )
-        if self.data.shifted_audio > 0 and self.objective.name != "infonce":
-            raise ConfigError(
-                f"data.shifted_audio={self.data.shifted_audio} (shifted same-video audio as negatives) "
-                f"is used by objective.name=infonce only, not {self.objective.name!r}; set "
-                "data.shifted_audio=0 or objective.name=infonce"
-            )
-
-
-def build_objective(cfg: ObjectiveConfig, name: str, num_items: int, dim: int, seed: int) -> nn.Module:
-    """The objective module ``name`` (``cfg.name``, or ``avid`` for CMA's warm-up epochs).
-
-    ``num_items``: memory-bank rows (training videos); ``dim``: embedding size.
-    """
-    dtype = _BANK_DTYPES[cfg.bank_dtype]
-    if name == "infonce":
-        return InfoNCELoss(cfg.temperature)
-    common = {
-        "num_negatives": cfg.num_negatives,
-        "temperature": cfg.temperature,
-        "momentum": cfg.momentum,
-        "loss": cfg.loss,
-        "xmodal_weight": cfg.xmodal_weight,
-        "within_weight": cfg.within_weight,
-        "bank_dtype": dtype,
-        "seed": seed,
-    }
-    if name == "avid":
-        return AVIDLoss(num_items, dim, **common)  # type: ignore[arg-type]
-    if name == "cma":
-        return CMALoss(
-            num_items,
-            dim,
-            positive_set_size=cfg.positive_set_size,
-            num_positives=cfg.num_positives,
-            mode=cfg.mode,
-            **common,  # type: ignore[arg-type]
-        )
-    raise ConfigError(f"unknown objective '{name}'. Valid: {', '.join(sorted(OBJECTIVES))}")
+        try:  # what the objective needs of the rest of the run, checked by the objective
+            OBJECTIVES[self.objective.name].check_run(
+                self.objective.params, RunFacts(epochs=self.epochs, shifted_audio=self.data.shifted_audio))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None

@@ -25,7 +25,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,30 +35,14 @@ from avlearn.config import ConfigError
 from avlearn.data.config import DataConfig
 from avlearn.models.registry import ModelConfig
 from avlearn.train.command import add_run_arguments, run_command
+from avlearn.train.config import TrainConfig
 from avlearn.train.downstream import DatasetConfig, InitError
+from avlearn.train.engine import StepOutput, Task
 from avlearn.train.optim import OptimConfig
 
-__all__ = ["FinetuneConfig", "VideoClassifier", "finetune", "main"]
+__all__ = ["FinetuneConfig", "FinetuneTask", "VideoClassifier", "finetune", "main"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class FinetuneTrainConfig:
-    """How the loop runs (see :class:`avlearn.train.config.TrainConfig` for the same fields)."""
-
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    log_every: int = 10
-    ckpt_every_steps: int = 500
-    keep_checkpoints: int = 2
-    tensorboard: bool = True
-    progress: bool = True
-    sync_batchnorm: bool = True
-
-    def __post_init__(self) -> None:
-        if self.log_every < 1 or self.keep_checkpoints < 1 or self.ckpt_every_steps < 0:
-            raise ConfigError("train.log_every and train.keep_checkpoints must be >= 1, "
-                              "train.ckpt_every_steps >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +83,7 @@ class FinetuneConfig:
     dataset: DatasetConfig = dataclasses.field(default_factory=DatasetConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-    train: FinetuneTrainConfig = dataclasses.field(default_factory=FinetuneTrainConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: FinetuneEvalConfig = dataclasses.field(default_factory=FinetuneEvalConfig)
 
     def __post_init__(self) -> None:
@@ -185,172 +169,99 @@ def eval_dataset(cfg: FinetuneConfig | Any, class_to_idx: dict[str, int]) -> Any
         video_transform=build_video_transform(cfg.data.video_aug, False), seed=cfg.data.seed)
 
 
+class FinetuneTask(Task):
+    """Cross-entropy of a :class:`VideoClassifier` on labelled clips; the encoder frozen (eval mode)
+    during the first ``warmup_classifier_epochs``.
+
+    Shape of a batch: ``video (B, C, T, H, W)``, ``label (B,)``.
+    """
+
+    def __init__(self, cfg: FinetuneConfig, model: VideoClassifier, init: str) -> None:
+        self.cfg, self.model, self.init, self.net = cfg, model, init, model
+
+    def step(self, batch: dict[str, Any], device: torch.device, epoch: int) -> StepOutput:
+        video = batch["video"].to(device, non_blocking=True)
+        label = batch["label"].to(device)
+        frozen = epoch < self.cfg.warmup_classifier_epochs
+        logits = self.net(video, freeze_encoder=frozen)
+        loss = F.cross_entropy(logits.float(), label)
+        logs = {"loss": loss.detach(), "top1": (logits.detach().argmax(1) == label).float().mean(),
+                "frozen": torch.tensor(float(frozen))}
+        return StepOutput(loss, logs, torch.ones((), dtype=torch.bool, device=device), len(label))
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "init": self.init}
+
+    def load_checkpoint(self, state: dict[str, Any], path: Path) -> None:
+        self.model.load_state_dict(state["model"])
+
+
 def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, Any]:
     """Run (or continue) the fine-tuning of ``cfg`` from ``init``; returns ``results.json``'s content.
 
     Raises :class:`~avlearn.train.downstream.InitError` for an unusable ``init`` and
-    :class:`~avlearn.train.loop.NonFiniteLossError` on NaN/inf.
+    :class:`~avlearn.train.engine.NonFiniteLossError` on NaN/inf.
     """
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-    from accelerate.utils import gather_object, set_seed
+    from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
 
-    from avlearn.config import to_dict
-    from avlearn.data.dataset import FailureTracker, av_collate
-    from avlearn.distributed import fresh_accelerator_state
+    from avlearn.data.dataset import av_collate
     from avlearn.eval.classification import ClassificationReport
-    from avlearn.train.checkpoint import CheckpointManager, get_rng_state, set_rng_state
     from avlearn.train.downstream import load_encoder, resolve_init, write_report
-    from avlearn.train.logger import MetricsLogger
-    from avlearn.train.loop import NonFiniteLossError
+    from avlearn.train.engine import Engine
     from avlearn.train.optim import build_optimizer, build_scheduler
-    from avlearn.train.sampler import ResumableBatchSampler
 
     t_start = time.perf_counter()
-    fresh_accelerator_state()
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
-        # the frozen warm-up leaves the encoder without gradients, which DDP must be told
-        kwargs_handlers=[DistributedDataParallelKwargs(
-            find_unused_parameters=cfg.warmup_classifier_epochs > 0)])
+    # the frozen warm-up leaves the encoder without gradients, which DDP must be told
+    engine = Engine(cfg.train, cfg.run_dir, clip_grad_norm=cfg.optim.clip_grad_norm,
+                    find_unused_parameters=cfg.warmup_classifier_epochs > 0)
     run_dir = Path(cfg.run_dir)
-    ckpts = CheckpointManager(run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)
-    main_proc, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
     source = resolve_init(init, cfg.model)
 
     dataset = _train_dataset(cfg)
     batch_size = cfg.data.batch_size
-    if len(dataset) < batch_size * world:  # e.g. 1 % of the labels: one smaller batch per epoch
-        batch_size = max(1, len(dataset) // world)
+    if len(dataset) < batch_size * engine.world:  # e.g. 1 % of the labels: one smaller batch per epoch
+        batch_size = max(1, len(dataset) // engine.world)
         logger.warning("only %d training clips: batch size lowered to %d", len(dataset), batch_size)
-    sampler = ResumableBatchSampler(len(dataset), batch_size, seed=cfg.data.seed, rank=rank, world_size=world)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                        collate_fn=av_collate, persistent_workers=cfg.data.num_workers > 0,
-                        generator=torch.Generator().manual_seed(cfg.data.seed))
-    steps_per_epoch = sampler.batches_per_epoch
-    total_steps = cfg.epochs * steps_per_epoch
-    last_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    loader, sampler = engine.loader(dataset, batch_size, cfg.data.seed, cfg.data.num_workers)
+    plan = engine.plan(sampler, cfg.epochs, cfg.max_steps)
 
     set_seed(cfg.seed)
     model = VideoClassifier(load_encoder(source, "video"), len(dataset.class_names), cfg.dropout)
-    if cfg.train.sync_batchnorm and world > 1:
+    if cfg.train.sync_batchnorm and engine.world > 1:
         from avlearn.models.sync_bn import convert_global_batchnorm
 
         convert_global_batchnorm(model)
+    task = FinetuneTask(cfg, model, source.source)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, total_steps)
-
-    step, epoch, batch_in_epoch = 0, 0, 0
-    latest = ckpts.latest() if resume else None
-    state: dict[str, Any] = {}
-    if latest is not None:
-        state = ckpts.load(latest)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        if batch_in_epoch >= steps_per_epoch:
-            epoch, batch_in_epoch = epoch + 1, 0
-    model, optimizer = accelerator.prepare(model, optimizer)
-    if latest is not None:
-        if accelerator.scaler is not None and state.get("scaler") is not None:
-            accelerator.scaler.load_state_dict(state["scaler"])
-        rngs = state["rng"]
-        if len(rngs) == world:
-            set_rng_state(rngs[rank])
-        else:
-            set_seed(cfg.seed + rank + 1000 * step)
-    else:
-        set_seed(cfg.seed + rank)
-    unwrapped: VideoClassifier = accelerator.unwrap_model(model)
-
-    log = MetricsLogger(run_dir, enabled=main_proc, tensorboard=cfg.train.tensorboard)
-    if main_proc:
-        import yaml
-
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    log.event("resume" if latest else "start", step=step, epoch=epoch, init=source.source,
-              train_videos=dataset.num_videos, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-    logger.info("fine-tuning %s from %s: %d training videos, %d classes, %d steps/epoch x %d epochs%s",
-                run_dir, source.source, dataset.num_videos, len(dataset.class_names), steps_per_epoch,
-                cfg.epochs, f", resuming at step {step}" if latest else "")
-
-    def save_checkpoint() -> None:
-        rngs = gather_object([get_rng_state()])
-        if main_proc:
-            ckpts.save({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                        "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rng": rngs,
-                        "config": to_dict(cfg), "init": source.source}, step)
-        accelerator.wait_for_everyone()
-
-    tracker = FailureTracker()
-    window: dict[str, float] = {"loss": 0.0, "correct": 0.0, "n": 0.0}
-    model.train()
-    while epoch < cfg.epochs and step < last_step:
-        dataset.set_epoch(epoch)
-        sampler.set_epoch(epoch, skip=batch_in_epoch)
-        frozen = epoch < cfg.warmup_classifier_epochs
-        for batch in loader:
-            tracker.update(batch)
-            video = batch["video"].to(accelerator.device, non_blocking=True)
-            label = batch["label"].to(accelerator.device)
-            logits = model(video, freeze_encoder=frozen)
-            loss = F.cross_entropy(logits.float(), label)
-            if accelerator.reduce((~torch.isfinite(loss)).float().reshape(1), "sum").item() > 0:
-                raise NonFiniteLossError(
-                    f"non-finite loss at step {step} (epoch {epoch}); lower optim.lr or use "
-                    f"train.mixed_precision=no; the last checkpoint is {ckpts.latest()}")
-            accelerator.backward(loss)
-            if cfg.optim.clip_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step, batch_in_epoch = step + 1, batch_in_epoch + 1
-            window["loss"] += float(loss.detach()) * len(label)
-            window["correct"] += float((logits.argmax(1) == label).sum())
-            window["n"] += len(label)
-            if step % cfg.train.log_every == 0 or step == last_step:
-                n = max(window["n"], 1.0)
-                log.scalars(step, {"train/loss": window["loss"] / n, "train/top1": window["correct"] / n,
-                                   "train/lr": float(scheduler.get_last_lr()[0]),
-                                   "train/frozen": float(frozen)},
-                            epoch=epoch)
-                window = {"loss": 0.0, "correct": 0.0, "n": 0.0}
-            if cfg.train.ckpt_every_steps and step % cfg.train.ckpt_every_steps == 0:
-                save_checkpoint()
-            if step >= last_step:
-                break
-        if batch_in_epoch >= steps_per_epoch:
-            log.event("epoch_end", step=step, epoch=epoch, data=tracker.report(epoch))
-            tracker.reset()
-            epoch, batch_in_epoch = epoch + 1, 0
-    if ckpts.latest() is None or ckpts.list()[-1][0] != step:
-        save_checkpoint()
+    scheduler = build_scheduler(optimizer, cfg.optim, plan.steps_per_epoch, plan.total_steps)
+    logger.info("fine-tuning %s from %s: %d training videos, %d classes", run_dir, source.source,
+                dataset.num_videos, len(dataset.class_names))
+    pos, log = engine.fit(task, optimizer, scheduler, (dataset, loader, sampler), plan, config=cfg,
+                          seed=cfg.seed, resume=resume,
+                          start_fields={"init": source.source, "train_videos": dataset.num_videos})
     train_seconds = time.perf_counter() - t_start
 
     results: dict[str, Any] = {}
-    if main_proc:  # the main process evaluates the whole test split (no collectives)
+    if engine.is_main:  # the main process evaluates the whole test split (no collectives)
         test = eval_dataset(cfg, dict(dataset.class_to_idx))
         test_loader = DataLoader(test, batch_size=cfg.eval.batch_size, shuffle=False,
                                  num_workers=cfg.data.num_workers, collate_fn=av_collate)
-        logits, labels, videos = predict(unwrapped, test_loader, accelerator.device)
+        logits, labels, videos = predict(model, test_loader, engine.device)
         report = ClassificationReport.from_outputs(logits, labels, videos, test.class_names)
         extra = {"init": source.source, "label_fraction": cfg.dataset.label_fraction,
-                 "train_videos": dataset.num_videos, "test_videos": test.num_videos, "steps": step,
-                 "finished": step >= last_step, "train_seconds": round(train_seconds, 1),
+                 "train_videos": dataset.num_videos, "test_videos": test.num_videos, "steps": pos.step,
+                 "finished": pos.step >= plan.last_step, "train_seconds": round(train_seconds, 1),
                  "eval_seconds": round(time.perf_counter() - t_start - train_seconds, 1)}
         results = write_report(run_dir, report, cfg, extra, f"Fine-tuning {run_dir.name}")
-        log.scalars(step, {"test/clip_top1": report.clip_top1, "test/video_top1": report.video_top1,
-                           "test/video_top5": report.video_top5}, epoch=epoch)
+        log.scalars(pos.step, {"test/clip_top1": report.clip_top1, "test/video_top1": report.video_top1,
+                               "test/video_top5": report.video_top5}, epoch=pos.epoch)
         logger.info("fine-tuned %s: clip top-1 %.2f %%, video top-1 %.2f %%", run_dir,
                     100 * report.clip_top1, 100 * report.video_top1)
         if math.isnan(report.video_top1):
             logger.warning("no test video was evaluated")
     log.close()
-    accelerator.wait_for_everyone()
+    engine.accelerator.wait_for_everyone()
     return results
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from avlearn import distributed
-from avlearn.localization.objective import localization_loss
+from avlearn.objectives.localization import localization_loss
 from tests.torchrun import worker_main
 
 GLOBAL_BATCH, DIM, TEMPERATURE = 6, 5, 0.1

@@ -17,6 +17,7 @@ from avlearn.objectives.avid import AVIDLoss
 from avlearn.objectives.cma import CMALoss
 from avlearn.objectives.infonce import infonce_loss
 from avlearn.objectives.memory_bank import sample_excluding
+from avlearn.objectives.vicreg import vicreg_loss
 from tests.torchrun import worker_main
 
 GLOBAL_BATCH, DIM, NUM_ITEMS, NUM_NEGATIVES, STEPS, TEMPERATURE = 8, 6, 21, 5, 2, 0.1
@@ -50,6 +51,11 @@ def run() -> dict[str, Any]:
     loss, _ = infonce_loss(video, audio, TEMPERATURE)
     loss.backward()
     out["infonce"] = {"loss": loss.detach(), "grad_video": video.grad, "grad_audio": audio.grad}
+
+    video, audio = _leaf(3 * data["video"][1, local]), _leaf(data["audio"][1, local])  # not unit norm
+    loss, _ = vicreg_loss(video, audio)
+    loss.backward()
+    out["vicreg"] = {"loss": loss.detach(), "grad_video": video.grad, "grad_audio": audio.grad}
 
     avid = AVIDLoss(NUM_ITEMS, DIM, num_negatives=NUM_NEGATIVES, within_weight=0.5, bank_dtype=torch.float64)
     out["avid"] = []

@@ -56,6 +56,12 @@ def test_infonce_loss_and_gradients_match_single_process(
     _check_step([r["infonce"] for r in ranks], single["infonce"])
 
 
+def test_vicreg_global_statistics_match_single_process(
+    ranks: list[dict[str, Any]], single: dict[str, Any]
+) -> None:
+    _check_step([r["vicreg"] for r in ranks], single["vicreg"])
+
+
 def test_avid_losses_gradients_and_banks_match(ranks: list[dict[str, Any]], single: dict[str, Any]) -> None:
     for step in range(_dist_worker.STEPS):
         _check_step([r["avid"][step] for r in ranks], single["avid"][step])

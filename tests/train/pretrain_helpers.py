@@ -48,6 +48,8 @@ def fast_overrides(manifest: Path, run_dir: Path, **extra: Any) -> list[str]:
         "optim.warmup_epochs": 0,
     }
     values.update(extra)
+    if values["objective.name"] in ("infonce", "vicreg"):  # in-batch: no bank, no num_negatives key
+        del values["objective.num_negatives"]
     return [f"{k}={v}" for k, v in values.items()]
 
 

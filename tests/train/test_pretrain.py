@@ -185,6 +185,22 @@ def test_shifted_audio_negatives_train_and_log(synth_train: Path, tmp_path: Path
     assert "data.shifted_audio" in capsys.readouterr().err
 
 
+def test_vicreg_trains_its_expanders_and_resumes_them(synth_train: Path, tmp_path: Path) -> None:
+    run = tmp_path / "vicreg"
+    extra = {"objective.name": "vicreg", "objective.expander_dims": "[32,32]", "epochs": 2}
+    assert _run(synth_train, run, max_steps=2, **extra) == 0
+    first = CheckpointManager.load(CheckpointManager(run / "checkpoints").latest())  # type: ignore[arg-type]
+    assert _run(synth_train, run, max_steps=3, **extra) == 0  # resumes at step 2
+    state = CheckpointManager.load(CheckpointManager(run / "checkpoints").latest())  # type: ignore[arg-type]
+    assert state["step"] == 3 and state["objective_name"] == "vicreg"
+    key = "video_expander.0.weight"
+    assert state["objective"][key].shape == (32, 32)
+    assert not torch.equal(state["objective"][key], first["objective"][key])  # the optimiser moved it
+    logged = [r for r in read_metrics(run) if "train/variance" in r]
+    assert [r["step"] for r in logged] == [1, 2, 3]
+    assert all(r["train/std_video"] > 0 for r in logged)
+
+
 def test_nan_guard_names_the_step(
     synth_train: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

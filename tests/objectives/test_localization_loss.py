@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avlearn.localization.objective import (
+from avlearn.objectives.localization import (
     LocalizationLoss,
     LocalizationObjectiveConfig,
     localization_loss,

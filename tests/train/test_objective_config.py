@@ -1,0 +1,88 @@
+"""Per-objective config sections, the old flat layout of run directories, and the engine's blindness
+to which objective it trains."""
+
+from __future__ import annotations
+
+import ast
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+
+from avlearn.config import ConfigError, load_config, to_dict
+from avlearn.objectives import OBJECTIVES, AVIDConfig, CMAConfig, InfoNCEConfig, VICRegConfig
+from avlearn.train.config import PretrainConfig
+from tests.train.pretrain_helpers import ROOT, SYNTH_CPU
+
+# A config.yaml as runs wrote it before the per-objective sections: every objective's keys.
+FLAT = {"name": "infonce", "num_negatives": 256, "temperature": 0.05, "momentum": 0.5, "loss": "nce",
+        "xmodal_weight": 1.0, "within_weight": 0.0, "bank_dtype": "float32", "positive_set_size": 32,
+        "num_positives": 8, "mode": "consensus", "cma_start_epoch": 0, "cma_every_epochs": 5, "init_from": ""}
+
+
+@pytest.mark.parametrize(("name", "cls"), [("avid", AVIDConfig), ("cma", CMAConfig),
+                                           ("infonce", InfoNCEConfig), ("vicreg", VICRegConfig)])
+def test_each_objective_gets_its_own_typed_section(name: str, cls: type) -> None:
+    cfg = load_config(PretrainConfig, SYNTH_CPU, [f"objective.name={name}"])
+    assert type(cfg.objective.params) is cls
+    assert OBJECTIVES[name].config_cls is cls
+
+
+def test_a_key_of_another_objective_is_refused_with_the_valid_ones() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(PretrainConfig, SYNTH_CPU, ["objective.num_negatives=64"])  # synth_cpu: infonce
+    assert "objective.num_negatives" in str(err.value) and "of objective 'infonce': temperature" in str(err.value)
+    with pytest.raises(ConfigError, match="objective.expander_dims"):
+        load_config(PretrainConfig, SYNTH_CPU, ["objective.name=avid", "objective.expander_dims=[8]"])
+
+
+def test_objective_keys_typed_and_checked() -> None:
+    cfg = load_config(PretrainConfig, SYNTH_CPU, ["objective.name=vicreg", "objective.expander_dims=[32, 16]",
+                                                  "objective.covariance_weight=2"])
+    assert cfg.objective.params == VICRegConfig(covariance_weight=2.0, expander_dims=(32, 16))
+    with pytest.raises(ConfigError, match="objective.loss"):
+        load_config(PretrainConfig, SYNTH_CPU, ["objective.name=avid", "objective.loss=hinge"])
+    with pytest.raises(ConfigError, match="shifted_audio"):  # the objective's own cross-check
+        load_config(PretrainConfig, SYNTH_CPU, ["objective.name=avid", "data.shifted_audio=0.5"])
+    load_config(PretrainConfig, SYNTH_CPU, ["objective.name=infonce", "data.shifted_audio=0.5"])
+
+
+def test_saved_config_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(PretrainConfig, ROOT / "configs" / "demo" / "pretrain.yaml")
+    saved = to_dict(cfg)
+    assert saved["objective"]["name"] == "cma" and saved["objective"]["cma_start_epoch"] == 24
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert load_config(PretrainConfig, path) == cfg
+
+
+def test_run_dir_in_the_flat_layout_still_loads_with_a_note(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    data = yaml.safe_load(SYNTH_CPU.read_text())
+    data["objective"] = FLAT
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with caplog.at_level(logging.WARNING):
+        cfg = load_config(PretrainConfig, path)
+    assert cfg.objective.name == "infonce" and cfg.objective.params == InfoNCEConfig(temperature=0.05)
+    notes = [r.getMessage() for r in caplog.records if "flat layout" in r.getMessage()]
+    assert len(notes) == 1 and "keep only: name, init_from, temperature" in notes[0]
+    # a hand-written config with a stray key is not mistaken for the old layout
+    data["objective"] = {"name": "infonce", "temperature": 0.05, "num_negatives": 256}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="objective.num_negatives"):
+        load_config(PretrainConfig, path)
+
+
+def test_training_code_never_asks_which_objective_it_holds() -> None:
+    names = set(OBJECTIVES) | {cls.__name__ for cls in OBJECTIVES.values()}
+    for path in sorted((ROOT / "avlearn" / "train").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance":
+                assert not (set(ast.unparse(node).replace("(", " ").replace(",", " ").split()) & names), (
+                    f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+            if isinstance(node, ast.Compare) and any(
+                    isinstance(c, ast.Constant) and c.value in OBJECTIVES for c in node.comparators):
+                raise AssertionError(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
