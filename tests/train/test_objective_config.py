@@ -32,7 +32,8 @@ def test_each_objective_gets_its_own_typed_section(name: str, cls: type) -> None
 def test_a_key_of_another_objective_is_refused_with_the_valid_ones() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(PretrainConfig, SYNTH_CPU, ["objective.num_negatives=64"])  # synth_cpu: infonce
-    assert "objective.num_negatives" in str(err.value) and "of objective 'infonce': temperature" in str(err.value)
+    message = str(err.value)
+    assert "objective.num_negatives" in message and "of objective 'infonce': temperature" in message
     with pytest.raises(ConfigError, match="objective.expander_dims"):
         load_config(PretrainConfig, SYNTH_CPU, ["objective.name=avid", "objective.expander_dims=[8]"])
 
