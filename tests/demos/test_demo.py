@@ -165,7 +165,7 @@ def test_demo_stage_without_its_inputs_says_which_stage_to_run(
 
 
 def test_comparison_reading_counts_test_videos() -> None:
-    from avlearn.demo_report import comparison_lines, read_comparison
+    from demos.demo_report import comparison_lines, read_comparison
 
     # 36 test videos: one video is 2.8 points; chance 1/6
     assert read_comparison(0.1944, 0.1667, 1 / 6, 36).startswith("both at chance")
