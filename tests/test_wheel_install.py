@@ -84,6 +84,7 @@ def _isolated_env(site: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # 71-74 s wall on a 2-core machine at load 5-16; 27 s of CPU (5 interpreter start-ups)
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     site = _build_wheel(tmp_path)
