@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 # name -> (module with main(argv), one-line help). Nested groups use "group sub".
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("avlearn.demo", "run the embedded end-to-end demo on a generated synthetic collection"),
+    "demo": ("demos.demo", "run the embedded end-to-end demo on a generated synthetic collection"),
     "synth": ("data_prep.synth", "generate the synthetic audio-visual collection"),
     "prepare index": ("data_prep.index", "scan a folder or list of videos and write a manifest"),
     "prepare reencode": ("data_prep.reencode", "re-encode a collection to a training-friendly form"),

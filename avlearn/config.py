@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from avlearn.configs import resolve_config
+
 __all__ = ["ConfigError", "from_dict", "load_config", "parse_overrides", "to_dict"]
 
 T = TypeVar("T")
@@ -172,12 +174,16 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Load ``cls`` from a YAML file (or defaults when ``path`` is None) plus dotted overrides."""
+    """Load ``cls`` from a YAML file (or defaults when ``path`` is None) plus dotted overrides.
+
+    ``path`` is a file, or the name of a shipped config (:func:`avlearn.configs.resolve_config`).
+    """
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        try:
+            path = resolve_config(path)
+        except FileNotFoundError as err:
+            raise ConfigError(str(err)) from None
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping of config keys")

@@ -5,9 +5,9 @@
 1. Generate (once, cached in ``.cache/downstream_synth/synth``) 240 videos of 3 s at 64 px with
    **no silent distractors** (``max_distractors=0``, ``object_scale=0.4``): with distractors a
    tiny encoder at 32 px crops cannot tell in a few minutes which object sounds (see
-   ``configs/pretrain/synth_cpu.yaml`` and ``tests/train/pretrain_helpers.py``), so the
+   ``avlearn/configs/pretrain/synth_cpu.yaml`` and ``tests/train/pretrain_helpers.py``), so the
    pretraining budget of this benchmark would measure nothing. 168 train / 24 val / 48 test videos.
-2. Pretrain ``configs/pretrain/synth_cpu.yaml`` (InfoNCE, r2plus1d_tiny + avid_spec_cnn9_tiny) on
+2. Pretrain ``avlearn/configs/pretrain/synth_cpu.yaml`` (InfoNCE, r2plus1d_tiny + avid_spec_cnn9_tiny) on
    the *unlabelled train split only*, 32 px crops.
 3. Report, on the test split (video level, clip probabilities averaged over uniformly spaced
    clips): linear probes (action and object-class labels) on AV-pretrained vs random-init
@@ -80,7 +80,7 @@ def pretrain(train_manifest: Path, epochs: int, reuse: bool = False, clips: int 
     from avlearn.train.config import PretrainConfig
 
     run = CACHE / ("pretrain" if objective == "infonce" else f"pretrain_{objective}")
-    config = ROOT / "configs/pretrain/synth_cpu.yaml"
+    config = ROOT / "avlearn/configs/pretrain/synth_cpu.yaml"
     overrides = [f"run_dir={run}", f"objective.name={objective}", f"data.manifest={train_manifest}", *CLIP,
                  "data.batch_size=16",
                  f"data.clips_per_video={clips}", f"data.shifted_audio={shifted_audio}",
@@ -113,7 +113,7 @@ def probe(init: str, name: str, label: str, cache_dir: Path | None, test_clips: 
     overrides = [f"run_dir={run}", f"dataset.root={COLLECTION}", f"dataset.label={label}", *CLIP,
                  "features.train_clips=2", f"features.test_clips={test_clips}",
                  f"features.cache_dir={cache_dir or run}", *extra]
-    cfg = load_config(ProbeConfig, ROOT / "configs/probe/synth_cpu.yaml", overrides)
+    cfg = load_config(ProbeConfig, ROOT / "avlearn/configs/probe/synth_cpu.yaml", overrides)
     return linear_probe(cfg, init)
 
 
@@ -129,7 +129,7 @@ def tune(init: str, name: str, fraction: float, epochs: int, test_clips: int,
                  f"data.clips_per_video={max(1, round(clips / fraction))}", "data.num_workers=1",
                  "train.progress=false", "train.tensorboard=false", "train.ckpt_every_steps=0",
                  f"eval.num_clips={test_clips}"]
-    cfg = load_config(FinetuneConfig, ROOT / "configs/finetune/synth_cpu.yaml", overrides)
+    cfg = load_config(FinetuneConfig, ROOT / "avlearn/configs/finetune/synth_cpu.yaml", overrides)
     return finetune(cfg, init, resume=False)
 
 

@@ -6,7 +6,7 @@
 1. Generates (under ``.cache/bench/``) a collection of 64 px, 3 s videos with 0-2 *silent*
    distractors of other classes and large objects (``--object-scale 0.6``, see "ceiling" below),
    and indexes it; the training manifest holds the train and val splits only.
-2. Pretrains ``configs/pretrain/synth_cpu_loc.yaml`` twice, briefly, from the same seed, with
+2. Pretrains ``avlearn/configs/pretrain/synth_cpu_loc.yaml`` twice, briefly, from the same seed, with
    in-batch InfoNCE (``--objective avid``: AVID's memory bank with the softmax loss): alone
    (``localization.weight=0``) and with the localization objective.
 3. Scores the middle frame of every test video (the published cIoU protocol of
@@ -57,7 +57,7 @@ from avlearn.train.loop import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-CONFIG = ROOT / "configs" / "pretrain" / "synth_cpu_loc.yaml"
+CONFIG = ROOT / "avlearn" / "configs" / "pretrain" / "synth_cpu_loc.yaml"
 
 
 def make_collection(args: argparse.Namespace) -> Path:

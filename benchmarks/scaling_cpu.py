@@ -1,6 +1,6 @@
 """Pretraining on CPU with 1 vs 2 processes (gloo): clips/s, speed-up and whether results agree.
 
-Both runs are ``avlearn pretrain`` with ``configs/pretrain/synth_cpu.yaml`` (InfoNCE, tiny
+Both runs are ``avlearn pretrain`` with ``avlearn/configs/pretrain/synth_cpu.yaml`` (InfoNCE, tiny
 encoders, 32 px crops, no loader workers) on a small synthetic collection made once under
 ``.cache/scaling_cpu``, launched with ``torch.distributed.run --standalone`` (Accelerate picks
 ``cpu=True`` on a GPU-less machine, which is what makes 2 processes real; see ENVIRONMENT.md).
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # data_prep, when run as a script
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / ".cache" / "scaling_cpu"
-CONFIG = ROOT / "configs" / "pretrain" / "synth_cpu.yaml"
+CONFIG = ROOT / "avlearn" / "configs" / "pretrain" / "synth_cpu.yaml"
 GOAL = 1.7
 SGD_LR = 0.05
 

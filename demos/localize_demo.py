@@ -77,7 +77,7 @@ def quick_train(out: Path) -> Path:
         "data.num_workers=1",
         "train.progress=false",
     ]
-    cfg = load_config(PretrainConfig, ROOT / "configs" / "pretrain" / "synth_cpu_loc.yaml", overrides)
+    cfg = load_config(PretrainConfig, "pretrain/synth_cpu_loc.yaml", overrides)
     return Path(pretrain(cfg, resume=False)["export"])
 
 

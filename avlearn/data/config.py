@@ -1,6 +1,6 @@
 """The ``data:`` section of a run config and the builders that turn it into a dataset and loader.
 
-Example (``configs/data/synth.yaml``)::
+Example (``avlearn/configs/data/synth.yaml``)::
 
     manifest: outputs/demo/synth/manifest.csv
     backend: pyav

@@ -16,7 +16,7 @@ centred on a test video's middle frame (as ``avlearn evaluate localization`` dec
   the right video's sound on the right one. Both objects are real sources, so only the sound can
   decide: a map that ignores the sound is right for at most one of the two sounds (<= 50 %).
 
-Used by ``benchmarks/localization_synth.py`` and the demo (:mod:`avlearn.demo_stages`).
+Used by ``benchmarks/localization_synth.py`` and the demo (:mod:`demos.demo_stages`).
 """
 
 from __future__ import annotations

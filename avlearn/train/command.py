@@ -27,7 +27,8 @@ C = TypeVar("C", bound=_RunConfig)
 
 def add_run_arguments(p: argparse.ArgumentParser, configs: str) -> None:
     """``--config`` (a YAML under ``configs``), ``--resume`` / ``--fresh`` and ``key=value`` overrides."""
-    p.add_argument("--config", required=True, help=f"a YAML file under {configs}")
+    p.add_argument("--config", required=True,
+                   help=f"a YAML file, or a shipped config by name (e.g. {configs}synth_cpu.yaml)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue from run_dir's newest checkpoint")
     group.add_argument("--fresh", action="store_true", help="ignore existing checkpoints in run_dir")

@@ -1,13 +1,14 @@
-"""The pretraining run config (``configs/pretrain/*.yaml``) and the objective factory.
+"""The run configs: pretraining (``avlearn/configs/pretrain/*.yaml``), the objective section, and
+the ``train:`` section that pretraining and fine-tuning share.
 
-Example (``configs/pretrain/synth_cpu.yaml``, abridged)::
+Example (``pretrain/synth_cpu.yaml``, abridged)::
 
     run_dir: outputs/pretrain/synth_cpu
     epochs: 30
     model: {video_arch: r2plus1d_tiny, audio_arch: avid_spec_cnn9_tiny, embed_dim: 64}
     data: {manifest: outputs/demo/synth/manifest.csv, batch_size: 16}
     optim: {name: adam, lr: 1e-3, weight_decay: 1e-5}
-    objective: {name: avid, num_negatives: 256, temperature: 0.07, momentum: 0.5}
+    objective: {name: infonce, temperature: 0.07}        # each objective has its own keys
     train: {mixed_precision: "no", log_every: 10, ckpt_every_steps: 100}
     localization: {weight: 0.0, temperature: 0.03, embed_dim: 64}   # weight > 0: learn a localizer
 

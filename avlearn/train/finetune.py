@@ -272,7 +272,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avlearn finetune", description=__doc__.split("\n\n")[0])
     p.add_argument("--init", required=True,
                    help="pretraining run dir, encoders export, checkpoints/step_N.pt, or 'scratch'")
-    add_run_arguments(p, "configs/finetune/")
+    add_run_arguments(p, "finetune/")
     return p
 
 

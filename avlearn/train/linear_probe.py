@@ -368,7 +368,8 @@ def linear_probe(cfg: ProbeConfig, init: str) -> dict[str, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avlearn linear-probe", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="a YAML file under configs/probe/")
+    p.add_argument("--config", required=True,
+                   help="a YAML file, or a shipped config such as probe/synth_cpu.yaml")
     p.add_argument("--init", required=True,
                    help="pretraining run dir, encoders export, checkpoints/step_N.pt, or 'scratch'")
     p.add_argument("--modality", choices=("video", "audio"), help="overrides the config's modality")

@@ -26,7 +26,7 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avlearn pretrain", description=__doc__.split("\n\n")[0])
-    add_run_arguments(p, "configs/pretrain/")
+    add_run_arguments(p, "pretrain/")
     return p
 
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_data_config_loads() -> None:
-    cfg = load_config(DataConfig, ROOT / "configs/data/synth.yaml")
+    cfg = load_config(DataConfig, ROOT / "avlearn/configs/data/synth.yaml")
     assert (
         cfg.spec.kind == "avid_linear"
         and cfg.video_aug.size == 112
@@ -24,7 +24,7 @@ def test_shipped_data_config_loads() -> None:
 
 def test_misspelt_nested_key_is_named() -> None:
     with pytest.raises(ConfigError, match=r"video_aug\.sise.*Did you mean 'size'"):
-        load_config(DataConfig, ROOT / "configs/data/synth.yaml", ["video_aug.sise=96"])
+        load_config(DataConfig, ROOT / "avlearn/configs/data/synth.yaml", ["video_aug.sise=96"])
 
 
 def test_inconsistent_values_are_rejected() -> None:

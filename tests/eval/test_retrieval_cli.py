@@ -28,7 +28,7 @@ def test_retrieval_cli_writes_recall_at_1_5_10(tmp_path_factory: pytest.TempPath
     export = save_encoders(build_av_model(cfg), tmp_path / "run" / "encoders.safetensors", cfg)
     out = tmp_path / "r.json"
     code = main(["--init", str(export), "--manifest", str(manifest), "--out", str(out),
-                 "--config", str(ROOT / "configs" / "pretrain" / "synth_cpu.yaml"), "data.decode_size=20",
+                 "--config", str(ROOT / "avlearn/configs/pretrain/synth_cpu.yaml"), "data.decode_size=20",
                  "data.video_aug.size=16", "data.num_frames=4", "data.num_workers=0"])
     assert code == 0
     result = json.loads(out.read_text())

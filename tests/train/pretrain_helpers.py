@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-SYNTH_CPU = ROOT / "configs" / "pretrain" / "synth_cpu.yaml"
+SYNTH_CPU = ROOT / "avlearn" / "configs" / "pretrain" / "synth_cpu.yaml"
 
 
 def make_collection(out: Path, num_videos: int, seed: int) -> Path:

@@ -18,7 +18,7 @@ from avlearn.train.finetune import FinetuneConfig, main
 from tests.train.downstream_helpers import fast_overrides, small_collection
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = str(ROOT / "configs" / "finetune" / "synth_cpu.yaml")
+CONFIG = str(ROOT / "avlearn" / "configs" / "finetune" / "synth_cpu.yaml")
 # 16 px crops of 4 frames: colour and shape survive, and a run takes about a minute on 2 cores
 QUIET = {"train.progress": False, "train.tensorboard": False, "data.batch_size": 8, "data.decode_size": 20,
          "data.video_aug.size": 16, "data.num_frames": 4, "data.fps": 8}

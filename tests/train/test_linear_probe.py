@@ -15,7 +15,7 @@ from avlearn.train.linear_probe import main, pool_stages
 from tests.train.downstream_helpers import fast_overrides, small_collection
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = str(ROOT / "configs" / "probe" / "synth_cpu.yaml")
+CONFIG = str(ROOT / "avlearn" / "configs" / "probe" / "synth_cpu.yaml")
 FAST = {"data.decode_size": 20, "data.video_aug.size": 16, "data.num_frames": 4, "data.fps": 8,
         "features.train_clips": 1, "features.test_clips": 2}
 
@@ -91,7 +91,7 @@ def esc50(tmp_path: Path) -> Path:
 
 def test_audio_probe_on_esc50(esc50: Path, tmp_path: Path) -> None:
     run = tmp_path / "esc"
-    code = main(["--config", str(ROOT / "configs" / "probe" / "esc50_audio.yaml"), "--init", "scratch",
+    code = main(["--config", str(ROOT / "avlearn/configs/probe/esc50_audio.yaml"), "--init", "scratch",
                  "--modality", "audio", f"run_dir={run}", f"dataset.root={esc50}", "dataset.fold=2",
                  "data.audio_seconds=1.0", "data.num_workers=0", "features.test_clips=2",
                  "model.audio_arch=avid_spec_cnn9_tiny", "model.video_arch=r2plus1d_tiny"])

@@ -50,7 +50,7 @@ def test_objective_keys_typed_and_checked() -> None:
 
 
 def test_saved_config_round_trips(tmp_path: Path) -> None:
-    cfg = load_config(PretrainConfig, ROOT / "configs" / "demo" / "pretrain.yaml")
+    cfg = load_config(PretrainConfig, ROOT / "demos" / "configs" / "pretrain.yaml")
     saved = to_dict(cfg)
     assert saved["objective"]["name"] == "cma" and saved["objective"]["cma_start_epoch"] == 24
     path = tmp_path / "config.yaml"

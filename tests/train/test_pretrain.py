@@ -19,7 +19,7 @@ from avlearn.train.pretrain import main
 from tests.torchrun import free_port
 from tests.train.pretrain_helpers import ROOT, SYNTH_CPU, fast_overrides, read_metrics
 
-CONFIGS = sorted((ROOT / "configs" / "pretrain").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "avlearn" / "configs" / "pretrain").glob("*.yaml"))
 
 
 # ------------------------------------------------------------------------------------- config

@@ -104,5 +104,5 @@ def test_localization_config_is_validated() -> None:
                             ("localization.wieght=1", "wieght")):
         with pytest.raises(ConfigError, match=field):
             load_config(PretrainConfig, SYNTH_CPU, [override])
-    cfg = load_config(PretrainConfig, ROOT / "configs" / "pretrain" / "synth_cpu_loc.yaml")
+    cfg = load_config(PretrainConfig, ROOT / "avlearn" / "configs" / "pretrain" / "synth_cpu_loc.yaml")
     assert cfg.localization.enabled and not load_config(PretrainConfig, SYNTH_CPU).localization.enabled

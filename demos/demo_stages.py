@@ -4,11 +4,11 @@ Every stage reads what earlier stages left in the output folder ``OUT`` and retu
 figures (the demo stores it in ``OUT/summary.json``):
 
 * :func:`pretrain_stage`: AVID on memory banks, then CMA on the same banks in the same run, with
-  the sound localizer trained alongside (``configs/demo/pretrain.yaml``); held-out retrieval
+  the sound localizer trained alongside (``demos/configs/pretrain.yaml``); held-out retrieval
   before / during / after, loss and retrieval curves.
 * :func:`downstream_stage`: held-out retrieval recall of the pretrained vs a random-init model,
   linear probes (action and object class) on frozen AV vs random features, and fine-tuning of
-  the action classifier from the AV init vs from scratch (``configs/demo/{probe,finetune}.yaml``).
+  the action classifier from the AV init vs from scratch (``demos/configs/{probe,finetune}.yaml``).
 * :func:`localize_stage`: cIoU50 / AUC / pointing of the middle frame of every test video for the
   trained model (learned localizer and post hoc), a random-init model, a centre box and the
   oracle, whether the peak follows the sound (:mod:`avlearn.localization.sound_checks`: swapped
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from tqdm import tqdm
 
 __all__ = ["downstream_stage", "localize_stage", "pretrain_stage", "split_manifests"]
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"
+# the demo's configs ship as package data of ``demos`` (``demos/configs/*.yaml``)
+CONFIGS = Path(str(resources.files("demos") / "configs"))
 
 
 def split_manifests(synth_dir: Path, manifest: Path) -> dict[str, Path]:

@@ -10,13 +10,13 @@ in ``OUT``):
   training **batch**, and ``OUT/contact_sheet.png`` (frames with the sounding object's box and
   the spectrogram, one row per action),
 * ``pretrain``: AVID on memory banks, then CMA on the same banks in the same run, with the sound
-  localizer trained alongside (``configs/demo/pretrain.yaml``), on train + val without labels;
+  localizer trained alongside (``demos/configs/pretrain.yaml``), on train + val without labels;
   held-out retrieval before / during / after; loss and retrieval curves,
 * ``downstream``: retrieval recall, linear probes (action, object class) and fine-tuning (action)
-  of the pretrained vs a random-init model (:mod:`avlearn.demo_stages`),
+  of the pretrained vs a random-init model (:mod:`demos.demo_stages`),
 * ``localize``: cIoU50 / AUC / pointing of the trained model, a random-init model, a centre box
   and the oracle; overlay MP4s with sound and PNG strips, one with a swapped sound,
-* ``report``: ``OUT/report.md`` with the curves, tables and images (:mod:`avlearn.demo_report`),
+* ``report``: ``OUT/report.md`` with the curves, tables and images (:mod:`demos.demo_report`),
   and a summary table in the terminal. Stage times go to ``summary.json`` and the report.
 """
 
@@ -254,10 +254,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, command: str) -> int:
-    from avlearn.demo_report import summary_table, write_report
-    from avlearn.demo_stages import downstream_stage, localize_stage, pretrain_stage, split_manifests
     from data_prep.index import index_collection, summarize
     from data_prep.synth import SynthConfig, generate
+    from demos.demo_report import summary_table, write_report
+    from demos.demo_stages import downstream_stage, localize_stage, pretrain_stage, split_manifests
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 __all__ = ["plot_bars", "summary_table", "write_report"]
-
-_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
 
 
 def plot_bars(
@@ -27,47 +26,40 @@ def plot_bars(
     chance: Mapping[str, float] | None = None,
     size: tuple[int, int] = (640, 320),
 ) -> Path:
-    """Grouped bars of values in ``[0, 1]`` (``group -> {series: value}``), a dashed chance line per group."""
-    width, height = size
-    left, right, top, bottom = 50, 20, 40, 40
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    plot_h = height - top - bottom
+    """Grouped bars of values in ``[0, 1]`` (``group -> {series: value}``), a dashed chance line per group.
 
-    def y_px(v: float) -> float:
-        return height - bottom - max(0.0, min(1.0, v)) * plot_h
-
-    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
-        draw.line([left, y_px(t), width - right, y_px(t)], fill=(230, 230, 230))
-        draw.text((8, y_px(t) - 6), f"{t:.2f}", fill="black", font=font)
+    ``size`` is in pixels; a series missing from a group leaves its slot empty. Drawn with
+    matplotlib's Agg canvas (no display needed).
+    """
     series = list(dict.fromkeys(s for g in groups.values() for s in g))
-    slot = (width - left - right) / max(1, len(groups))
-    bar_w = slot * 0.7 / max(1, len(series))
-    for gi, (group, values) in enumerate(groups.items()):
-        x0 = left + gi * slot + slot * 0.15
-        for si, name in enumerate(series):
-            if name in values:
-                v = values[name]
-                bx = x0 + si * bar_w
-                draw.rectangle([bx, y_px(v), bx + bar_w - 2, y_px(0)], fill=_COLOURS[si % len(_COLOURS)])
-                draw.text((bx, y_px(v) - 12), f"{v:.2f}", fill="black", font=font)
-        if chance and group in chance:
-            cy = y_px(chance[group])
-            for dx in range(int(x0), int(x0 + slot * 0.7), 6):
-                draw.line([dx, cy, dx + 3, cy], fill=(90, 90, 90), width=1)
-        draw.text((x0, height - bottom + 6), group, fill="black", font=font)
+    fig = Figure(figsize=(size[0] / 100, size[1] / 100), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    width = 0.7 / max(1, len(series))
     for si, name in enumerate(series):
-        draw.rectangle(
-            [left + 10 + 110 * si, 24, left + 20 + 110 * si, 32], fill=_COLOURS[si % len(_COLOURS)]
-        )
-        draw.text((left + 24 + 110 * si, 22), name, fill="black", font=font)
-    if chance:
-        draw.text((width - right - 120, 22), "- - chance", fill=(90, 90, 90), font=font)
-    draw.text((left, 6), title, fill="black", font=font)
+        slots = [(gi, values[name]) for gi, values in enumerate(groups.values()) if name in values]
+        xs = [gi - 0.35 + (si + 0.5) * width for gi, _ in slots]
+        bars = ax.bar(xs, [v for _, v in slots], width * 0.95, color=f"C{si}", label=name)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    chance_lines = [
+        ax.hlines(chance[group], gi - 0.4, gi + 0.4, colors="0.35", linestyles="--", linewidth=1)
+        for gi, group in enumerate(groups)
+        if chance and group in chance
+    ]
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=9)
+    ax.set_ylim(0, 1.08)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.grid(axis="y", color="0.9")
+    ax.set_axisbelow(True)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(title, loc="left", fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    if chance_lines:
+        handles, labels = [*handles, chance_lines[0]], [*labels, "chance"]
+    fig.legend(handles, labels, loc="outside upper right", ncols=len(labels), fontsize=8, frameon=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    fig.savefig(path)
     return path
 
 

@@ -165,7 +165,7 @@ def test_demo_stage_without_its_inputs_says_which_stage_to_run(
 
 
 def test_comparison_reading_counts_test_videos() -> None:
-    from avlearn.demo_report import comparison_lines, read_comparison
+    from demos.demo_report import comparison_lines, read_comparison
 
     # 36 test videos: one video is 2.8 points; chance 1/6
     assert read_comparison(0.1944, 0.1667, 1 / 6, 36).startswith("both at chance")
@@ -181,3 +181,22 @@ def test_comparison_reading_counts_test_videos() -> None:
     lines = comparison_lines(summary)
     assert lines[0].startswith("linear probe, object: AV-pretrained ahead")
     assert lines[1].startswith("fine-tune, action: both at chance")
+
+
+def test_accuracy_bars_are_as_tall_as_their_values(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from demos.demo_report import plot_bars
+
+    groups = {"a": {"x": 0.8}, "b": {"x": 0.2, "y": 0.5}}
+    png = plot_bars(groups, tmp_path / "bars.png", "title", chance={"a": 0.25}, size=(400, 300))
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert img.shape == (300, 400, 3)
+    is_x = np.abs(img - np.array([31, 119, 180])).sum(axis=2) < 6  # series x: matplotlib's C0
+    is_x[:40] = False  # the legend's patch, above the axes
+    columns = np.flatnonzero(is_x.sum(axis=0) > 10)
+    runs = np.split(columns, np.flatnonzero(np.diff(columns) > 1) + 1)
+    assert len(runs) == 2  # one bar of x per group
+    tall, short = (int(is_x[:, run].sum(axis=0).max()) for run in runs)
+    assert abs(tall / short - 0.8 / 0.2) < 0.2
