@@ -35,6 +35,8 @@ import torchaudio
 from einops import rearrange
 from torch import Tensor, nn
 
+from avlearn.config import InvalidValue
+
 __all__ = ["NORMALIZATIONS", "SPEC_KINDS", "SpecConfig", "Spectrogram", "build_spectrogram"]
 
 SpecKind = Literal["logmel", "avid_linear"]
@@ -81,8 +83,8 @@ class SpecConfig:
     std: float = 1.0
 
     def __post_init__(self) -> None:
-        def bad(field: str, why: str) -> ValueError:
-            return ValueError(f"SpecConfig.{field}={getattr(self, field)!r} is invalid: {why}")
+        def bad(field: str, why: str) -> InvalidValue:
+            return InvalidValue(field, getattr(self, field), why, "SpecConfig")
 
         if self.kind not in SPEC_KINDS:
             raise bad("kind", f"choose one of {list(SPEC_KINDS)}")

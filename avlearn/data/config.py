@@ -19,7 +19,7 @@ from typing import Literal
 
 from torch.utils.data import DataLoader
 
-from avlearn.config import ConfigError
+from avlearn.config import ConfigError, InvalidValue
 from avlearn.data.audio import SpecConfig
 from avlearn.data.dataset import AVClipDataset, av_collate
 from avlearn.data.decode import DECODERS, ClipSpec
@@ -78,23 +78,25 @@ class DataConfig:
     spec: SpecConfig = dataclasses.field(default_factory=SpecConfig)
 
     def __post_init__(self) -> None:
+        def bad(field: str, value: object, allowed: str) -> InvalidValue:
+            return InvalidValue(field, value, allowed, "data")
+
         if self.backend not in DECODERS:
-            raise ConfigError(f"data.backend: {self.backend!r} is not one of {sorted(DECODERS)}")
-        if self.decode_size < self.video_aug.size:
-            raise ConfigError(
-                f"data.decode_size ({self.decode_size}) must be >= data.video_aug.size "
-                f"({self.video_aug.size}): crops are taken from the decoded frames"
-            )
-        if self.spec.sample_rate != self.sample_rate:
-            raise ConfigError(
-                f"data.spec.sample_rate ({self.spec.sample_rate}) must equal "
-                f"data.sample_rate ({self.sample_rate})"
-            )
+            raise bad("backend", self.backend, f"must be one of {sorted(DECODERS)}")
         for name in ("batch_size", "clips_per_video", "num_frames"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0 or self.max_av_offset < 0 or self.shifted_audio < 0:
-            raise ConfigError("data.num_workers, data.max_av_offset and data.shifted_audio must be >= 0")
+                raise bad(name, getattr(self, name), "must be >= 1")
+        if self.fps <= 0:
+            raise bad("fps", self.fps, "must be > 0 (frames per second)")
+        for name in ("audio_seconds", "num_workers", "max_av_offset", "shifted_audio"):
+            if getattr(self, name) < 0:
+                raise bad(name, getattr(self, name), "must be >= 0")
+        if self.decode_size < self.video_aug.size:
+            raise bad("decode_size", self.decode_size, f"must be >= video_aug.size ({self.video_aug.size}): "
+                      "crops are taken from the decoded frames")
+        if self.spec.sample_rate != self.sample_rate:
+            rule = f"must equal sample_rate ({self.sample_rate})"
+            raise bad("spec.sample_rate", self.spec.sample_rate, rule)
 
 
 def clip_spec(cfg: DataConfig) -> ClipSpec:

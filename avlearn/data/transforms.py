@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, Protocol
 
 import torch
@@ -36,6 +36,7 @@ import torchvision.transforms.v2.functional as TF
 from einops import rearrange
 from torch import Tensor, nn
 
+from avlearn.config import InvalidValue
 from avlearn.data.audio import SpecConfig, build_spectrogram
 
 __all__ = [
@@ -713,6 +714,15 @@ class SpectrogramTransform:
 # configs and builders
 
 
+def _is_range(r: tuple[float, ...], low: float) -> bool:
+    return len(r) == 2 and low <= r[0] <= r[1]
+
+
+def _refusal(cfg: object, section: str) -> Callable[[str, str], InvalidValue]:
+    """``bad(field, allowed)``: the error that ``cfg.field`` is outside ``allowed``."""
+    return lambda field, allowed: InvalidValue(field, getattr(cfg, field), allowed, section)
+
+
 def _as_tuple(obj: object, name: str) -> None:
     """Coerce a list (as YAML gives) to a tuple on a frozen dataclass, once, at construction."""
     value = getattr(obj, name)
@@ -761,32 +771,30 @@ class VideoAugConfig:
     def __post_init__(self) -> None:
         for name in ("crop_scale", "crop_ratio", "mean", "std"):
             _as_tuple(self, name)
+        bad = _refusal(self, "VideoAugConfig")
         if self.size < 1:
-            raise ValueError(f"VideoAugConfig.size must be a positive int, got {self.size}")
+            raise bad("size", "must be >= 1 (pixels)")
         for name in ("flip_p", "color_jitter_p", "grayscale_p"):
-            _check_prob(f"VideoAugConfig.{name}", getattr(self, name))
-        _check_range("VideoAugConfig.crop_scale", self.crop_scale, low=0.0)
-        _check_range("VideoAugConfig.crop_ratio", self.crop_ratio, low=0.0)
-        if self.crop_scale[1] <= 0 or self.crop_ratio[0] <= 0:
-            raise ValueError(
-                "VideoAugConfig.crop_scale max and crop_ratio min must be > 0, "
-                f"got {self.crop_scale}, {self.crop_ratio}"
-            )
+            if not 0 <= getattr(self, name) <= 1:
+                raise bad(name, "must be a probability in [0, 1]")
+        if not _is_range(self.crop_scale, low=0.0) or self.crop_scale[1] <= 0:
+            raise bad("crop_scale", "must be [min, max] with 0 <= min <= max and max > 0 (area fractions)")
+        if not _is_range(self.crop_ratio, low=0.0) or self.crop_ratio[0] <= 0:
+            raise bad("crop_ratio", "must be [min, max] with 0 < min <= max (width / height)")
         for name in ("brightness", "contrast", "saturation"):
             if getattr(self, name) < 0:
-                raise ValueError(f"VideoAugConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise bad(name, "must be >= 0 (0 = off)")
         if not 0 <= self.hue <= 0.5:
-            raise ValueError(f"VideoAugConfig.hue must be in [0, 0.5], got {self.hue}")
+            raise bad("hue", "must be in [0, 0.5] (0 = off)")
         if self.hue_mode not in HUE_MODES:
-            raise ValueError(f"VideoAugConfig.hue_mode must be one of {HUE_MODES}, got {self.hue_mode!r}")
+            raise bad("hue_mode", f"must be one of {list(HUE_MODES)}")
         if self.fused and self.hue > 0 and self.hue_mode != "yiq":
-            raise ValueError("VideoAugConfig.fused applies the colour jitter as one colour matrix, which "
-                             "the HSV hue shift is not: set video_aug.hue_mode: yiq (or hue: 0), or "
-                             "fused: false")
-        if len(self.mean) != len(self.std) or any(v <= 0 for v in self.std):
-            raise ValueError(
-                f"VideoAugConfig.mean/std need one value per channel and std > 0, got {self.mean}, {self.std}"
-            )
+            raise bad("fused", "the fused path applies the colour jitter as one colour matrix, which the "
+                               "HSV hue shift is not: set hue_mode: yiq (or hue: 0) here, or fused: false")
+        if len(self.mean) != len(self.std):
+            raise bad("std", f"must have one value per channel, as mean {self.mean} has")
+        if any(v <= 0 for v in self.std):
+            raise bad("std", "every value must be > 0 (it divides)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -811,12 +819,14 @@ class AudioAugConfig:
 
     def __post_init__(self) -> None:
         _as_tuple(self, "volume")
-        _check_range("AudioAugConfig.volume", self.volume, low=0.0)
+        bad = _refusal(self, "AudioAugConfig")
+        if not _is_range(self.volume, low=0.0):
+            raise bad("volume", "must be [min, max] gains with 0 <= min <= max ([1, 1] = off)")
         for name in ("time_masks", "time_mask_width", "freq_masks", "freq_mask_width"):
             if getattr(self, name) < 0:
-                raise ValueError(f"AudioAugConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise bad(name, "must be >= 0")
         if self.mask_fill not in ("mean", "zero"):
-            raise ValueError(f"AudioAugConfig.mask_fill must be 'mean' or 'zero', got {self.mask_fill!r}")
+            raise bad("mask_fill", "must be 'mean' or 'zero'")
 
 
 def build_video_transform(cfg: VideoAugConfig, train: bool) -> Compose:

@@ -13,7 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from torch import nn
 
-from avlearn.config import ConfigError, from_dict
+from avlearn.config import ConfigError, InvalidValue, from_dict
 from avlearn.models.audio import SpecCNN, avid_spec_cnn9, avid_spec_cnn9_small, avid_spec_cnn9_tiny
 from avlearn.models.av import AVModel
 from avlearn.models.heads import IdentityHead, LinearHead, MLPHead
@@ -52,12 +52,17 @@ class Registry(Mapping[str, T], Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            valid = sorted(self._entries)
-            close = difflib.get_close_matches(name, valid, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(
-                f"unknown {self.kind} '{name}'.{hint} Valid {self.kind} names: {', '.join(valid)}"
-            ) from None
+            raise ConfigError(f"unknown {self.kind} '{name}'.{self.choices(name)}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def choices(self, name: str) -> str:
+        """`` Did you mean 'x'? Valid <kind> names: a, b, c`` for a name that is not registered."""
+        valid = sorted(self._entries)
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return f"{hint} Valid {self.kind} names: {', '.join(valid)}"
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
@@ -114,13 +119,17 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         # Name checks happen here so a bad config fails at load, not at build.
-        VIDEO_ENCODERS[self.video_arch]
-        AUDIO_ENCODERS[self.audio_arch]
-        HEADS[self.head]
-        if self.embed_dim <= 0 or self.proj_hidden <= 0:
-            raise ConfigError(
-                f"embed_dim and proj_hidden must be positive, got {self.embed_dim} and {self.proj_hidden}"
-            )
+        registries: dict[str, Registry[Any]] = {
+            "video_arch": VIDEO_ENCODERS, "audio_arch": AUDIO_ENCODERS, "head": HEADS
+        }
+        for field, registry in registries.items():
+            name = getattr(self, field)
+            if name not in registry:
+                allowed = f"must name a {registry.kind}.{registry.choices(name)}"
+                raise InvalidValue(field, name, allowed, "model")
+        for field in ("embed_dim", "proj_hidden", "video_in_channels", "audio_in_channels"):
+            if getattr(self, field) < 1:
+                raise InvalidValue(field, getattr(self, field), "must be >= 1", "model")
 
 
 def build_video_encoder(cfg: ModelConfig) -> R2Plus1D:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from avlearn.config import ConfigError, to_dict
+from avlearn.config import ConfigError, InvalidValue, to_dict
 from avlearn.data.splits import (
     LabelledSplit,
     esc50_split,
@@ -76,9 +76,10 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.label_fraction <= 1:
-            raise ConfigError(f"dataset.label_fraction must be in (0, 1], got {self.label_fraction}")
+            raise InvalidValue("label_fraction", self.label_fraction, "must be in (0, 1]", "dataset")
         if self.label == "object" and self.format != "synthetic":
-            raise ConfigError("dataset.label=object exists only for dataset.format=synthetic")
+            raise InvalidValue("label", self.label, f"'object' exists only for format: synthetic, not "
+                               f"{self.format!r}; use label: action", "dataset")
 
 
 def _object_split(split: LabelledSplit, root: Path) -> LabelledSplit:

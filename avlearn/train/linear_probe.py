@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from avlearn.config import ConfigError, load_config, to_dict
+from avlearn.config import ConfigError, InvalidValue, load_config, to_dict
 from avlearn.data.config import DataConfig
 from avlearn.data.splits import LabelledSplit
 from avlearn.models.registry import ModelConfig
@@ -77,9 +77,11 @@ class FeatureConfig:
 
     def __post_init__(self) -> None:
         if not self.stages:
-            raise ConfigError("features.stages must name at least one stage, e.g. [layer4]")
-        if self.train_clips < 1 or self.test_clips < 1 or self.batch_size < 1:
-            raise ConfigError("features.train_clips, test_clips and batch_size must be >= 1")
+            raise InvalidValue("stages", self.stages, "must name at least one stage, e.g. [layer4]",
+                               "features")
+        for field in ("train_clips", "test_clips", "batch_size"):
+            if getattr(self, field) < 1:
+                raise InvalidValue(field, getattr(self, field), "must be >= 1", "features")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +96,15 @@ class ClassifierConfig:
     standardize: bool = True
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.weight_decay < 0 or self.steps < 1 or self.batch_size < 1:
-            raise ConfigError("classifier: lr > 0, weight_decay >= 0, steps >= 1, batch_size >= 1")
+        allowed = {
+            "lr": (self.lr > 0, "must be > 0"),
+            "weight_decay": (self.weight_decay >= 0, "must be >= 0"),
+            "steps": (self.steps >= 1, "must be >= 1"),
+            "batch_size": (self.batch_size >= 1, "must be >= 1"),
+        }
+        for field, (ok, rule) in allowed.items():
+            if not ok:
+                raise InvalidValue(field, getattr(self, field), rule, "classifier")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from avlearn.config import ConfigError
+from avlearn.config import InvalidValue
 
 __all__ = ["OptimConfig", "build_optimizer", "build_scheduler", "lr_factor"]
 
@@ -32,10 +32,16 @@ class OptimConfig:
     clip_grad_norm: float = 0.0  # 0 = off
 
     def __post_init__(self) -> None:
+        def bad(field: str, allowed: str) -> InvalidValue:
+            return InvalidValue(field, getattr(self, field), allowed, "optim")
+
         if self.lr <= 0:
-            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
-        if self.warmup_epochs < 0:
-            raise ConfigError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+            raise bad("lr", "must be > 0")
+        for field in ("weight_decay", "momentum", "warmup_epochs", "clip_grad_norm"):
+            if getattr(self, field) < 0:
+                raise bad(field, "must be >= 0" + (" (0 = off)" if field == "clip_grad_norm" else ""))
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise bad("betas", "must be [beta1, beta2], each in [0, 1)")
 
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
