@@ -61,7 +61,7 @@ def state_digest(module: nn.Module) -> str:
     h = hashlib.sha256()
     for key, value in sorted(module.state_dict().items()):
         h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
