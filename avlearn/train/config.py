@@ -112,7 +112,7 @@ class ObjectiveSpec:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """How the loop runs: precision, accumulation, logging and checkpoint cadence.
+    """How the engine runs pretraining and fine-tuning: precision, accumulation, logging, checkpoints.
 
     Attributes:
         mixed_precision: ``no``, ``bf16`` or ``fp16`` (Accelerate; fp16 adds a grad scaler).
@@ -120,7 +120,8 @@ class TrainConfig:
         log_every: optimiser steps between log records (metrics.jsonl, TensorBoard, progress bar).
         ckpt_every_steps: optimiser steps between checkpoints (0: only at the end).
         keep_checkpoints: newest checkpoints kept in ``run_dir/checkpoints``.
-        export: file name of the final encoders under ``run_dir`` (``.safetensors`` or ``.pt``).
+        export: file name of the final encoders under ``run_dir`` (``.safetensors`` or ``.pt``;
+            pretraining only: fine-tuning writes ``results.*``).
         tensorboard: also write TensorBoard events to ``run_dir/tb``.
         progress: show a tqdm bar on the main process.
         sync_batchnorm: with several processes, BatchNorm statistics cover the global batch
