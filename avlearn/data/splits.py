@@ -46,6 +46,7 @@ from typing import Any, Literal, TypeVar, overload
 import numpy as np
 
 from avlearn.data.manifest import VideoInfo
+from avlearn.data.probe import probe_many
 
 __all__ = [
     "KINETICS_LAYOUTS", "LabelledSplit", "SplitFormatError", "esc50_split", "folder_split",
@@ -445,7 +446,7 @@ def to_manifest_rows(
     Args:
         split: from one of the parsers.
         root: folder relative item paths are under (default ``split.root``).
-        probe: probe every file with :func:`data_prep.index.probe_many` (duration, tracks, status).
+        probe: probe every file with :func:`avlearn.data.probe.probe_many` (duration, tracks, status).
             Without probing, rows claim a video and an audio track and leave the duration 0
             (datasets probe it lazily; a missing track then shows up as a counted decode failure).
         workers: probe processes (1: in this process).
@@ -465,8 +466,6 @@ def to_manifest_rows(
                        split.name or "split", len(missing), len(split.items), base, examples,
                        "kept as 'bad' rows" if keep_missing else "left out")
     if probe:
-        from data_prep.index import probe_many  # data_prep imports avlearn; imported here, not at load
-
         rows = probe_many([p for p, _, _ in found], workers, progress, desc="probe split")
     else:
         rows = [VideoInfo(path=str(p), status="ok", reason="not probed", has_video=True, has_audio=True)
