@@ -148,8 +148,18 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Load ``cls`` from a YAML file (or defaults when ``path`` is None) plus dotted overrides."""
+def _field_names(cls: type[Any]) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.init}
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                partial: bool = False) -> T:
+    """Load ``cls`` from a YAML file (or defaults when ``path`` is None) plus dotted overrides.
+
+    ``partial``: read only the file's top-level keys that are fields of ``cls`` and leave the
+    others unchecked (a command that reads part of another command's config, e.g. the ``data``
+    section of a pretraining run's); overrides are still checked against ``cls``.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -158,7 +168,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping of config keys")
-        data = loaded
+        data = {k: v for k, v in loaded.items() if k in _field_names(cls)} if partial else loaded
     data = _merge(data, parse_overrides(overrides or []))
     try:
         return from_dict(cls, data)
