@@ -80,7 +80,7 @@ class Window:
     video: Tensor  # (C, T, H, W) normalised as in training
     audio: Tensor  # (S,) own sound
     frame: int  # index of the middle frame in the window
-    sounding: str  # the sounding object's class
+    sounding: str  # the sounding object's class ("" when the annotations do not say)
     swap_audio: Tensor | None  # (S,) sound of a video whose sounding class is a visible distractor's
     swap_box: list[int] | None  # that distractor's box
 
@@ -109,7 +109,7 @@ def middle_windows(root: Path, tests: list[dict[str, Any]], videos: list[dict[st
             continue
         distractors = [d["bbox"][mid] for d in entry.get("distractors", []) if d["bbox"][mid] is not None]
         video = normalize_video(clip.video, inp)
-        items.append(Window(gt, distractors, video, clip.audio, frame, entry["class"], swap_audio,
+        items.append(Window(gt, distractors, video, clip.audio, frame, entry.get("class", ""), swap_audio,
                             None if swap is None else swap[1]))
     return items
 
