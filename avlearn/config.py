@@ -342,10 +342,18 @@ def _origin(key: str, sources: Sources, path: Path | None) -> str:
     return f" ({places[0] if len(places) == 1 else ', '.join(places[:-1]) + ' or ' + places[-1]})"
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+def _field_names(cls: type[Any]) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.init}
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                partial: bool = False) -> T:
     """Load ``cls`` from a YAML file and its bases (defaults when ``path`` is None) plus dotted overrides.
 
     ``path`` is a file, or the name of a shipped config (:func:`avlearn.configs.resolve_config`).
+    ``partial``: read only the file's top-level keys that are fields of ``cls`` and leave the
+    others unchecked (a command that reads part of another command's config, e.g. the ``data``
+    section of a pretraining run's); overrides are still checked against ``cls``.
     """
     data: dict[str, Any] = {}
     sources: Sources = {}
@@ -356,6 +364,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise ConfigError(str(err)) from None
         data, sources = _load_file(path, (), "")
         sources = {k: f"in {s}" for k, s in sources.items()}
+        if partial:
+            data = {k: v for k, v in data.items() if k in _field_names(cls)}
     data = _merge(data, parse_overrides(overrides or []))
     for item in overrides or []:
         key = item.split("=", 1)[0].strip()

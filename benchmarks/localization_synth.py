@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from avlearn.config import load_config
-from avlearn.localization.cli import load_for_localization
+from avlearn.localization.inputs import load_for_localization
 from avlearn.localization.metrics import center_box_map, evaluate_maps, gt_from_synth, oracle_map
 from avlearn.localization.sound_checks import box_mask, middle_windows, score_model
 from avlearn.models.registry import build_av_model

@@ -1,239 +1,30 @@
-"""Index a video collection: probe every file, classify problems, write a manifest.
+"""``avlearn prepare index``: probe every file of a collection, write a manifest, print the counts.
 
 ``avlearn prepare index DIR_OR_LIST --out manifest.csv`` scans a folder (recursively), a text
-file listing paths, or explicit paths; probes each file in a process pool; writes one
+file listing paths, or explicit paths; probes each file in a process pool
+(:func:`avlearn.data.probe.probe_many`, where the status policy is documented); writes one
 :class:`~avlearn.data.manifest.VideoInfo` row per file and prints counts per status and reason.
-
-A probe reads container/stream metadata, demuxes every packet without decoding (cheap: it is
-mostly I/O) and decodes only the first video frame and the first audio frame. The demux pass
-gives the exact frame count, detects truncation (packets end well before the declared
-duration, or fewer frames than declared) and variable frame rate (irregular packet
-timestamps); the decoded frame gives the display rotation and proves the codec works.
-
-Status policy (one file may collect several reasons, joined by "; "):
-
-* ``bad``: cannot feed any training: missing, empty, unreadable, not a media file,
-  truncated/corrupt, no video track, video that does not decode, a single frame.
-* ``warn``: usable, but odd: **no audio track** (kept as ``warn`` with ``has_audio=False``
-  because video-only fine-tuning can still use it; audio-visual datasets filter on
-  ``VideoInfo.usable_av``), audio that does not decode, variable frame rate, audio below
-  16 kHz, more than 2 audio channels, display rotation, frames larger than 1920x1080.
-* ``ok``: none of the above.
-
-Each reason starts with a short category before ":" (e.g. ``variable frame rate: ...``);
-the summary counts those categories.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
-import statistics
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
-
-import av
-from tqdm import tqdm
 
 from avlearn.data.manifest import VideoInfo, write_manifest
+from avlearn.data.probe import probe_many
 
-__all__ = [
-    "VIDEO_EXTENSIONS", "collect_paths", "index_collection", "main", "parallel_map", "probe", "probe_many",
-    "summarize",
-]
-
-T = TypeVar("T")
-R = TypeVar("R")
+__all__ = ["VIDEO_EXTENSIONS", "collect_paths", "index_collection", "main", "summarize"]
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".flv", ".mpg", ".mpeg", ".ts", ".mts",
     ".3gp", ".wmv", ".ogv",
 )
 LIST_SUFFIXES = (".txt", ".lst", ".list")
-
-MIN_SAMPLE_RATE = 16000  # the models' audio rate; lower means missing high frequencies
-MAX_PIXELS = 1920 * 1080  # above full HD, decoding dominates training time
-VFR_TOLERANCE = 0.25  # a frame interval this far (relative) from the median is irregular
-VFR_MIN_FRACTION = 0.02  # ... and VFR needs this share of irregular intervals (one dropped frame is not VFR)
-TRUNCATION_SLACK_S = 0.25  # packets may end this much (plus 5 %) before the declared duration
-
-CRASH_MESSAGE = "the worker process died handling this file (a crash in FFmpeg, or out of memory)"
-
-# Magic bytes of containers FFmpeg reads: a file that has one but will not open is
-# truncated or corrupt rather than "not a video".
-_SIGNATURES: dict[str, Callable[[bytes], bool]] = {
-    "MP4/MOV": lambda b: b[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"),
-    "Matroska/WebM": lambda b: b[:4] == b"\x1a\x45\xdf\xa3",
-    "AVI": lambda b: b[:4] == b"RIFF",
-    "FLV": lambda b: b[:3] == b"FLV",
-    "MPEG-PS": lambda b: b[:4] == b"\x00\x00\x01\xba",
-    "MPEG-TS": lambda b: b[:1] == b"\x47" and b[188:189] == b"\x47",
-}
-
-
-def _err_text(err: BaseException) -> str:
-    # FFmpeg errors repeat the file name; the manifest row already has it.
-    text = getattr(err, "strerror", None) or str(err)
-    return f"{type(err).__name__}: {text}"
-
-
-def _open_failure(path: Path, err: BaseException) -> str:
-    with path.open("rb") as fh:
-        head = fh.read(256)
-    for name, matches in _SIGNATURES.items():
-        if matches(head):
-            return f"truncated or corrupt: {name} header present but FFmpeg cannot open it ({_err_text(err)})"
-    return f"not a media file: FFmpeg cannot open it ({_err_text(err)})"
-
-
-def _vfr_reason(pts: list[int], time_base: float) -> str:
-    """Reason text if the sorted packet timestamps are irregular, else ''."""
-    deltas = [b - a for a, b in itertools.pairwise(pts) if b > a]
-    if len(deltas) < 3:
-        return ""
-    median = statistics.median(deltas)
-    # Timestamps are integers: allow 1 tick of rounding (29.97 fps in 1/1000 is 33, 34, 33 ...).
-    tol = max(1.0, VFR_TOLERANCE * median)
-    irregular = sum(abs(d - median) > tol for d in deltas)
-    if irregular <= max(1, VFR_MIN_FRACTION * len(deltas)):
-        return ""
-    lo, hi = min(deltas) * time_base * 1000, max(deltas) * time_base * 1000
-    return f"variable frame rate: frame intervals {lo:.0f}-{hi:.0f} ms ({irregular}/{len(deltas)} irregular)"
-
-
-def probe(path: str | Path) -> VideoInfo:
-    """Probe one file; never raises: any failure becomes ``status='bad'`` with the reason."""
-    path = Path(path)
-    try:
-        return _probe(path)
-    except Exception as err:  # one broken file must not stop a 1M-file index
-        return _bad_row(path, _err_text(err))
-
-
-def _probe(path: Path) -> VideoInfo:
-    info = VideoInfo(path=str(path), video_id=path.stem)
-    bad: list[str] = []
-    warn: list[str] = []
-
-    def done() -> VideoInfo:
-        info.status = "bad" if bad else "warn" if warn else "ok"
-        info.reason = "; ".join(bad + warn)
-        return info
-
-    if not path.is_file():
-        bad.append("missing: file not found")
-        return done()
-    if path.stat().st_size == 0:
-        bad.append("empty file: 0 bytes")
-        return done()
-    try:
-        container = av.open(str(path))
-    except Exception as err:  # any FFmpeg failure is a per-file verdict
-        bad.append(_open_failure(path, err))
-        return done()
-
-    with container:
-        vstream = container.streams.video[0] if container.streams.video else None
-        astream = container.streams.audio[0] if container.streams.audio else None
-        info.has_video, info.has_audio = vstream is not None, astream is not None
-        if container.duration is not None:
-            info.duration = container.duration / av.time_base
-        if vstream is not None:
-            cc = vstream.codec_context
-            info.video_codec, info.width, info.height = cc.name, cc.width, cc.height
-            rate = vstream.average_rate or vstream.guessed_rate
-            info.fps = float(rate) if rate else 0.0
-        if astream is not None:
-            info.audio_codec = astream.codec_context.name
-            info.audio_sample_rate = astream.sample_rate or 0
-            info.audio_channels = astream.channels or 0
-
-        # One demux pass over all packets; decode only until the first frame of each track.
-        video_pts: list[int] = []
-        stream_end = 0.0
-        first_video: av.VideoFrame | None = None
-        first_audio: av.AudioFrame | None = None
-        video_error = audio_error = demux_error = ""
-        try:
-            for packet in container.demux():
-                if packet.pts is None or packet.size == 0:
-                    continue  # flush / empty packets carry no media
-                tb = packet.time_base
-                end = float((packet.pts + (packet.duration or 0)) * tb)
-                stream_end = max(stream_end, end)
-                if packet.stream is vstream:
-                    video_pts.append(packet.pts)
-                    if first_video is None and not video_error:
-                        try:
-                            first_video = next((f for f in packet.decode()
-                                                if isinstance(f, av.VideoFrame)), None)
-                        except Exception as err:
-                            video_error = _err_text(err)
-                elif packet.stream is astream and first_audio is None and not audio_error:
-                    try:
-                        first_audio = next((f for f in packet.decode()
-                                            if isinstance(f, av.AudioFrame)), None)
-                    except Exception as err:
-                        audio_error = _err_text(err)
-        except Exception as err:
-            demux_error = _err_text(err)
-        if vstream is not None and first_video is None and not video_error:
-            try:  # decoders with delay (e.g. a one-frame file) only emit on flush
-                first_video = next(iter(vstream.codec_context.decode(None)), None)
-            except Exception as err:
-                video_error = _err_text(err)
-
-    info.num_frames = len(video_pts)
-    if first_video is not None:
-        info.rotation = round(first_video.rotation) % 360
-
-    if vstream is None:
-        bad.append("no video track: " + ("audio only" if astream is not None else "no media streams"))
-    if demux_error:
-        bad.append(f"corrupt: reading packets failed after {stream_end:.2f} s ({demux_error})")
-    declared_frames = vstream.frames if vstream is not None else 0
-    if info.duration > 0 and stream_end < info.duration * 0.95 - TRUNCATION_SLACK_S:
-        bad.append(f"truncated: data ends at {stream_end:.2f} s of {info.duration:.2f} s declared")
-    elif declared_frames > 0 and info.num_frames < 0.95 * declared_frames:
-        bad.append(f"truncated: {info.num_frames} of {declared_frames} declared video frames present")
-    if vstream is not None:
-        if video_error or first_video is None:
-            bad.append(f"video does not decode: {video_error or 'no frame decoded'}")
-        if info.num_frames == 1:
-            bad.append("single video frame: a still image, not a video")
-        elif info.num_frames == 0:
-            bad.append("no video frames: the video track is empty")
-    if bad:
-        return done()
-
-    if astream is None:
-        warn.append("no audio track: unusable for audio-visual pretraining, fine for video-only fine-tuning")
-    elif audio_error or first_audio is None:
-        info.has_audio = False  # so usable_av excludes it
-        warn.append(f"audio does not decode: {audio_error or 'no frame decoded'}")
-    vfr = ""
-    if vstream is not None and vstream.time_base is not None:
-        vfr = _vfr_reason(sorted(video_pts), float(vstream.time_base))
-    if vfr:
-        warn.append(vfr)
-    if astream is not None and 0 < info.audio_sample_rate < MIN_SAMPLE_RATE:
-        warn.append(f"low audio sample rate: {info.audio_sample_rate} Hz < {MIN_SAMPLE_RATE} Hz")
-    if astream is not None and info.audio_channels > 2:
-        warn.append(f"multichannel audio: {info.audio_channels} channels ({astream.layout.name}), "
-                    "downmixed to mono when loaded")
-    if info.rotation:
-        warn.append(f"rotated: display matrix turns frames {info.rotation} degrees counter-clockwise "
-                    "- decoders that ignore it give sideways frames, `prepare reencode` fixes it")
-    if info.width * info.height > MAX_PIXELS:
-        warn.append(f"large frames: {info.width}x{info.height} is slow to decode "
-                    "- `prepare reencode` to a short side of ~128")
-    return done()
 
 
 def _list_file(path: Path) -> list[Path]:
@@ -304,119 +95,6 @@ def _manifest_path(path: Path, manifest_dir: Path) -> str:
         return path.relative_to(manifest_dir).as_posix()
     except ValueError:
         return str(path)
-
-
-def _bad_row(path: Path, message: str) -> VideoInfo:
-    return VideoInfo(path=str(path), video_id=path.stem, status="bad", reason=f"probe failed: {message}")
-
-
-def probe_many(paths: Sequence[Path], workers: int, progress: bool, desc: str = "probe") -> list[VideoInfo]:
-    """Probe in a process pool (``workers <= 1``: in this process); order is kept.
-
-    A file that kills its worker process (an FFmpeg crash, the OOM killer) becomes a ``bad``
-    row (see :func:`parallel_map`); the run goes on.
-    """
-    return parallel_map(probe, paths, workers, _bad_row, progress, desc)
-
-
-def parallel_map(
-    fn: Callable[[T], R],
-    items: Sequence[T],
-    workers: int,
-    on_failure: Callable[[T, str], R],
-    progress: bool = True,
-    desc: str = "",
-) -> list[R]:
-    """``[fn(item) for item in items]`` in a process pool with a progress bar; order is kept.
-
-    Never raises for one item: an exception in ``fn`` becomes ``on_failure(item, message)``.
-    When a worker process dies (which breaks the whole pool), the unfinished items run again in
-    a fresh pool; an item that was unfinished at two breaks runs alone, and if it breaks that
-    pool too it gets ``on_failure``. So one crashing file costs a few restarts, not the run.
-
-    Args:
-        fn: picklable (module-level) function of one item.
-        items: inputs.
-        workers: processes; ``<= 1`` runs in this process (a crash there is fatal).
-        on_failure: turns an item and an error message into its result.
-        progress: show a tqdm bar.
-        desc: the bar's label.
-    """
-    results: list[R | None] = [None] * len(items)
-    with tqdm(total=len(items), desc=desc, unit="file", disable=not progress, dynamic_ncols=True) as bar:
-        if workers <= 1 or len(items) < 2:
-            for i, item in enumerate(items):
-                try:
-                    results[i] = fn(item)
-                except Exception as err:  # one item must not stop the run
-                    results[i] = on_failure(item, _err_text(err))
-                bar.update()
-        else:
-            pending = list(range(len(items)))
-            suspects: set[int] = set()
-            while pending:
-                broken = _pool_round(fn, items, pending, workers, on_failure, results, bar)
-                for i in (i for i in broken if i in suspects):  # unfinished at two breaks: alone
-                    results[i] = _run_alone(fn, items[i], on_failure)
-                    bar.update()
-                pending = [i for i in broken if i not in suspects]
-                suspects.update(broken)
-    assert all(r is not None for r in results)
-    return [r for r in results if r is not None]
-
-
-def _pool_round(
-    fn: Callable[[T], R],
-    items: Sequence[T],
-    pending: list[int],
-    workers: int,
-    on_failure: Callable[[T, str], R],
-    results: list[R | None],
-    bar: tqdm[Any],
-) -> list[int]:
-    """Run ``pending`` in one pool; returns the indices left unfinished because the pool broke."""
-    broken: list[int] = []
-    todo = iter(pending)
-    inflight: dict[Future[R], int] = {}
-    with ProcessPoolExecutor(max_workers=min(workers, len(pending))) as pool:
-
-        def fill() -> None:
-            while len(inflight) < 4 * workers:
-                i = next(todo, None)
-                if i is None:
-                    return
-                try:
-                    inflight[pool.submit(fn, items[i])] = i
-                except BrokenProcessPool:
-                    broken.append(i)
-                    broken.extend(todo)
-                    return
-
-        fill()
-        while inflight:
-            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-            for fut in done:
-                i = inflight.pop(fut)
-                try:
-                    results[i] = fut.result()
-                except BrokenProcessPool:
-                    broken.append(i)
-                    continue
-                except Exception as err:  # e.g. a result that does not pickle
-                    results[i] = on_failure(items[i], _err_text(err))
-                bar.update()
-            fill()
-    return sorted(broken)
-
-
-def _run_alone(fn: Callable[[T], R], item: T, on_failure: Callable[[T, str], R]) -> R:
-    with ProcessPoolExecutor(max_workers=1) as pool:
-        try:
-            return pool.submit(fn, item).result()
-        except BrokenProcessPool:
-            return on_failure(item, CRASH_MESSAGE)
-        except Exception as err:
-            return on_failure(item, _err_text(err))
 
 
 def summarize(rows: Sequence[VideoInfo]) -> str:

@@ -38,15 +38,8 @@ import av
 import numpy as np
 
 from avlearn.data.manifest import VideoInfo, read_manifest, write_manifest
-from data_prep.index import (
-    VIDEO_EXTENSIONS,
-    _assign_ids,
-    _err_text,
-    _manifest_path,
-    collect_paths,
-    parallel_map,
-    probe_many,
-)
+from avlearn.data.probe import error_text, parallel_map, probe_many
+from data_prep.index import VIDEO_EXTENSIONS, _assign_ids, _manifest_path, collect_paths
 
 __all__ = ["EncodeOptions", "Job", "Result", "main", "output_size", "reencode_collection", "reencode_file"]
 
@@ -189,8 +182,8 @@ def _failure_reason(err: Exception) -> str:
     if isinstance(err, _Unusable):
         return str(err)
     if isinstance(err, av.FFmpegError):
-        return f"decode/encode failed: {_err_text(err)}"
-    return f"failed: {_err_text(err)}"
+        return f"decode/encode failed: {error_text(err)}"
+    return f"failed: {error_text(err)}"
 
 
 def _encode(src: Path, dst: Path, opts: EncodeOptions) -> None:
@@ -201,7 +194,7 @@ def _encode(src: Path, dst: Path, opts: EncodeOptions) -> None:
     try:
         source = av.open(str(src))
     except av.FFmpegError as err:
-        raise _Unusable(f"unreadable: FFmpeg cannot open it ({_err_text(err)})") from None
+        raise _Unusable(f"unreadable: FFmpeg cannot open it ({error_text(err)})") from None
     with source:
         if not source.streams.video:
             raise _Unusable("no video track")

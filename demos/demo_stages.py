@@ -247,8 +247,8 @@ def _enlarge(png: Path, min_height: int = 192) -> None:
 def localize_stage(out: Path, synth_dir: Path, overlays: int) -> dict[str, Any]:
     """Score the middle frame of every test video; write overlay MP4s (own and swapped sound)."""
     from avlearn.config import load_config
-    from avlearn.localization.cli import load_for_localization
     from avlearn.localization.cli import main as localize_main
+    from avlearn.localization.inputs import load_for_localization
     from avlearn.localization.metrics import center_box_map, evaluate_maps, oracle_map
     from avlearn.localization.sound_checks import middle_windows, score_model, swap_donor
     from avlearn.models.registry import build_av_model

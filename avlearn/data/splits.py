@@ -19,6 +19,10 @@ ESC-50                 :func:`esc50_split` (``meta/esc50.csv``; folds 1-5)
 folder per class       :func:`folder_split` (``root/<class>/*.mp4``)
 =====================  =====================================================================
 
+:class:`DatasetConfig` (the ``dataset:`` section of the downstream configs) names a format, its
+folder and fold; :func:`load_split` reads its train or test split through the parser above,
+the train split subsampled to ``label_fraction``.
+
 Then :func:`to_manifest_rows` turns a split into :class:`~avlearn.data.manifest.VideoInfo`
 rows (``label`` = class name) that the datasets read, and :func:`subsample_per_class` draws
 the nested per-class subsets of label-efficiency experiments (1 % of the labels is a subset of
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
 import math
 import zlib
@@ -45,12 +50,14 @@ from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
+from avlearn.config import ConfigError, InvalidValue
 from avlearn.data.manifest import VideoInfo
+from avlearn.data.probe import probe_many
 
 __all__ = [
-    "KINETICS_LAYOUTS", "LabelledSplit", "SplitFormatError", "esc50_split", "folder_split",
-    "hmdb51_split", "kinetics_split", "read_class_index", "subsample_per_class", "synthetic_split",
-    "to_manifest_rows", "ucf101_split",
+    "KINETICS_LAYOUTS", "DatasetConfig", "LabelledSplit", "SplitFormatError", "esc50_split", "folder_split",
+    "hmdb51_split", "kinetics_split", "load_split", "read_class_index", "subsample_per_class",
+    "synthetic_split", "to_manifest_rows", "ucf101_split",
 ]
 
 logger = logging.getLogger(__name__)
@@ -445,7 +452,7 @@ def to_manifest_rows(
     Args:
         split: from one of the parsers.
         root: folder relative item paths are under (default ``split.root``).
-        probe: probe every file with :func:`data_prep.index.probe_many` (duration, tracks, status).
+        probe: probe every file with :func:`avlearn.data.probe.probe_many` (duration, tracks, status).
             Without probing, rows claim a video and an audio track and leave the duration 0
             (datasets probe it lazily; a missing track then shows up as a counted decode failure).
         workers: probe processes (1: in this process).
@@ -465,8 +472,6 @@ def to_manifest_rows(
                        split.name or "split", len(missing), len(split.items), base, examples,
                        "kept as 'bad' rows" if keep_missing else "left out")
     if probe:
-        from data_prep.index import probe_many  # data_prep imports avlearn; imported here, not at load
-
         rows = probe_many([p for p, _, _ in found], workers, progress, desc="probe split")
     else:
         rows = [VideoInfo(path=str(p), status="ok", reason="not probed", has_video=True, has_audio=True)
@@ -530,3 +535,103 @@ def subsample_per_class(items: Any, fraction: float, seed: int, label: Any = Non
         keep += [members[int(j)] for j in order[:n]]
     return [items[i] for i in sorted(keep)]
 
+
+# ------------------------------------------------------------------------------------- dataset config
+
+
+DatasetFormat = Literal["synthetic", "ucf101", "hmdb51", "kinetics", "folder", "esc50"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    """A labelled dataset and its train/test splits.
+
+    Attributes:
+        format: ``synthetic`` (``data_prep.synth`` collection), ``ucf101``, ``hmdb51``,
+            ``kinetics``, ``folder`` or ``esc50``.
+        root: the dataset folder. ``synthetic``: the collection folder; ``ucf101``: holds
+            ``ucfTrainTestlist/`` and ``UCF-101/``; ``hmdb51``: holds ``testTrainMulti_7030_splits/``
+            and ``hmdb51/``; ``kinetics``: holds ``<split>.csv`` and the videos;
+            ``folder``: holds ``<train_split>/<class>/*`` and ``<test_split>/<class>/*``;
+            ``esc50``: the ESC-50 folder (``meta/esc50.csv``, ``audio/``).
+        splits_dir, video_root: override the default sub-folders of ``ucf101`` / ``hmdb51``.
+        fold: official fold (UCF-101 / HMDB-51: 1-3, ESC-50: 1-5).
+        train_split, test_split: split names (``train``/``val``/``test`` for ``synthetic``).
+        label: ``synthetic`` only: ``action`` (the sounding object's motion, the split files'
+            label) or ``object`` (its class, from ``annotations.json``).
+        label_fraction: keep this fraction of every class of the train split (label efficiency).
+        fraction_seed: seed of that subsample (nested: 1 % is inside 10 % for one seed).
+    """
+
+    format: DatasetFormat = "synthetic"
+    root: str = ""
+    splits_dir: str = ""
+    video_root: str = ""
+    fold: int = 1
+    train_split: str = "train"
+    test_split: str = "test"
+    label: Literal["action", "object"] = "action"
+    label_fraction: float = 1.0
+    fraction_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.label_fraction <= 1:
+            raise InvalidValue("label_fraction", self.label_fraction, "must be in (0, 1]", "dataset")
+        if self.label == "object" and self.format != "synthetic":
+            raise InvalidValue("label", self.label, f"'object' exists only for format: synthetic, not "
+                               f"{self.format!r}; use label: action", "dataset")
+
+
+def _object_split(split: LabelledSplit, root: Path) -> LabelledSplit:
+    """Relabel a synthetic split by the sounding object's class (``annotations.json``)."""
+    path = root / "annotations.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset.label=object needs {path}; regenerate the collection")
+    ann = json.loads(path.read_text())
+    classes = [c["name"] for c in sorted(ann["classes"], key=lambda c: c["label"])]
+    by_file = {Path(v["file"]).relative_to("videos").as_posix(): int(v["class_label"]) for v in ann["videos"]}
+    items = []
+    for rel, _ in split.items:
+        if rel not in by_file:
+            raise ValueError(f"{rel} of {split.name} is not in {path}")
+        items.append((rel, by_file[rel]))
+    return LabelledSplit(classes, items, split.root, split.name + " (object labels)")
+
+
+def load_split(cfg: DatasetConfig, which: Literal["train", "test"]) -> LabelledSplit:
+    """The train or test split of ``cfg``; the train split is subsampled to ``label_fraction``."""
+    if not cfg.root:
+        raise ConfigError("dataset.root is empty: set it to the dataset folder, e.g. dataset.root=data/synth")
+    root = Path(cfg.root)
+    name = cfg.train_split if which == "train" else cfg.test_split
+    split: LabelledSplit
+    if cfg.format == "synthetic":
+        split = synthetic_split(root, name)  # type: ignore[arg-type]
+        if cfg.label == "object":
+            split = _object_split(split, root)
+    elif cfg.format == "ucf101":
+        split = ucf101_split(cfg.splits_dir or root / "ucfTrainTestlist", cfg.fold, name,  # type: ignore[arg-type]
+                             cfg.video_root or root / "UCF-101")
+    elif cfg.format == "hmdb51":
+        split = hmdb51_split(cfg.splits_dir or root / "testTrainMulti_7030_splits", cfg.fold, name,  # type: ignore[arg-type]
+                             cfg.video_root or root / "hmdb51")
+    elif cfg.format == "kinetics":
+        classes = kinetics_split(root / f"{cfg.train_split}.csv", cfg.video_root or root).classes
+        split = kinetics_split(root / f"{name}.csv", cfg.video_root or root, classes=classes)
+    elif cfg.format == "folder":
+        split = folder_split(root / name)
+        if which == "test":  # class ids must agree with the train folder's
+            train_classes = folder_split(root / cfg.train_split).classes
+            index = {c: i for i, c in enumerate(train_classes)}
+            unknown = sorted(set(split.classes) - set(index))
+            if unknown:
+                raise ValueError(f"{root / name} has classes not in {root / cfg.train_split}: {unknown}")
+            split = LabelledSplit(train_classes, [(p, index[split.classes[y]]) for p, y in split.items],
+                                  split.root, split.name)
+    else:
+        split = esc50_split(root, cfg.fold, train=which == "train")
+    if which == "train" and cfg.label_fraction < 1:
+        full = len(split)
+        split = subsample_per_class(split, cfg.label_fraction, cfg.fraction_seed)
+        logger.info("label_fraction %.3g: %d of %d training items", cfg.label_fraction, len(split), full)
+    return split

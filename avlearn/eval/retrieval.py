@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avlearn.eval.inference import run_inference
 from avlearn.models.av import AVModel
 
 __all__ = ["embed_clips", "evaluate_retrieval", "retrieval_metrics"]
@@ -45,29 +46,22 @@ def retrieval_metrics(video_emb: Tensor, audio_emb: Tensor, ks: tuple[int, ...] 
     return out
 
 
-@torch.no_grad()
 def embed_clips(
-    model: AVModel, batches: Iterable[Mapping[str, Any]], device: torch.device | str = "cpu"
+    model: AVModel, batches: Iterable[Mapping[str, Any]], device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Embeddings of every clip of ``batches`` (dicts with ``video (B, C, T, H, W)``, ``audio (B, 1, F, T)``).
 
     Returns ``video_emb, audio_emb (N, d)`` float32 on the CPU, L2-normalised. The model is put
-    in eval mode and restored to its previous mode afterwards.
+    in eval mode and restored to its previous mode afterwards (:func:`run_inference`).
     """
-    was_training = model.training
-    model.eval()
-    videos: list[Tensor] = []
-    audios: list[Tensor] = []
-    try:
-        for batch in batches:
-            out = model(batch["video"].to(device), batch["audio"].to(device))
-            videos.append(out.video_emb.float().cpu())
-            audios.append(out.audio_emb.float().cpu())
-    finally:
-        model.train(was_training)
-    if not videos:
-        raise ValueError("no clips to embed: the evaluation loader is empty")
-    return torch.cat(videos), torch.cat(audios)
+
+    def step(batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        out = model(batch["video"].to(device), batch["audio"].to(device))
+        return {"video": out.video_emb.float(), "audio": out.audio_emb.float()}
+
+    emb = run_inference(model, batches, step, progress, desc="embed clips")
+    return emb["video"], emb["audio"]
 
 
 def evaluate_retrieval(

@@ -7,10 +7,11 @@ Usage::
 
 One centre clip per video of ``--manifest`` is embedded by both encoders (unaugmented), and
 every clip's video embedding ranks all clips' audio embeddings (and back) by cosine similarity.
-Decoding settings (frames, fps, crop, audio window, spectrogram) come from ``--config``, else
-the run's ``config.yaml`` next to the init, else the pretraining defaults; dotted overrides
-apply on top (e.g. ``data.backend=decord``). The metrics are printed and written as JSON to
-``--out`` (default: ``retrieval.json`` next to the init, or the working directory for scratch).
+Decoding settings (frames, fps, crop, audio window, spectrogram) come from the ``data`` section
+of ``--config``, else of the run's ``config.yaml`` next to the init, else the defaults; dotted
+overrides of ``seed``, ``model`` and ``data`` apply on top (e.g. ``data.backend=decord``). The
+metrics are printed and written as JSON to ``--out`` (default: ``retrieval.json`` next to the
+init, or the working directory for scratch).
 """
 
 from __future__ import annotations
@@ -23,9 +24,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from avlearn.config import ConfigError, load_config
+import torch
+from torch.utils.data import DataLoader
 
-__all__ = ["evaluate", "main"]
+from avlearn.config import ConfigError, load_config
+from avlearn.data.config import DataConfig, build_dataset
+from avlearn.data.dataset import av_collate
+from avlearn.eval.retrieval import embed_clips, retrieval_metrics
+from avlearn.models.checkpoint import CheckpointError
+from avlearn.models.registry import ModelConfig
+from avlearn.models.weights import load_model, load_weights
+
+__all__ = ["RetrievalInputs", "evaluate", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,35 +52,38 @@ def _run_config(init: str, config: str | None) -> Path | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class RetrievalInputs:
+    """What retrieval reads of a pretraining config (its other sections are left alone).
+
+    Attributes:
+        seed: seeds the random init of ``--init scratch``.
+        model: the architecture of ``--init scratch`` (a checkpoint brings its own).
+        data: how clips are decoded and turned into spectrograms.
+    """
+
+    seed: int = 0
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+
+
 def evaluate(init: str, manifest: str, config: str | None = None, overrides: list[str] | None = None,
-             batch_size: int = 32, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, Any]:
+             batch_size: int = 32, ks: tuple[int, ...] = (1, 5, 10),
+             progress: bool = False) -> dict[str, Any]:
     """Retrieval metrics of the model of ``init`` on the clips of ``manifest`` (see the module doc)."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from avlearn.data.config import build_dataset
-    from avlearn.data.dataset import av_collate
-    from avlearn.eval.retrieval import embed_clips, retrieval_metrics
-    from avlearn.models.checkpoint import load_state_into
-    from avlearn.models.registry import build_av_model
-    from avlearn.train.config import PretrainConfig
-    from avlearn.train.downstream import resolve_init
-
     if not Path(manifest).is_file():
         raise FileNotFoundError(f"--manifest {manifest}: no such file (see `avlearn prepare index`)")
     cfg_path = _run_config(init, config)
-    cfg = load_config(PretrainConfig, cfg_path, overrides)
-    source = resolve_init(init, cfg.model)
+    cfg = load_config(RetrievalInputs, cfg_path, overrides, partial=True)
+    source = load_weights(init, cfg.model, what="--init")
     torch.manual_seed(cfg.seed)
-    model = build_av_model(source.model)
-    if source.state is not None:
-        load_state_into(model, source.state, "", source.source)
+    model = load_model(source)
     data = dataclasses.replace(cfg.data, clips_per_video=1)
     dataset = build_dataset(data, train=False, manifest=manifest)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.data.num_workers,
                         collate_fn=av_collate)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    video_emb, audio_emb = embed_clips(model.to(device), loader, device)
+    video_emb, audio_emb = embed_clips(model.to(device), loader, device, progress)
     metrics = retrieval_metrics(video_emb, audio_emb, ks=ks)
     return {**metrics, "init": source.source, "manifest": str(manifest),
             "config": str(cfg_path) if cfg_path else "defaults"}
@@ -88,11 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the config")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from avlearn.train.downstream import InitError
-
     try:
-        result = evaluate(args.init, args.manifest, args.config, args.overrides, args.batch_size)
-    except (InitError, ConfigError, FileNotFoundError) as err:
+        result = evaluate(args.init, args.manifest, args.config, args.overrides, args.batch_size,
+                          progress=True)
+    except (CheckpointError, ConfigError, FileNotFoundError) as err:
         print(f"avlearn evaluate retrieval: {err}", file=sys.stderr)
         return 2
     if args.out:

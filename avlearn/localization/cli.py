@@ -1,9 +1,8 @@
-"""``avlearn localize`` (heatmap video of where the sound is) and ``avlearn evaluate localization``.
+"""``avlearn localize``: heatmap video of where the sound is.
 
 Usage::
 
     avlearn localize VIDEO --checkpoint CKPT --out out.mp4 [--audio OTHER] [--start S --seconds D]
-    avlearn evaluate localization --checkpoint CKPT --synth DIR [--split test] [--json out.json]
 
 ``localize`` decodes the video at the model's frame rate and size (the settings stored with the
 checkpoint's run config, or the AVID defaults: 8 frames at 16 fps, short side 112, 2 s of
@@ -17,118 +16,40 @@ checkpoint has one (``x.localizer.safetensors`` next to ``x.safetensors``, writt
 carries the sound that was localized (mono); a PNG strip of key
 frames is written next to it (``--out x.png`` writes only the strip).
 
-``evaluate localization`` scores the middle frame of every video of a split of the synthetic
-collection (``avlearn synth``) against its box with the published cIoU / AUC protocol
-(:mod:`avlearn.localization.metrics`), next to a centre-box baseline.
+Scoring on the synthetic collection is ``avlearn evaluate localization``
+(:mod:`avlearn.localization.evaluate`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
 
 import av
 import numpy as np
 import torch
 from torch import Tensor
 
-from avlearn.config import ConfigError, from_dict
-from avlearn.data.audio import SpecConfig, build_spectrogram
-from avlearn.data.config import DataConfig
+from avlearn.data.audio import build_spectrogram
 from avlearn.data.decode import ClipSpec, DecodeError, decode_clip, probe_duration, read_audio
-from avlearn.data.transforms import KINETICS_MEAN, KINETICS_STD
-from avlearn.localization.export import Learned, localization_maps, resolve_localizer
-from avlearn.localization.metrics import center_box_map, evaluate_maps, gt_from_synth
+from avlearn.localization.export import Learned, localization_maps
+from avlearn.localization.inputs import (
+    CHECKPOINT_HELP,
+    LOCALIZER_HELP,
+    ModelInput,
+    load_for_localization,
+    normalize_video,
+)
 from avlearn.localization.module import upsample_map
 from avlearn.localization.overlay import normalize_maps, write_overlay_video, write_strip_png
 from avlearn.models.av import AVModel
-from avlearn.models.checkpoint import CheckpointError, load_av_model, load_checkpoint
+from avlearn.models.checkpoint import CheckpointError
 
-__all__ = [
-    "ModelInput",
-    "evaluate_main",
-    "load_for_localization",
-    "localize_frames",
-    "main",
-    "model_input_from_checkpoint",
-    "normalize_video",
-    "synth_heatmap",
-    "synth_heatmaps",
-]
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelInput:
-    """What the model was trained on: how to decode and normalise its clips.
-
-    Attributes:
-        num_frames, fps, size: frames per window, their rate, short side in pixels.
-        audio_seconds, sample_rate, audio_align: the audio window of a clip.
-        spec: the spectrogram front-end.
-        mean, std: per-channel video normalisation, or ``None`` for none.
-    """
-
-    num_frames: int = 8
-    fps: float = 16.0
-    size: int = 112
-    audio_seconds: float = 2.0
-    sample_rate: int = 16000
-    audio_align: Literal["start", "center"] = "center"
-    spec: SpecConfig = dataclasses.field(default_factory=SpecConfig)
-    mean: tuple[float, ...] | None = KINETICS_MEAN
-    std: tuple[float, ...] | None = KINETICS_STD
-
-    def audio_start(self, clip_start: float) -> float:
-        """Start (s) of the audio window of a clip starting at ``clip_start``."""
-        if self.audio_align == "center":
-            return clip_start + self.num_frames / self.fps / 2 - self.audio_seconds / 2
-        return clip_start
-
-    def clip_spec(self) -> ClipSpec:
-        """The decoder request for one window of the model's clips."""
-        return ClipSpec(num_frames=self.num_frames, fps=self.fps, size=self.size,
-                        audio_seconds=self.audio_seconds, sample_rate=self.sample_rate,
-                        audio_align=self.audio_align)
-
-    def middle_window(self, t_mid: float) -> tuple[float, int]:
-        """``(start, frame)``: the window centred on time ``t_mid`` (s; clamped at 0) and the
-        index of ``t_mid``'s frame in it."""
-        start = max(0.0, t_mid - self.num_frames / self.fps / 2)
-        return start, min(max(round((t_mid - start) * self.fps), 0), self.num_frames - 1)
-
-
-def model_input_from_checkpoint(stored: Mapping[str, Any]) -> ModelInput:
-    """Read the data settings from a checkpoint's stored run config (defaults when it has none)."""
-    data = stored.get("data")
-    if not isinstance(data, Mapping):
-        return ModelInput()
-    try:
-        cfg = from_dict(DataConfig, dict(data), prefix="data.")
-    except (ConfigError, TypeError, ValueError) as err:
-        print(f"avlearn localize: ignoring the checkpoint's data settings ({err}); using defaults",
-              file=sys.stderr)
-        return ModelInput()
-    aug = cfg.video_aug
-    return ModelInput(
-        num_frames=cfg.num_frames, fps=cfg.fps, size=aug.size, audio_seconds=cfg.audio_seconds,
-        sample_rate=cfg.sample_rate, audio_align=cfg.audio_align, spec=cfg.spec,
-        mean=tuple(aug.mean) if aug.normalize else None, std=tuple(aug.std) if aug.normalize else None,
-    )
-
-
-def normalize_video(video: Tensor, inp: ModelInput) -> Tensor:
-    """``(C, T, H, W)`` in [0, 1] -> normalised as in training."""
-    if inp.mean is None or inp.std is None:
-        return video
-    mean = torch.tensor(inp.mean, dtype=video.dtype).view(-1, 1, 1, 1)
-    std = torch.tensor(inp.std, dtype=video.dtype).view(-1, 1, 1, 1)
-    return (video - mean) / std
+__all__ = ["localize_frames", "main"]
 
 
 AudioSource = Callable[[float], Tensor]
@@ -181,22 +102,6 @@ def localize_frames(
     return maps[:total]
 
 
-def load_for_localization(
-    checkpoint: str | Path, localizer: str = "auto"
-) -> tuple[AVModel, ModelInput, Learned | None]:
-    """Model (``eval()``), its input settings and its learned localizer (``None``: post hoc).
-
-    ``localizer``: ``auto``, ``posthoc`` or a localizer file (see :func:`resolve_localizer`).
-    """
-    _, stored = load_checkpoint(checkpoint)
-    model, _ = load_av_model(checkpoint)
-    model.eval()
-    learned = resolve_localizer(checkpoint, localizer)
-    if learned is not None:
-        learned[0].eval()
-    return model, model_input_from_checkpoint(stored), learned
-
-
 def _override(inp: ModelInput, args: argparse.Namespace) -> ModelInput:
     changes = {k: getattr(args, k) for k in ("fps", "size", "num_frames", "audio_seconds")
                if getattr(args, k) is not None}
@@ -219,15 +124,11 @@ def _file_rates(path: str) -> tuple[float, int | None]:
         raise DecodeError(path, f"not a readable media file ({err})") from None
 
 
-_LOCALIZER_HELP = ("auto (the checkpoint's learned localizer when it has one, else post hoc), posthoc, "
-                   "or a localizer file")
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avlearn localize", description=__doc__.split("\n\n")[0])
     p.add_argument("video", help="any video file with a sound track")
-    p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors or .pt)")
-    p.add_argument("--localizer", default="auto", help=_LOCALIZER_HELP)
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    p.add_argument("--localizer", default="auto", help=LOCALIZER_HELP)
     p.add_argument("--out", required=True, help="output .mp4 (plus a .png strip next to it) or .png")
     p.add_argument("--audio", help="localize this file's sound instead of the video's own")
     p.add_argument("--start", type=float, default=0.0, help="start time in seconds")
@@ -295,109 +196,4 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, DecodeError, ValueError) as err:
         print(f"avlearn localize: {err}", file=sys.stderr)
         return 1
-    return 0
-
-
-# ------------------------------------------------------------------------ evaluate localization
-
-
-def _eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="avlearn evaluate localization",
-                                description="cIoU / AUC / pointing game on the synthetic collection")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--localizer", default="auto", help=_LOCALIZER_HELP)
-    p.add_argument("--synth", required=True, help="directory written by `avlearn synth`")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--limit", type=int, help="evaluate at most this many videos")
-    p.add_argument("--json", help="also write the results to this JSON file")
-    return p
-
-
-@torch.no_grad()
-def synth_heatmap(
-    model: AVModel,
-    inp: ModelInput,
-    path: Path,
-    t_mid: float,
-    learned: Learned | None = None,
-    audio_path: Path | None = None,
-) -> np.ndarray:
-    """Grid-resolution map ``(H', W')`` of the frame at ``t_mid`` from a window centred on it.
-
-    The sound is the video's own, or that of ``audio_path`` over the same window.
-    """
-    start, j = inp.middle_window(t_mid)
-    clip = decode_clip(path, start, inp.clip_spec())
-    audio = clip.audio if audio_path is None else read_audio(
-        audio_path, inp.audio_start(start), inp.audio_seconds, inp.sample_rate)
-    video = normalize_video(clip.video, inp)[None]
-    out = model(video, build_spectrogram(inp.spec)(audio[None]))
-    maps = upsample_map(localization_maps(model, out, learned),
-                        (inp.num_frames, *out.video_grid.shape[-2:]))
-    heat: np.ndarray = maps[0, j].numpy()
-    return heat
-
-
-def synth_heatmaps(
-    model: AVModel,
-    inp: ModelInput,
-    root: Path,
-    videos: list[dict[str, Any]],
-    learned: Learned | None = None,
-) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, int]]:
-    """Heatmaps ``(H', W')`` and gt maps ``(H, W)`` of the middle frame of synthetic videos.
-
-    ``videos``: ``annotations.json`` entries of a collection in ``root``. Videos without a box on
-    that frame or that fail to decode are left out and counted in the returned ``skipped``.
-    """
-    heatmaps: list[np.ndarray] = []
-    gts: list[np.ndarray] = []
-    skipped: dict[str, int] = {"no_box": 0, "decode_error": 0}
-    for entry in videos:
-        mid = int(entry["num_frames"]) // 2
-        gt = gt_from_synth(entry, mid)
-        if gt is None:
-            skipped["no_box"] += 1
-            continue
-        try:
-            t_mid = mid / float(entry["fps"])
-            heatmaps.append(synth_heatmap(model, inp, root / entry["file"], t_mid, learned))
-        except DecodeError as err:
-            print(f"skipping: {err}", file=sys.stderr)
-            skipped["decode_error"] += 1
-            continue
-        gts.append(gt)
-    return heatmaps, gts, skipped
-
-
-def evaluate_main(argv: list[str] | None = None) -> int:
-    """``avlearn evaluate localization``; prints (and optionally writes) the metrics as JSON."""
-    args = _eval_parser().parse_args(argv)
-    root = Path(args.synth)
-    ann_path = root / "annotations.json"
-    try:
-        annotations = json.loads(ann_path.read_text())
-        model, inp, learned = load_for_localization(args.checkpoint, args.localizer)
-    except (OSError, json.JSONDecodeError) as err:
-        print(f"avlearn evaluate localization: cannot read {ann_path} ({err}); "
-              "generate the collection with `avlearn synth --out DIR`", file=sys.stderr)
-        return 1
-    except CheckpointError as err:
-        print(f"avlearn evaluate localization: {err}", file=sys.stderr)
-        return 1
-    videos = [v for v in annotations.get("videos", []) if v.get("split") == args.split][: args.limit]
-    heatmaps, gts, skipped = synth_heatmaps(model, inp, root, videos, learned)
-    if not gts:
-        print(f"avlearn evaluate localization: no usable '{args.split}' videos in {root}", file=sys.stderr)
-        return 1
-    result = evaluate_maps(heatmaps, gts)
-    baseline = evaluate_maps([center_box_map(*g.shape) for g in gts], gts)
-    report = {"split": args.split, "checkpoint": str(args.checkpoint),
-              "localizer": "posthoc" if learned is None else "learned", "model": result.to_dict(),
-              "center_box_baseline": baseline.to_dict(), "skipped": skipped}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
     return 0

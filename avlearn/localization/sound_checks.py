@@ -1,9 +1,14 @@
-"""Does a localization map follow the *sound*? Checks on a synthetic collection's test split.
+"""Scoring localization maps on a synthetic collection's test split: published metrics and sound checks.
 
-The published metrics (:mod:`avlearn.localization.metrics`) score a map against the sounding
-object's box, but a map that marks whatever moves, or the most salient object, scores well too
-when the sounding object is the one that moves. Three checks, each on the window of frames
-centred on a test video's middle frame (as ``avlearn evaluate localization`` decodes it):
+Each test video is scored on the window of frames centred on its middle frame
+(:func:`middle_windows`, decoded once for any number of models); :func:`score_windows` gives the
+published cIoU / AUC / pointing metrics of the maps of those frames with their own sound, for
+``avlearn evaluate localization`` (:mod:`avlearn.localization.evaluate`) and :func:`score_model`.
+
+Does a map follow the *sound*? The published metrics (:mod:`avlearn.localization.metrics`) score
+a map against the sounding object's box, but a map that marks whatever moves, or the most salient
+object, scores well too when the sounding object is the one that moves. Three checks, each on
+the window of frames centred on a test video's middle frame:
 
 * ``on_distractor``: frames with a silent distractor whose map peak lands on a distractor and
   not on the sounding object.
@@ -16,7 +21,8 @@ centred on a test video's middle frame (as ``avlearn evaluate localization`` dec
   the right video's sound on the right one. Both objects are real sources, so only the sound can
   decide: a map that ignores the sound is right for at most one of the two sounds (<= 50 %).
 
-Used by ``benchmarks/localization_synth.py`` and the demo (:mod:`demos.demo_stages`).
+Used by ``avlearn evaluate localization``, ``benchmarks/localization_synth.py`` and the demo
+(:mod:`demos.demo_stages`).
 """
 
 from __future__ import annotations
@@ -34,14 +40,14 @@ from tqdm import tqdm
 
 from avlearn.data.audio import build_spectrogram
 from avlearn.data.decode import DecodeError, decode_clip, read_audio
-from avlearn.localization.cli import ModelInput, normalize_video
 from avlearn.localization.export import Learned, localization_maps
-from avlearn.localization.metrics import evaluate_maps, gt_from_synth, pointing_hit
+from avlearn.localization.inputs import ModelInput, normalize_video
+from avlearn.localization.metrics import LocalizationResult, evaluate_maps, gt_from_synth, pointing_hit
 from avlearn.localization.module import upsample_map
 from avlearn.models.av import AVModel
 
 __all__ = ["Window", "box_mask", "heatmaps", "middle_windows", "pair_scores", "pairs", "score_model",
-           "swap_donor"]
+           "score_windows", "swap_donor"]
 
 
 def box_mask(box: Sequence[int], height: int, width: int) -> np.ndarray:
@@ -75,15 +81,16 @@ class Window:
     video: Tensor  # (C, T, H, W) normalised as in training
     audio: Tensor  # (S,) own sound
     frame: int  # index of the middle frame in the window
-    sounding: str  # the sounding object's class
+    sounding: str  # the sounding object's class ("" when the annotations do not say)
     swap_audio: Tensor | None  # (S,) sound of a video whose sounding class is a visible distractor's
     swap_box: list[int] | None  # that distractor's box
 
 
-def middle_windows(root: Path, tests: list[dict[str, Any]], videos: list[dict[str, Any]], inp: ModelInput,
-                   progress: bool = True) -> list[Window]:
+def middle_windows(root: Path, tests: list[dict[str, Any]], videos: list[dict[str, Any]] | None,
+                   inp: ModelInput, progress: bool = True) -> list[Window]:
     """Decode the middle-frame window of every test video (``tests``: annotation entries; ``videos``:
-    all entries, where swap donors are looked up). Unreadable files are reported and skipped."""
+    all entries, where swap donors are looked up; ``None``: no swap sounds). Videos without a box
+    on that frame are left out; unreadable files are reported and skipped."""
     spec = inp.clip_spec()
     items = []
     bar = tqdm(tests, desc="decode test windows", unit="video", dynamic_ncols=True, disable=not progress)
@@ -93,7 +100,7 @@ def middle_windows(root: Path, tests: list[dict[str, Any]], videos: list[dict[st
         if gt is None:
             continue
         start, frame = inp.middle_window(mid / float(entry["fps"]))
-        swap = swap_donor(entry, videos)
+        swap = None if videos is None else swap_donor(entry, videos)
         try:
             clip = decode_clip(root / entry["file"], start, spec)
             swap_audio = None if swap is None else read_audio(  # the donor's sound over the same window
@@ -103,7 +110,7 @@ def middle_windows(root: Path, tests: list[dict[str, Any]], videos: list[dict[st
             continue
         distractors = [d["bbox"][mid] for d in entry.get("distractors", []) if d["bbox"][mid] is not None]
         video = normalize_video(clip.video, inp)
-        items.append(Window(gt, distractors, video, clip.audio, frame, entry["class"], swap_audio,
+        items.append(Window(gt, distractors, video, clip.audio, frame, entry.get("class", ""), swap_audio,
                             None if swap is None else swap[1]))
     return items
 
@@ -168,14 +175,23 @@ def pair_scores(gts: Sequence[tuple[np.ndarray, np.ndarray]], left: Sequence[np.
     return {"pair_pointing": float(np.mean(hits)), "pair_blind": float(np.mean(blind)), "n_pairs": len(gts)}
 
 
+def score_windows(
+    model: AVModel, inp: ModelInput, learned: Learned | None, items: list[Window]
+) -> tuple[LocalizationResult, list[np.ndarray]]:
+    """Published metrics (cIoU50, AUC, pointing, mean cIoU) of the maps ``(H', W')`` of each
+    window's middle frame with its own sound, and those maps. Put ``model`` in ``eval()`` first."""
+    heats = heatmaps(model, inp, learned, [it.video for it in items], [it.frame for it in items],
+                     [it.audio for it in items])
+    return evaluate_maps(heats, [it.gt for it in items]), heats
+
+
 def score_model(
     model: AVModel, inp: ModelInput, learned: Learned | None, items: list[Window]
 ) -> dict[str, Any]:
-    """Published metrics (cIoU50, AUC, pointing, mean cIoU) plus the three sound checks of one model."""
+    """Published metrics (:func:`score_windows`) plus the three sound checks of one model."""
     model.eval()
-    heats = heatmaps(model, inp, learned, [it.video for it in items], [it.frame for it in items],
-                     [it.audio for it in items])
-    result: dict[str, Any] = evaluate_maps(heats, [it.gt for it in items]).to_dict()
+    published, heats = score_windows(model, inp, learned, items)
+    result: dict[str, Any] = published.to_dict()
     with_dis = [(h, it) for h, it in zip(heats, items, strict=True) if it.distractors]
     result["on_distractor"] = float(np.mean([
         any(pointing_hit(h, box_mask(b, *it.gt.shape)) for b in it.distractors) and not pointing_hit(h, it.gt)

@@ -1,4 +1,4 @@
-"""Encoders, projection heads, the audio-visual pair, their registries and checkpoints.
+"""Encoders, projection heads, the audio-visual pair, their registries, checkpoints and weights.
 
 Shapes: video ``(B, C, T, H, W)``, spectrogram ``(B, 1, F, T)``, embeddings ``(B, D)``,
 video grid ``(B, C, T', H', W')``, audio grid ``(B, C, F', T')``.
@@ -14,10 +14,7 @@ from avlearn.models.audio import (
 from avlearn.models.av import AudioEncoder, AVModel, AVOutput, VideoEncoder
 from avlearn.models.checkpoint import (
     CheckpointError,
-    load_audio_encoder,
-    load_av_model,
     load_checkpoint,
-    load_video_encoder,
     read_safetensors,
     save_encoders,
     write_safetensors,
@@ -36,6 +33,16 @@ from avlearn.models.registry import (
 )
 from avlearn.models.video import R2Plus1D, VideoOutput, r2plus1d_18, r2plus1d_small, r2plus1d_tiny
 from avlearn.models.weight_init import init_weights, zero_init_residual_bn
+from avlearn.models.weights import (
+    Weights,
+    WeightsError,
+    load_audio_encoder,
+    load_av_model,
+    load_encoder,
+    load_model,
+    load_video_encoder,
+    load_weights,
+)
 
 __all__ = [
     "AUDIO_ENCODERS",
@@ -55,6 +62,8 @@ __all__ = [
     "SpecCNN",
     "VideoEncoder",
     "VideoOutput",
+    "Weights",
+    "WeightsError",
     "avid_spec_cnn9",
     "avid_spec_cnn9_small",
     "avid_spec_cnn9_tiny",
@@ -66,7 +75,10 @@ __all__ = [
     "load_audio_encoder",
     "load_av_model",
     "load_checkpoint",
+    "load_encoder",
+    "load_model",
     "load_video_encoder",
+    "load_weights",
     "r2plus1d_18",
     "r2plus1d_small",
     "r2plus1d_tiny",

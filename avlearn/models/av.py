@@ -133,8 +133,9 @@ class AVModel(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, config: ModelConfig | dict[str, Any] | None = None) -> AVModel:
-        """Build the model described by ``config`` (default: the one stored in the file) and load it."""
-        from avlearn.models.checkpoint import load_av_model
+        """Build the model described by ``config`` (default: the one stored with the weights) and load
+        them; ``path``: an export, a run checkpoint or a run dir (see :mod:`avlearn.models.weights`)."""
+        from avlearn.models.weights import load_av_model  # weights imports this module
 
         model, _ = load_av_model(path, config)
         return model

@@ -11,6 +11,7 @@ Two formats, chosen by the file suffix:
 
 Keys are those of :class:`AVModel`'s state dict (``video_encoder.*``, ``audio_encoder.*``,
 ``video_head.*``, ``audio_head.*``), so one encoder can be loaded alone for fine-tuning.
+Which file a run dir or ``--init`` names, and building a model from it: :mod:`avlearn.models.weights`.
 """
 
 from __future__ import annotations
@@ -26,25 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from avlearn.config import ConfigError
-from avlearn.models.audio import SpecCNN
 from avlearn.models.av import AVModel
-from avlearn.models.registry import (
-    ModelConfig,
-    as_model_config,
-    build_audio_encoder,
-    build_av_model,
-    build_video_encoder,
-)
-from avlearn.models.video import R2Plus1D
+from avlearn.models.registry import ModelConfig
 
 __all__ = [
     "CheckpointError",
-    "load_audio_encoder",
-    "load_av_model",
     "load_checkpoint",
     "load_state_into",
-    "load_video_encoder",
     "read_safetensors",
     "save_encoders",
     "write_safetensors",
@@ -208,14 +197,6 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     return dict(payload["state_dict"]), dict(payload["config"])
 
 
-def _model_config(cfg: Mapping[str, Any]) -> ModelConfig:
-    inner = cfg.get("model")
-    try:
-        return as_model_config(inner if isinstance(inner, Mapping) else cfg)
-    except ConfigError as err:
-        raise CheckpointError(f"stored config does not describe a model: {err}") from None
-
-
 def _summarise(keys: list[str], limit: int = 8) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
@@ -252,32 +233,3 @@ def load_state_into(
             + ". Check that the config's architecture matches the one the checkpoint was saved with."
         )
     module.load_state_dict(sub, strict=True)
-
-
-def load_av_model(
-    path: str | Path, config: ModelConfig | Mapping[str, Any] | None = None
-) -> tuple[AVModel, ModelConfig]:
-    """Build the full model (from ``config``, default the stored one) and load its weights."""
-    state, stored = load_checkpoint(path)
-    cfg = as_model_config(config) if config is not None else _model_config(stored)
-    model = build_av_model(cfg)
-    load_state_into(model, state, "", str(path))
-    return model, cfg
-
-
-def load_video_encoder(path: str | Path) -> tuple[R2Plus1D, ModelConfig]:
-    """The video encoder alone (no heads), e.g. for fine-tuning; returns ``(encoder, config)``."""
-    state, stored = load_checkpoint(path)
-    cfg = _model_config(stored)
-    encoder = build_video_encoder(cfg)
-    load_state_into(encoder, state, "video_encoder.", str(path))
-    return encoder, cfg
-
-
-def load_audio_encoder(path: str | Path) -> tuple[SpecCNN, ModelConfig]:
-    """The audio encoder alone (no heads); returns ``(encoder, config)``."""
-    state, stored = load_checkpoint(path)
-    cfg = _model_config(stored)
-    encoder = build_audio_encoder(cfg)
-    load_state_into(encoder, state, "audio_encoder.", str(path))
-    return encoder, cfg

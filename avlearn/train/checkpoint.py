@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import os
 import random
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["CheckpointManager", "get_rng_state", "set_rng_state"]
+from avlearn.models.weights import run_checkpoints
 
-_NAME = re.compile(r"^step_(\d+)\.pt$")
+__all__ = ["CheckpointManager", "get_rng_state", "set_rng_state"]
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -49,10 +48,7 @@ class CheckpointManager:
         self.keep = keep
 
     def list(self) -> list[tuple[int, Path]]:
-        if not self.directory.is_dir():
-            return []
-        found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _NAME.match(p.name))]
-        return sorted(found)
+        return run_checkpoints(self.directory)
 
     def latest(self) -> Path | None:
         found = self.list()

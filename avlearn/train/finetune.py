@@ -33,10 +33,10 @@ from torch import Tensor, nn
 
 from avlearn.config import ConfigError
 from avlearn.data.config import DataConfig
+from avlearn.data.splits import DatasetConfig
 from avlearn.models.registry import ModelConfig
 from avlearn.train.command import add_run_arguments, run_command
 from avlearn.train.config import TrainConfig
-from avlearn.train.downstream import DatasetConfig, InitError
 from avlearn.train.engine import StepOutput, Task
 from avlearn.train.optim import OptimConfig
 
@@ -69,7 +69,7 @@ class FinetuneConfig:
         warmup_classifier_epochs: first epochs train the classifier only (encoder frozen).
         dropout: before the linear classifier (AVID: 0.5).
         model: architecture for ``--init scratch`` (a pretrained init brings its own).
-        dataset: labelled splits (:class:`~avlearn.train.downstream.DatasetConfig`).
+        dataset: labelled splits (:class:`~avlearn.data.splits.DatasetConfig`).
         data: decoding, augmentation and batching (audio fields unused).
     """
 
@@ -124,28 +124,21 @@ class VideoClassifier(nn.Module):
         return logits
 
 
-@torch.no_grad()
 def predict(model: nn.Module, loader: Any, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """Clip logits ``(N, C)``, labels ``(N,)`` and video indices ``(N,)`` of every batch of ``loader``."""
-    was_training = model.training
-    model.eval()
-    logits, labels, videos = [], [], []
-    try:
-        for batch in loader:
-            logits.append(model(batch["video"].to(device)).float().cpu())
-            labels.append(batch["label"].cpu())
-            videos.append(batch["video_index"].cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(logits), torch.cat(labels), torch.cat(videos)
+    from avlearn.eval.inference import run_inference
+
+    out = run_inference(model, loader, lambda b: {"logits": model(b["video"].to(device)).float(),
+                                                  "label": b["label"], "video": b["video_index"]},
+                        desc="predict")
+    return out["logits"], out["label"], out["video"]
 
 
 def _train_dataset(cfg: FinetuneConfig) -> Any:
     from avlearn.data.config import clip_spec
     from avlearn.data.labelled import LabelledClipDataset
-    from avlearn.data.splits import to_manifest_rows
+    from avlearn.data.splits import load_split, to_manifest_rows
     from avlearn.data.transforms import build_video_transform
-    from avlearn.train.downstream import load_split
 
     split = load_split(cfg.dataset, "train")
     return LabelledClipDataset(
@@ -158,9 +151,8 @@ def eval_dataset(cfg: FinetuneConfig | Any, class_to_idx: dict[str, int]) -> Any
     """The test split's clips: ``eval.num_clips`` uniformly spaced, centre-cropped clips per video."""
     from avlearn.data.config import clip_spec
     from avlearn.data.labelled import LabelledClipDataset
-    from avlearn.data.splits import to_manifest_rows
+    from avlearn.data.splits import load_split, to_manifest_rows
     from avlearn.data.transforms import build_video_transform
-    from avlearn.train.downstream import load_split
 
     split = load_split(cfg.dataset, "test")
     return LabelledClipDataset(
@@ -199,7 +191,7 @@ class FinetuneTask(Task):
 def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, Any]:
     """Run (or continue) the fine-tuning of ``cfg`` from ``init``; returns ``results.json``'s content.
 
-    Raises :class:`~avlearn.train.downstream.InitError` for an unusable ``init`` and
+    Raises :class:`~avlearn.models.weights.WeightsError` for an unusable ``init`` and
     :class:`~avlearn.train.engine.NonFiniteLossError` on NaN/inf.
     """
     from accelerate.utils import set_seed
@@ -207,7 +199,8 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, A
 
     from avlearn.data.dataset import av_collate
     from avlearn.eval.classification import ClassificationReport
-    from avlearn.train.downstream import load_encoder, resolve_init, write_report
+    from avlearn.eval.results import write_report
+    from avlearn.models.weights import load_encoder, load_weights
     from avlearn.train.engine import Engine
     from avlearn.train.optim import build_optimizer, build_scheduler
 
@@ -216,7 +209,7 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, A
     engine = Engine(cfg.train, cfg.run_dir, clip_grad_norm=cfg.optim.clip_grad_norm,
                     find_unused_parameters=cfg.warmup_classifier_epochs > 0)
     run_dir = Path(cfg.run_dir)
-    source = resolve_init(init, cfg.model)
+    source = load_weights(init, cfg.model, what="--init")
 
     dataset = _train_dataset(cfg)
     batch_size = cfg.data.batch_size
@@ -287,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         return (f"video top-1 {100 * results['video_top1']:.2f} %, clip top-1 "
                 f"{100 * results['clip_top1']:.2f} %; results in {cfg.run_dir}/results.md")
 
-    return run_command("avlearn finetune", FinetuneConfig, args, run, (InitError, FileNotFoundError))
+    from avlearn.models.checkpoint import CheckpointError  # WeightsError and weight mismatches
+
+    return run_command("avlearn finetune", FinetuneConfig, args, run, (CheckpointError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,9 +42,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from avlearn.config import ConfigError, InvalidValue, load_config, to_dict
 from avlearn.data.config import DataConfig
-from avlearn.data.splits import LabelledSplit
+from avlearn.data.splits import DatasetConfig, LabelledSplit, load_split
+from avlearn.eval.classification import ClassificationReport, topk_accuracy
+from avlearn.eval.inference import run_inference
+from avlearn.eval.results import write_report
+from avlearn.models.checkpoint import CheckpointError
 from avlearn.models.registry import ModelConfig
-from avlearn.train.downstream import DatasetConfig, InitError, ResolvedInit
+from avlearn.models.weights import Weights, load_encoder, load_weights
 
 __all__ = ["AudioClipDataset", "ProbeConfig", "extract_features", "fit_linear", "linear_probe", "main",
            "pool_stages"]
@@ -207,7 +211,6 @@ def pool_stages(stages: dict[str, Tensor], names: Sequence[str], pool: Pool) -> 
     return torch.cat(out, dim=1)
 
 
-@torch.no_grad()
 def extract_features(encoder: nn.Module, dataset: Dataset[dict[str, Any]], modality: str,
                      stages: Sequence[str], pool: Pool, batch_size: int,
                      num_workers: int = 0) -> dict[str, Tensor]:
@@ -218,30 +221,26 @@ def extract_features(encoder: nn.Module, dataset: Dataset[dict[str, Any]], modal
     from avlearn.data.dataset import av_collate
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    encoder = encoder.to(device).eval()
+    encoder = encoder.to(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=av_collate)
-    feats, labels, videos, clips = [], [], [], []
-    for batch in loader:
+
+    def step(batch: Mapping[str, Any]) -> dict[str, Tensor]:
         out = encoder(batch[modality].to(device), return_stages=True)
-        feats.append(pool_stages(out.stages, stages, pool).float().cpu())
-        labels.append(batch["label"])
-        videos.append(batch["video_index"])
-        clips.append(batch["clip_index"])
-    if not feats:
-        raise ValueError("no clips to extract features from: the split is empty")
-    return {"features": torch.cat(feats), "labels": torch.cat(labels), "video_index": torch.cat(videos),
-            "clip_index": torch.cat(clips)}
+        return {"features": pool_stages(out.stages, stages, pool).float(), "labels": batch["label"],
+                "video_index": batch["video_index"], "clip_index": batch["clip_index"]}
+
+    return run_inference(encoder, loader, step, desc=f"{modality} features")
 
 
-def _init_fingerprint(init: ResolvedInit, cfg: ProbeConfig) -> dict[str, Any]:
+def _init_fingerprint(init: Weights, cfg: ProbeConfig) -> dict[str, Any]:
     if init.state is None:
         return {"init": "scratch", "model": to_dict(init.model), "seed": cfg.seed}
     stat = Path(init.source).stat()
     return {"init": str(Path(init.source).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _cache_key(cfg: ProbeConfig, init: ResolvedInit, split: LabelledSplit, num_clips: int) -> str:
+def _cache_key(cfg: ProbeConfig, init: Weights, split: LabelledSplit, num_clips: int) -> str:
     d = cfg.data
     what = {
         "version": 1, "init": _init_fingerprint(init, cfg), "modality": cfg.modality,
@@ -315,12 +314,9 @@ def _existing(split: LabelledSplit) -> LabelledSplit:
 
 def linear_probe(cfg: ProbeConfig, init: str) -> dict[str, Any]:
     """Extract (or load) features, fit the classifier, evaluate; returns ``results.json``'s content."""
-    from avlearn.eval.classification import ClassificationReport, topk_accuracy
-    from avlearn.train.downstream import load_encoder, load_split, resolve_init, write_report
-
     t0 = time.perf_counter()
     run_dir = Path(cfg.run_dir)
-    source = resolve_init(init, cfg.model)
+    source = load_weights(init, cfg.model, what="--init")
     train_split, test_split = load_split(cfg.dataset, "train"), load_split(cfg.dataset, "test")
     encoder: nn.Module | None = None
 
@@ -394,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(ProbeConfig, args.config, overrides)
         results = linear_probe(cfg, args.init)
-    except (InitError, ConfigError, FileNotFoundError) as err:
+    except (CheckpointError, ConfigError, FileNotFoundError) as err:
         print(f"avlearn linear-probe: {err}", file=sys.stderr)
         return 2
     print(f"avlearn linear-probe: video top-1 {100 * results['video_top1']:.2f} %, clip top-1 "

@@ -44,6 +44,7 @@ from avlearn.models.av import AVModel, AVOutput
 from avlearn.models.checkpoint import save_encoders
 from avlearn.models.registry import build_av_model
 from avlearn.models.sync_bn import convert_global_batchnorm
+from avlearn.models.weights import weights_file
 from avlearn.objectives import Objective, ObjectiveContext
 from avlearn.objectives.localization import localization_loss
 from avlearn.train.checkpoint import CheckpointManager
@@ -68,12 +69,7 @@ def state_digest(module: nn.Module) -> str:
 def _init_from(path: str, model: AVModel, objective: Objective, localizer: AVLocalizer | None = None) -> None:
     """Model weights, objective state (what it holds, e.g. banks) and a localizer, when both have
     one, from a run checkpoint or run dir."""
-    src = Path(path)
-    if src.is_dir():
-        found = CheckpointManager(src / "checkpoints").latest()
-        if found is None:
-            raise FileNotFoundError(f"objective.init_from: no checkpoint under {src}/checkpoints")
-        src = found
+    src = weights_file(path, "objective.init_from", export=False)  # a run checkpoint: it has the banks
     state = CheckpointManager.load(src)
     model.load_state_dict(state["model"])
     if localizer is not None and "localizer" in state:

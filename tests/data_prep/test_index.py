@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from avlearn.data import probe as probe_module
 from avlearn.data.manifest import VideoInfo, read_manifest
+from avlearn.data.probe import CRASH_MESSAGE, failed_row, parallel_map, probe
 from avlearn.media import write_av
-from data_prep import index
-from data_prep.index import CRASH_MESSAGE, index_collection, main, parallel_map, probe, summarize
+from data_prep.index import index_collection, main, summarize
 from tests.data_prep.odd_media import frames, tone, write_odd_media
 
 # kind -> (status, reason categories). Each odd file has exactly one oddity.
@@ -164,7 +165,7 @@ def _explode(path: Path) -> VideoInfo:
 def test_unexpected_exception_becomes_bad_row(
     collection: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(index, "_probe", _explode)
+    monkeypatch.setattr(probe_module, "_probe", _explode)
     row = probe(collection["normal"])
     assert row.status == "bad" and row.reason.startswith("probe failed: RuntimeError: unexpected failure")
 
@@ -181,7 +182,7 @@ def test_worker_crash_does_not_kill_the_run(collection: dict[str, Path], tmp_pat
     boom.write_bytes(b"x")
     good = [collection[k] for k in ("normal", "normal_mkv", "no_audio", "vfr", "rotated")]
     paths = [*good[:2], boom, *good[2:]]
-    rows = parallel_map(_probe_or_die, paths, 2, index._bad_row, progress=False)
+    rows = parallel_map(_probe_or_die, paths, 2, failed_row, progress=False)
     assert [Path(r.path) for r in rows] == paths
     assert rows[2].status == "bad" and CRASH_MESSAGE in rows[2].reason
     assert [r.status for r in rows[:2] + rows[3:]] == ["ok", "ok", "warn", "warn", "warn"]

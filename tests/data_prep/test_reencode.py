@@ -10,8 +10,9 @@ import pytest
 
 from avlearn.data.decode import ClipSpec, decode_clip
 from avlearn.data.manifest import read_manifest, write_manifest
+from avlearn.data.probe import probe
 from avlearn.media import write_av
-from data_prep.index import index_collection, probe
+from data_prep.index import index_collection
 from data_prep.reencode import EncodeOptions, Result, main, output_size, reencode_collection
 from tests.data_prep.odd_media import FLASH_TIME, frames, tone, write_sync_clip
 

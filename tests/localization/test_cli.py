@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from avlearn.cli import main as avlearn_main
-from avlearn.localization.cli import evaluate_main, main
+from avlearn.localization.cli import main
+from avlearn.localization.evaluate import main as evaluate_main
 from avlearn.media import write_av
 from avlearn.models.checkpoint import save_encoders
 from avlearn.models.registry import ModelConfig, build_av_model
@@ -95,7 +96,7 @@ def test_model_input_comes_from_a_stored_run_config() -> None:
     import dataclasses
 
     from avlearn.data.config import DataConfig
-    from avlearn.localization.cli import ModelInput, model_input_from_checkpoint
+    from avlearn.localization.inputs import ModelInput, model_input_from_checkpoint
 
     stored = json.loads(json.dumps({"data": dataclasses.asdict(DataConfig(fps=8.0, num_frames=4))}))
     inp = model_input_from_checkpoint(stored)

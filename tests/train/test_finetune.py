@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from avlearn.config import load_config
-from avlearn.data.splits import subsample_per_class
+from avlearn.data.splits import DatasetConfig, load_split, subsample_per_class
 from avlearn.models.checkpoint import save_encoders
 from avlearn.models.registry import ModelConfig, build_av_model
-from avlearn.train.downstream import DatasetConfig, InitError, load_encoder, load_split, resolve_init
+from avlearn.models.weights import WeightsError, load_encoder, load_weights
 from avlearn.train.finetune import FinetuneConfig, main
 from tests.train.downstream_helpers import fast_overrides, small_collection
 
@@ -78,8 +78,8 @@ def test_bad_init_path_is_named(root: Path, tmp_path: Path, capsys: pytest.Captu
     assert str(missing) in err and "scratch" in err
     empty = tmp_path / "empty_run"
     empty.mkdir()
-    with pytest.raises(InitError, match="empty_run.*no encoders.safetensors"):
-        resolve_init(str(empty), ModelConfig())
+    with pytest.raises(WeightsError, match="empty_run.*no encoders.safetensors"):
+        load_weights(str(empty), ModelConfig())
 
 
 def test_init_loads_pretrained_video_encoder(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_init_loads_pretrained_video_encoder(tmp_path: Path) -> None:
     model = build_av_model(cfg)
     run = tmp_path / "run"
     save_encoders(model, run / "encoders.safetensors", cfg)
-    init = resolve_init(str(run), ModelConfig())  # the stored architecture wins over the scratch one
+    init = load_weights(str(run), ModelConfig())  # the stored architecture wins over the scratch one
     assert init.model == cfg
     encoder = load_encoder(init, "video")
     for key, value in model.video_encoder.state_dict().items():

@@ -12,7 +12,7 @@ import torch
 
 from avlearn.config import ConfigError, load_config
 from avlearn.eval.retrieval import retrieval_metrics
-from avlearn.models.checkpoint import load_av_model
+from avlearn.models.weights import load_av_model
 from avlearn.train.checkpoint import CheckpointManager
 from avlearn.train.config import PretrainConfig
 from avlearn.train.pretrain import main

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from avlearn.config import ConfigError, load_config
-from avlearn.localization.cli import evaluate_main
+from avlearn.localization.evaluate import main as evaluate_main
 from avlearn.localization.export import find_localizer, load_localizer, localizer_path
-from avlearn.models.checkpoint import load_av_model
+from avlearn.models.weights import load_av_model
 from avlearn.train.checkpoint import CheckpointManager
 from avlearn.train.config import PretrainConfig
 from avlearn.train.loop import pretrain

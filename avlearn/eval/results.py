@@ -1,0 +1,24 @@
+"""The results files of a downstream run (fine-tuning, linear probe): JSON, Markdown, confusion matrix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from avlearn.config import to_dict
+from avlearn.eval.classification import ClassificationReport, save_confusion_png
+
+__all__ = ["write_report"]
+
+
+def write_report(run_dir: Path, report: ClassificationReport, config: Any, extra: dict[str, Any],
+                 title: str) -> dict[str, Any]:
+    """Write ``results.json`` (metrics + ``extra`` + config), ``results.md`` and ``confusion.png``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results = {**report.to_dict(), **extra, "config": to_dict(config)}
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    lines = [f"# {title}", ""] + [f"- {k}: {v}" for k, v in extra.items()] + ["", report.markdown()]
+    (run_dir / "results.md").write_text("\n".join(lines))
+    save_confusion_png(report.confusion, report.class_names, run_dir / "confusion.png")
+    return results
