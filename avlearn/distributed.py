@@ -83,6 +83,15 @@ def gather_with_grad(x: Tensor) -> Tensor:
 
     Shape: ``(B, ...) -> (world_size * B, ...)``; rows ``rank*B : (rank+1)*B`` are this
     rank's ``x`` itself. Identity at world size 1.
+
+    Written here rather than on ``torch.distributed.nn.functional.all_gather`` (torch 2.14.1),
+    whose backward is the same sum but, on gloo, scatters the incoming gradient into buffers that
+    keep its strides: when that gradient is not contiguous (as in the localization loss, whose
+    2-process test then fails) ranks receive wrong gradients, off by up to 5.3 on unit-scale
+    values in a 2-process measurement (pytorch/pytorch#192920, gloo scatter ignores strides). With
+    contiguous gradients the two agreed bit for bit. torch 2.14 also deprecates it (FutureWarning)
+    in favour of the private ``torch.distributed._functional_collectives``. The 2-process test
+    ``tests/objectives/test_distributed.py::test_gather_sums_every_ranks_gradient`` covers both.
     """
     if not is_distributed():
         return x

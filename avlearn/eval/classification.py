@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -201,14 +202,14 @@ def _pct(x: float) -> str:
 
 def save_confusion_png(confusion: Tensor, class_names: Sequence[str], path: str | Path,
                        max_size: int = 1600) -> Path:
-    """Draw a confusion matrix (row = true class, column = predicted) as a PNG.
+    """Draw a confusion matrix (row = true class, column = predicted) as a PNG with matplotlib.
 
-    Cell colour is the row-normalised fraction (white 0 -> dark blue 1), so rare classes read
-    as clearly as common ones; each cell shows its count when the cells are large enough; class
-    names label the rows (left) and columns (top, vertical), every n-th one when there are too
-    many to fit. Returns the path written.
+    Cell colour is the row-normalised fraction (colour bar from 0 to 1), so rare classes read as
+    clearly as common ones; each cell shows its count when the cells are large enough; class
+    names label the rows and columns, every n-th one when there are too many to fit. The matrix
+    takes at most about ``max_size`` pixels a side. Returns the path written.
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from avlearn.report import new_figure, save_figure
 
     conf = confusion.detach().cpu().long()
     c = conf.shape[0]
@@ -216,48 +217,22 @@ def save_confusion_png(confusion: Tensor, class_names: Sequence[str], path: str 
         raise ValueError(f"confusion must be a non-empty (C, C) matrix, got {tuple(conf.shape)}")
     if len(class_names) != c:
         raise ValueError(f"{len(class_names)} class names for a {c}x{c} confusion matrix")
-    cell = max(2, min(40, (max_size - 200) // c))
-    font_size = max(8, min(14, cell - 4))
-    font = ImageFont.load_default(font_size)
-    label_every = max(1, math.ceil((font_size + 2) / cell))
-    names = [str(n)[:24] for n in class_names]
-    label_w = max(int(font.getlength(n)) for n in names) + 8
-    title_h = font_size + 10
-    left, top = label_w, title_h + label_w
-    title = "rows: true class, columns: predicted (colour: row-normalised)"
-    width = max(left + c * cell + 4, int(font.getlength(title)) + 8)
-    height = top + c * cell + 4
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    draw.text((4, 4), title, fill="black", font=font)
-
-    rows = conf.double()
-    frac = rows / rows.sum(dim=1, keepdim=True).clamp(min=1)
-    show_counts = cell >= font_size + 4 and font.getlength(str(int(conf.max()))) <= cell - 4
-    for i in range(c):
-        for j in range(c):
-            f = float(frac[i, j])
-            colour = (round(255 - 247 * f), round(255 - 207 * f), round(255 - 148 * f))  # -> (8, 48, 107)
-            x0, y0 = left + j * cell, top + i * cell
-            draw.rectangle((x0, y0, x0 + cell - 1, y0 + cell - 1), fill=colour,
-                           outline=(220, 220, 220) if cell >= 6 else None)
-            n = int(conf[i, j])
-            if show_counts and n:
-                text = str(n)
-                tw = font.getlength(text)
-                draw.text((x0 + (cell - tw) / 2, y0 + (cell - font_size) / 2 - 1), text, font=font,
-                          fill="white" if f > 0.5 else "black")
-    for k, name in enumerate(names):
-        if k % label_every:
-            continue
-        y = top + k * cell + (cell - font_size) / 2 - 1
-        draw.text((left - 4 - font.getlength(name), y), name, fill="black", font=font)
-        # column label: text drawn horizontally on a strip, then rotated to read bottom-up
-        strip = Image.new("RGB", (label_w, font_size + 4), "white")
-        ImageDraw.Draw(strip).text((label_w - 4 - font.getlength(name), 0), name, fill="black", font=font)
-        rotated = strip.rotate(90, expand=True)
-        img.paste(rotated, (left + k * cell + (cell - rotated.width) // 2, title_h))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format="PNG")
-    return path
+    frac = (conf.double() / conf.sum(dim=1, keepdim=True).clamp(min=1)).numpy()
+    cell = max(2, min(40, (max_size - 300) // c))  # pixels; the margins hold names, title, colour bar
+    fig = new_figure((c * cell + 330, c * cell + 230))
+    ax = fig.add_subplot()
+    image = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class")
+    ticks = list(range(0, c, math.ceil(12 / cell)))  # a label needs ~12 px at 8 pt
+    names = [str(class_names[k])[:24] for k in ticks]
+    ax.set_xticks(ticks, names, rotation=90, fontsize=8)
+    ax.set_yticks(ticks, names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("confusion matrix (colour: fraction of each true class)", fontsize="medium")
+    if cell >= 16 and 6 * len(str(int(conf.max()))) <= cell - 2:
+        for (i, j), n in np.ndenumerate(conf.numpy()):
+            if n:
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
+                        color="white" if frac[i, j] > 0.5 else "black")
+    return save_figure(fig, path)

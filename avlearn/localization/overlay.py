@@ -1,39 +1,34 @@
 """Heatmaps drawn over frames: a colour map, alpha blending, MP4 (with the original sound) and PNG strips.
 
-The colour at a pixel comes from a small look-up table (``"jet"`` or ``"inferno"``) indexed by
-the map value in ``[0, 1]``; its opacity is ``max_alpha * value``, so low scores leave the frame
-as it is. Maps of any size are resized (bilinearly) to the frames' size.
+The colour at a pixel comes from a 256-entry table of matplotlib's ``"jet"`` or ``"inferno"``
+indexed by the map value in ``[0, 1]``; its opacity is ``max_alpha * value``, so low scores leave
+the frame as it is. Maps of any size are resized (bilinearly) to the frames' size. Compositing
+is image work (numpy, Pillow), not a chart; only the colour tables come from matplotlib.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib import colormaps
 from PIL import Image
 
 from avlearn.media import write_av
 
 __all__ = ["COLORMAPS", "apply_colormap", "blend", "normalize_maps", "write_overlay_video", "write_strip_png"]
 
-# Anchor colours, linearly interpolated into 256 entries.
-_JET = [(0, 0, 0.5), (0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0), (0.5, 0, 0)]
-_JET_AT = [0.0, 0.11, 0.36, 0.64, 0.89, 1.0]
-_INFERNO = [(0.0, 0.0, 0.02), (0.34, 0.06, 0.43), (0.73, 0.21, 0.33), (0.98, 0.55, 0.04), (0.99, 1.0, 0.64)]
-_INFERNO_AT = [0.0, 0.25, 0.5, 0.75, 1.0]
+
+def _lut(name: str) -> np.ndarray:
+    """matplotlib's colour map ``name`` sampled at 256 values in ``[0, 1]``. Shape: ``(256, 3)`` uint8."""
+    rgba = colormaps[name](np.linspace(0.0, 1.0, 256))
+    return np.round(np.asarray(rgba)[:, :3] * 255).astype(np.uint8)
 
 
-def _lut(colors: Sequence[tuple[float, float, float]], at: Sequence[float]) -> np.ndarray:
-    grid = np.linspace(0.0, 1.0, 256)
-    table = np.stack([np.interp(grid, at, [c[k] for c in colors]) for k in range(3)], axis=1)
-    return np.round(table * 255).astype(np.uint8)
-
-
-COLORMAPS: dict[str, np.ndarray] = {"jet": _lut(_JET, _JET_AT), "inferno": _lut(_INFERNO, _INFERNO_AT)}
+COLORMAPS: dict[str, np.ndarray] = {name: _lut(name) for name in ("jet", "inferno")}
 
 Colormap = Literal["jet", "inferno"]
 

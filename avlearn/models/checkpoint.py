@@ -2,10 +2,9 @@
 
 Two formats, chosen by the file suffix:
 
-* ``.safetensors``: the safetensors layout, written and read here in pure Python (the
-  ``safetensors`` package is not required): 8-byte little-endian header length, a JSON header
-  ``{name: {dtype, shape, data_offsets}, "__metadata__": {str: str}}``, then the raw bytes.
-  The model config is stored as JSON in ``__metadata__["avlearn_config"]``.
+* ``.safetensors``: written and read with the ``safetensors`` package (loadable by
+  ``safetensors.torch.load_file``); the model config is stored as JSON in the file's
+  metadata under ``"avlearn_config"``.
 * anything else (``.pt``): ``torch.save({"format": ..., "config": dict, "state_dict": ...})``,
   read back with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
 
@@ -17,14 +16,14 @@ Which file a run dir or ``--init`` names, and building a model from it: :mod:`av
 from __future__ import annotations
 
 import json
-import math
-import struct
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from avlearn.models.av import AVModel
@@ -41,102 +40,50 @@ __all__ = [
 
 FORMAT = "avlearn-encoders-v1"
 _CONFIG_KEY = "avlearn_config"
-_MAX_HEADER = 100 * 1024 * 1024
-
-_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-_DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message names the file."""
 
 
-# --------------------------------------------------------------------------- safetensors format
+# --------------------------------------------------------------------------- safetensors files
 
 
 def write_safetensors(
     tensors: Mapping[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None
 ) -> None:
-    """Write ``tensors`` (any shapes, dtypes in ``_DTYPES``) to ``path`` in safetensors format."""
-    header: dict[str, Any] = {}
-    if metadata:
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-            raise TypeError("safetensors metadata must map str to str")
-        header["__metadata__"] = dict(metadata)
-    blobs: list[bytes] = []
-    offset = 0
-    # widest dtypes first, as the reference writer does, so every tensor starts aligned
-    order = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
-    for name in order:
-        t = tensors[name].detach().cpu().contiguous()
-        if t.dtype not in _DTYPE_NAMES:
-            raise TypeError(f"tensor '{name}' has dtype {t.dtype}, which safetensors here does not support")
-        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {
-            "dtype": _DTYPE_NAMES[t.dtype],
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + len(data)],
-        }
-        blobs.append(data)
-        offset += len(data)
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)  # pad so the data starts 8-byte aligned
+    """Write ``tensors`` (any shapes, strides and devices) to ``path`` with the ``safetensors`` package.
+
+    The file appears whole or not at all (written beside it, then renamed). Entries that share
+    memory (tied weights, views) are written as separate copies, as ``torch.save`` would keep them
+    apart on load; ``safetensors`` itself refuses them.
+    """
+    packed: dict[str, Tensor] = {}
+    storages: set[int] = set()
+    for name, tensor in tensors.items():
+        t = tensor.detach().cpu().contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        packed[name] = t.clone() if t.numel() and ptr in storages else t
+        storages.add(ptr)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for blob in blobs:
-            f.write(blob)
+    save_file(packed, tmp, metadata=metadata)
     tmp.replace(path)
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Read a safetensors file; returns ``(tensors, metadata)``. Raises :class:`CheckpointError`."""
     path = Path(path)
-    buf = path.read_bytes()
-    if len(buf) < 8:
-        raise CheckpointError(f"{path}: too short to be a safetensors file ({len(buf)} bytes)")
-    (n,) = struct.unpack("<Q", buf[:8])
-    if n > _MAX_HEADER or 8 + n > len(buf):
-        raise CheckpointError(f"{path}: corrupt safetensors header (length {n}, file {len(buf)} bytes)")
     try:
-        header = json.loads(buf[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: corrupt safetensors header ({err})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: safetensors header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    data = buf[8 + n :]
-    flat = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
-    tensors: dict[str, Tensor] = {}
-    for name, info in header.items():
-        try:
-            dtype = _DTYPES[info["dtype"]]
-            shape = [int(s) for s in info["shape"]]
-            start, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{path}: bad header entry for '{name}': {info!r} ({err})") from None
-        nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
-        if not 0 <= start <= end <= len(data) or end - start != nbytes:
-            raise CheckpointError(
-                f"{path}: tensor '{name}' needs {nbytes} bytes at [{start}, {end}) but the data section "
-                f"holds {len(data)} bytes; the file is truncated or corrupt"
-            )
-        # copy first: a view across element sizes needs an aligned storage offset
-        tensors[name] = flat[start:end].clone().view(dtype).reshape(shape)
-    return tensors, {str(k): str(v) for k, v in metadata.items()}
+        with safe_open(path, framework="pt") as f:
+            metadata: dict[str, str] = f.metadata() or {}
+            tensors: dict[str, Tensor] = f.get_tensors()
+    except SafetensorError as err:
+        raise CheckpointError(
+            f"{path}: corrupt safetensors header or data ({err}); the file is truncated or corrupt, or "
+            "not a safetensors file: save or export it again"
+        ) from None
+    return tensors, metadata
 
 
 # --------------------------------------------------------------------------- save / load

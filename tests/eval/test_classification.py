@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -137,3 +138,28 @@ def test_confusion_png(tmp_path: Path, num_classes: int) -> None:
         assert img.format == "PNG" and img.width > num_classes and img.height > num_classes
     with pytest.raises(ValueError, match="class names"):
         save_confusion_png(conf, names[:-1], tmp_path / "x.png")
+
+
+def _full_cells(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the pixels in the colour of a fraction of 1 (matplotlib's Blues at 1.0)."""
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(np.int64)
+    rows, cols = np.nonzero((np.abs(rgb - np.array([8, 48, 107])) <= 2).all(axis=-1))
+    return rows, cols
+
+
+def test_confusion_png_rows_are_true_classes(tmp_path: Path) -> None:
+    names = ["a", "b", "c", "d"]
+    diagonal = save_confusion_png(5 * torch.eye(4, dtype=torch.long), names, tmp_path / "diag.png")
+    all_a = torch.zeros(4, 4, dtype=torch.long)
+    all_a[:, 0] = 5  # every true class predicted as "a": the first column is full
+    column = save_confusion_png(all_a, names, tmp_path / "col.png")
+
+    def spread(v: np.ndarray) -> float:
+        return float(np.percentile(v, 95) - np.percentile(v, 5))
+
+    d_rows, d_cols = _full_cells(diagonal)
+    c_rows, c_cols = _full_cells(column)
+    assert len(d_rows) > 4 * 500 and len(c_rows) > 4 * 500  # four full cells each, not a blank image
+    assert spread(d_cols) > 0.7 * spread(d_rows)  # the diagonal spans rows and columns alike
+    assert spread(c_cols) < 0.4 * spread(c_rows)  # one column, all rows
+    assert c_cols.mean() < d_cols.mean()  # and it is the first column, on the left

@@ -7,6 +7,8 @@ import struct
 from pathlib import Path
 
 import pytest
+import safetensors
+import safetensors.torch
 import torch
 import torchvision
 from torch import nn
@@ -292,8 +294,11 @@ def test_checkpoint_accepts_run_config_with_model_section(tmp_path: Path, tiny_m
 
 
 def test_safetensors_format_round_trip(tmp_path: Path) -> None:
+    shared = torch.randn(3, 4)
     tensors = {
-        "f32": torch.randn(3, 4),
+        "f32": shared,
+        "f32_tied": shared,  # safetensors refuses shared memory; the writer copies it
+        "f32_row": shared[1],
         "bf16": torch.randn(5).to(torch.bfloat16),
         "f16": torch.randn(2, 2).half(),
         "i64_scalar": torch.tensor(7),
@@ -316,6 +321,48 @@ def test_safetensors_format_round_trip(tmp_path: Path) -> None:
     assert set(back) == set(tensors)
     for k, v in tensors.items():
         assert back[k].dtype == v.dtype and torch.equal(back[k], v), k
+
+
+def test_export_loads_with_the_safetensors_package(tmp_path: Path, tiny_model: AVModel) -> None:
+    run_cfg = {"model": TINY.__dict__, "optim": {"lr": 0.1}}
+    path = save_encoders(tiny_model, tmp_path / "enc.safetensors", run_cfg)
+    state = safetensors.torch.load_file(path)
+    assert set(state) == set(tiny_model.state_dict())
+    for k, v in tiny_model.state_dict().items():
+        assert torch.equal(state[k], v), k
+    with safetensors.safe_open(path, framework="pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == FORMAT and json.loads(meta["avlearn_config"]) == run_cfg
+
+
+def test_loads_files_written_by_the_safetensors_package(tmp_path: Path, tiny_model: AVModel) -> None:
+    path = tmp_path / "theirs.safetensors"
+    meta = {"format": FORMAT, "avlearn_config": json.dumps(TINY.__dict__)}
+    safetensors.torch.save_file(dict(tiny_model.state_dict()), path, metadata=meta)
+    model, cfg = load_av_model(path)
+    assert cfg == TINY
+    for k, v in tiny_model.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_loads_files_written_by_the_v1_pure_python_writer() -> None:
+    # written by the hand-made writer that avlearn used before the safetensors package (commit a0762ea)
+    path = Path(__file__).parent / "fixtures" / "written_by_v1_writer.safetensors"
+    tensors, meta = read_safetensors(path)
+    assert meta["format"] == FORMAT
+    expected = {
+        "f32": torch.arange(6.0).reshape(2, 3) / 4,
+        "bf16": torch.tensor([1.5, -2.0, 3.25]).to(torch.bfloat16),
+        "f16": torch.tensor([[0.5, 1.0]]).half(),
+        "i64": torch.tensor(7),
+        "u8": torch.tensor([1, 2, 255], dtype=torch.uint8),
+        "bool": torch.tensor([True, False, True]),
+        "empty": torch.zeros(0, 3),
+    }
+    assert set(tensors) == set(expected)
+    for k, v in expected.items():
+        assert tensors[k].dtype == v.dtype and torch.equal(tensors[k], v), k
+    assert set(safetensors.torch.load_file(path)) == set(expected)
 
 
 def test_corrupted_checkpoints_raise_clear_errors(tmp_path: Path, tiny_model: AVModel) -> None:

@@ -40,6 +40,26 @@ def _leaf(x: torch.Tensor) -> torch.Tensor:
     return x.clone().requires_grad_(True)
 
 
+def _gather_gradients(local: slice) -> dict[str, Any]:
+    """``gather_with_grad`` alone: rank ``r``'s loss is ``sum(gathered * weights[r])``.
+
+    Once with a contiguous incoming gradient, once with a transposed one (as an einsum gives).
+    """
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(GLOBAL_BATCH, DIM, generator=gen, dtype=torch.float64)
+    weights = torch.randn(distributed.world_size(), GLOBAL_BATCH, DIM, generator=gen, dtype=torch.float64)
+    mine, mine_t = weights[distributed.rank()], weights[distributed.rank()].T.contiguous()
+    out: dict[str, Any] = {"x": x, "weights": weights}
+    # the gradient reaching ``g.T`` is contiguous, so the one reaching ``g`` is transposed
+    for name, loss_of in (("contiguous", lambda g: (g * mine).sum()),
+                          ("transposed", lambda g: (g.T * mine_t).sum())):  # fmt: skip
+        leaf = _leaf(x[local])
+        gathered = distributed.gather_with_grad(leaf)
+        loss_of(gathered).backward()
+        out[name] = {"gathered": gathered.detach(), "grad": leaf.grad}
+    return out
+
+
 def run() -> dict[str, Any]:
     """This rank's results on its slice of the global batch (the whole batch at world size 1)."""
     rank, world = distributed.rank(), distributed.world_size()
@@ -47,6 +67,7 @@ def run() -> dict[str, Any]:
     local = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
     out: dict[str, Any] = {"rank": rank, "world_size": world}
 
+    out["gather"] = _gather_gradients(local)
     video, audio = _leaf(data["video"][0, local]), _leaf(data["audio"][0, local])
     loss, _ = infonce_loss(video, audio, TEMPERATURE)
     loss.backward()

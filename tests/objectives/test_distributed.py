@@ -50,6 +50,16 @@ def test_two_processes_really_ran(ranks: list[dict[str, Any]], single: dict[str,
     assert single["world_size"] == 1
 
 
+@pytest.mark.parametrize("incoming", ["contiguous", "transposed"])
+def test_gather_sums_every_ranks_gradient(ranks: list[dict[str, Any]], incoming: str) -> None:
+    for r, result in enumerate(rank["gather"] for rank in ranks):
+        x, weights = result["x"], result["weights"]
+        mine = slice(r * len(x) // WORLD, (r + 1) * len(x) // WORLD)
+        assert torch.equal(result[incoming]["gathered"], x)  # rank order, every row
+        # d(sum over ranks s of loss_s)/d x_r = sum_s weights[s][rows of r]
+        torch.testing.assert_close(result[incoming]["grad"], weights[:, mine].sum(0), rtol=0, atol=1e-12)
+
+
 def test_infonce_loss_and_gradients_match_single_process(
     ranks: list[dict[str, Any]], single: dict[str, Any]
 ) -> None:
