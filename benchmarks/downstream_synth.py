@@ -103,6 +103,8 @@ def pretrain(train_manifest: Path, epochs: int, reuse: bool = False, clips: int 
     return run, round(time.perf_counter() - t, 1)
 
 
+QUICK = {"pretrain_epochs": 12, "pretrain_clips": 2, "finetune_epochs": 3, "finetune_clips": 4,
+         "test_clips": 2}
 OBJECTIVE_NAMES = {"infonce": "InfoNCE", "vicreg": "cross-modal VICReg (25/25/1, expanders 256-256)"}
 DEFAULT_FEATURES = ("features.stages=[layer3,layer4]", "features.pool=avg")
 
@@ -248,7 +250,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="reuse a finished pretraining run of the same config (its time from its log)")
     p.add_argument("--investigate", action="store_true",
                    help="only the action-probe variants, on the cached pretraining run")
+    p.add_argument("--quick", action="store_true",
+                   help="a ~10x smaller budget for comparisons (pretraining 12 epochs x 2 clips, "
+                        "fine-tuning 3 epochs x 4 clips, 2 test clips); explicit options still apply")
     args = p.parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            if getattr(args, key) == p.get_default(key):
+                setattr(args, key, value)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.investigate:
         return investigate(Path(args.out), args.test_clips)
