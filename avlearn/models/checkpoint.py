@@ -72,10 +72,14 @@ def write_safetensors(
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Read a safetensors file; returns ``(tensors, metadata)``. Raises :class:`CheckpointError`."""
+    """Read a safetensors file; returns ``(tensors, metadata)``. Raises :class:`CheckpointError`.
+
+    The tensors own their memory (``pread``): with the default ``mmap`` they would change if the
+    file were later overwritten in place.
+    """
     path = Path(path)
     try:
-        with safe_open(path, framework="pt") as f:
+        with safe_open(path, framework="pt", backend="pread") as f:
             metadata: dict[str, str] = f.metadata() or {}
             tensors: dict[str, Tensor] = f.get_tensors()
     except SafetensorError as err:

@@ -345,6 +345,17 @@ def test_loads_files_written_by_the_safetensors_package(tmp_path: Path, tiny_mod
         assert torch.equal(model.state_dict()[k], v), k
 
 
+def test_read_tensors_do_not_follow_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "t.safetensors"
+    write_safetensors({"w": torch.ones(64)}, path)
+    tensors, _ = read_safetensors(path)
+    raw = bytearray(path.read_bytes())
+    raw[-64 * 4 :] = bytes(64 * 4)  # the data section, zeroed in place
+    with open(path, "r+b") as f:
+        f.write(raw)
+    assert torch.equal(tensors["w"], torch.ones(64))
+
+
 def test_loads_files_written_by_the_v1_pure_python_writer() -> None:
     # written by the hand-made writer that avlearn used before the safetensors package (commit a0762ea)
     path = Path(__file__).parent / "fixtures" / "written_by_v1_writer.safetensors"
