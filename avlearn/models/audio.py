@@ -18,6 +18,7 @@ from typing import Literal
 import einops
 from torch import Tensor, nn
 
+from avlearn.models.explicit_padding import use_explicit_padding
 from avlearn.models.weight_init import init_weights
 
 __all__ = [
@@ -108,6 +109,7 @@ class SpecCNN(nn.Module):
             self.add_module(f"block{i + 1}", ConvBlock2d(chans[i], chans[i + 1], strides[i]))
         self.out_dim: int = widths[-1]
         self.grid_dim: int = widths[-1]
+        use_explicit_padding(self)  # CPU bf16 weight gradients: see avlearn.models.explicit_padding
         init_weights(self)
 
     def grid_size(self, f: int, t: int) -> tuple[int, int]:

@@ -25,6 +25,7 @@ import einops
 from torch import Tensor, nn
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D
 
+from avlearn.models.explicit_padding import use_explicit_padding
 from avlearn.models.weight_init import init_weights
 
 __all__ = [
@@ -128,6 +129,7 @@ class R2Plus1D(nn.Module):
         self.layer4 = _make_stage(widths[2], widths[3], blocks[3], stride=2)
         self.out_dim: int = widths[3]
         self.grid_dim: int = widths[3]
+        use_explicit_padding(self)  # CPU bf16 weight gradients: see avlearn.models.explicit_padding
         init_weights(self, zero_init_residual=zero_init_residual)
 
     @classmethod
