@@ -28,6 +28,7 @@ def write_av(
     audio_layout: str | None = None,
     rotation: int | None = None,
     preset: str = "veryfast",
+    reproducible: bool = True,
 ) -> Path:
     """Write an MP4 with an H.264 video track and/or an AAC audio track.
 
@@ -43,6 +44,11 @@ def write_av(
         audio_layout: channel layout name (``"mono"``, ``"stereo"``, ``"5.1"``); default from C.
         rotation: optional display-matrix rotation in degrees (what phones write).
         preset: x264 speed preset.
+        reproducible: the same inputs give the same bytes, so a resumed synthetic collection
+            rewrites a missing file identically. Turns off x264's assembly: with it on, 2-50 %
+            of 200-300 encodes of the same frames and audio differed at 32, 48, 56 and 80 px
+            (none at 64, 96-128 px), in stream sizes from the 10th frame on; with it off, none
+            did. Costs about 50 % more encode time (112 px, 4 s with audio: 70 -> 108 ms).
 
     Returns:
         The path written.
@@ -64,8 +70,8 @@ def write_av(
             vstream.width, vstream.height = width, height
             vstream.pix_fmt = "yuv420p"
             vstream.codec_context.gop_size = gop
-            vstream.options = {"crf": str(crf), "preset": preset, "tune": "fastdecode",
-                               "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+            x264 = f"keyint={gop}:min-keyint={gop}:scenecut=0" + (":asm=0" if reproducible else "")
+            vstream.options = {"crf": str(crf), "preset": preset, "tune": "fastdecode", "x264-params": x264}
             if rotation:
                 vstream.set_display_rotation(rotation)
         astream = None
