@@ -130,9 +130,10 @@ __all__ = ["ACTIONS", "CLASSES", "FORMAT_VERSION", "ObjectClass", "SynthConfig",
            "render_video"]
 
 FORMAT_VERSION = 1
-# Bumped when the same options make different files (2: actions have their own sound), so a
-# collection made by an older generator is not silently resumed with new videos.
-GENERATOR_VERSION = 2
+# Bumped when the same options make different files (2: actions have their own sound; 3: x264's
+# assembly off, so encodes are repeatable), so a collection made by an older generator is not
+# silently resumed with new videos.
+GENERATOR_VERSION = 3
 ACTIONS: tuple[str, ...] = ("Bouncing", "Circling", "Crossing", "Zooming", "Shaking", "Resting")
 
 _CONTROL_RATE = 400.0  # Hz: the grid on which the motion energy that drives loudness is computed
