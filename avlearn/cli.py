@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("avlearn.train.finetune", "fine-tune a (pretrained) video encoder + linear classifier"),
     "linear-probe": ("avlearn.train.linear_probe", "linear classifier on frozen, cached encoder features"),
     "evaluate retrieval": ("avlearn.eval.retrieval_cli", "video<->audio recall@1/5/10 on held-out clips"),
+    "analyze cka": ("avlearn.analysis.cka_cli", "CKA between every block of two models on the same clips"),
 }
 
 

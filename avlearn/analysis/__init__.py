@@ -1,0 +1,1 @@
+"""Representation analysis: how similar are the blocks of two models (CKA)."""
