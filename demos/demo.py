@@ -13,7 +13,8 @@ in ``OUT``):
   localizer trained alongside (``demos/configs/pretrain.yaml``), on train + val without labels;
   held-out retrieval before / during / after; loss and retrieval curves,
 * ``downstream``: retrieval recall, linear probes (action, object class) and fine-tuning (action)
-  of the pretrained vs a random-init model (:mod:`demos.demo_stages`),
+  of the pretrained vs a random-init model (:mod:`demos.demo_stages`), and the CKA of every
+  block of the pretrained model vs its random initialisation (``OUT/cka/cka.png``),
 * ``localize``: cIoU50 / AUC / pointing of the trained model, a random-init model, a centre box
   and the oracle; overlay MP4s with sound and PNG strips, one with a swapped sound,
 * ``report``: ``OUT/report.md`` with the curves, tables and images (:mod:`demos.demo_report`),
@@ -199,8 +200,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=list(STAGES),
         help="stage groups to run (default: all; later stages reuse what earlier ones left in --out): "
         "data = generate, index, decode, batch, contact sheet; pretrain = AVID -> CMA + localizer with "
-        "held-out retrieval; downstream = retrieval recall, linear probes, fine-tuning; localize = "
-        "cIoU / AUC / pointing and overlays; report = OUT/report.md",
+        "held-out retrieval; downstream = retrieval recall, linear probes, fine-tuning, CKA vs random "
+        "init; localize = cIoU / AUC / pointing and overlays; report = OUT/report.md",
     )
     parser.add_argument(
         "--pretrain-epochs",
@@ -257,7 +258,13 @@ def _run(args: argparse.Namespace, command: str) -> int:
     from data_prep.index import index_collection, summarize
     from data_prep.synth import SynthConfig, generate
     from demos.demo_report import summary_table, write_report
-    from demos.demo_stages import downstream_stage, localize_stage, pretrain_stage, split_manifests
+    from demos.demo_stages import (
+        cka_stage,
+        downstream_stage,
+        localize_stage,
+        pretrain_stage,
+        split_manifests,
+    )
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -349,6 +356,11 @@ def _run(args: argparse.Namespace, command: str) -> int:
             out, synth_dir, splits, args.finetune_epochs, args.test_clips
         )
         timings["downstream"] = time.perf_counter() - t0
+
+        t0 = _stage("7b CKA of every block: pretrained vs its random initialisation")
+        summary["cka"] = cka_stage(out, manifest)
+        print(f"figure: {summary['cka']['figure']}")
+        timings["cka"] = time.perf_counter() - t0
 
     if "localize" in args.stages:
         t0 = _stage("8 sound localization: cIoU / AUC / pointing, overlays")

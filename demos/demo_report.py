@@ -241,6 +241,8 @@ def write_report(out: Path, summary: Mapping[str, Any]) -> Path:
             )
             lines += _image(out, png, "accuracy")
 
+    lines += _cka_lines(out, summary.get("cka"))
+
     loc = summary.get("localization")
     if loc:
         lines += [
@@ -283,6 +285,26 @@ def write_report(out: Path, summary: Mapping[str, Any]) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _cka_lines(out: Path, cka: Mapping[str, Any] | None) -> list[str]:
+    """The CKA section: each block against the same block of the random init, and the heatmaps."""
+    if not cka:
+        return []
+    lines = [
+        "## Representation similarity (CKA)",
+        "",
+        f"Every block of the pretrained model vs every block of its random initialisation (same seed) "
+        f"on the centre clip of {cka['clips']} videos, each block's output averaged over its "
+        f"positions: linear CKA on the whole set, and the unbiased minibatch estimator (batches of "
+        f"{cka['cka_batch']}). 1 = the same representation up to rotation and scale.",
+        "",
+        "| block | linear CKA | minibatch CKA |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {name} | {_num(v['linear'])} | {_num(v['minibatch'])} |"
+              for name, v in cka["same_block"].items()]
+    return [*lines, "", *_image(out, cka["figure"], "CKA pretrained vs random init")]
 
 
 def summary_table(summary: Mapping[str, Any]) -> str:

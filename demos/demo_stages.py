@@ -9,6 +9,8 @@ figures (the demo stores it in ``OUT/summary.json``):
 * :func:`downstream_stage`: held-out retrieval recall of the pretrained vs a random-init model,
   linear probes (action and object class) on frozen AV vs random features, and fine-tuning of
   the action classifier from the AV init vs from scratch (``demos/configs/{probe,finetune}.yaml``).
+* :func:`cka_stage`: linear and minibatch CKA between every block of the pretrained model and
+  of its random initialisation (:mod:`avlearn.analysis.cka_cli`), on every video of the collection.
 * :func:`localize_stage`: cIoU50 / AUC / pointing of the middle frame of every test video for the
   trained model (learned localizer and post hoc), a random-init model, a centre box and the
   oracle, whether the peak follows the sound (:mod:`avlearn.localization.sound_checks`: swapped
@@ -26,7 +28,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-__all__ = ["downstream_stage", "localize_stage", "pretrain_stage", "split_manifests"]
+__all__ = ["cka_stage", "downstream_stage", "localize_stage", "pretrain_stage", "split_manifests"]
 
 # the demo's configs ship as package data of ``demos`` (``demos/configs/*.yaml``)
 CONFIGS = Path(str(resources.files("demos") / "configs"))
@@ -224,6 +226,29 @@ def _brief(r: dict[str, Any]) -> dict[str, Any]:
         "train_seconds",
     )
     return {k: r[k] for k in keep if k in r}
+
+
+# ------------------------------------------------------------------------------------------ CKA
+
+
+def cka_stage(out: Path, manifest: Path) -> dict[str, Any]:
+    """CKA of every block of the pretrained model vs its random initialisation (``OUT/cka``).
+
+    The random model is built with the run's seed, as the pretraining started; both see the
+    centre clip of every video of ``manifest``. Returns the matrices' diagonals (a block against
+    the same block) and the figure.
+    """
+    from avlearn.analysis.cka_cli import analyze
+
+    run = out / "pretrain"
+    if not (run / "encoders.safetensors").is_file():
+        raise FileNotFoundError(f"{run}/encoders.safetensors missing: run the pretrain stage first")
+    result = analyze(str(run), "scratch", str(manifest), out / "cka", cka_batch=64)
+    blocks = result["blocks_a"]
+    same = {name: {kind: result[kind][i][i] for kind in ("linear", "minibatch")}
+            for i, name in enumerate(blocks)}
+    return {"clips": result["clips"], "cka_batch": result["cka_batch"], "figure": result["figure"],
+            "json": str(out / "cka" / "cka.json"), "same_block": same}
 
 
 # -------------------------------------------------------------------------------- localization

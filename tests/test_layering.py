@@ -23,10 +23,12 @@ RULES: list[tuple[str, str, str]] = [
     *[("avlearn", app, "the library never needs an application") for app in APPLICATIONS],
     *[(low, high, "data and models are the bottom layer")
       for low in ("avlearn.data", "avlearn.models")
-      for high in ("avlearn.objectives", "avlearn.localization", "avlearn.eval", "avlearn.train")],
+      for high in ("avlearn.objectives", "avlearn.localization", "avlearn.eval", "avlearn.analysis",
+                   "avlearn.train")],
     *[("avlearn.objectives", high, "objectives sit below evaluation and training")
       for high in ("avlearn.eval", "avlearn.train")],
     ("avlearn.eval", "avlearn.train", "evaluation sits below training"),
+    ("avlearn.analysis", "avlearn.train", "analysis sits below training"),
     ("avlearn.localization", "avlearn.train", "localization sits below training"),
     *[("avlearn", command, "commands are on top: the library imports none")
       for command in LIBRARY_COMMANDS],

@@ -108,6 +108,12 @@ def test_demo_model_stages_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
     assert all(_unit(a) for a in accuracies) and len(accuracies) == 6
     assert down["chance"]["action"] == 1 / 6 and down["test_videos"] == 12
 
+    cka = summary["cka"]
+    assert cka["clips"] == 36 and list(cka["same_block"])[0] == "video.stem"
+    for block in cka["same_block"].values():
+        assert 0.0 <= block["linear"] <= 1.0 + 1e-9
+    assert Path(cka["figure"]).read_bytes()[:4] == b"\x89PNG"
+
     loc = summary["localization"]
     assert set(loc["methods"]) == {
         "trained, learned localizer",
@@ -136,12 +142,13 @@ def test_demo_model_stages_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
     report = (out / "report.md").read_text()
     assert "| evaluation | AV-pretrained | random init / scratch | chance |" in report
     assert "| method | cIoU50 | AUC | pointing |" in report and "| v2a R@1 |" in report
+    assert "| block | linear CKA | minibatch CKA |" in report and "cka/cka.png" in report
     links = re.findall(r"!?\[[^\]]*\]\(([^)]+)\)", report)
     images = [link for link in links if link.endswith(".png")]
     assert len(images) >= 5 and any(link.endswith(".mp4") for link in links)
     for link in links:
         assert (out / link).is_file(), link
-    assert set(summary["seconds"]) >= {"pretrain", "downstream", "localize", "report"}
+    assert set(summary["seconds"]) >= {"pretrain", "downstream", "cka", "localize", "report"}
     assert all(v >= 0 for v in summary["seconds"].values())
     assert "localization pointing" in capsys.readouterr().out
 
