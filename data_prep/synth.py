@@ -55,6 +55,10 @@ Layout (UCF-101 style)
     DIR/splits/testlist01.txt       "Bouncing/v_Bouncing_g01_c01.mp4"  (no label, as UCF-101)
     DIR/annotations.json            see below
     DIR/synth_config.json           the options that determine the content (checked on resume)
+    DIR/splits/test_plus_silent.csv only with --negatives: the fixed negatives of the test split in
+                                    SLAVC's layout, "video,audio,label" rows: a test video played with
+                                    the sound of a test video whose sounding class is not in view on
+                                    its middle frame (label non-sounding, an off-screen source)
 
 Video ``i`` is clip ``j = i // 6`` of its action, group ``gNN = j // clips_per_group + 1``, clip
 ``cNN = j % clips_per_group + 1``. Splits go by group number, shared by all actions (as UCF-101):
@@ -127,7 +131,7 @@ from tqdm import tqdm
 from avlearn.media import write_av
 
 __all__ = ["ACTIONS", "CLASSES", "FORMAT_VERSION", "ObjectClass", "SynthConfig", "generate", "main",
-           "render_video"]
+           "negative_pairs", "render_video"]
 
 FORMAT_VERSION = 1
 # Bumped when the same options make different files (2: actions have their own sound; 3: x264's
@@ -195,6 +199,7 @@ class SynthConfig:
         test_fraction: share of groups in the test split.
         noise_level: standard deviation of the white-noise floor added to the audio.
         crf: x264 constant rate factor.
+        negatives: also write ``splits/test_plus_silent.csv`` (no video changes).
     """
 
     out: Path = Path("data/synth")
@@ -212,6 +217,7 @@ class SynthConfig:
     test_fraction: float = 0.2
     noise_level: float = 0.005
     crf: int = 23
+    negatives: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -240,7 +246,8 @@ class SynthConfig:
 
     def content_dict(self) -> dict[str, Any]:
         """The fields that determine the files' content (not where or how fast they are made)."""
-        skip = {"out", "num_videos", "workers", "clips_per_group", "val_fraction", "test_fraction"}
+        skip = {"out", "num_videos", "workers", "clips_per_group", "val_fraction", "test_fraction",
+                "negatives"}  # the negatives list changes no video
         content = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         return {**content, "generator_version": GENERATOR_VERSION}
 
@@ -777,7 +784,34 @@ def generate(cfg: SynthConfig, progress: bool = True) -> Path:
     }
     ann_path = out / "annotations.json"
     _write_text(ann_path, json.dumps(doc, separators=(",", ":")) + "\n")
+    if cfg.negatives:
+        rows = "".join(f"{a},{b},non-sounding\n" for a, b in negative_pairs(videos, cfg.seed))
+        _write_text(splits_dir / "test_plus_silent.csv", "video,audio,label\n" + rows)
     return ann_path
+
+
+def _in_view(ann: dict[str, Any], frame: int) -> set[str]:
+    """Classes visible on ``frame``: the sounding object's and every distractor's with a box."""
+    seen = {d["class"] for d in ann.get("distractors", []) if d["bbox"][frame] is not None}
+    return seen | ({ann["class"]} if ann["bbox"][frame] is not None else set())
+
+
+def negative_pairs(videos: Sequence[dict[str, Any]], seed: int) -> list[tuple[str, str]]:
+    """``(video_id, donor video_id)``: every test video with its sounding object on its middle
+    frame, and a test video whose sounding class is not in view there (drawn with ``seed``), so
+    the donor's sound comes from off screen. A video without such a donor is left out."""
+    tests = sorted((v for v in videos if v["split"] == "test"), key=lambda v: v["video_id"])
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x4E6567]))  # independent of the videos
+    pairs = []
+    for ann in tests:
+        mid = int(ann["num_frames"]) // 2
+        if ann["bbox"][mid] is None:
+            continue
+        seen = _in_view(ann, mid)
+        donors = [d for d in tests if d["class"] not in seen]
+        if donors:
+            pairs.append((ann["video_id"], donors[int(rng.integers(len(donors)))]["video_id"]))
+    return pairs
 
 
 # ----------------------------------------------------------------------------------- CLI
@@ -815,6 +849,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-level", type=float, default=d.noise_level,
                    help="standard deviation of the audio's white-noise floor")
     p.add_argument("--crf", type=int, default=d.crf, help="x264 constant rate factor (lower = better)")
+    p.add_argument("--negatives", action="store_true",
+                   help="also write splits/test_plus_silent.csv, the test split's off-screen-sound "
+                        "negatives in SLAVC's layout (the videos are the same with or without it)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -828,7 +865,8 @@ def main(argv: list[str] | None = None) -> int:
             duration=args.duration, sample_rate=args.sample_rate, workers=args.workers,
             object_scale=args.object_scale, max_distractors=args.max_distractors,
             clips_per_group=args.clips_per_group, val_fraction=args.val_fraction,
-            test_fraction=args.test_fraction, noise_level=args.noise_level, crf=args.crf)
+            test_fraction=args.test_fraction, noise_level=args.noise_level, crf=args.crf,
+            negatives=args.negatives)
         path = generate(cfg, progress=not args.no_progress)
     except ValueError as err:
         print(f"avlearn synth: {err}", file=sys.stderr)

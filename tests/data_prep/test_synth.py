@@ -348,3 +348,37 @@ def test_actions_are_audible_crossing_pitch_falls_zoom_pitch_follows_growth() ->
         assert np.corrcoef(pitch, growth_at)[0, 1] > 0.5
     for r in _tone_videos(cfg, "Resting", 1):  # a still object keeps its pitch
         assert _peak_hz(r.audio[:win], SR) == pytest.approx(_peak_hz(r.audio[-win:], SR), rel=0.02)
+
+
+# ---------------------------------------------------------------------------------------- negatives
+
+
+def test_negatives_option_adds_a_list_and_changes_no_file(collection: tuple[SynthConfig, dict[str, Any]],
+                                                          tmp_path: Path) -> None:
+    import dataclasses
+
+    cfg, doc = collection
+    with_neg = dataclasses.replace(cfg, out=tmp_path / "neg", negatives=True)
+    generate(with_neg, progress=False)
+    plain = {p.relative_to(cfg.out): p.read_bytes() for p in Path(cfg.out).rglob("*") if p.is_file()}
+    made = {p.relative_to(with_neg.out): p.read_bytes() for p in Path(with_neg.out).rglob("*") if p.is_file()}
+    listed = Path("splits/test_plus_silent.csv")
+    assert listed not in plain and set(made) == {*plain, listed}
+    assert all(made[name] == data for name, data in plain.items())  # byte-identical videos, lists, json
+    assert "negatives" not in json.loads(plain[Path("synth_config.json")])  # as before the option
+
+    lines = made[listed].decode().splitlines()
+    assert lines[0] == "video,audio,label"
+    by_id = {v["video_id"]: v for v in doc["videos"]}
+    tests = [v for v in doc["videos"] if v["split"] == "test"]
+    rows = [line.split(",") for line in lines[1:]]
+    assert rows and all(label == "non-sounding" for _, _, label in rows)
+    for video, donor, _ in rows:
+        ann, mid = by_id[video], NUM_FRAMES // 2
+        in_view = {ann["class"]} | {d["class"] for d in ann["distractors"] if d["bbox"][mid] is not None}
+        assert by_id[donor]["split"] == "test" and by_id[donor]["class"] not in in_view
+    eligible = [v for v in tests if any(
+        d["class"] not in {v["class"]} | {x["class"] for x in v["distractors"] if x["bbox"][NUM_FRAMES // 2]}
+        for d in tests)]
+    assert len(rows) == len(eligible)
+    assert synth.negative_pairs(doc["videos"], cfg.seed) == [(a, b) for a, b, _ in rows]  # fixed protocol

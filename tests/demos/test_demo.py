@@ -109,7 +109,7 @@ def test_demo_model_stages_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
     assert down["chance"]["action"] == 1 / 6 and down["test_videos"] == 12
 
     cka = summary["cka"]
-    assert cka["clips"] == 36 and list(cka["same_block"])[0] == "video.stem"
+    assert cka["clips"] == 36 and next(iter(cka["same_block"])) == "video.stem"
     for block in cka["same_block"].values():
         assert 0.0 <= block["linear"] <= 1.0 + 1e-9
     assert Path(cka["figure"]).read_bytes()[:4] == b"\x89PNG"
