@@ -152,6 +152,19 @@ def _localization(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _negatives(d: dict[str, Any]) -> list[Row]:
+    names = {"loc_learned": "learned localizer", "loc_posthoc": "post hoc",
+             "random_init_posthoc": "random init", "center_box": "centre box"}
+    rows = []
+    for seed, r in d["seeds"].items():
+        ap = ", ".join(f"{label} {_num(r[k]['non-sounding']['ap'], 2)} / {_num(r[k]['silent']['ap'], 2)}"
+                       for k, label in names.items())
+        rows.append((f"sound localization with negatives (SLAVC's AP), synthetic seed {seed}, "
+                     f"{d['epochs']} epochs, {r['trials']['positive']} positives: AP with off-screen / "
+                     f"silent negatives: {ap}", "", ""))
+    return rows
+
+
 def _scaling(d: dict[str, Any]) -> list[Row]:
     r = d["results"]
     one, two = r["p1_t2"], r["p2_t1"]
@@ -248,6 +261,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "downstream_synth.actions": _downstream_actions,
     "downstream_synth": _downstream,
     "localization_synth": _localization,
+    "localization_negatives": _negatives,
     "scaling_cpu": _scaling,
 }
 
