@@ -109,10 +109,11 @@ def _synth_negatives(root: Path, tests: list[dict[str, Any]], inp: ModelInput) -
         raise FileNotFoundError(f"{path}: no negatives list; generate the collection with "
                                 "`avlearn synth --negatives` (the videos stay the same)")
     by_id = {v["video_id"]: v for v in tests}
-    rows = read_extended_list(path)
-    unknown = [video for pair in rows for video in pair if video not in by_id]
-    if unknown:
-        raise AnnotationError(f"{path}: video ids not in the evaluated split: {unknown[:5]}")
+    listed = read_extended_list(path)
+    rows = [(video, donor) for video, donor in listed if video in by_id and donor in by_id]
+    if listed and not rows:  # the list covers the test split; --limit keeps the pairs it holds
+        raise AnnotationError(f"{path}: none of its videos is among the evaluated ones (it lists test "
+                              f"videos such as {listed[0][0]})")
     chosen = [by_id[video] for video, _ in rows]
     windows = middle_windows(root, chosen, None, inp, progress=False)
     if len(windows) != len(rows):
