@@ -164,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
                 "total": round(time.perf_counter() - t0, 1),
             },
         }
+        write(args, argv, machine, runs)  # after every seed, so a stopped run keeps its seeds
+    return 0
+
+
+def write(args: argparse.Namespace, argv: list[str] | None, machine: dict[str, Any],
+          runs: dict[str, Any]) -> None:
     report = {
         "command": "python benchmarks/localization_negatives.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -178,7 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(report)
     out.with_suffix(".md").write_text(text + "\n")
     print(text)
-    return 0
 
 
 def markdown(report: dict[str, Any]) -> str:
