@@ -126,6 +126,12 @@ def reading(results: dict[str, Any]) -> list[str]:
             "negatives reach the median confidence of the positives."
         )
     out.append(
+        "AP counts a confident positive as found only when its cIoU >= 0.5, so the positives' cIoU50 "
+        f"caps it (learned localizer {loc['positives']['ciou50']:.2f}, post hoc "
+        f"{results['loc_posthoc']['positives']['ciou50']:.2f}): the confidence separates the negatives, "
+        "the cIoU of the positives limits the AP."
+    )
+    out.append(
         "the centre box gives every item one confidence, so it ranks nothing (AP "
         f"{centre['non-sounding']['ap']:.2f}) and every negative is one of its detections: max-F1 "
         f"{centre['non-sounding']['max_f1']:.2f} with off-screen sounds, whatever its cIoU50 "
