@@ -25,7 +25,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,9 @@ from avlearn.train.command import add_run_arguments, run_command
 from avlearn.train.config import TrainConfig
 from avlearn.train.engine import StepOutput, Task
 from avlearn.train.optim import OptimConfig
+
+if TYPE_CHECKING:
+    from avlearn.train.engine import Engine
 
 __all__ = ["FinetuneConfig", "FinetuneTask", "VideoClassifier", "finetune", "main"]
 
@@ -191,9 +194,23 @@ class FinetuneTask(Task):
 def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, Any]:
     """Run (or continue) the fine-tuning of ``cfg`` from ``init``; returns ``results.json``'s content.
 
-    Raises :class:`~avlearn.models.weights.WeightsError` for an unusable ``init`` and
-    :class:`~avlearn.train.engine.NonFiniteLossError` on NaN/inf.
+    Raises :class:`~avlearn.models.weights.WeightsError` for an unusable ``init``,
+    :class:`~avlearn.train.engine.NonFiniteLossError` on NaN/inf, and (like ``pretrain``)
+    :class:`~avlearn.train.engine.RunDirBusyError` and :class:`~avlearn.train.engine.RunInterrupted`.
     """
+    from avlearn.train.engine import Engine
+
+    t_start = time.perf_counter()
+    # the frozen warm-up leaves the encoder without gradients, which DDP must be told
+    engine = Engine(cfg.train, cfg.run_dir, clip_grad_norm=cfg.optim.clip_grad_norm,
+                    find_unused_parameters=cfg.warmup_classifier_epochs > 0)
+    try:
+        return _finetune(cfg, init, resume, engine, t_start)
+    finally:
+        engine.close()
+
+
+def _finetune(cfg: FinetuneConfig, init: str, resume: bool, engine: Engine, t_start: float) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
 
@@ -201,13 +218,8 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, A
     from avlearn.eval.classification import ClassificationReport
     from avlearn.eval.results import write_report
     from avlearn.models.weights import load_encoder, load_weights
-    from avlearn.train.engine import Engine
     from avlearn.train.optim import build_optimizer, build_scheduler
 
-    t_start = time.perf_counter()
-    # the frozen warm-up leaves the encoder without gradients, which DDP must be told
-    engine = Engine(cfg.train, cfg.run_dir, clip_grad_norm=cfg.optim.clip_grad_norm,
-                    find_unused_parameters=cfg.warmup_classifier_epochs > 0)
     run_dir = Path(cfg.run_dir)
     source = load_weights(init, cfg.model, what="--init")
 

@@ -199,9 +199,19 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     """Run (or continue) the pretraining described by ``cfg``; returns a summary dict.
 
     ``resume``: continue from the newest checkpoint in ``run_dir/checkpoints`` when one exists
-    (otherwise start fresh and overwrite). Raises :class:`NonFiniteLossError` on NaN/inf.
+    (otherwise start from scratch, moving an earlier run's files to ``run_dir/previous/``). Raises
+    :class:`NonFiniteLossError` on NaN/inf, :class:`~avlearn.train.engine.RunDirBusyError` when
+    another process runs in ``run_dir`` and :class:`~avlearn.train.engine.RunInterrupted` after the
+    checkpoint written on SIGINT / SIGTERM.
     """
     engine = Engine(cfg.train, cfg.run_dir, clip_grad_norm=cfg.optim.clip_grad_norm)
+    try:
+        return _pretrain(cfg, engine, resume)
+    finally:
+        engine.close()
+
+
+def _pretrain(cfg: PretrainConfig, engine: Engine, resume: bool) -> dict[str, Any]:
     dataset = build_dataset(cfg.data, train=True)
     loader, sampler = engine.loader(dataset, cfg.data.batch_size, cfg.data.seed, cfg.data.num_workers)
     plan = engine.plan(sampler, cfg.epochs, cfg.max_steps)
