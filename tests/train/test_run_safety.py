@@ -27,7 +27,6 @@ from typing import Any
 import pytest
 import torch
 
-from avlearn.train import checkpoint as checkpoint_module
 from avlearn.train.checkpoint import CheckpointManager
 from avlearn.train.interrupt import EXIT_INTERRUPTED
 from avlearn.train.pretrain import main
@@ -143,7 +142,7 @@ def test_checkpoint_is_synced_file_and_folder(tmp_path: Path, monkeypatch: pytes
         synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
         real_fsync(fd)
 
-    monkeypatch.setattr(checkpoint_module.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)
     CheckpointManager(tmp_path).save({"step": 1}, 1)
     assert synced == ["file", "dir"]
 
@@ -342,4 +341,4 @@ def test_killed_at_random_steps_and_resumed_matches_uninterrupted(synth_train: P
     for part in ("model", "objective"):
         for key in a[part]:
             torch.testing.assert_close(b[part][key], a[part][key], rtol=1e-5, atol=1e-6,
-                                       msg=lambda m, k=f"{part}.{key}": f"{k}: {m} ({note})")
+                                       msg=f"{part}.{key} differs ({note})")
