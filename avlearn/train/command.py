@@ -83,6 +83,10 @@ def run_command(prog: str, config_cls: type[C], args: argparse.Namespace, run: C
     except RunInterrupted as err:
         print(f"{prog}: {err} (exit code {EXIT_INTERRUPTED})", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # Ctrl-C outside the training steps (set-up, evaluation, export)
+        print(f"{prog}: interrupted (SIGINT) outside the training steps; the checkpoints in "
+              f"{run_dir}/checkpoints are kept (exit code 130)", file=sys.stderr)
+        return 130
     if summary:
         print(f"{prog}: {summary}")
     return 0

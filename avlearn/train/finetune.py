@@ -188,6 +188,11 @@ class FinetuneTask(Task):
         return {"model": self.model.state_dict(), "init": self.init}
 
     def load_checkpoint(self, state: dict[str, Any], path: Path) -> None:
+        if state.get("init", self.init) != self.init:
+            raise ConfigError(
+                f"{path} was fine-tuned from --init {state['init']}, not {self.init}; resuming would "
+                "ignore the new --init. Give the old one, another run_dir, or pass --fresh to start over"
+            )
         self.model.load_state_dict(state["model"])
 
 
@@ -282,7 +287,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 done, 1 stopped on NaN/inf, 2 bad config or --init)."""
+    """Entry point; returns the exit code (0 done, 1 stopped on NaN/inf, 2 bad config or --init,
+    75 stopped by a signal after a checkpoint; see :data:`~avlearn.train.command.EXIT_CODES`)."""
     args = _parser().parse_args(argv)
 
     def run(cfg: FinetuneConfig, resume: bool) -> str:

@@ -8,6 +8,8 @@ whole job, and torchrun for two processes that must agree on where they stop.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import multiprocessing
@@ -30,7 +32,7 @@ import torch
 from avlearn.train.checkpoint import CheckpointManager
 from avlearn.train.interrupt import EXIT_INTERRUPTED
 from avlearn.train.pretrain import main
-from avlearn.train.rundir import config_changes, trim_metrics
+from avlearn.train.rundir import RunDirBusyError, RunDirLock, config_changes, trim_metrics
 from tests.torchrun import free_port
 from tests.train.pretrain_helpers import ROOT, SYNTH_CPU, fast_overrides, read_metrics
 
@@ -209,6 +211,38 @@ def test_second_run_in_the_same_dir_is_refused_and_a_kill_leaves_no_stale_lock(
         first.join()
     assert first.exitcode == -signal.SIGKILL
     assert _run(synth_train, run, epochs=100, max_steps=_ckpt_steps(run)[-1] + 1) == 0  # not stale
+
+
+def test_without_lock_support_a_live_run_on_this_host_still_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_locks(fh: object, flags: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    holder = {"host": socket.gethostname(), "started": "earlier", "command": "avlearn pretrain"}
+    (tmp_path / "run.lock").write_text(json.dumps({**holder, "pid": os.getppid()}))  # alive
+    with pytest.raises(RunDirBusyError, match=f"in use by process {os.getppid()} on host"):
+        RunDirLock(tmp_path).acquire()
+    assert "does not support locks" in caplog.text
+    (tmp_path / "run.lock").write_text(json.dumps({**holder, "pid": _exited_pid()}))
+    lock = RunDirLock(tmp_path)
+    lock.acquire()
+    assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def _exited_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert f"{EXIT_INTERRUPTED}   stopped by SIGINT/SIGTERM" in out and "run_dir/previous/" in out
 
 
 # ------------------------------------------------------------------------------------- signals
