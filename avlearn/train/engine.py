@@ -289,23 +289,11 @@ class Engine:
         else:
             set_seed(seed + self.rank)  # per-process stream (negative sampling, dropout)
 
-        self._prepare_run_dir(latest, pos)
-        log = MetricsLogger(self.run_dir, enabled=self.is_main, tensorboard=self.train.tensorboard,
-                            purge_step=pos.step + 1 if latest is not None else None)
-        if self.is_main:
-            write_config(config, self.run_dir)
-        log.event("resume" if latest is not None else "start", step=pos.step, epoch=pos.epoch,
-                  batch_in_epoch=pos.batch_in_epoch, world_size=self.world,
-                  steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
-                  checkpoint=str(latest) if latest else None, **(start_fields or {}))
-        if self.is_main:
-            logger.info("%s: %d steps/epoch x %d epochs, %d process(es), %s", self.run_dir,
-                        plan.steps_per_epoch, plan.epochs, self.world,
-                        f"resuming at step {pos.step}" if latest else "from the start")
-        if pos.step == 0:
-            self._evaluate(task, log, pos, "init")
+        log = self._open_log(config, plan, pos, latest, start_fields or {})
         self.stop.install()
         try:
+            if pos.step == 0:
+                self._evaluate(task, log, pos, "init")
             self._loop(task, net, optimizer, scheduler, data, plan, pos, log, config)
             if self.ckpts.latest() is None or self.ckpts.list()[-1][0] != pos.step:
                 self.save(task, optimizer, scheduler, pos, config)
@@ -314,6 +302,24 @@ class Engine:
         finally:
             self.stop.restore()
         return pos, log
+
+    def _open_log(self, config: Any, plan: Plan, pos: Position, latest: Path | None,
+                  start_fields: dict[str, Any]) -> MetricsLogger:
+        """Prepare ``run_dir`` (set aside / trim), write ``config.yaml``, log the start or resume."""
+        self._prepare_run_dir(latest, pos)
+        log = MetricsLogger(self.run_dir, enabled=self.is_main, tensorboard=self.train.tensorboard,
+                            purge_step=pos.step + 1 if latest is not None else None)
+        if self.is_main:
+            write_config(config, self.run_dir)
+        log.event("resume" if latest is not None else "start", step=pos.step, epoch=pos.epoch,
+                  batch_in_epoch=pos.batch_in_epoch, world_size=self.world,
+                  steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
+                  checkpoint=str(latest) if latest else None, **start_fields)
+        if self.is_main:
+            logger.info("%s: %d steps/epoch x %d epochs, %d process(es), %s", self.run_dir,
+                        plan.steps_per_epoch, plan.epochs, self.world,
+                        f"resuming at step {pos.step}" if latest else "from the start")
+        return log
 
     def _resume_point(self, resume: bool) -> tuple[Path | None, dict[str, Any]]:
         """The newest readable checkpoint and its state: the main process picks it, all load it."""
