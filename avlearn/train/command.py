@@ -3,8 +3,8 @@
 Exit codes (:data:`EXIT_CODES`): 0 done, 1 stopped on a non-finite loss, 2 bad config, arguments,
 ``--resume`` without a checkpoint, a config change resuming cannot honour, or a ``run_dir`` that
 another run holds; 75 stopped by SIGINT / SIGTERM after writing a checkpoint (rerun the same
-command to resume: a job script can requeue on 75); 130 / 143 a second SIGINT / SIGTERM ended it at
-once. Errors are printed as ``PROG: message`` on stderr, never as a traceback.
+command to resume: a job script can requeue on 75); 130 / 143 a second signal (SIGINT / SIGTERM)
+ended it at once. Errors are printed as ``PROG: message`` on stderr, never as a traceback.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ EXIT_CODES = """exit codes:
        cannot honour (listed; --fresh starts over), or run_dir in use by another run
   75   stopped by SIGINT/SIGTERM after finishing the step and writing a checkpoint:
        run the same command again to resume (a job script can requeue on 75)
-  130  a second SIGINT (143: SIGTERM) ended the run at once; earlier checkpoints are kept"""
+  130  a second signal, SIGINT (143: SIGTERM), ended the run at once; earlier checkpoints are kept"""
 
 class _RunConfig(Protocol):
     @property

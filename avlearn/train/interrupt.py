@@ -57,7 +57,7 @@ class StopSignals:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.signum is not None:
-            sys.stderr.write(f"{name} again: exiting at once (exit code {128 + signum}); "
+            sys.stderr.write(f"{name} after {self.name}: exiting at once (exit code {128 + signum}); "
                              "the checkpoints written so far are kept\n")
             sys.stderr.flush()
             os._exit(128 + signum)

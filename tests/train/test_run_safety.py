@@ -1,13 +1,15 @@
 """Run safety of the engine: nothing lost or mixed under --fresh, signals, kills, a second run in the
 same run_dir, truncated checkpoints and changed configs.
 
-Interrupted runs are real processes: a fork of this process (no second ~6 s import of torch) for
-kills, locks and a double SIGINT, a fresh interpreter (``python -m avlearn``) for SIGTERM to a
-whole job, and torchrun for two processes that must agree on where they stop.
+Interrupted runs are real processes: a fork of this process running the command's ``main`` (no
+second ~6 s import of torch) for kills, locks and signals (SIGTERM to its whole process group,
+DataLoader worker included, as a job scheduler sends it), and two such forks joined in a gloo group
+(the environment torchrun sets) for two processes that must agree on where they stop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -34,7 +36,7 @@ from avlearn.train.interrupt import EXIT_INTERRUPTED
 from avlearn.train.pretrain import main
 from avlearn.train.rundir import RunDirBusyError, RunDirLock, config_changes, trim_metrics
 from tests.torchrun import free_port
-from tests.train.pretrain_helpers import ROOT, SYNTH_CPU, fast_overrides, read_metrics
+from tests.train.pretrain_helpers import SYNTH_CPU, fast_overrides, read_metrics
 
 
 def _argv(manifest: Path, run_dir: Path, *args: str, **extra: object) -> list[str]:
@@ -68,16 +70,26 @@ def _last_logged_step(run_dir: Path) -> int:
     return last
 
 
-def _child(argv: list[str], log_fd: int | None) -> None:
-    if log_fd is not None:  # the child's log lines go to the parent through a pipe
-        logging.root.handlers = [logging.StreamHandler(os.fdopen(log_fd, "w", buffering=1))]
+def _child(argv: list[str], log_fd: int | None, session: bool, env: dict[str, str]) -> None:
+    if env:  # e.g. RANK / WORLD_SIZE: this process is one of several, not this test process's fork
+        from accelerate.state import AcceleratorState
+
+        os.environ.update(env)
+        AcceleratorState._reset_state(reset_partial_state=True)
+    if session:  # its own process group, which its DataLoader workers join: a job to signal
+        os.setsid()
+    if log_fd is not None:  # the child's stderr and log lines go to the parent through a pipe
+        sys.stderr = os.fdopen(log_fd, "w", buffering=1)
+        logging.root.handlers = [logging.StreamHandler(sys.stderr)]
         logging.root.setLevel(logging.INFO)
     os._exit(main(argv))
 
 
-def _fork_run(argv: list[str], log_fd: int | None = None) -> BaseProcess:
-    """``avlearn pretrain argv`` in a forked process (exit code: the command's)."""
-    proc = multiprocessing.get_context("fork").Process(target=_child, args=(argv, log_fd))
+def _fork_run(argv: list[str], log_fd: int | None = None, session: bool = False,
+              env: dict[str, str] | None = None) -> BaseProcess:
+    """``avlearn pretrain argv`` in a forked process (exit code: the command's; no new interpreter)."""
+    proc = multiprocessing.get_context("fork").Process(target=_child,
+                                                       args=(argv, log_fd, session, env or {}))
     proc.start()
     return proc
 
@@ -253,20 +265,22 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_sigterm_to_the_job_finishes_the_step_and_checkpoints(synth_train: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
+    read_fd, write_fd = os.pipe()
     # a DataLoader worker too: a job's SIGTERM reaches every process of it, as under SLURM
-    cmd = [sys.executable, "-m", "avlearn", "pretrain",
-           *_argv(synth_train, run, epochs=100, **{"train.ckpt_every_steps": 1000, "data.num_workers": 1})]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    argv = _argv(synth_train, run, epochs=100, **{"train.ckpt_every_steps": 1000, "data.num_workers": 1})
+    child = _fork_run(argv, write_fd, session=True)
+    os.close(write_fd)
     try:
-        signalled_after = _wait_for_step(run, 2, lambda: proc.poll() is None)
-        os.killpg(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
+        signalled_after = _wait_for_step(run, 2, child.is_alive)
+        os.killpg(child.pid, signal.SIGTERM)  # type: ignore[arg-type]
+        child.join(120)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == EXIT_INTERRUPTED, err[-3000:]
+        with contextlib.suppress(ProcessLookupError):  # what is left of the job: its worker
+            os.killpg(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        child.join()
+    with os.fdopen(read_fd) as log:
+        err = log.read()
+    assert child.exitcode == EXIT_INTERRUPTED, err[-3000:]
     match = re.search(r"stopped by SIGTERM at step (\d+) \(epoch \d+\); checkpoint (\S+)\.", err)
     assert match is not None and "Traceback" not in err, err[-3000:]
     step = int(match.group(1))
@@ -277,72 +291,67 @@ def test_sigterm_to_the_job_finishes_the_step_and_checkpoints(synth_train: Path,
     assert event["step"] == step and event["signal"] == "SIGTERM"
 
 
-def test_a_second_sigint_exits_at_once(synth_train: Path, tmp_path: Path) -> None:
+def test_a_second_signal_exits_at_once(synth_train: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     read_fd, write_fd = os.pipe()
     child = _fork_run(_argv(synth_train, run, epochs=100, **{"train.ckpt_every_steps": 1000}), write_fd)
     os.close(write_fd)
-    log = os.fdopen(read_fd)
     try:
         _wait_for_step(run, 1, child.is_alive)
+        # both arrive before the run can act on the first (a stopped process keeps them pending;
+        # Python runs the handlers in signal-number order: SIGINT, then SIGTERM)
+        os.kill(child.pid, signal.SIGSTOP)  # type: ignore[arg-type]
         os.kill(child.pid, signal.SIGINT)  # type: ignore[arg-type]
-        for line in log:  # the first signal was seen: the run is finishing its step
-            if "SIGINT: stopping after this step" in line:
-                break
-        os.kill(child.pid, signal.SIGINT)  # type: ignore[arg-type]
+        os.kill(child.pid, signal.SIGTERM)  # type: ignore[arg-type]
+        os.kill(child.pid, signal.SIGCONT)  # type: ignore[arg-type]
         child.join(60)
     finally:
         if child.is_alive():
             os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
             child.join()
-        log.close()
-    assert child.exitcode == 128 + signal.SIGINT
+    with os.fdopen(read_fd) as log:
+        err = log.read()
+    assert child.exitcode == 128 + signal.SIGTERM, (child.exitcode, err[-2000:])
+    assert "SIGTERM after SIGINT: exiting at once (exit code 143)" in err
     assert _ckpt_steps(run) == []  # it did not wait for the step's end and its checkpoint
 
 
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(p) for p in (task / "children").read_text().split()]
-    return out
-
-
-def _rank_of(pid: int) -> int | None:
-    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    ranks = [int(e.split(b"=", 1)[1]) for e in environ if e.startswith(b"RANK=")]
-    return ranks[0] if ranks else None
-
-
 def test_two_processes_agree_on_the_stop_step(synth_train: Path, tmp_path: Path) -> None:
-    run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "avlearn", "pretrain",
-           *_argv(synth_train, run, epochs=100, **{"data.batch_size": 4, "train.ckpt_every_steps": 1000})]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(free_port()), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    """Two gloo processes (forks set up as torchrun would); only rank 1 gets SIGTERM."""
+    run, port = tmp_path / "ddp", str(free_port())
+    argv = _argv(synth_train, run, epochs=100, **{"data.batch_size": 4, "train.ckpt_every_steps": 1000})
+    pipes = [os.pipe() for _ in range(2)]
+    ranks = [_fork_run(argv, pipes[r][1], env={"RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
+                                               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+             for r in range(2)]
+    for _, write_fd in pipes:
+        os.close(write_fd)
     try:
-        _wait_for_step(run, 2, lambda: proc.poll() is None)
-        rank1 = next(p for p in _children(proc.pid) if _rank_of(p) == 1)
-        os.kill(rank1, signal.SIGTERM)  # one process only: the other must stop at the same step
-        out, err = proc.communicate(timeout=120)
+        _wait_for_step(run, 1, lambda: all(p.is_alive() for p in ranks))
+        if all(p.is_alive() for p in ranks):  # else the exit codes below tell, with the logs
+            os.kill(ranks[1].pid, signal.SIGTERM)  # type: ignore[arg-type]
+        for proc in ranks:
+            proc.join(120)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    text = out + err
-    # rank 1 says where it stopped; rank 0 (which got no signal) logged the same step, and both
-    # wrote their part of its checkpoint. (Rank 0's own line may be cut: torchrun ends the other
-    # workers once one has exited.)
-    stopped = re.search(rf"stopped by SIGTERM at step (\d+) .*\(exit code {EXIT_INTERRUPTED}\)", text)
-    assert stopped is not None, text[-4000:]
-    step = int(stopped.group(1))
+        for proc in ranks:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGKILL)  # type: ignore[arg-type]
+                proc.join()
+        logs = [os.fdopen(read_fd).read() for read_fd, _ in pipes]
+    assert [p.exitcode for p in ranks] == [EXIT_INTERRUPTED] * 2, [log[-2000:] for log in logs]
+    causes = ["a signal to another process", "SIGTERM"]
+    steps = []
+    for cause, log in zip(causes, logs, strict=True):
+        found = re.search(rf"stopped by {cause} at step (\d+) .*\(exit code {EXIT_INTERRUPTED}\)", log)
+        assert found is not None, log[-2000:]
+        steps.append(int(found.group(1)))
+    assert steps[0] == steps[1], steps
+    step = steps[0]
     event = next(r for r in read_metrics(run) if r.get("event") == "interrupted")
-    assert event["step"] == step and event["signal"] == "a signal to another process"
+    assert event["step"] == step and event["signal"] == causes[0]
     state = CheckpointManager.load(run / "checkpoints" / f"step_{step:08d}.pt")
-    assert state["step"] == step and len(state["rng"]) == 2
+    assert state["step"] == step and len(state["rng"]) == 2  # both processes' part of it
     assert _steps(run)[-1] == step
-    for other in re.findall(r"stopped by a signal to another process at step (\d+)", text):
-        assert int(other) == step
 
 
 # ------------------------------------------------------------------------------------- fault injection
@@ -352,7 +361,7 @@ def test_killed_at_random_steps_and_resumed_matches_uninterrupted(synth_train: P
     """``kill -9`` at random steps, three times, each followed by a resume, then run to the end."""
     seed = int(os.environ.get("AVLEARN_FAULT_SEED", random.SystemRandom().randrange(2**32)))
     rng = random.Random(seed)
-    common = {"epochs": 3, "train.ckpt_every_steps": 2}  # 4 steps per epoch: 12 steps
+    common = {"epochs": 2, "train.ckpt_every_steps": 2}  # 4 steps per epoch: 8 steps
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert _run(synth_train, straight, **common) == 0
     total = _steps(straight)[-1]
