@@ -6,10 +6,11 @@
   ``kill -9`` (never stale on a local disk); forked children (DataLoader workers) do not inherit
   it, so they cannot keep it after their parent is killed; and on NFS it is the lock the server
   itself arbitrates (NLM / NFSv4 byte-range locks; ``flock`` is emulated with these there), so two
-  hosts see each other's lock. A dead host's lock lasts until the server's lease runs out (NFSv4:
-  ~90 s). Where the filesystem refuses locks (Lustre without ``-o flock``, some FUSE mounts) the
-  pid and host written in the file are checked instead, which catches a live run on this host
-  only; the warning says so.
+  hosts see each other's lock. A crashed host's lock lasts until the server lets it go (NFSv4:
+  its lease, ~90 s; NFSv3: until that host restarts). Where the filesystem refuses locks (Lustre
+  without ``-o flock``, some FUSE mounts) the pid and host written in the file are checked
+  instead, which catches a live run on this host only; the warning says so. A POSIX lock is
+  dropped when its process closes *any* descriptor of the file, so nothing else opens it.
 * :func:`set_aside`: a run that starts from scratch moves what an earlier run left (checkpoints,
   ``metrics.jsonl``, ``tb/``, exports) to ``run_dir/previous/<UTC time>/``, so nothing of it can
   be resumed or mixed into the new run's logs.
