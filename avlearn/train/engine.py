@@ -198,8 +198,10 @@ class Engine:
         if self.is_main:
             try:
                 self.lock.acquire()
-            except (RunDirBusyError, OSError) as err:
+            except RunDirBusyError as err:
                 error = str(err)
+            except OSError as err:  # e.g. no permission: the run could not write there either
+                error = f"cannot lock run_dir {self.run_dir} ({err}); give a run_dir you can write to"
         if self.world > 1:
             error = broadcast_object_list([error])[0]
         if error:

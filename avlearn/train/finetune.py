@@ -188,12 +188,18 @@ class FinetuneTask(Task):
         return {"model": self.model.state_dict(), "init": self.init}
 
     def load_checkpoint(self, state: dict[str, Any], path: Path) -> None:
-        if state.get("init", self.init) != self.init:
-            raise ConfigError(
-                f"{path} was fine-tuned from --init {state['init']}, not {self.init}; resuming would "
-                "ignore the new --init. Give the old one, another run_dir, or pass --fresh to start over"
-            )
+        old = str(state.get("init", self.init))
+        if not _same_init(old, self.init):  # a warning: a run dir's newest checkpoint moves on
+            logger.warning("resuming %s, fine-tuned from --init %s: --init %s is not used (pass --fresh "
+                           "to start over from it)", path, old, self.init)
         self.model.load_state_dict(state["model"])
+
+
+def _same_init(a: str, b: str) -> bool:
+    """Whether two ``--init`` sources name the same file (``scratch`` only equals itself)."""
+    if "scratch" in (a, b):
+        return a == b
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, Any]:
