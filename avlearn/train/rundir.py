@@ -205,6 +205,10 @@ def config_changes(stored: dict[str, Any], new: dict[str, Any]) -> list[tuple[st
     return [(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 
 
+def _shown(value: Any) -> str:
+    return "(absent)" if value is None else repr(value)
+
+
 def _honoured(key: str) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
 
@@ -220,7 +224,7 @@ def check_resumable(stored: dict[str, Any] | None, new: dict[str, Any], checkpoi
     refused = [c for c in changes if not _honoured(c[0])]
     if not refused:
         return
-    lines = "\n".join(f"  {k}: {old!r} -> {value!r}" for k, old, value in refused)
+    lines = "\n".join(f"  {k}: {_shown(old)} -> {_shown(value)}" for k, old, value in refused)
     raise ConfigError(
         f"the config differs from the one {checkpoint} was trained with:\n{lines}\n"
         "Resuming cannot honour these changes (it can: "
