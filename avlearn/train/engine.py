@@ -148,6 +148,10 @@ class Task:
         """Whether :meth:`evaluate` runs once ``epoch`` epochs are done (not after the last)."""
         return False
 
+    def outputs(self) -> list[str]:
+        """Names of the files the task writes in ``run_dir`` (set aside with the run's own)."""
+        return []
+
 
 def write_config(cfg: Any, run_dir: Path) -> None:
     """The resolved config as ``run_dir/config.yaml`` (what ``evaluate`` and ``localize`` read back)."""
@@ -291,7 +295,7 @@ class Engine:
         else:
             set_seed(seed + self.rank)  # per-process stream (negative sampling, dropout)
 
-        log = self._open_log(config, plan, pos, latest, start_fields or {})
+        log = self._open_log(config, plan, pos, latest, start_fields or {}, task.outputs())
         self.stop.install()
         try:
             if pos.step == 0:
@@ -306,9 +310,9 @@ class Engine:
         return pos, log
 
     def _open_log(self, config: Any, plan: Plan, pos: Position, latest: Path | None,
-                  start_fields: dict[str, Any]) -> MetricsLogger:
+                  start_fields: dict[str, Any], outputs: list[str]) -> MetricsLogger:
         """Prepare ``run_dir`` (set aside / trim), write ``config.yaml``, log the start or resume."""
-        self._prepare_run_dir(latest, pos)
+        self._prepare_run_dir(latest, pos, outputs)
         log = MetricsLogger(self.run_dir, enabled=self.is_main, tensorboard=self.train.tensorboard,
                             purge_step=pos.step + 1 if latest is not None else None)
         if self.is_main:
@@ -336,11 +340,11 @@ class Engine:
                 state = self.ckpts.load(path)
         return (Path(path) if path else None), state
 
-    def _prepare_run_dir(self, latest: Path | None, pos: Position) -> None:
+    def _prepare_run_dir(self, latest: Path | None, pos: Position, outputs: list[str]) -> None:
         """From scratch: set an earlier run's files aside; resumed: drop records after ``pos.step``."""
         if self.is_main:
             if latest is None:
-                moved = set_aside(self.run_dir)
+                moved = set_aside(self.run_dir, outputs)
                 if moved is not None:
                     logger.warning("%s: starting from scratch; the earlier run's files were moved to %s",
                                    self.run_dir, moved)

@@ -187,6 +187,9 @@ class FinetuneTask(Task):
     def checkpoint_state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "init": self.init}
 
+    def outputs(self) -> list[str]:
+        return ["results.json", "results.md", "confusion.png"]
+
     def load_checkpoint(self, state: dict[str, Any], path: Path) -> None:
         old = str(state.get("init", self.init))
         if not _same_init(old, self.init):  # a warning: a run dir's newest checkpoint moves on

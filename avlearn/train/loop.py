@@ -170,6 +170,10 @@ class PretrainTask(Task):
         every = self.cfg.eval.every_epochs
         return bool(every) and epoch % every == 0
 
+    def outputs(self) -> list[str]:
+        export = self.cfg.train.export
+        return [export, str(localizer_path(export))]
+
     def export(self, path: Path) -> None:
         save_encoders(self.model, path, to_dict(self.cfg))
         if self.localizer is not None and self.loc_spec is not None:

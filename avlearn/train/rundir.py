@@ -12,8 +12,9 @@
   instead, which catches a live run on this host only; the warning says so. A POSIX lock is
   dropped when its process closes *any* descriptor of the file, so nothing else opens it.
 * :func:`set_aside`: a run that starts from scratch moves what an earlier run left (checkpoints,
-  ``metrics.jsonl``, ``tb/``, exports) to ``run_dir/previous/<UTC time>/``, so nothing of it can
-  be resumed or mixed into the new run's logs.
+  ``metrics.jsonl``, ``tb/``, ``config.yaml``, the task's outputs such as exports) to
+  ``run_dir/previous/<UTC time>/``, so nothing of it can be resumed or mixed into the new run's
+  logs; other files in ``run_dir`` stay where they are.
 * :func:`trim_metrics`: a resumed run drops the records that the interrupted run wrote after its
   checkpoint (that work is redone), and a line cut short by a kill.
 * :func:`config_changes` / :func:`check_resumable`: a resumed run refuses a config that differs
@@ -30,6 +31,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ __all__ = [
     "LOCK_NAME",
     "PREVIOUS_DIR",
     "RESUMABLE_KEYS",
+    "RUN_FILES",
     "RunDirBusyError",
     "RunDirLock",
     "check_resumable",
@@ -51,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 LOCK_NAME = "run.lock"
 PREVIOUS_DIR = "previous"
+RUN_FILES = ("checkpoints", "metrics.jsonl", "metrics.jsonl.tmp", "tb", "config.yaml")  # the engine's
 # Keys whose change a resumed run honours: its length, logging, checkpoint cadence, evaluation,
 # where the export goes, loader processes (a clip does not depend on which worker decodes it).
 RESUMABLE_KEYS = (
@@ -139,15 +143,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def set_aside(run_dir: str | Path) -> Path | None:
+def set_aside(run_dir: str | Path, names: Iterable[str] = ()) -> Path | None:
     """Move an earlier run's files to ``run_dir/previous/<UTC time>/``; returns where (None: nothing).
 
-    Everything in ``run_dir`` moves except the lock and earlier ``previous/`` runs.
+    What moves: :data:`RUN_FILES` and ``names`` (a task's own outputs, e.g. its export); anything
+    else in ``run_dir`` is not a run's and stays (``run_dir=.`` must not move a project).
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return None
-    entries = [p for p in run_dir.iterdir() if p.name not in (LOCK_NAME, PREVIOUS_DIR)]
+    wanted = {*RUN_FILES, *names}
+    entries = [run_dir / n for n in sorted(wanted) if (run_dir / n).exists() or (run_dir / n).is_symlink()]
     if not entries:
         return None
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -158,7 +162,9 @@ def set_aside(run_dir: str | Path) -> Path | None:
         dest = run_dir / PREVIOUS_DIR / f"{stamp}-{n}"
     dest.mkdir(parents=True)
     for entry in entries:
-        entry.rename(dest / entry.name)
+        target = dest / entry.relative_to(run_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        entry.rename(target)
     return dest
 
 

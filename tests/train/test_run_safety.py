@@ -114,12 +114,15 @@ def test_fresh_moves_the_earlier_run_aside(synth_train: Path, tmp_path: Path,
     common = {"epochs": 3, "train.ckpt_every_steps": 2}
     assert _run(synth_train, run, max_steps=6, **common) == 0
     assert _ckpt_steps(run) == [4, 6]
+    (run / "notes.txt").write_text("not the run's")
 
     assert _run(synth_train, run, "--fresh", max_steps=3, **common) == 0
     assert _ckpt_steps(run) == [2, 3]  # only the new run's, none of the old run's
     assert "moved to" in caplog.text
     (previous,) = (run / "previous").iterdir()
     assert _ckpt_steps(previous) == [4, 6] and _steps(previous) == list(range(1, 7))
+    assert (previous / "encoders.safetensors").is_file() and (previous / "config.yaml").is_file()
+    assert (run / "notes.txt").read_text() == "not the run's"  # only a run's own files move
     assert [r["event"] for r in read_metrics(run) if r.get("event") in ("start", "resume")] == ["start"]
     assert _steps(run) == [1, 2, 3]
 
