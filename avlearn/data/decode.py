@@ -42,13 +42,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
-import av
 import numpy as np
 import torch
 import torchaudio
-from av.video.reformatter import VideoReformatter
+
+if TYPE_CHECKING:
+    from av.video.reformatter import VideoReformatter
 
 __all__ = [
     "DECODERS",
@@ -262,10 +264,24 @@ def stage_times() -> Iterator[dict[str, float]]:
 _THREAD = threading.local()
 
 
+@functools.cache
+def _av() -> ModuleType:
+    """PyAV, imported at the first decode: importing this module needs no PyAV (a GPU machine that
+    trains from memory, ``benchmarks/gpu``), decoding does."""
+    try:
+        import av
+    except ImportError as err:
+        raise ImportError(f"decoding media needs PyAV ({err}); install it: pip install av") from err
+    return av
+
+
 def _reformatter() -> VideoReformatter:
     """This thread's frame converter: one FFmpeg scaler context reused for every frame of a size."""
     reformatter: VideoReformatter | None = getattr(_THREAD, "reformatter", None)
     if reformatter is None:
+        _av()  # PyAV, or a message saying how to install it
+        from av.video.reformatter import VideoReformatter
+
         reformatter = _THREAD.reformatter = VideoReformatter()
     return reformatter
 
@@ -298,8 +314,8 @@ def _open(path: str | os.PathLike[str]) -> Any:
     if p.stat().st_size == 0:
         raise DecodeError(p, "file is empty (0 bytes)")
     try:
-        return av.open(str(p))
-    except (av.FFmpegError, OSError, ValueError) as err:
+        return _av().open(str(p))
+    except (_av().FFmpegError, OSError, ValueError) as err:
         detail = getattr(err, "strerror", None) or str(err)  # FFmpeg's str() repeats the path
         raise DecodeError(p, f"not a readable media file ({detail})") from None
 
@@ -314,7 +330,7 @@ def _video_duration(container: Any, stream: Any) -> float:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base) + float((stream.start_time or 0) * stream.time_base)
     if container.duration is not None:
-        return float(container.duration / av.time_base)
+        return float(container.duration / _av().time_base)
     return math.inf
 
 
@@ -465,7 +481,7 @@ def _read_audio(container: Any, path: str, start: float, seconds: float, sample_
                 _CLOCK.lap("audio downmix")
             if done:
                 break
-    except av.FFmpegError as err:
+    except _av().FFmpegError as err:
         raise DecodeError(path, f"audio track is corrupt ({err})") from None
     _CLOCK.lap("audio decode")
     wav = torch.from_numpy(buf)
@@ -528,7 +544,7 @@ def _decode_pyav(path: str | os.PathLike[str], start: float, spec: ClipSpec,
                 times.append(t)
                 if t >= targets[-1]:
                     break
-        except av.FFmpegError as err:
+        except _av().FFmpegError as err:
             raise DecodeError(path, f"video track is corrupt ({err})") from None
         if not kept:
             raise DecodeError(path, f"no video frame decodes at or after {start:.3f} s")
@@ -560,7 +576,7 @@ def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec,
         stream = _video_stream(container, path)
         try:  # the display rotation is on decoded frames: decode the first one
             rotation = _display_rotation(next(container.decode(stream), None))
-        except av.FFmpegError as err:
+        except _av().FFmpegError as err:
             raise DecodeError(path, f"video track is corrupt ({err})") from None
         if rotation:
             # decord 0.6 turns the picture but keeps the coded W x H (90/270 come out squashed, and
@@ -607,7 +623,7 @@ def _decord_frames_resized(decord: Any, path: str | os.PathLike[str], chosen: np
     except Exception as err:
         raise DecodeError(path, f"video frames cannot be decoded ({err})") from None
     resized = {
-        int(i): av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").to_ndarray(
+        int(i): _av().VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").to_ndarray(
             width=width, height=height, format="rgb24", interpolation="BICUBIC")
         for i, img in zip(np.unique(chosen), native, strict=True)
     }

@@ -31,7 +31,6 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
 
-import av
 from tqdm import tqdm
 
 from avlearn.data.manifest import VideoInfo
@@ -93,7 +92,9 @@ def _vfr_reason(pts: list[int], time_base: float) -> str:
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Probe one file; never raises: any failure becomes ``status='bad'`` with the reason."""
+    """Probe one file; a bad file becomes ``status='bad'`` with the reason (a missing PyAV raises)."""
+    import av  # noqa: F401  # here, not at import: a missing PyAV is an error, not a bad row per file
+
     path = Path(path)
     try:
         return _probe(path)
@@ -102,6 +103,8 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def _probe(path: Path) -> VideoInfo:
+    import av
+
     info = VideoInfo(path=str(path), video_id=path.stem)
     bad: list[str] = []
     warn: list[str] = []

@@ -188,9 +188,13 @@ class FinetuneTask(Task):
         self.model.load_state_dict(state["model"])
 
 
-def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, Any]:
+def finetune(cfg: FinetuneConfig, init: str, resume: bool = True,
+             datasets: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Run (or continue) the fine-tuning of ``cfg`` from ``init``; returns ``results.json``'s content.
 
+    ``datasets``: the ``(train, test)`` clips, by default built from ``cfg.dataset`` and ``cfg.data``;
+    others must give :class:`~avlearn.data.labelled.LabelledClipDataset`'s samples and attributes
+    (``benchmarks/gpu`` fine-tunes on clips held in memory).
     Raises :class:`~avlearn.models.weights.WeightsError` for an unusable ``init`` and
     :class:`~avlearn.train.engine.NonFiniteLossError` on NaN/inf.
     """
@@ -211,7 +215,7 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, A
     run_dir = Path(cfg.run_dir)
     source = load_weights(init, cfg.model, what="--init")
 
-    dataset = _train_dataset(cfg)
+    dataset = _train_dataset(cfg) if datasets is None else datasets[0]
     batch_size = cfg.data.batch_size
     if len(dataset) < batch_size * engine.world:  # e.g. 1 % of the labels: one smaller batch per epoch
         batch_size = max(1, len(dataset) // engine.world)
@@ -237,7 +241,7 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, A
 
     results: dict[str, Any] = {}
     if engine.is_main:  # the main process evaluates the whole test split (no collectives)
-        test = eval_dataset(cfg, dict(dataset.class_to_idx))
+        test = eval_dataset(cfg, dict(dataset.class_to_idx)) if datasets is None else datasets[1]
         test_loader = DataLoader(test, batch_size=cfg.eval.batch_size, shuffle=False,
                                  num_workers=cfg.data.num_workers, collate_fn=av_collate)
         logits, labels, videos = predict(model, test_loader, engine.device)

@@ -195,14 +195,18 @@ def _build_task(cfg: PretrainConfig, num_items: int, world: int) -> PretrainTask
     return PretrainTask(cfg, model, objective, localizer, loc_spec)
 
 
-def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
+def pretrain(cfg: PretrainConfig, resume: bool = True, dataset: Any = None) -> dict[str, Any]:
     """Run (or continue) the pretraining described by ``cfg``; returns a summary dict.
 
     ``resume``: continue from the newest checkpoint in ``run_dir/checkpoints`` when one exists
-    (otherwise start fresh and overwrite). Raises :class:`NonFiniteLossError` on NaN/inf.
+    (otherwise start fresh and overwrite). ``dataset``: the training clips, by default built from
+    ``cfg.data``; another must give :class:`~avlearn.data.dataset.AVClipDataset`'s samples and have
+    its ``num_videos`` and ``set_epoch`` (``benchmarks/gpu`` trains on clips held in memory).
+    Raises :class:`NonFiniteLossError` on NaN/inf.
     """
     engine = Engine(cfg.train, cfg.run_dir, clip_grad_norm=cfg.optim.clip_grad_norm)
-    dataset = build_dataset(cfg.data, train=True)
+    if dataset is None:
+        dataset = build_dataset(cfg.data, train=True)
     loader, sampler = engine.loader(dataset, cfg.data.batch_size, cfg.data.seed, cfg.data.num_workers)
     plan = engine.plan(sampler, cfg.epochs, cfg.max_steps)
     task = _build_task(cfg, dataset.num_videos, engine.world)
