@@ -169,7 +169,26 @@ def _scaling(d: dict[str, Any]) -> list[Row]:
            if (c := d.get("compute_ceiling_clips_per_s")) else ""), "", "")]
 
 
+def _gpu(d: dict[str, Any]) -> list[Row]:
+    """benchmarks/gpu: the best clips/s and MFU per model and clip size at batch 64, tests, smoke runs."""
+    st = d["stages"]
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in st.get("encoders", {}).get("rows", []):
+        key = (f"{r['video_arch']} + {r['audio_arch']}", f"{r['frames']}x{r['crop']}²")
+        if r.get("status") == "ok" and r["batch"] == d["sizes"]["batch"] and (
+                key not in best or r["clips_per_s"] > best[key]["clips_per_s"]):
+            best[key] = r
+    steps = "; ".join(f"{m} {c}: {_num(r['clips_per_s'])} clips/s, MFU {_pct(r['mfu'])} ({r['layout']}), "
+                      f"objective + bank {_pct(r['objective_share'])}" for (m, c), r in best.items())
+    counts = st.get("tests", {}).get("counts", {})
+    tests = ", ".join(f"{n} {k}" for k, n in counts.items()) or st.get("tests", {}).get("status", "-")
+    return [(f"{'dry run on CPU, tiny shapes: ' if d.get('dry_run') else ''}pretraining step, bf16, batch "
+             f"{d['sizes']['batch']}: {steps or '-'}; GPU tests: {tests}; smoke runs: "
+             f"{st.get('smoke', {}).get('status', '-')}", "", "")]
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "gpu_": _gpu,
     "decode_speed_": _decode_speed,
     "data_loading": _data_loading,
     "train_throughput_": _train_throughput,

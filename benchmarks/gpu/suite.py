@@ -260,10 +260,10 @@ def stage_layers(run: Run) -> dict[str, Any]:
                                         peak_flops=run.peak.bf16_flops,
                                         peak_bytes_per_s=run.peak.mem_bytes_per_s or None,
                                         reps=s.layer_reps, warmup=1 if run.args.dry_run else 2)
-        bound = sum(r["time_share"] for r in table if r["memory_bound"])
+        bound = sum(r["time_share"] for r in table if r["memory_bound"]) if run.peak.mem_bytes_per_s else None
         tables[video] = {"crop": crop, "batch": s.batch, "channels_last": channels_last,
-                         "memory_bound_time_share": round(bound, 3), "rows": table}
-        share = f"{100 * bound:.0f} %" if run.peak.mem_bytes_per_s else "(bandwidth unknown) ?"
+                         "memory_bound_time_share": None if bound is None else round(bound, 3), "rows": table}
+        share = "(bandwidth unknown) ?" if bound is None else f"{100 * bound:.0f} %"
         run.say(f"{video} convolutions at {s.frames}x{crop}² b{s.batch}: {len(table)} distinct, "
                 f"{share} of their time in memory-bound ones")
     return {"tables": tables}
