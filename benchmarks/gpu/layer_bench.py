@@ -11,6 +11,7 @@ output: at 64-128 channels that is below an H100's or H200's ridge.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -84,10 +85,7 @@ def _sync(device: torch.device) -> None:
 
 def time_call(call: ConvCall, device: torch.device, channels_last: bool, reps: int, warmup: int = 2) -> float:
     """Seconds of one bf16 forward + backward (input and weight gradients) of ``call`` alone."""
-    conv = call.conv
-    twin = type(conv)(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,  # type: ignore[arg-type]
-                      conv.padding, conv.dilation, conv.groups, conv.bias is not None)
-    twin = twin.to(device, torch.bfloat16)
+    twin = copy.deepcopy(call.conv).to(device, torch.bfloat16)
     x = torch.randn(call.shape, device=device, dtype=torch.bfloat16)
     if channels_last:
         fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
@@ -96,7 +94,7 @@ def time_call(call: ConvCall, device: torch.device, channels_last: bool, reps: i
     dy = torch.randn_like(twin(x))
 
     def once() -> None:
-        twin(x).backward(dy)
+        twin(x).backward(dy)  # type: ignore[no-untyped-call]
 
     for _ in range(warmup):
         once()
@@ -118,7 +116,7 @@ def layer_table(encoder: nn.Module, video: Tensor, device: torch.device, *, chan
     Shape: ``video (B, C, T, H, W)`` (on any device: only its shape matters to the timing).
     """
     ridge = peak_flops / peak_bytes_per_s if peak_bytes_per_s else None
-    rows = []
+    rows: list[dict[str, Any]] = []
     for call in capture_convs(encoder, video):
         seconds = time_call(call, device, channels_last, reps, warmup)
         fwd = call.forward_flops()

@@ -10,7 +10,7 @@ __all__ = ["markdown"]
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join("-" if c is None else str(c) for c in row) + " |" for row in rows]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _pct(x: float | None) -> str:
@@ -85,14 +85,16 @@ def _layers(s: dict[str, Any]) -> list[str]:
 def markdown(result: dict[str, Any]) -> str:
     """The report: machine, versions, command, each stage's status and tables."""
     m, v, stages = result["machine"], result["versions"], result["stages"]
-    lines = [f"# GPU checks and measurements: {m['processor']}" + (" (dry run on CPU)" if result["dry_run"] else ""),
+    dry = " (dry run on CPU)" if result["dry_run"] else ""
+    lines = [f"# GPU checks and measurements: {m['processor']}{dry}",
              "", f"`{result['command']}`, {result['seconds']} s.", "",
              "Machine: " + ", ".join(f"{k} {val}" for k, val in m.items()), "",
              "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), "", *_stages(result)]
     peak = stages.get("peak", {})
     if peak.get("status") == "ok":
-        lines += [f"bf16 matmul {peak['matmul_n']}³ measured {peak['measured_tflops']} TFLOP/s; peak used for "
-                  f"MFU {peak['peak']['bf16_flops'] / 1e12:.3g} TFLOP/s ({peak['peak']['source']}).", ""]
+        used = peak["peak"]
+        lines += [f"bf16 matmul {peak['matmul_n']}³ measured {peak['measured_tflops']} TFLOP/s; "
+                  f"peak used for MFU {used['bf16_flops'] / 1e12:.3g} TFLOP/s ({used['source']}).", ""]
     if stages.get("tests", {}).get("status") in ("ok", "failed") and "counts" in stages["tests"]:
         lines += _tests(stages["tests"])
     if "pretrain" in stages.get("smoke", {}):

@@ -139,7 +139,7 @@ class StepRig:
         with torch.no_grad():
             self.objective.after_finite_step(out, index)
         mark()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         mark()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -177,7 +177,7 @@ class StepRig:
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 out = self.model(video, audio, normalize=self.objective.normalize_embeddings)
             loss, _ = self.objective.compute(out, index)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
         self.optimizer.zero_grad(set_to_none=True)
         return float(counter.get_total_flops())
 

@@ -71,7 +71,7 @@ class Sizes:
 
 FULL = Sizes(frames=8, crops=(112, 224), audio_seconds=2.0, batch=64, other_batches=(32, 128), warmup=3,
              split_steps=5, steps=10, bank_items=240_000, matmul_n=8192, layer_reps=10, smoke_videos=48,
-             smoke_crop=112, smoke_batch=8, compile_backend="inductor", budget_s=450)
+             smoke_crop=112, smoke_batch=8, compile_backend="inductor", budget_s=420)
 DRY = Sizes(frames=4, crops=(16, 32), audio_seconds=0.25, batch=4, other_batches=(2, 8), warmup=1,
             split_steps=1, steps=1, bank_items=256, matmul_n=256, layer_reps=1, smoke_videos=16,
             smoke_crop=32, smoke_batch=8, compile_backend="eager", budget_s=600)
@@ -157,7 +157,8 @@ def stage_smoke(run: Run) -> dict[str, Any]:
                                    precision=precision, model=model, batch=s.smoke_batch)
             run.say(f"pretrain {objective} {precision}: {r}")
             results.append(r)
-        train, test = (smoke.MemoryClips(s.smoke_videos, s.frames, s.smoke_crop, spec, seed=i) for i in (1, 2))
+        train, test = (smoke.MemoryClips(s.smoke_videos, s.frames, s.smoke_crop, spec, seed=i)
+                       for i in (1, 2))
         ft = smoke.finetune_run(Path(tmp) / "finetune", Path(tmp) / "avid_bf16", train, test,
                                 precision="bf16", batch=s.smoke_batch)
         run.say(f"finetune bf16: {ft}")
@@ -172,24 +173,22 @@ def stage_encoders(run: Run) -> dict[str, Any]:
     s, args = run.sizes, run.args
     pairs = arch_pairs(args.video_archs, args.audio_archs)
     spec = step_bench.spectrogram_shape(s.audio_seconds)
-    plan: list[step_bench.Setup] = []
-    layouts = [(False, False), (False, True)] + ([] if args.no_compile else [(True, False), (True, True)])
-    for compiled in (False, True):  # every pair's eager figures before any compile
-        for crop in s.crops:
-            for v, a in pairs:
-                plan += [step_bench.Setup(v, a, s.frames, crop, spec, s.batch, c, cl)
-                         for c, cl in layouts if c == compiled]
     rows: list[dict[str, Any]] = []
     flops: dict[tuple[str, str, int, int, int], float] = {}
-    for setup in plan:
-        _measure(run, setup, rows, flops)
-    for v, a in pairs:
-        for crop in s.crops:
-            best = best_row(rows, v, a, crop, s.batch)
-            if best is None:
-                continue
+    for crop in s.crops:  # first every pair's eager figures (cheap), then compiles (tens of seconds each)
+        for v, a in pairs:
+            for channels_last in (False, True):
+                _measure(run, step_bench.Setup(v, a, s.frames, crop, spec, s.batch, False, channels_last),
+                         rows, flops)
+    for crop in s.crops:
+        for v, a in pairs:
+            for channels_last in ([] if args.no_compile else [False, True]):
+                _measure(run, step_bench.Setup(v, a, s.frames, crop, spec, s.batch, True, channels_last),
+                         rows, flops)
+            best = best_row(rows, v, a, crop, s.batch)  # then the best of those at the other batches
             for batch in s.other_batches:
-                _measure(run, dataclasses.replace(_setup_of(best, spec), batch=batch), rows, flops)
+                if best is not None:
+                    _measure(run, dataclasses.replace(_setup_of(best, spec), batch=batch), rows, flops)
     failed = [r for r in rows if r.get("status") == "failed"]
     skipped = [r for r in rows if r.get("status") == "skipped"]
     notes = ([f"{len(failed)} setups failed"] if failed else []) + (
@@ -206,7 +205,8 @@ def _setup_of(row: dict[str, Any], spec: tuple[int, int]) -> step_bench.Setup:
 def _measure(run: Run, setup: step_bench.Setup, rows: list[dict[str, Any]],
              flops: dict[tuple[str, str, int, int, int], float]) -> None:
     """Measure ``setup`` into ``rows`` unless too little of the budget is left for it."""
-    name = f"{setup.video_arch} + {setup.audio_arch} {setup.frames}x{setup.crop}² b{setup.batch} {setup.layout}"
+    clip = f"{setup.frames}x{setup.crop}²"
+    name = f"{setup.video_arch} + {setup.audio_arch} {clip} b{setup.batch} {setup.layout}"
     need = run.args.compile_estimate_s if setup.compile else 15.0
     base = {**dataclasses.asdict(setup), "layout": setup.layout}
     if run.left_s() < need + 30:
@@ -215,10 +215,10 @@ def _measure(run: Run, setup: step_bench.Setup, rows: list[dict[str, Any]],
         return
     assert run.peak is not None
     try:
-        row = step_bench.measure(setup, run.device, warmup=run.sizes.warmup, split_steps=run.sizes.split_steps,
-                                 steps=run.sizes.steps, bank_items=run.sizes.bank_items,
-                                 compile_backend=run.sizes.compile_backend, peak_flops=run.peak.bf16_flops,
-                                 flops=flops.get(setup.key()))
+        s = run.sizes
+        row = step_bench.measure(setup, run.device, warmup=s.warmup, split_steps=s.split_steps, steps=s.steps,
+                                 bank_items=s.bank_items, compile_backend=s.compile_backend,
+                                 peak_flops=run.peak.bf16_flops, flops=flops.get(setup.key()))
     except Exception as err:  # e.g. out of memory at batch 128: record it, measure the rest
         rows.append({**base, "status": "failed", "message": f"{type(err).__name__}: {str(err)[:500]}"})
         run.say(f"FAILED {name}: {type(err).__name__}: {str(err)[:300]}")
@@ -233,7 +233,8 @@ def _measure(run: Run, setup: step_bench.Setup, rows: list[dict[str, Any]],
             f"peak {row['peak_memory_gib']} GiB, warm-up {row['compile_s']} s")
 
 
-def best_row(rows: list[dict[str, Any]], video: str, audio: str, crop: int, batch: int) -> dict[str, Any] | None:
+def best_row(rows: list[dict[str, Any]], video: str, audio: str, crop: int,
+             batch: int) -> dict[str, Any] | None:
     """The measured row of highest clips/s among ``video`` + ``audio`` at ``crop`` and ``batch``."""
     ok = [r for r in rows if r.get("status") == "ok" and r["video_arch"] == video and r["audio_arch"] == audio
           and r["crop"] == crop and r["batch"] == batch]
@@ -306,9 +307,9 @@ def arch_pairs(video_archs: list[str] | None, audio_archs: list[str] | None) -> 
     videos = video_archs or full_size(VIDEO_ENCODERS)
     audios = audio_archs or full_size(AUDIO_ENCODERS)
     for name in videos:
-        VIDEO_ENCODERS[name]  # noqa: B018  # an unknown name fails here, listing the valid ones
+        VIDEO_ENCODERS[name]  # an unknown name fails here, listing the valid ones
     for name in audios:
-        AUDIO_ENCODERS[name]  # noqa: B018
+        AUDIO_ENCODERS[name]
     audio0 = ModelConfig.audio_arch if ModelConfig.audio_arch in audios else audios[0]
     video0 = ModelConfig.video_arch if ModelConfig.video_arch in videos else videos[0]
     return [(v, audio0) for v in videos] + [(video0, a) for a in audios if a != audio0]
@@ -351,15 +352,15 @@ def versions() -> dict[str, Any]:
 
     out: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                            "torchvision": torchvision.__version__, "cuda": torch.version.cuda,
-                           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
+                           "cudnn": torch.backends.cudnn.version()}  # type: ignore[no-untyped-call]
     for package in ("accelerate", "triton", "av", "decord", "webdataset"):
         try:
             out[package] = getattr(__import__(package), "__version__", "installed")
         except ImportError:
             out[package] = None
     try:
-        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10)
+        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10)
         out["avlearn_commit"] = git.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         out["avlearn_commit"] = None
@@ -391,13 +392,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="every stage on the CPU with tiny shapes")
     p.add_argument("--only", nargs="+", choices=STAGES, help="run these stages only")
     p.add_argument("--skip", nargs="+", choices=STAGES, default=[], help="leave these stages out")
-    p.add_argument("--out", help="results folder (default benchmarks/results; .cache/gpu_dry_run for --dry-run)")
+    p.add_argument("--out", help="results folder (default benchmarks/results; "
+                   ".cache/gpu_dry_run for --dry-run)")
     p.add_argument("--video-archs", nargs="+", help="video encoders (default: the full-size registered ones)")
     p.add_argument("--audio-archs", nargs="+", help="audio encoders (default: the full-size registered ones)")
     p.add_argument("--crops", nargs="+", type=int, help="frame sizes (default 112 224)")
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the encoder stage")
     p.add_argument("--budget-s", type=float, help="wall-clock budget; measurements stop being launched "
-                   "when it is nearly spent (default 450; 600 for --dry-run)")
+                   "when it is nearly spent (default 420; 600 for --dry-run)")
     p.add_argument("--compile-estimate-s", type=float, default=90.0,
                    help="budget a compiled setup needs before it is launched (default 90)")
     args = p.parse_args(argv)
@@ -412,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the stages; returns 0 when none failed, 1 otherwise, 2 without cuda and ``--dry-run``."""
     args = parse_args(argv)
     if not args.dry_run and not torch.cuda.is_available():
-        print("benchmarks/gpu: no CUDA device here; use --dry-run to run every stage on the CPU", file=sys.stderr)
+        print("benchmarks/gpu: no CUDA device here; use --dry-run to run every stage on the CPU",
+              file=sys.stderr)
         return 2
     sizes = DRY if args.dry_run else FULL
     sizes = dataclasses.replace(sizes, crops=tuple(args.crops or sizes.crops),

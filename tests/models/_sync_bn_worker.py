@@ -34,7 +34,8 @@ def run() -> dict[str, Any]:
     net.to(device)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(GLOBAL_BATCH, 2, 2, 3, 3, generator=gen, dtype=torch.float64) * 3 + 1
-    local = x[rank * GLOBAL_BATCH // world : (rank + 1) * GLOBAL_BATCH // world].to(device).requires_grad_(True)
+    share = x[rank * GLOBAL_BATCH // world : (rank + 1) * GLOBAL_BATCH // world]
+    local = share.to(device).requires_grad_(True)
     y = net(local)
     loss = (y**2).mean()  # mean over this rank's samples: the global loss is the mean over ranks
     loss.backward()
