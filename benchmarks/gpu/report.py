@@ -30,13 +30,18 @@ def _tests(s: dict[str, Any]) -> list[str]:
 
 
 def _smoke(s: dict[str, Any]) -> list[str]:
-    rows = [[r["objective"], r["precision"], r["steps"], r["ok"], _num(r["first_loss"]), _num(r["last_loss"])]
+    rows = [[r["objective"], r["precision"], r["steps"], _ok(r), _num(r["first_loss"]), _num(r["last_loss"])]
             for r in s.get("pretrain", [])]
     ft = s.get("finetune", {})
     return [f"## Smoke runs on {s.get('device')} ({s.get('model')}, clips in memory)", "",
             *_table(["pretrain objective", "precision", "steps", "ok", "first loss", "last loss"], rows),
-            f"Fine-tuning from the AVID bf16 run: ok {ft.get('ok')}, {ft.get('steps')} steps, "
+            f"Fine-tuning from the AVID bf16 run: ok {_ok(ft)}, {ft.get('steps')} steps, "
             f"last loss {_num(ft.get('last_loss'))}, video top-1 {_num(ft.get('video_top1'))}", ""]
+
+
+def _ok(r: dict[str, Any]) -> str:
+    why = str(r.get("error", "not finished or non-finite")).replace("|", "/")
+    return "yes" if r.get("ok") else f"NO: {why}"
 
 
 def _num(x: Any) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -150,23 +151,35 @@ def stage_smoke(run: Run) -> dict[str, Any]:
     runs = [(name, "bf16") for name in OBJECTIVES]
     if run.device.type == "cuda":
         runs.append(("avid", "fp16"))
-    results, failed = [], []
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for objective, precision in runs:
-            r = smoke.pretrain_run(Path(tmp) / f"{objective}_{precision}", data, objective=objective,
-                                   precision=precision, model=model, batch=s.smoke_batch)
+            label = {"objective": objective, "precision": precision}
+            r = _attempt(label, functools.partial(smoke.pretrain_run, Path(tmp) / f"{objective}_{precision}",
+                                                  data, objective=objective, precision=precision, model=model,
+                                                  batch=s.smoke_batch))
             run.say(f"pretrain {objective} {precision}: {r}")
             results.append(r)
         train, test = (smoke.MemoryClips(s.smoke_videos, s.frames, s.smoke_crop, spec, seed=i)
                        for i in (1, 2))
-        ft = smoke.finetune_run(Path(tmp) / "finetune", Path(tmp) / "avid_bf16", train, test,
-                                precision="bf16", batch=s.smoke_batch)
+        ft = _attempt({"precision": "bf16"}, functools.partial(
+            smoke.finetune_run, Path(tmp) / "finetune", Path(tmp) / "avid_bf16", train, test,
+            precision="bf16", batch=s.smoke_batch))
         run.say(f"finetune bf16: {ft}")
     failed = [f"{r['objective']} {r['precision']}" for r in results if not r["ok"]]
     failed += [] if ft["ok"] else ["finetune"]
     status = "failed" if failed else "ok"
     return {"status": status, "device": str(run.device), "model": model, "pretrain": results, "finetune": ft,
-            **({"message": "not finished or non-finite: " + ", ".join(failed)} if failed else {})}
+            **({"message": "not finished, non-finite or raised: " + ", ".join(failed)} if failed else {})}
+
+
+def _attempt(label: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``fn()``, or ``label`` with ``ok=False`` and the error when it raises (the other runs go on)."""
+    try:
+        return fn()
+    except Exception as err:
+        return {**label, "ok": False, "steps": 0, "first_loss": None, "last_loss": None,
+                "error": f"{type(err).__name__}: {str(err)[:500]}"}
 
 
 def stage_encoders(run: Run) -> dict[str, Any]:
