@@ -61,8 +61,11 @@ def test_dry_run_runs_every_stage_without_the_media_packages(dry_run: tuple[Path
     assert tests["counts"].get("skipped", 0) >= 5 and "failed" not in tests["counts"]
     assert any("test_sync_bn" in f for f in tests["files"])
     # every registered objective pretrained, and fine-tuning ran from the AVID run
-    assert [r["objective"] for r in stages["smoke"]["pretrain"]] == list(OBJECTIVES)
-    assert all(r["ok"] and r["steps"] > 0 for r in stages["smoke"]["pretrain"])
+    pretrain = stages["smoke"]["pretrain"]
+    assert [r["objective"] for r in pretrain] == [*OBJECTIVES, "avid"]
+    assert all(r["ok"] and r["steps"] > 0 for r in pretrain)
+    assert pretrain[-1]["precision"] == "bf16 resumed" and pretrain[-1]["resumed"]
+    assert pretrain[-1]["steps"] > pretrain[0]["steps"]  # a third epoch on top of the first two
     assert stages["smoke"]["finetune"]["ok"]
 
 

@@ -6,7 +6,8 @@ clips of the decoded shapes (:class:`MemoryClips`) through the real entry points
 engine: accelerator placement, mixed precision, the objectives' memory banks on the device,
 checkpoints, export, resume-free fine-tuning from the pretraining run and its evaluation.
 
-Each registered objective pretrains in bf16; on cuda AVID also pretrains in fp16 (a GradScaler).
+Each registered objective pretrains in bf16; on cuda AVID also pretrains in fp16 (a GradScaler);
+AVID's bf16 run then resumes from its last checkpoint (its banks saved from the device) for one more epoch.
 A run passes when it finishes its steps with finite losses and writes its export or results.
 """
 
@@ -66,15 +67,23 @@ def _objective_overrides(name: str) -> list[str]:
     return [f"objective.{k}={v}" for k, v in small.items() if k in fields]
 
 
-def _losses(run_dir: Path) -> list[float]:
+def _records(run_dir: Path) -> list[dict[str, Any]]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    records = [json.loads(line) for line in lines if line.strip()]
-    return [r["train/loss"] for r in records if "train/loss" in r]
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _losses(run_dir: Path) -> list[float]:
+    return [r["train/loss"] for r in _records(run_dir) if "train/loss" in r]
+
+
+def _events(run_dir: Path) -> list[str]:
+    return [r["event"] for r in _records(run_dir) if "event" in r]
 
 
 def pretrain_run(run_dir: Path, data: MemoryClips, *, objective: str, precision: str, model: dict[str, str],
-                 batch: int, epochs: int = 2) -> dict[str, Any]:
-    """Pretrain on ``data`` with ``objective`` in ``precision`` (``bf16``, ``fp16`` or ``no``)."""
+                 batch: int, epochs: int = 2, resume: bool = False) -> dict[str, Any]:
+    """Pretrain on ``data`` with ``objective`` in ``precision`` (``bf16``, ``fp16`` or ``no``); with
+    ``resume``, continue ``run_dir``'s run from its last checkpoint (``resumed``: it did)."""
     from avlearn.train.config import PretrainConfig
     from avlearn.train.loop import pretrain
 
@@ -84,12 +93,16 @@ def pretrain_run(run_dir: Path, data: MemoryClips, *, objective: str, precision:
                  "train.log_every=1", "optim.warmup_epochs=0",
                  *[f"model.{k}={v}" for k, v in model.items()]]
     cfg = load_config(PretrainConfig, "pretrain/synth_cpu.yaml", overrides)
-    summary = pretrain(cfg, resume=False, dataset=data)
+    summary = pretrain(cfg, resume=resume, dataset=data)
     losses = _losses(run_dir)
     ok = bool(summary["finished"]) and bool(losses) and all(math.isfinite(x) for x in losses)
     ok = ok and Path(summary["export"]).is_file()
-    return {"objective": objective, "precision": precision, "steps": summary["step"], "ok": ok,
-            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
+    out = {"objective": objective, "precision": precision, "steps": summary["step"], "ok": ok,
+           "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
+    if resume:
+        out["resumed"] = "resume" in _events(run_dir)
+        out["ok"] = ok and out["resumed"]
+    return out
 
 
 def finetune_run(run_dir: Path, init: Path, train: MemoryClips, test: MemoryClips, *, precision: str,

@@ -87,6 +87,8 @@ class Run:
         self.log: list[str] = []
         self.stages: dict[str, dict[str, Any]] = {}
         self.peak: peaks.Peak | None = None
+        self.compile_estimate_s: float = args.compile_estimate_s  # replaced by measured compiles
+        self.compiles_measured = 0
 
     def say(self, msg: str) -> None:
         line = f"[gpu {time.monotonic() - self.t0:6.1f}s] {msg}"
@@ -160,6 +162,11 @@ def stage_smoke(run: Run) -> dict[str, Any]:
                                                   batch=s.smoke_batch))
             run.say(f"pretrain {objective} {precision}: {r}")
             results.append(r)
+        again = _attempt({"objective": "avid", "precision": "bf16 resumed"}, functools.partial(
+            smoke.pretrain_run, Path(tmp) / "avid_bf16", data, objective="avid", precision="bf16",
+            model=model, batch=s.smoke_batch, epochs=3, resume=True))  # its checkpoint (banks on the device)
+        results.append({**again, "precision": "bf16 resumed"})
+        run.say(f"pretrain avid bf16, resumed for a third epoch: {again}")
         train, test = (smoke.MemoryClips(s.smoke_videos, s.frames, s.smoke_crop, spec, seed=i)
                        for i in (1, 2))
         ft = _attempt({"precision": "bf16"}, functools.partial(
@@ -198,7 +205,9 @@ def stage_encoders(run: Run) -> dict[str, Any]:
             for channels_last in ([] if args.no_compile else [False, True]):
                 _measure(run, step_bench.Setup(v, a, s.frames, crop, spec, s.batch, True, channels_last),
                          rows, flops)
-            best = best_row(rows, v, a, crop, s.batch)  # then the best of those at the other batches
+    for crop in s.crops:  # last, the best layout of each at the other batches
+        for v, a in pairs:
+            best = best_row(rows, v, a, crop, s.batch)
             for batch in s.other_batches:
                 if best is not None:
                     _measure(run, dataclasses.replace(_setup_of(best, spec), batch=batch), rows, flops)
@@ -220,7 +229,7 @@ def _measure(run: Run, setup: step_bench.Setup, rows: list[dict[str, Any]],
     """Measure ``setup`` into ``rows`` unless too little of the budget is left for it."""
     clip = f"{setup.frames}x{setup.crop}²"
     name = f"{setup.video_arch} + {setup.audio_arch} {clip} b{setup.batch} {setup.layout}"
-    need = run.args.compile_estimate_s if setup.compile else 15.0
+    need = run.compile_estimate_s if setup.compile else 15.0
     base = {**dataclasses.asdict(setup), "layout": setup.layout}
     if run.left_s() < need + 30:
         rows.append({**base, "status": "skipped", "message": "time budget spent"})
@@ -240,6 +249,11 @@ def _measure(run: Run, setup: step_bench.Setup, rows: list[dict[str, Any]],
         return
     flops[setup.key()] = row["flops_per_step"]
     rows.append({**row, "status": "ok"})
+    if setup.compile:  # a compiled setup takes about as long as the longest measured one
+        s = run.sizes
+        took = 1.25 * row["compile_s"] + (s.split_steps + s.steps + 2) * row["step_s"] + 5
+        earlier = run.compile_estimate_s if run.compiles_measured else 0.0
+        run.compile_estimate_s, run.compiles_measured = max(earlier, took), run.compiles_measured + 1
     parts = " ".join(f"{k} {1e3 * v:.1f}" for k, v in row["parts_s"].items())
     run.say(f"{name}: {row['clips_per_s']} clips/s, MFU {100 * row['mfu']:.1f} %, step "
             f"{1e3 * row['step_s']:.1f} ms (split ms: {parts}), {row['gflop_per_clip']} GFLOP/clip, "
