@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from avlearn.models import registry
 from avlearn.models.registry import Registry
@@ -121,3 +122,19 @@ def test_peak_table_lookup() -> None:
     assert peaks.lookup_peak("NVIDIA H100 PCIe") is peaks.PEAKS["H100 PCIe"]
     assert peaks.lookup_peak("NVIDIA H100 80GB HBM3") is peaks.PEAKS["H100"]
     assert peaks.lookup_peak("some CPU") is None
+
+
+def test_a_stage_missing_a_package_is_skipped_and_a_broken_one_failed(tmp_path: Path) -> None:
+    run = suite.Run(suite.parse_args(["--dry-run", "--out", str(tmp_path)]), torch.device("cpu"), suite.DRY)
+
+    def missing(run: suite.Run) -> dict[str, Any]:
+        raise ModuleNotFoundError("No module named 'pyav_like'", name="pyav_like")
+
+    def broken(run: suite.Run) -> dict[str, Any]:
+        raise ModuleNotFoundError("No module named 'avlearn.gone'", name="avlearn.gone")
+
+    run.stage("loader", missing)
+    run.stage("smoke", broken)
+    assert run.stages["loader"]["status"] == "skipped" and "pyav_like" in run.stages["loader"]["message"]
+    assert run.stages["smoke"]["status"] == "failed" and "avlearn.gone" in run.stages["smoke"]["message"]
+    assert any("stage loader: skipped" in line for line in run.log)
