@@ -178,3 +178,34 @@ def test_converter_cli_exits_2_with_the_message(tmp_path: Path, capsys: pytest.C
         cli_main(["convert", "avid-cma", str(ckpt), "--out", str(tmp_path / "o")])
     assert exit_info.value.code == 2
     assert "expected AVID-CMA's checkpoint dict" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- (f) the paper presets
+
+PAPER_PRESETS = ["avid_kinetics400", "avid_audioset", "avid_cma_kinetics400", "avid_cma_audioset"]
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_presets_use_the_papers_pieces(name: str) -> None:
+    from avlearn.config import load_config
+    from avlearn.objectives.cma import CMAConfig
+    from avlearn.train.config import PretrainConfig
+
+    cfg = load_config(PretrainConfig, f"pretrain/{name}.yaml")
+    assert cfg.model == PAPER_MODEL
+    spec = cfg.data.spec
+    assert (spec.kind, spec.sample_rate, spec.n_fft, spec.hop_length, spec.num_bins, spec.normalize) == (
+        "avid_db", 24000, 1024, 240, 257, "frequency")
+    params = cfg.objective.params
+    assert params.normalize_weights and params.partition == "shared" and params.temperature == 0.07
+    if isinstance(params, CMAConfig):
+        assert (params.positives, params.xmodal_positives, params.num_negatives_within) == ("all", False, 64)
+        assert (params.xmodal_weight, params.within_weight, params.positive_set_size) == (1.0, 1.0, 32)
+
+
+def test_our_own_configs_keep_their_defaults() -> None:
+    from avlearn.config import load_config
+    from avlearn.train.config import PretrainConfig
+
+    cfg = load_config(PretrainConfig, "pretrain/synth_cpu.yaml")
+    assert (cfg.model.head, cfg.data.spec.kind, cfg.data.spec.normalize) == ("mlp", "avid_linear", "instance")
