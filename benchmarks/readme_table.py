@@ -169,7 +169,21 @@ def _scaling(d: dict[str, Any]) -> list[Row]:
            if (c := d.get("compute_ceiling_clips_per_s")) else ""), "", "")]
 
 
+def _model_cost(d: dict[str, Any]) -> list[Row]:
+    video = ", ".join(f"{n} {e['params'] / 1e6:.1f} M / {e['gflop_8x112']:.1f} / {e['gflop_8x224']:.1f}"
+                      for n, e in d["video"].items())
+    audio = ", ".join(f"{n} {e['params'] / 1e6:.2f} M / {e['gflop_2s']:.2f}" for n, e in d["audio"].items())
+    speed = ""
+    if isinstance(c := d.get("cpu_clips_per_s"), dict) and c:
+        speed = "; CPU clips/s at 8x112² (train step / inference): " + ", ".join(
+            f"{n} {_num(v['train'], 2)} / {_num(v['inference'], 2)}" for n, v in c.items())
+    return [(f"encoder size and cost (torch.utils.flop_counter, multiply-add = 2 FLOPs): video parameters / "
+             f"GFLOP at 8x112² / 8x224²: {video}; audio parameters / GFLOP on 2 s (257x200): {audio}{speed}",
+             "", "")]
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "model_cost": _model_cost,
     "decode_speed_": _decode_speed,
     "data_loading": _data_loading,
     "train_throughput_": _train_throughput,
