@@ -99,7 +99,11 @@ HEADS: Registry[Callable[..., nn.Module]] = Registry(
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which encoders and heads make up the model (AVID-CMA defaults).
+    """Which encoders and heads make up the model.
+
+    The defaults are ours (torchvision's R(2+1)D-18 and the Linear-BN-ReLU-Linear head); AVID-CMA's
+    networks are ``video_arch: r2plus1d_18_avid`` and ``head: avid_mlp`` (the ``avid_*`` presets,
+    :data:`avlearn.models.convert_avid.PAPER_MODEL`).
 
     Attributes:
         video_arch: a key of ``VIDEO_ENCODERS`` (``r2plus1d_18_avid`` is AVID-CMA's network,

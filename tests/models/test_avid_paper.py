@@ -82,6 +82,15 @@ def test_paper_video_network_equals_the_reference(train: bool) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_paper_video_convs_pad_explicitly_for_cpu_bf16() -> None:
+    from avlearn.models.explicit_padding import ExplicitPadConv3d
+
+    with torch.device("meta"):
+        model = VIDEO_ENCODERS["r2plus1d_18_avid"]()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert len(convs) == 1 + 8 * 4 + 3 and all(isinstance(m, ExplicitPadConv3d) for m in convs)
+
+
 def test_paper_video_refuses_zero_init_residual() -> None:
     with pytest.raises(ConfigError, match="zero_init_residual"):
         build_av_model(dataclasses.replace(PAPER_MODEL, zero_init_residual=True))
