@@ -17,12 +17,15 @@ spectrogram out time x frequency and avlearn frequency x time (``(B, 1, F, T)``)
 kernels and equal strides the converted network gives the same embedding on the transposed
 input. The memory banks (``train_criterion``) and optimiser state are not converted.
 
-Input the converted model expects (``data.spec`` stored beside the weights): the ``avid_db``
-spectrogram (24 kHz, 1024-point STFT, hop 240, 257 bins, dB) normalised per frequency with the
-statistics the authors trained with -- ``datasets/assets/audio-spectDB-24k-513-norm-stats.npz`` in
-their repository (257 bins; CC-BY-NC, not shipped here) -- via ``data.spec.stats``. Statistics
-from ``avlearn prepare audio-stats`` on your own data are the fallback; they shift the input the
-released audio network saw, so expect some loss in audio accuracy.
+Input the converted model expects (the ``data`` section stored beside the weights, which
+``avlearn localize`` reads): 8 frames at 16 fps, 224 px, ImageNet mean/std, and 2 s of 24 kHz audio
+as the ``avid_db`` spectrogram (1024-point STFT, hop 240, 257 bins, dB) normalised per frequency
+with the statistics the authors trained with -- ``datasets/assets/audio-spectDB-24k-513-norm-
+stats.npz`` in their repository (257 bins; CC-BY-NC, not shipped here). ``--stats FILE`` records
+such a file (``spec.normalize: frequency``); without it the stored spectrogram is un-normalised
+and the audio encoder sees inputs of another scale, so give it. Statistics from ``avlearn prepare
+audio-stats`` on your own data are the fallback; they shift the input the released audio network
+saw, so expect some loss in audio accuracy.
 """
 
 from __future__ import annotations
@@ -37,20 +40,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from avlearn.config import ConfigError, from_dict
+from avlearn.data.audio import load_spec_stats
+from avlearn.data.config import DataConfig
 from avlearn.models.checkpoint import CheckpointError, save_encoders
 from avlearn.models.registry import ModelConfig, build_av_model
 
 __all__ = [
-    "PAPER_MODEL", "PAPER_SPEC", "convert_checkpoint", "convert_state_dict", "main", "to_reference_key",
+    "PAPER_MODEL", "convert_checkpoint", "convert_state_dict", "main", "paper_data", "to_reference_key",
 ]
 
 PAPER_MODEL = ModelConfig(
     video_arch="r2plus1d_18_avid", audio_arch="avid_spec_cnn9", embed_dim=128, head="avid_mlp",
     proj_hidden=512,
 )
-# The front end the released weights were trained on (see avlearn.data.audio); ``stats`` is the user's.
-PAPER_SPEC: dict[str, Any] = {"kind": "avid_db", "sample_rate": 24000, "n_fft": 1024, "hop_seconds": 0.01,
-                              "normalize": "frequency"}
 CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "train_criterion")
 
 _BLOCK = {"conv_s1": "spt_conv1", "bn_s1": "spt_bn1", "conv_t1": "tmp_conv1", "bn_t1": "tmp_bn1",
@@ -66,6 +69,24 @@ _RULES: list[tuple[re.Pattern[str], Any]] = [
      lambda m: f"audio_model.block{m[1]}.{_AUDIO_BLOCK[m[2]]}.{m[3]}"),
     (re.compile(r"(video|audio)_head\.net\.(\d)\.(.+)"), lambda m: f"{m[1]}_proj.projection.{m[2]}.{m[3]}"),
 ]
+
+
+def paper_data(stats: str | None = None) -> dict[str, Any]:
+    """The ``data`` section of the input the released weights were trained on (valid :class:`DataConfig`).
+
+    ``stats``: the per-frequency statistics file (``spec.normalize: frequency``); ``None`` leaves
+    the spectrogram un-normalised.
+    """
+    imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    spec: dict[str, Any] = {"kind": "avid_db", "sample_rate": 24000, "n_fft": 1024, "hop_seconds": 0.01}
+    if stats is not None:
+        spec.update(normalize="frequency", stats=stats)
+    data = {"num_frames": 8, "fps": 16.0, "decode_size": 256, "audio_seconds": 2.0, "sample_rate": 24000,
+            "audio_align": "center", "video_aug": {"size": 224, **imagenet}, "spec": spec}
+    cfg = from_dict(DataConfig, data, prefix="data.")  # a bad edit here fails at once, not in a user's run
+    if stats is not None:
+        load_spec_stats(stats, cfg.spec)  # a missing file or a wrong bin count is named now
+    return data
 
 
 def to_reference_key(key: str) -> str:
@@ -137,15 +158,18 @@ def read_reference_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], Any]
     return dict(payload["model"]), payload.get("epoch")
 
 
-def convert_checkpoint(path: str | Path, out_dir: str | Path) -> Path:
-    """Convert a released AVID / AVID-CMA checkpoint; returns the written ``out_dir/encoders.safetensors``."""
+def convert_checkpoint(path: str | Path, out_dir: str | Path, stats: str | None = None) -> Path:
+    """Convert a released AVID / AVID-CMA checkpoint; returns the written ``out_dir/encoders.safetensors``.
+
+    ``stats``: the spectrogram statistics file to record with it (see the module doc).
+    """
     state, epoch = read_reference_checkpoint(path)
     converted = convert_state_dict(state, str(path))
     model = build_av_model(PAPER_MODEL)
     model.load_state_dict(converted, strict=True)
     config = {
         "model": dataclasses.asdict(PAPER_MODEL),
-        "data": {"spec": PAPER_SPEC},
+        "data": paper_data(stats),
         "converted_from": {"file": Path(path).name, "epoch": epoch, "format": "AVID-CMA av_wrapper"},
     }
     return save_encoders(model, Path(out_dir) / "encoders.safetensors", config)
@@ -156,11 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="avlearn convert avid-cma", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="an AVID / AVID-CMA checkpoint (.pth.tar) of the authors' release")
     parser.add_argument("--out", required=True, help="folder to write encoders.safetensors into")
+    parser.add_argument("--stats", help="per-frequency spectrogram statistics (.npz) to record with the "
+                        "weights: the authors' audio-spectDB-24k-513-norm-stats.npz, or prepare audio-stats'")
     args = parser.parse_args(argv)
+    if args.stats is not None:
+        args.stats = str(Path(args.stats).resolve())
     try:
-        written = convert_checkpoint(args.checkpoint, args.out)
-    except CheckpointError as err:
+        written = convert_checkpoint(args.checkpoint, args.out, args.stats)
+    except (CheckpointError, ConfigError) as err:
         parser.exit(2, f"avlearn convert avid-cma: {err}\n")
+    if args.stats is None:
+        print("note: no --stats given: the stored spectrogram settings are un-normalised; the audio "
+              "encoder expects per-frequency normalisation (data.spec.normalize: frequency, data.spec.stats)")
     print(f"wrote {written} ({PAPER_MODEL.video_arch} + {PAPER_MODEL.audio_arch}, head {PAPER_MODEL.head}); "
           f"use it with --init {Path(args.out)}")
     return 0

@@ -9,13 +9,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from avlearn.cli import main as cli_main
-from avlearn.config import ConfigError
+from avlearn.config import ConfigError, from_dict
+from avlearn.data.audio import Spectrogram
+from avlearn.data.config import DataConfig
 from avlearn.models import (
     HEADS,
     VIDEO_ENCODERS,
@@ -25,6 +28,7 @@ from avlearn.models import (
     ModelConfig,
     build_av_model,
     load_video_encoder,
+    load_weights,
 )
 from avlearn.models.convert_avid import PAPER_MODEL, convert_checkpoint, convert_state_dict
 from tests.models._avid_reference import ReferenceAVWrapper, RefHead, RefR2Plus1D, randomise
@@ -136,7 +140,15 @@ def _write_reference_checkpoint(path: Path, seed: int = 3) -> ReferenceAVWrapper
 def test_converted_checkpoint_gives_the_reference_embeddings(tmp_path: Path) -> None:
     ckpt = tmp_path / "AVID_Kinetics_Cross-N1024_checkpoint.pth.tar"
     ref = _write_reference_checkpoint(ckpt)
-    assert cli_main(["convert", "avid-cma", str(ckpt), "--out", str(tmp_path / "conv")]) == 0
+    stats = tmp_path / "audio-spectDB-24k-513-norm-stats.npz"  # the reference's layout: mean, std only
+    np.savez(stats, mean=np.full(257, -50.0, np.float32), std=np.full(257, 20.0, np.float32))
+    out = str(tmp_path / "conv")
+    assert cli_main(["convert", "avid-cma", str(ckpt), "--out", out, "--stats", str(stats)]) == 0
+    stored = load_weights(tmp_path / "conv").config
+    data = from_dict(DataConfig, stored["data"], prefix="data.")  # what `avlearn localize` reads
+    assert (data.spec.kind, data.spec.normalize, data.spec.num_bins, data.sample_rate) == (
+        "avid_db", "frequency", 257, 24000)
+    assert Spectrogram(data.spec)(torch.zeros(48000)).shape == (1, 257, 200)
     model = AVModel.from_checkpoint(tmp_path / "conv").eval()
     video = torch.randn(2, 3, 8, 48, 48)
     spec_ft = torch.randn(2, 1, 65, 40)  # ours: (B, 1, F, T)
@@ -170,6 +182,20 @@ def test_converter_names_a_wrong_shape(tmp_path: Path) -> None:
     wrong = r"wrong shapes: module\.video_proj\.projection\.4\.weight \(64, 512\)"
     with pytest.raises(CheckpointError, match=wrong):
         convert_state_dict(state, "x.pth.tar")
+
+
+def test_converter_refuses_stats_of_the_wrong_bin_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tmp_path / "ok.pth.tar"
+    _write_reference_checkpoint(ckpt)
+    stats = tmp_path / "audio-spectDB-24k-257-norm-stats.npz"  # the reference's other file: 129 bins
+    np.savez(stats, mean=np.zeros(129, np.float32), std=np.ones(129, np.float32))
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["convert", "avid-cma", str(ckpt), "--out", str(tmp_path / "o"), "--stats", str(stats)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "257-norm-stats.npz: 'mean' has shape (129,) but this spectrogram has 257" in err
 
 
 def test_converter_refuses_a_truncated_file(tmp_path: Path) -> None:
