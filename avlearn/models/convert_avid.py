@@ -22,7 +22,10 @@ Input the converted model expects (the ``data`` section stored beside the weight
 as the ``avid_db`` spectrogram (1024-point STFT, hop 240, 257 bins, dB) normalised per frequency
 with the statistics the authors trained with -- ``datasets/assets/audio-spectDB-24k-513-norm-
 stats.npz`` in their repository (257 bins; CC-BY-NC, not shipped here). ``--stats FILE`` records
-such a file (``spec.normalize: frequency``); without it the stored spectrogram is un-normalised
+such a file (``spec.normalize: frequency``). That file was made with another STFT (a 512-point
+one, hop 1/64 s, per the ``main()`` of ``datasets/preprocessing.py`` in an earlier revision of the
+reference), so the reference's normalised input is not zero-mean; it is still what the weights saw,
+so it is the file to use with them. Without ``--stats`` the stored spectrogram is un-normalised
 and the audio encoder sees inputs of another scale, so give it. Statistics from ``avlearn prepare
 audio-stats`` on your own data are the fallback; they shift the input the released audio network
 saw, so expect some loss in audio accuracy.
