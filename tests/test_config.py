@@ -224,7 +224,7 @@ SYNTH = ROOT / "avlearn/configs/pretrain/synth_cpu.yaml"
         ("data.video_aug.hue=0.7", ["data.video_aug.hue=0.7 is invalid", "[0, 0.5]"]),
         ("optim.lr=-1", ["optim.lr=-1.0 is invalid", "must be > 0"]),
         ("model.video_arch=nope", ["model.video_arch='nope' is invalid",
-                                   "r2plus1d_18, r2plus1d_small, r2plus1d_tiny"]),
+                                   "r2plus1d_18, r2plus1d_18_avid, r2plus1d_small, r2plus1d_tiny"]),
         ("model.head=mpl", ["model.head='mpl' is invalid", "Did you mean 'mlp'"]),
         ("data.spec.n_fft=1", ["data.spec.n_fft=1 is invalid", "integer >= 2"]),
         ("data.audio_aug.volume=[2, 1]", ["data.audio_aug.volume=(2.0, 1.0) is invalid", "min <= max"]),

@@ -227,10 +227,11 @@ def test_weight_init_and_zero_init_residual() -> None:
 
 
 def test_registries_list_valid_names() -> None:
-    assert set(VIDEO_ENCODERS) == {"r2plus1d_18", "r2plus1d_small", "r2plus1d_tiny"}
+    assert set(VIDEO_ENCODERS) == {"r2plus1d_18", "r2plus1d_18_avid", "r2plus1d_small", "r2plus1d_tiny"}
     assert set(AUDIO_ENCODERS) == {"avid_spec_cnn9", "avid_spec_cnn9_small", "avid_spec_cnn9_tiny"}
-    assert set(HEADS) == {"mlp", "linear", "identity"}
-    with pytest.raises(ConfigError, match=r"unknown video encoder 'resnet50'.*r2plus1d_18, r2plus1d_small"):
+    assert set(HEADS) == {"mlp", "avid_mlp", "linear", "identity"}
+    valid = r"unknown video encoder 'resnet50'.*r2plus1d_18, r2plus1d_18_avid, r2plus1d_small"
+    with pytest.raises(ConfigError, match=valid):
         VIDEO_ENCODERS["resnet50"]
     with pytest.raises(ConfigError, match=r"avid_spec_cnn9, avid_spec_cnn9_small, avid_spec_cnn9_tiny"):
         build_av_model({"audio_arch": "vggish"})
