@@ -9,6 +9,7 @@ file listing paths, or explicit paths; probes each file in a process pool
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections import Counter
@@ -18,7 +19,9 @@ from pathlib import Path
 from avlearn.data.manifest import VideoInfo, write_manifest
 from avlearn.data.probe import probe_many
 
-__all__ = ["VIDEO_EXTENSIONS", "collect_paths", "index_collection", "main", "summarize"]
+__all__ = ["VIDEO_EXTENSIONS", "collect_paths", "index_collection", "main", "skipped_summary", "summarize"]
+
+logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".flv", ".mpg", ".mpeg", ".ts", ".mts",
@@ -37,24 +40,28 @@ def _list_file(path: Path) -> list[Path]:
     return out
 
 
-def _scan(folder: Path, extensions: Sequence[str]) -> list[Path]:
+def _scan(folder: Path, extensions: Sequence[str], skipped: list[Path] | None = None) -> list[Path]:
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         # Hidden files are macOS "._x.mp4" junk or in-progress temp files.
-        found += [Path(dirpath) / f for f in sorted(filenames)
-                  if not f.startswith(".") and Path(f).suffix.lower() in exts]
+        visible = [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+        found += [p for p in visible if p.suffix.lower() in exts]
+        if skipped is not None:
+            skipped += [p for p in visible if p.suffix.lower() not in exts]
     return found
 
 
 def collect_paths(inputs: str | Path | Iterable[str | Path],
-                  extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+                  extensions: Sequence[str] = VIDEO_EXTENSIONS,
+                  skipped: list[Path] | None = None) -> list[Path]:
     """Resolve a folder (scanned recursively), a list file (one path a line), or paths.
 
     Returns absolute paths without duplicates, in a deterministic order. A missing input raises
     :class:`FileNotFoundError` (a typo should not index nothing); a missing file named inside a
-    list becomes a ``bad`` row when probed.
+    list becomes a ``bad`` row when probed. ``skipped``: a list that receives the (visible) files
+    of scanned folders whose suffix is not in ``extensions`` (e.g. audio-only ``.m4a``).
     """
     items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     paths: list[Path] = []
@@ -63,7 +70,7 @@ def collect_paths(inputs: str | Path | Iterable[str | Path],
         if not p.exists():
             raise FileNotFoundError(f"input not found: {item} (give a folder, a .txt list or videos)")
         if p.is_dir():
-            paths += _scan(p, extensions)
+            paths += _scan(p, extensions, skipped)
         elif p.is_file() and (p.suffix.lower() in LIST_SUFFIXES):
             paths += _list_file(p)
         else:
@@ -110,6 +117,21 @@ def summarize(rows: Sequence[VideoInfo]) -> str:
     return "\n".join(lines)
 
 
+def skipped_summary(skipped: Sequence[Path], limit: int = 20) -> str:
+    """Lines naming the files a folder scan left out by suffix, counted per suffix ('' if none)."""
+    if not skipped:
+        return ""
+    by_suffix = Counter(p.suffix.lower() or "(no suffix)" for p in skipped)
+    counts = ", ".join(f"{n} {suffix}" for suffix, n in by_suffix.most_common())
+    lines = [f"skipped {len(skipped)} file(s) whose suffix is not a video's ({counts}); "
+             "add a suffix with --extensions to index them (audio-only files such as .m4a have no "
+             "video track and would be marked bad):"]
+    lines += [f"  {p}" for p in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"  ... and {len(skipped) - limit} more")
+    return "\n".join(lines)
+
+
 def index_collection(
     inputs: str | Path | Iterable[str | Path],
     out: str | Path,
@@ -133,7 +155,14 @@ def index_collection(
     out = Path(out)
     if out.suffix not in (".csv", ".jsonl"):
         raise ValueError(f"--out {out}: the manifest must end in .csv or .jsonl")
-    paths = collect_paths(inputs, extensions)
+    skipped: list[Path] = []
+    paths = collect_paths(inputs, extensions, skipped)
+    if not paths:
+        raise ValueError(f"no video file found in {_names(inputs)} (suffixes: {' '.join(extensions)}); "
+                         "nothing indexed, no manifest written"
+                         + (f"\n{skipped_summary(skipped)}" if skipped else ""))
+    if skipped:
+        logger.warning(skipped_summary(skipped))
     rows = probe_many(paths, workers or os.cpu_count() or 1, progress)
     manifest_dir = out.parent.resolve()
     for row, path, vid in zip(rows, paths, _assign_ids(paths), strict=True):
@@ -144,6 +173,10 @@ def index_collection(
         print(summarize(rows))
         print(f"manifest: {out}")
     return rows
+
+
+def _names(inputs: str | Path | Iterable[str | Path]) -> str:
+    return str(inputs) if isinstance(inputs, str | Path) else ", ".join(str(i) for i in inputs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -193,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {out} ({frames.shape[0]} frames at {vrate:g} fps)")
         write_strip_png(frames, heat, strip, n=args.strip_frames, cmap=args.cmap)
         print(f"wrote {strip}")
-    except (CheckpointError, DecodeError, ValueError) as err:
+    except CheckpointError as err:  # --checkpoint or --localizer names no usable file: usage
+        print(f"avlearn localize: {err}", file=sys.stderr)
+        return 2
+    except (DecodeError, ValueError) as err:
         print(f"avlearn localize: {err}", file=sys.stderr)
         return 1
     return 0

@@ -198,12 +198,14 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, A
     from torch.utils.data import DataLoader
 
     from avlearn.data.dataset import av_collate
+    from avlearn.data.splits import load_split
     from avlearn.eval.classification import ClassificationReport
     from avlearn.eval.results import write_report
     from avlearn.models.weights import load_encoder, load_weights
     from avlearn.train.engine import Engine
     from avlearn.train.optim import build_optimizer, build_scheduler
 
+    load_split(cfg.dataset, "test")  # an empty or missing test split stops here, not after training
     t_start = time.perf_counter()
     # the frozen warm-up leaves the encoder without gradients, which DDP must be told
     engine = Engine(cfg.train, cfg.run_dir, clip_grad_norm=cfg.optim.clip_grad_norm,

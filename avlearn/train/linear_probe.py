@@ -255,11 +255,19 @@ def _cache_key(cfg: ProbeConfig, init: Weights, split: LabelledSplit, num_clips:
 def cached_features(path: Path, key: str, compute: Any) -> tuple[dict[str, Tensor], bool]:
     """Load ``path`` when its key is ``key``, else ``compute()`` and save; returns ``(features, reused)``."""
     if path.is_file():
-        stored = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated by a killed run, or not a feature file: recompute
+            logger.warning("cached features %s cannot be read (%s: %s; truncated or corrupt): recomputing "
+                           "and overwriting it", path, type(err).__name__, err)
+            stored = {}
+        if not isinstance(stored, dict):
+            stored = {}
         if stored.get("key") == key:
             logger.info("reusing cached features %s", path)
             return {k: v for k, v in stored.items() if k != "key"}, True
-        logger.info("cached features %s were made with other settings: recomputing", path)
+        if stored:
+            logger.info("cached features %s were made with other settings: recomputing", path)
     feats: dict[str, Tensor] = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pt.tmp")

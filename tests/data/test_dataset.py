@@ -90,7 +90,8 @@ def test_sample_keys_shapes_and_content(collection: dict[str, object], backend: 
     assert len(ds) == 2 * 4
     for i in range(len(ds)):
         s = ds[i]
-        assert set(s) == {"video", "audio", "index", "video_id", "start", "av_offset", "skipped", "failures"}
+        assert set(s) == {"video", "audio", "index", "video_id", "start", "av_offset", "skipped", "failures",
+                          "audio_padded"}
         assert s["video"].shape == (3, 4, 32, 43) and s["video"].dtype == torch.float32
         assert s["audio"].shape == (SR // 2,)
         assert s["index"] == i % 4 and s["video_id"] == ds.videos[s["index"]].video_id

@@ -186,3 +186,28 @@ def test_worker_crash_does_not_kill_the_run(collection: dict[str, Path], tmp_pat
     assert [Path(r.path) for r in rows] == paths
     assert rows[2].status == "bad" and CRASH_MESSAGE in rows[2].reason
     assert [r.status for r in rows[:2] + rows[3:]] == ["ok", "ok", "warn", "warn", "warn"]
+
+
+def test_empty_folder_is_an_error_not_an_empty_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    out = tmp_path / "m.csv"
+    assert main([str(folder), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"no video file found in {folder}" in err and "no manifest written" in err
+    assert not out.exists()  # so a later `pretrain data.manifest=m.csv` says "no such file", not 0 rows
+
+
+def test_skipped_files_are_listed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "mixed"
+    write_av(folder / "song.m4a", None, 25, tone(0.5, 16000), 16000)
+    (folder / "notes.txt").write_text("not media\n")
+    write_av(folder / "clip.mp4", frames(10), 25, tone(0.4, 16000), 16000)
+    with caplog.at_level("WARNING", logger="data_prep.index"):
+        rows = index_collection(folder, tmp_path / "m.csv", workers=1, progress=False)
+    assert len(rows) == 1
+    text = caplog.text
+    assert "skipped 2 file(s)" in text and "1 .m4a" in text and "--extensions" in text
+    assert str(folder / "song.m4a") in text and str(folder / "notes.txt") in text

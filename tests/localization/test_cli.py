@@ -102,3 +102,26 @@ def test_model_input_comes_from_a_stored_run_config() -> None:
     inp = model_input_from_checkpoint(stored)
     assert (inp.fps, inp.num_frames, inp.size) == (8.0, 4, 112)
     assert model_input_from_checkpoint({"video_arch": "r2plus1d_tiny"}) == ModelInput()
+
+
+def test_localize_takes_a_run_dir_as_the_readme_says(tmp_path: Path, checkpoint: Path) -> None:
+    run = tmp_path / "runs" / "a"
+    run.mkdir(parents=True)
+    (run / "encoders.safetensors").write_bytes(checkpoint.read_bytes())
+    video = _video(tmp_path / "my_video.mp4", 440.0, 8)
+    out = tmp_path / "overlay.mp4"
+    assert avlearn_main(["localize", str(video), "--checkpoint", str(run), "--out", str(out), "--size", "32",
+                         "--audio-seconds", "1.0"]) == 0
+    assert out.is_file() and out.with_suffix(".png").is_file()
+
+
+def test_truncated_localizer_or_checkpoint_is_a_usage_error_naming_the_file(
+    tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = _video(tmp_path / "in.mp4", 440.0, 8)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(checkpoint.read_bytes()[:300])
+    for flags in (["--checkpoint", str(checkpoint), "--localizer", str(cut)], ["--checkpoint", str(cut)]):
+        assert main([str(video), *flags, "--out", str(tmp_path / "o.mp4"), "--size", "32"]) == 2
+        err = capsys.readouterr().err
+        assert str(cut) in err and "truncated or corrupt" in err and "Traceback" not in err

@@ -109,3 +109,17 @@ def test_label_fraction_selects_per_class_counts(root: Path, fraction: float) ->
 def test_label_fraction_is_validated() -> None:
     with pytest.raises(ValueError, match="label_fraction"):
         load_config(FinetuneConfig, CONFIG, ["dataset.label_fraction=0"])
+
+
+@pytest.mark.parametrize("test_list", ["", "Bouncing/gone.mp4\n"])
+def test_an_empty_or_missing_test_split_stops_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], test_list: str
+) -> None:
+    from tests.train.downstream_helpers import one_video_layout
+
+    root = one_video_layout(tmp_path / "ds", test_list)
+    run = tmp_path / "run"
+    assert main(["--config", CONFIG, "--init", "scratch", *fast_overrides(root, run, **QUIET)]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.test_split" in err and "synthetic test" in err and "Traceback" not in err
+    assert not (run / "checkpoints").exists() and not (run / "metrics.jsonl").exists()
