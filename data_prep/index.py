@@ -28,6 +28,7 @@ VIDEO_EXTENSIONS = (
     ".3gp", ".wmv", ".ogv",
 )
 LIST_SUFFIXES = (".txt", ".lst", ".list")
+SILENT_WARNINGS = ("audio/video duration mismatch", "silent audio")  # listed by name in the summary
 
 
 def _list_file(path: Path) -> list[Path]:
@@ -105,7 +106,8 @@ def _manifest_path(path: Path, manifest_dir: Path) -> str:
 
 
 def summarize(rows: Sequence[VideoInfo]) -> str:
-    """Counts per status and per reason category, then every bad file with its reason."""
+    """Counts per status and per reason category, then every bad file with its reason, and every
+    file whose sound is silent or ends early."""
     statuses = Counter(r.status for r in rows)
     reasons = Counter(part.split(":", 1)[0] for r in rows for part in r.reason.split("; ") if part)
     lines = [f"{len(rows)} files: " + ", ".join(f"{statuses[s]} {s}" for s in ("ok", "warn", "bad"))]
@@ -114,6 +116,10 @@ def summarize(rows: Sequence[VideoInfo]) -> str:
     if bad:
         lines.append(f"bad files ({len(bad)}):")
         lines += [f"  {r.path}: {r.reason}" for r in bad]
+    quiet = [r for r in rows if r.status == "warn" and any(w in r.reason for w in SILENT_WARNINGS)]
+    if quiet:  # usable, but would train on silence: name them
+        lines.append(f"files with missing or silent sound ({len(quiet)}):")
+        lines += [f"  {r.path}: {r.reason}" for r in quiet]
     return "\n".join(lines)
 
 
@@ -138,6 +144,7 @@ def index_collection(
     workers: int | None = None,
     progress: bool = True,
     extensions: Sequence[str] = VIDEO_EXTENSIONS,
+    check_silence: bool = True,
 ) -> list[VideoInfo]:
     """Probe every video under ``inputs`` and write the manifest ``out`` (.csv or .jsonl).
 
@@ -148,6 +155,7 @@ def index_collection(
         workers: probe processes (default: all CPU cores; 1 probes in this process).
         progress: show a progress bar and print the summary.
         extensions: file suffixes taken from folders.
+        check_silence: decode every audio track to warn of silent ones (see :mod:`avlearn.data.probe`).
 
     Returns:
         The rows written, in path order.
@@ -163,7 +171,7 @@ def index_collection(
                          + (f"\n{skipped_summary(skipped)}" if skipped else ""))
     if skipped:
         logger.warning(skipped_summary(skipped))
-    rows = probe_many(paths, workers or os.cpu_count() or 1, progress)
+    rows = probe_many(paths, workers or os.cpu_count() or 1, progress, check_silence=check_silence)
     manifest_dir = out.parent.resolve()
     for row, path, vid in zip(rows, paths, _assign_ids(paths), strict=True):
         row.path = _manifest_path(path, manifest_dir)
@@ -195,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="parallel probe processes (default: number of CPU cores; 1 = no pool)")
     parser.add_argument("--extensions", nargs="+", default=list(VIDEO_EXTENSIONS), metavar="EXT",
                         help="file suffixes to take from folders (default: %(default)s)")
+    parser.add_argument("--no-silence-check", action="store_true",
+                        help="do not decode the audio tracks to warn of silent ones (a few ms per minute "
+                        "of audio; audio/video duration mismatches are still reported)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     return parser
 
@@ -203,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry: ``avlearn prepare index``. Returns 0 (bad files are reported, not errors)."""
     args = build_parser().parse_args(argv)
     try:
-        index_collection(args.inputs, args.out, args.workers, not args.quiet, args.extensions)
+        index_collection(args.inputs, args.out, args.workers, not args.quiet, args.extensions,
+                         check_silence=not args.no_silence_check)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

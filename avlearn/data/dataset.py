@@ -62,10 +62,10 @@ logger = logging.getLogger(__name__)
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 """A random transform: ``(tensor, generator) -> tensor``; all its randomness must come from the generator."""
 
-_LIST_KEYS = ("video_id", "failures")
+_LIST_KEYS = ("video_id", "failures")  # collated as lists (strings; per-sample lists concatenated)
 PAD_TOLERANCE_S = 0.1
 """Silence padded into a clip's audio window beyond this (s) is counted (AAC frames end up to 64 ms
-off the video's end at 16 kHz; more means the audio track is really shorter)."""  # collated as lists (strings; per-sample lists concatenated)
+off the video's end at 16 kHz; more means the audio track is really shorter)."""
 
 
 class NoUsableVideoError(ValueError):
