@@ -12,9 +12,9 @@ Every file streams frame by frame (memory does not grow with the video's length)
 written to a hidden temporary file and renamed when complete, so a second run skips what exists
 (resume after an interruption); an existing output is probed first, and one the probe marks
 ``bad`` (truncated, e.g. by a copy or a full disk) is encoded again. A file that fails is
-reported and counted, never fatal. At the end the outputs are probed (as ``prepare index`` does) into ``--manifest-out``; when the
-input is a manifest its ``video_id`` and ``label`` columns carry over and its ``bad`` rows are
-skipped.
+reported and counted, never fatal. At the end the outputs are probed (as ``prepare index``
+does) into ``--manifest-out``; when the input is a manifest its ``video_id`` and ``label``
+columns carry over and its ``bad`` rows are skipped.
 
 Alignment: output time 0 is the source's first video frame. Each audio frame is placed by its
 timestamp relative to that frame (leading silence is padded, audio before it is cut), so the
