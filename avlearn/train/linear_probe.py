@@ -213,8 +213,8 @@ def pool_stages(stages: dict[str, Tensor], names: Sequence[str], pool: Pool) -> 
 
 def extract_features(encoder: nn.Module, dataset: Dataset[dict[str, Any]], modality: str,
                      stages: Sequence[str], pool: Pool, batch_size: int,
-                     num_workers: int = 0) -> dict[str, Tensor]:
-    """Frozen features of every clip of ``dataset``.
+                     num_workers: int = 0, progress: bool = False) -> dict[str, Tensor]:
+    """Frozen features of every clip of ``dataset`` (``progress``: a bar per batch).
 
     Returns ``features (N, D)`` float32, ``labels (N,)``, ``video_index (N,)``, ``clip_index (N,)``.
     """
@@ -230,7 +230,7 @@ def extract_features(encoder: nn.Module, dataset: Dataset[dict[str, Any]], modal
         return {"features": pool_stages(out.stages, stages, pool).float(), "labels": batch["label"],
                 "video_index": batch["video_index"], "clip_index": batch["clip_index"]}
 
-    return run_inference(encoder, loader, step, desc=f"{modality} features")
+    return run_inference(encoder, loader, step, progress, desc=f"{modality} features")
 
 
 def _init_fingerprint(init: Weights, cfg: ProbeConfig) -> dict[str, Any]:
@@ -338,7 +338,7 @@ def linear_probe(cfg: ProbeConfig, init: str) -> dict[str, Any]:
             logger.info("extracting %s features of %d items x %d clips", which, len(split), num_clips)
             return extract_features(encoder, _clip_dataset(cfg, split, num_clips), cfg.modality,
                                     cfg.features.stages, cfg.features.pool, cfg.features.batch_size,
-                                    cfg.data.num_workers)
+                                    cfg.data.num_workers, progress=True)
 
         key = _cache_key(cfg, source, split, num_clips)
         cache = Path(cfg.features.cache_dir or run_dir) / f"features_{which}.pt"

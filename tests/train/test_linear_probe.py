@@ -133,3 +133,18 @@ def test_a_truncated_feature_cache_is_recomputed(tmp_path: Path, caplog: pytest.
     assert not reused and torch.equal(again["features"], feats["features"])
     assert str(cache) in caplog.text and "truncated or corrupt" in caplog.text
     assert cached_features(cache, "k", lambda: {})[1]  # rewritten whole: reused next time
+
+
+def test_feature_extraction_shows_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    from avlearn.models.registry import ModelConfig
+    from avlearn.models.weights import Weights, load_encoder
+    from avlearn.train.linear_probe import extract_features
+
+    encoder = load_encoder(Weights(None, ModelConfig(video_arch="r2plus1d_tiny"), "scratch"), "video")
+    clips = [{"video": torch.rand(3, 4, 16, 16), "label": 0, "video_index": i, "clip_index": 0}
+             for i in range(6)]
+    feats = extract_features(encoder, clips, "video", ["layer4"], "max", batch_size=2,  # type: ignore[arg-type]
+                             progress=True)
+    assert feats["features"].shape[0] == 6
+    err = capsys.readouterr().err
+    assert "video features" in err and "3/3" in err
