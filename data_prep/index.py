@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         index_collection(args.inputs, args.out, args.workers, not args.quiet, args.extensions,
                          check_silence=not args.no_silence_check)
     except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{build_parser().prog}: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                              sample_rate=args.sample_rate, mono=args.mono, crf=args.crf, preset=args.preset)
         reencode_collection(args.inputs, args.out, opts, args.workers, args.manifest_out, not args.quiet)
     except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{build_parser().prog}: {err}", file=sys.stderr)
         return 2
     return 0
 
