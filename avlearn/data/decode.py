@@ -141,6 +141,8 @@ class Clip:
         frame_times: ``(T,)`` timestamps (s) of the file frames that were used.
         extra_audio: ``(S,)`` windows read from the same open file at the ``extra_audio`` starts
             given to :func:`decode_clip` (e.g. AVTS-style shifted negatives), in that order.
+        audio_padded: seconds of ``audio``'s window outside the audio track (zeros: before its
+            start or past its end, e.g. a file whose sound stops before its pictures).
     """
 
     video: torch.Tensor
@@ -149,6 +151,7 @@ class Clip:
     audio_start: float
     frame_times: np.ndarray
     extra_audio: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    audio_padded: float = 0.0
 
 
 def clip_frame_times(start: float, spec: ClipSpec) -> np.ndarray:
@@ -430,9 +433,15 @@ def read_audio(
 
 
 def _read_audio(container: Any, path: str, start: float, seconds: float, sample_rate: int) -> torch.Tensor:
+    return _read_audio_padded(container, path, start, seconds, sample_rate)[0]
+
+
+def _read_audio_padded(container: Any, path: str, start: float, seconds: float,
+                       sample_rate: int) -> tuple[torch.Tensor, float]:
+    """:func:`_read_audio` and the seconds of the window that no decoded audio frame covered."""
     n_out = round(seconds * sample_rate)
     if n_out == 0:
-        return torch.zeros(0)
+        return torch.zeros(0), 0.0
     if not container.streams.audio:
         raise DecodeError(path, "has no audio track (audio-visual training needs one)")
     stream = container.streams.audio[0]
@@ -454,6 +463,8 @@ def _read_audio(container: Any, path: str, start: float, seconds: float, sample_
     seek_t = max(a0 / sr_in - _AUDIO_PREROLL, 0.0)
     keep: list[int] = []  # the channels averaged into mono (all but LFE) for `layout`
     layout = ""
+    inner = (a0 + margin_in, a0 + length - margin_in)  # the native samples the output is made of
+    covered = 0
     _CLOCK.start()
     try:
         container.seek(int(seek_t / tb), stream=stream, backward=True, any_frame=False)
@@ -478,6 +489,7 @@ def _read_audio(container: Any, path: str, start: float, seconds: float, sample_
                 samples = _frame_samples(frame, keep)
                 mono = samples[0] if len(keep) == 1 else samples.mean(axis=0)
                 buf[lo - a0 : hi - a0] = mono[lo - first : hi - first]
+                covered += max(0, min(hi, inner[1]) - max(lo, inner[0]))
                 _CLOCK.lap("audio downmix")
             if done:
                 break
@@ -491,7 +503,7 @@ def _read_audio(container: Any, path: str, start: float, seconds: float, sample_
         wav = torch.nn.functional.pad(wav, (0, n_out - wav.shape[0]))
     wav = wav[:n_out].contiguous()
     _CLOCK.lap("resample")
-    return wav
+    return wav, max(0, inner[1] - inner[0] - covered) / sr_in
 
 
 # ---------------------------------------------------------------------------------------- video
@@ -558,10 +570,11 @@ def _decode_pyav(path: str | os.PathLike[str], start: float, spec: ClipSpec,
         video = _to_video_tensor(frames, spec.uint8_frames)
         _CLOCK.lap("to tensor")
         audio_start = audio_window_start(start, spec)
-        audio = _read_audio(container, str(path), audio_start, spec.audio_seconds, spec.sample_rate)
+        audio, padded = _read_audio_padded(container, str(path), audio_start, spec.audio_seconds,
+                                           spec.sample_rate)
         extra = _extra_audio(container, path, extra_audio, spec)
         _CLOCK.start()
-        return Clip(video, audio, start, audio_start, np.asarray(times)[chosen], extra)
+        return Clip(video, audio, start, audio_start, np.asarray(times)[chosen], extra, padded)
     finally:
         container.close()
         _CLOCK.lap("close")
@@ -606,10 +619,11 @@ def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec,
             frames = _decord_frames_resized(decord, path, chosen, width, height)
         del reader
         audio_start = audio_window_start(start, spec)
-        audio = _read_audio(container, str(path), audio_start, spec.audio_seconds, spec.sample_rate)
+        audio, padded = _read_audio_padded(container, str(path), audio_start, spec.audio_seconds,
+                                           spec.sample_rate)
         video = _to_video_tensor(frames, spec.uint8_frames)
         extra = _extra_audio(container, path, extra_audio, spec)
-        return Clip(video, audio, start, audio_start, times[chosen, 0].astype(np.float64), extra)
+        return Clip(video, audio, start, audio_start, times[chosen, 0].astype(np.float64), extra, padded)
     finally:
         container.close()
 

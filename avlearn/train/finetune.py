@@ -124,13 +124,14 @@ class VideoClassifier(nn.Module):
         return logits
 
 
-def predict(model: nn.Module, loader: Any, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+def predict(model: nn.Module, loader: Any, device: torch.device,
+            progress: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Clip logits ``(N, C)``, labels ``(N,)`` and video indices ``(N,)`` of every batch of ``loader``."""
     from avlearn.eval.inference import run_inference
 
     out = run_inference(model, loader, lambda b: {"logits": model(b["video"].to(device)).float(),
                                                   "label": b["label"], "video": b["video_index"]},
-                        desc="predict")
+                        progress, desc="evaluate test clips")
     return out["logits"], out["label"], out["video"]
 
 
@@ -202,12 +203,14 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True,
     from torch.utils.data import DataLoader
 
     from avlearn.data.dataset import av_collate
+    from avlearn.data.splits import load_split
     from avlearn.eval.classification import ClassificationReport
     from avlearn.eval.results import write_report
     from avlearn.models.weights import load_encoder, load_weights
     from avlearn.train.engine import Engine
     from avlearn.train.optim import build_optimizer, build_scheduler
 
+    load_split(cfg.dataset, "test")  # an empty or missing test split stops here, not after training
     t_start = time.perf_counter()
     # the frozen warm-up leaves the encoder without gradients, which DDP must be told
     engine = Engine(cfg.train, cfg.run_dir, clip_grad_norm=cfg.optim.clip_grad_norm,
@@ -244,7 +247,7 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True,
         test = eval_dataset(cfg, dict(dataset.class_to_idx)) if datasets is None else datasets[1]
         test_loader = DataLoader(test, batch_size=cfg.eval.batch_size, shuffle=False,
                                  num_workers=cfg.data.num_workers, collate_fn=av_collate)
-        logits, labels, videos = predict(model, test_loader, engine.device)
+        logits, labels, videos = predict(model, test_loader, engine.device, cfg.train.progress)
         report = ClassificationReport.from_outputs(logits, labels, videos, test.class_names)
         extra = {"init": source.source, "label_fraction": cfg.dataset.label_fraction,
                  "train_videos": dataset.num_videos, "test_videos": test.num_videos, "steps": pos.step,

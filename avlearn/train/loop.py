@@ -84,7 +84,7 @@ def _eval_loader(cfg: PretrainConfig) -> DataLoader[dict[str, Any]] | None:
         return None
     # one centre-cropped clip per video: several clips of one video would be near-duplicates
     data = dataclasses.replace(cfg.data, clips_per_video=1)
-    ds = build_dataset(data, train=False, manifest=cfg.eval.manifest)
+    ds = build_dataset(data, train=False, manifest=cfg.eval.manifest, key="eval.manifest")
     return DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=0, collate_fn=av_collate)
 
 
