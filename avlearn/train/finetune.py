@@ -210,7 +210,8 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True,
     from avlearn.train.engine import Engine
     from avlearn.train.optim import build_optimizer, build_scheduler
 
-    load_split(cfg.dataset, "test")  # an empty or missing test split stops here, not after training
+    if datasets is None:
+        load_split(cfg.dataset, "test")  # an empty or missing test split stops here, not after training
     t_start = time.perf_counter()
     # the frozen warm-up leaves the encoder without gradients, which DDP must be told
     engine = Engine(cfg.train, cfg.run_dir, clip_grad_norm=cfg.optim.clip_grad_norm,
