@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -330,13 +330,19 @@ def full_size(names: Iterable[str]) -> list[str]:
     return [n for n in names if not re.search(r"_(small|tiny)$", n)]
 
 
+def by_size(names: list[str], registry: Mapping[str, Callable[..., torch.nn.Module]]) -> list[str]:
+    """``names`` by the parameter count of the module each builds, smallest first (stable)."""
+    return sorted(names, key=lambda n: sum(p.numel() for p in registry[n]().parameters()))
+
+
 def arch_pairs(video_archs: list[str] | None, audio_archs: list[str] | None) -> list[tuple[str, str]]:
     """(video, audio) pairs to measure: each video encoder with the default audio encoder, then each
-    other audio encoder with the default video encoder. Default lists: the full-size registered ones."""
+    other audio encoder with the default video encoder. Default lists: the full-size registered ones,
+    fewest parameters first (cheaper setups first, so that more of them fit the time budget)."""
     from avlearn.models.registry import AUDIO_ENCODERS, VIDEO_ENCODERS, ModelConfig
 
-    videos = video_archs or full_size(VIDEO_ENCODERS)
-    audios = audio_archs or full_size(AUDIO_ENCODERS)
+    videos = video_archs or by_size(full_size(VIDEO_ENCODERS), VIDEO_ENCODERS)
+    audios = audio_archs or by_size(full_size(AUDIO_ENCODERS), AUDIO_ENCODERS)
     for name in videos:
         VIDEO_ENCODERS[name]  # an unknown name fails here, listing the valid ones
     for name in audios:
