@@ -9,7 +9,10 @@ benchmark never breaks the table.
     python benchmarks/readme_table.py --write    # replace the block in README.md
     python benchmarks/readme_table.py --check    # exit 1 if README.md is out of date
 
-The block sits between ``<!-- benchmarks:start -->`` and ``<!-- benchmarks:end -->``.
+The block sits between ``<!-- benchmarks:start -->`` and ``<!-- benchmarks:end -->``. The
+paragraph on what ``make demo`` measured sits between ``<!-- demo:start -->`` and
+``<!-- demo:end -->``, rendered from ``benchmarks/results/demo.json`` (written by
+``benchmarks/record_demo.py`` from a demo run's ``summary.json``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+DEMO_START, DEMO_END = "<!-- demo:start -->", "<!-- demo:end -->"
+DEMO = RESULTS / "demo.json"
 HEADER = "| benchmark | what it measured (headline figures) | machine | command |\n|---|---|---|---|"
 
 Row = tuple[str, str, str]  # (what it measured, machine, command); "" means the file's own
@@ -169,7 +174,107 @@ def _scaling(d: dict[str, Any]) -> list[Row]:
            if (c := d.get("compute_ceiling_clips_per_s")) else ""), "", "")]
 
 
+def _model_cost(d: dict[str, Any]) -> list[Row]:
+    video = ", ".join(f"{n} {e['params'] / 1e6:.1f} M / {e['gflop_8x112']:.1f} / {e['gflop_8x224']:.1f}"
+                      for n, e in d["video"].items())
+    audio = ", ".join(f"{n} {e['params'] / 1e6:.2f} M / {e['gflop_2s']:.2f}" for n, e in d["audio"].items())
+    speed = ""
+    if isinstance(c := d.get("cpu_clips_per_s"), dict) and c:
+        speed = "; CPU clips/s at 8x112² (train step / inference): " + ", ".join(
+            f"{n} {_num(v['train'], 2)} / {_num(v['inference'], 2)}" for n, v in c.items())
+    return [(f"encoder size and cost (torch.utils.flop_counter, multiply-add = 2 FLOPs): video parameters / "
+             f"GFLOP at 8x112² / 8x224²: {video}; audio parameters / GFLOP on 2 s (257x200): {audio}{speed}",
+             "", "")]
+
+
+def _p1(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def _demo_figures(d: dict[str, Any]) -> dict[str, str]:
+    """The demo's headline figures as text, by name."""
+    pre, down, loc = d["pretrain"], d["downstream"], d["localization"]["methods"]
+    probe, ft, chance = down["linear_probe"], down["finetune"]["action"], down["chance"]
+    learned, posthoc = loc["trained, learned localizer"], loc["trained, post hoc"]
+    rand, centre = loc["random init, post hoc"], loc["centre box"]
+    return {
+        "r1_before": _p1(pre["retrieval_before"]["v2a_r1"]),
+        "r1_after": _p1(pre["retrieval_after"]["v2a_r1"]),
+        "r1_chance": _p1(pre["chance_r1"]),
+        "object_av": _p1(probe["object"]["av"]["video_top1"]),
+        "object_random": _p1(probe["object"]["random"]["video_top1"]),
+        "action_av": _p1(probe["action"]["av"]["video_top1"]),
+        "action_random": _p1(probe["action"]["random"]["video_top1"]), "action_chance": _p1(chance["action"]),
+        "ft_av": _p1(ft["av"]["video_top1"]), "ft_scratch": _p1(ft["random"]["video_top1"]),
+        "ft_steps": str(ft["av"]["steps"]),
+        "point_learned": f"{learned['pointing']:.2f}", "point_posthoc": f"{posthoc['pointing']:.2f}",
+        "point_centre": f"{centre['pointing']:.2f}", "point_random": f"{rand['pointing']:.2f}",
+        "ciou_learned": f"{learned['ciou50']:.2f}", "ciou_posthoc": f"{posthoc['ciou50']:.2f}",
+        "ciou_centre": f"{centre['ciou50']:.2f}",
+        "pair_learned": _pct(learned["pair_pointing"]), "pair_posthoc": _pct(posthoc["pair_pointing"]),
+        "pair_random": _pct(rand["pair_pointing"]),
+    }
+
+
+def _demo(d: dict[str, Any]) -> list[Row]:
+    f = _demo_figures(d)
+    return [(
+        f"`make demo` ({d['pretrain']['steps']} pretraining steps): held-out v2a R@1 "
+        f"{f['r1_before']} at init vs {f['r1_after']} after pretraining; probes object "
+        f"{f['object_av']} vs {f['object_random']}, action {f['action_av']} vs "
+        f"{f['action_random']}; fine-tune action {f['ft_av']} vs {f['ft_scratch']}; "
+        f"pointing {f['point_learned']} vs centre box {f['point_centre']}, "
+        f"cIoU50 {f['ciou_learned']} vs {f['ciou_centre']}", "", "")]
+
+
+def demo_paragraph(d: dict[str, Any]) -> str:
+    """The README's paragraph on what one ``make demo`` run measured."""
+    f, sec, machine = _demo_figures(d), d["seconds"], d["machine"]
+    load = machine.get("load_start") or [0.0]
+    wall = round(d["wall_seconds"])
+    return (
+        f"Measured (one run of `python -m avlearn demo`, {machine['cpu_count']}-core CPU, torch "
+        f"{machine['torch']} with {machine['torch_threads']} threads, load average {load[0]:.1f} at the "
+        f"start; `benchmarks/results/demo.json`): {wall // 60} min {wall % 60} s in all (pretraining "
+        f"{sec['pretrain']:.0f} s, downstream {sec['downstream']:.0f} s). On the "
+        f"{d['downstream']['test_videos']} test videos: held-out video→audio R@1 {f['r1_before']} at "
+        f"random init vs {f['r1_after']} after pretraining (chance {f['r1_chance']}); object-class probe "
+        f"{f['object_av']} vs {f['object_random']} for random features; actions {f['action_av']} vs "
+        f"{f['action_random']} (chance {f['action_chance']}); fine-tuning on actions {f['ft_av']} from "
+        f"the pretrained start vs {f['ft_scratch']} from scratch in the demo's budget ({f['ft_steps']} "
+        f"steps; the downstream benchmark below gives fine-tuning 1260 steps); localization pointing "
+        f"{f['point_learned']} for the learned localizer ({f['point_posthoc']} post hoc) vs "
+        f"{f['point_centre']} for the centre box and {f['point_random']} for a random-init model, while "
+        f"cIoU50 prefers the centre box ({f['ciou_centre']} vs {f['ciou_learned']} learned, "
+        f"{f['ciou_posthoc']} post hoc); with two test videos side by side the peak lands on the object "
+        f"whose sound plays in {f['pair_learned']} of the trials ({f['pair_posthoc']} post hoc, random "
+        f"init {f['pair_random']}). The generated collection and every figure are the same from run to "
+        f"run on one machine and thread count."
+    )
+
+
+def _gpu(d: dict[str, Any]) -> list[Row]:
+    """benchmarks/gpu: the best clips/s and MFU per model and clip size at batch 64, tests, smoke runs."""
+    st = d["stages"]
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in st.get("encoders", {}).get("rows", []):
+        key = (f"{r['video_arch']} + {r['audio_arch']}", f"{r['frames']}x{r['crop']}²")
+        if r.get("status") == "ok" and r["batch"] == d["sizes"]["batch"] and (
+                key not in best or r["clips_per_s"] > best[key]["clips_per_s"]):
+            best[key] = r
+    steps = "; ".join(f"{m} {c}: {_num(r['clips_per_s'])} clips/s, MFU {_pct(r['mfu'])} ({r['layout']}), "
+                      f"objective + bank {_pct(r['objective_share'])}" for (m, c), r in best.items())
+    counts = st.get("tests", {}).get("counts", {})
+    tests = ", ".join(f"{n} {k}" for k, n in counts.items()) or st.get("tests", {}).get("status", "-")
+    return [(f"{'dry run on CPU, tiny shapes: ' if d.get('dry_run') else ''}pretraining step, bf16, batch "
+             f"{d['sizes']['batch']}: {steps or '-'}; GPU tests: {tests}; smoke runs: "
+             f"{st.get('smoke', {}).get('status', '-')}", "", "")]
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "gpu_": _gpu,
+    "model_cost": _model_cost,
+    "demo": _demo,
     "decode_speed_": _decode_speed,
     "data_loading": _data_loading,
     "train_throughput_": _train_throughput,
@@ -227,13 +332,22 @@ def render(results: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
-def replace_block(text: str, table: str) -> str:
+def replace_block(text: str, table: str, start: str = START, end: str = END) -> str:
     """``text`` with the lines between the markers replaced by ``table``."""
-    if START not in text or END not in text or text.index(START) > text.index(END):
-        raise ValueError(f"README has no '{START}' ... '{END}' block; add the markers where the table goes")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{table}\n{END}{tail}"
+    if start not in text or end not in text or text.index(start) > text.index(end):
+        raise ValueError(f"README has no '{start}' ... '{end}' block; add the markers where it goes")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{table}\n{end}{tail}"
+
+
+def render_readme(text: str, results: Path = RESULTS) -> str:
+    """``text`` with the benchmark table and, where it has the markers, the demo paragraph renewed."""
+    text = replace_block(text, render(results))
+    demo = results / DEMO.name
+    if DEMO_START in text and demo.is_file():
+        text = replace_block(text, demo_paragraph(json.loads(demo.read_text())), DEMO_START, DEMO_END)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="replace the block in the README")
-    mode.add_argument("--check", action="store_true", help="exit 1 if the README's block is out of date")
+    mode.add_argument("--write", action="store_true", help="replace the blocks in the README")
+    mode.add_argument("--check", action="store_true", help="exit 1 if the README's blocks are out of date")
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -252,19 +366,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     text = args.readme.read_text()
     try:
-        new = replace_block(text, table)
+        new = render_readme(text, args.results)
     except ValueError as err:
         print(f"{args.readme}: {err}", file=sys.stderr)
         return 2
     if args.check:
         if new != text:
-            print(f"{args.readme}: the benchmark table is out of date; run "
+            print(f"{args.readme}: the benchmark table or demo paragraph is out of date; run "
                   "python benchmarks/readme_table.py --write", file=sys.stderr)
             return 1
         return 0
     if new != text:
         args.readme.write_text(new)
-        print(f"updated the benchmark table in {args.readme}")
+        print(f"updated the benchmark table and demo paragraph in {args.readme}")
     return 0
 
 

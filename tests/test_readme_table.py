@@ -80,3 +80,47 @@ def test_missing_markers_are_reported(tmp_path: Path, capsys: pytest.CaptureFixt
     readme.write_text("# no table here\n")
     assert readme_table.main(["--check", "--readme", str(readme)]) == 2
     assert "benchmarks:start" in capsys.readouterr().err
+
+
+def test_readme_demo_paragraph_is_generated_from_the_demo_results(tmp_path: Path) -> None:
+    demo = json.loads((ROOT / "benchmarks" / "results" / "demo.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    paragraph = text.split(readme_table.DEMO_START, 1)[1].split(readme_table.DEMO_END, 1)[0].strip("\n")
+    assert paragraph == readme_table.demo_paragraph(demo)
+    r1 = demo["pretrain"]["retrieval_after"]["v2a_r1"]
+    assert f"{100 * r1:.1f} % after pretraining" in paragraph
+
+    # a changed figure makes --check fail on the README until --write renews the paragraph
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", results)
+    demo["pretrain"]["retrieval_after"]["v2a_r1"] = 0.987
+    (results / "demo.json").write_text(json.dumps(demo))
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    args = ["--readme", str(readme), "--results", str(results)]
+    assert readme_table.main(["--check", *args]) == 1
+    assert readme_table.main(["--write", *args]) == 0
+    assert "98.7 % after pretraining" in readme.read_text()
+    assert readme_table.main(["--check", *args]) == 0
+
+
+def test_record_demo_keeps_no_absolute_paths(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("record_demo", ROOT / "benchmarks" / "record_demo.py")
+    assert spec is not None and spec.loader is not None
+    record_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(record_demo)
+    run = tmp_path / "demo"
+    run.mkdir()
+    config = str(ROOT / "demos" / "configs" / "x.yaml")
+    summary = {"command": f"avlearn demo --out {run}", "downstream": {}, "localization": {},
+               "report": str(run / "report.md"),
+               "pretrain": {"config": config, "plots": [str(run / "a.png")]}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "demo.json"
+    assert record_demo.main([str(run / "summary.json"), "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["report"] == "<demo out>/report.md" and rec["pretrain"]["plots"] == ["<demo out>/a.png"]
+    assert rec["pretrain"]["config"] == "demos/configs/x.yaml"
+    assert rec["command"] == "python -m avlearn demo --out <demo out>"
+    (run / "partial.json").write_text(json.dumps({"pretrain": {}}))
+    assert record_demo.main([str(run / "partial.json"), "--out", str(out)]) == 2

@@ -57,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avlearn evaluate localization: cannot read {ann_path} ({err}); "
               "generate the collection with `avlearn synth --out DIR`", file=sys.stderr)
         return 1
-    except CheckpointError as err:
+    except CheckpointError as err:  # --checkpoint or --localizer names no usable file: usage
         print(f"avlearn evaluate localization: {err}", file=sys.stderr)
-        return 1
+        return 2
     videos = [v for v in annotations.get("videos", []) if v.get("split") == args.split][: args.limit]
-    windows = middle_windows(root, videos, None, inp, progress=False)
+    windows = middle_windows(root, videos, None, inp, progress=True)
     if not windows:
         print(f"avlearn evaluate localization: no usable '{args.split}' videos in {root}", file=sys.stderr)
         return 1
