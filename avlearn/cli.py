@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("data_prep.synth", "generate the synthetic audio-visual collection"),
     "prepare index": ("data_prep.index", "scan a folder or list of videos and write a manifest"),
     "prepare reencode": ("data_prep.reencode", "re-encode a collection to a training-friendly form"),
+    "prepare audio-stats": ("data_prep.audio_stats", "per-frequency spectrogram mean/std over a manifest"),
+    "convert avid-cma": ("avlearn.models.convert_avid", "AVID-CMA release checkpoint -> our export"),
     "pretrain": ("avlearn.train.pretrain", "self-supervised audio-visual pretraining (AVID / CMA / InfoNCE)"),
     "localize": ("avlearn.localization.cli", "heatmap video of where the sound is"),
     "evaluate localization": ("avlearn.localization.evaluate", "cIoU / AUC on the synthetic collection"),
@@ -25,10 +27,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _usage() -> str:
-    width = max(len(name) for name in COMMANDS)
-    lines = ["usage: avlearn COMMAND [ARGS...]   (avlearn COMMAND --help for its options)", "", "commands:"]
-    lines += [f"  {name:<{width}}  {helptext}" for name, (_, helptext) in COMMANDS.items()]
+def _usage(group: str = "") -> str:
+    """The command list; of one group (``prepare``) when ``group`` is given."""
+    names = {n: v for n, v in COMMANDS.items() if not group or n.startswith(group + " ")}
+    width = max(len(name) for name in names)
+    head = f"avlearn {group} SUBCOMMAND" if group else "avlearn COMMAND"
+    lines = [f"usage: {head} [ARGS...]   ({head} --help for its options)", "",
+             f"{group + ' ' if group else ''}commands:"]
+    lines += [f"  {name:<{width}}  {helptext}" for name, (_, helptext) in names.items()]
     return "\n".join(lines)
 
 
@@ -44,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     name = " ".join(args[:2]) if " ".join(args[:2]) in COMMANDS else args[0]
+    groups = sorted({n.split()[0] for n in COMMANDS if " " in n})
+    if name in groups and args[1:2] and args[1] in ("-h", "--help"):  # avlearn prepare --help
+        print(_usage(name))
+        return 0
     if name not in COMMANDS:
-        groups = sorted({n.split()[0] for n in COMMANDS if " " in n})
         hint = ""
         if name in groups:
             subs = [n.split()[1] for n in COMMANDS if n.startswith(name + " ")]

@@ -256,14 +256,28 @@ Sources = dict[str, str]
 """Dotted key -> where its value was set (a file, or an override)."""
 
 
+def _yaml_problem(path: Path, err: yaml.YAMLError) -> str:
+    """``FILE:LINE:COLUMN: not valid YAML: what`` (PyYAML's own text names ``<unicode string>``)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    what = " ".join(str(part) for part in (getattr(err, "context", None), getattr(err, "problem", None))
+                    if part) or str(err).splitlines()[0]
+    return (f"{where}: not valid YAML: {what}; fix the syntax there (an unclosed bracket or quote, "
+            "or a tab or misaligned indent on that line or the one before)")
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
-    """The mapping in YAML file ``path`` (``{}`` when empty)."""
+    """The mapping in YAML file ``path``; an empty file is refused (it would mean every default)."""
     try:
         loaded = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(_yaml_problem(path, err)) from None
     if loaded is None:
-        return {}
+        raise ConfigError(
+            f"{path}: the config file is empty, which would run every default (the full-size paper "
+            "settings); start from a shipped config (e.g. --config pretrain/synth_cpu.yaml) or name one "
+            "with `base: FILE` in it"
+        )
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: top level must be a mapping of config keys, got {type(loaded).__name__}")
     return loaded

@@ -2,11 +2,12 @@
 
     .venv/bin/python benchmarks/downstream_synth.py [--quick] [--out benchmarks/results]
 
-1. Generate (once, cached in ``.cache/downstream_synth/synth``) 240 videos of 3 s at 64 px with
-   **no silent distractors** (``max_distractors=0``, ``object_scale=0.4``): with distractors a
-   tiny encoder at 32 px crops cannot tell in a few minutes which object sounds (see
-   ``avlearn/configs/pretrain/synth_cpu.yaml`` and ``tests/train/pretrain_helpers.py``), so the
-   pretraining budget of this benchmark would measure nothing. 168 train / 24 val / 48 test videos.
+1. Generate (once per ``--seed N``, default 0, cached in ``.cache/downstream_synth/seed<N>/synth``)
+   240 videos of 3 s at 64 px with **no silent distractors** (``max_distractors=0``,
+   ``object_scale=0.4``): with distractors a tiny encoder at 32 px crops cannot tell in a few
+   minutes which object sounds (see ``avlearn/configs/pretrain/synth_cpu.yaml`` and
+   ``tests/train/pretrain_helpers.py``), so the pretraining budget of this benchmark would
+   measure nothing. 168 train / 24 val / 48 test videos.
 2. Pretrain ``avlearn/configs/pretrain/synth_cpu.yaml`` (InfoNCE, r2plus1d_tiny + avid_spec_cnn9_tiny) on
    the *unlabelled train split only*, 32 px crops.
 3. Report, on the test split (video level, clip probabilities averaged over uniformly spaced
@@ -41,8 +42,22 @@ from avlearn.eval.retrieval_cli import evaluate as evaluate_retrieval  # noqa: E
 from avlearn.train.finetune import FinetuneConfig, finetune  # noqa: E402
 from avlearn.train.linear_probe import ProbeConfig, linear_probe  # noqa: E402
 
-CACHE = ROOT / ".cache" / "downstream_synth"
+CACHE_ROOT = ROOT / ".cache" / "downstream_synth"
+# set by main() for --seed: every cached file (collection, manifests, runs) lives under seed<N>/
+CACHE = CACHE_ROOT / "seed0"
 COLLECTION = CACHE / "synth"
+SEED = 0
+
+
+def use_seed(seed: int) -> None:
+    """Point the benchmark at collection seed ``seed`` (also the training and sampling seed)."""
+    global CACHE, COLLECTION, SEED
+    SEED, CACHE = seed, CACHE_ROOT / f"seed{seed}"
+    COLLECTION = CACHE / "synth"
+
+
+def seeds() -> list[str]:
+    return [f"seed={SEED}", f"data.seed={SEED}"]
 # 32 px crops of 40 px frames, 8 frames at 8 fps: the video spans the same second as the audio
 # (the synthetic motions are slow, 0.4-1.6 Hz); what fits the budget on 2 cores
 CLIP = ["data.decode_size=40", "data.video_aug.size=32", "data.num_frames=8", "data.fps=8"]
@@ -51,7 +66,7 @@ CLIP = ["data.decode_size=40", "data.video_aug.size=32", "data.num_frames=8", "d
 def collection() -> Path:
     from data_prep.synth import SynthConfig, generate
 
-    generate(SynthConfig(out=COLLECTION, num_videos=240, seed=0, duration=3.0, size=64, workers=2,
+    generate(SynthConfig(out=COLLECTION, num_videos=240, seed=SEED, duration=3.0, size=64, workers=2,
                          max_distractors=0, object_scale=0.4), progress=False)
     return COLLECTION
 
@@ -85,7 +100,7 @@ def pretrain(train_manifest: Path, epochs: int, reuse: bool = False, clips: int 
                  "data.batch_size=16",
                  f"data.clips_per_video={clips}", f"data.shifted_audio={shifted_audio}",
                  "data.num_workers=1", f"epochs={epochs}", "train.progress=false", "train.tensorboard=false",
-                 "train.ckpt_every_steps=0", "eval.manifest="]
+                 "train.ckpt_every_steps=0", "eval.manifest=", *seeds()]
     if reuse and (run / "encoders.safetensors").is_file() and (run / "config.yaml").is_file():
         stored, wanted = (dataclasses.asdict(load_config(PretrainConfig, *a)) for a in
                           ((run / "config.yaml", []), (config, overrides)))
@@ -114,7 +129,7 @@ def probe(init: str, name: str, label: str, cache_dir: Path | None, test_clips: 
     run = CACHE / "probe" / name
     overrides = [f"run_dir={run}", f"dataset.root={COLLECTION}", f"dataset.label={label}", *CLIP,
                  "features.train_clips=2", f"features.test_clips={test_clips}",
-                 f"features.cache_dir={cache_dir or run}", *extra]
+                 f"features.cache_dir={cache_dir or run}", *seeds(), *extra]
     cfg = load_config(ProbeConfig, ROOT / "avlearn/configs/probe/synth_cpu.yaml", overrides)
     return linear_probe(cfg, init)
 
@@ -130,7 +145,7 @@ def tune(init: str, name: str, fraction: float, epochs: int, test_clips: int,
                  "warmup_classifier_epochs=1",
                  f"data.clips_per_video={max(1, round(clips / fraction))}", "data.num_workers=1",
                  "train.progress=false", "train.tensorboard=false", "train.ckpt_every_steps=0",
-                 f"eval.num_clips={test_clips}"]
+                 f"eval.num_clips={test_clips}", *seeds()]
     cfg = load_config(FinetuneConfig, ROOT / "avlearn/configs/finetune/synth_cpu.yaml", overrides)
     return finetune(cfg, init, resume=False)
 
@@ -245,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-clips", type=int, default=3)
     p.add_argument("--objective", default="infonce", choices=["infonce", "vicreg"],
                    help="pretraining objective (objective.name; each with synth_cpu.yaml's other settings)")
-    p.add_argument("--name", default="downstream_synth", help="results file stem under --out")
+    p.add_argument("--seed", type=int, default=0,
+                   help="collection seed, also the seed of every training run and of clip sampling; "
+                        "each seed caches under .cache/downstream_synth/seed<N>/")
+    p.add_argument("--name", default="downstream_synth",
+                   help="results file stem under --out (with --seed N != 0: NAME_seedN)")
     p.add_argument("--reuse", action="store_true",
                    help="reuse a finished pretraining run of the same config (its time from its log)")
     p.add_argument("--investigate", action="store_true",
@@ -258,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in QUICK.items():
             if getattr(args, key) == p.get_default(key):
                 setattr(args, key, value)
+    use_seed(args.seed)
+    if args.seed != 0 and args.name == p.get_default("name"):
+        args.name = f"{args.name}_seed{args.seed}"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.investigate:
         return investigate(Path(args.out), args.test_clips)
@@ -311,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {
         "command": command, "machine": machine, "run_seconds": total, "stage_seconds": times,
-        "setup": {"videos": 240, "size": 64, "duration_s": 3.0, "max_distractors": 0, "object_scale": 0.4,
+        "setup": {"seed": args.seed, "videos": 240, "size": 64, "duration_s": 3.0, "max_distractors": 0,
+                  "object_scale": 0.4,
                   "crop": 32, "frames": 8, "fps": 8, "pretrain_epochs": args.pretrain_epochs,
                   "pretrain_clips_per_video": args.pretrain_clips, "shifted_audio": args.shifted_audio,
                   "objective": args.objective,

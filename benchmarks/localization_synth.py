@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import platform
@@ -60,13 +61,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 CONFIG = ROOT / "avlearn" / "configs" / "pretrain" / "synth_cpu_loc.yaml"
 
 
+def collection_name(args: argparse.Namespace) -> str:
+    """Every option that changes a file is in the name, so ``--reuse`` never mixes collections."""
+    return (f"loc_synth_n{args.num_videos}_s{args.size}_o{args.object_scale}_d{args.max_distractors}"
+            f"_seed{args.seed}")
+
+
 def make_collection(args: argparse.Namespace) -> Path:
     """Generate + index the collection (reused when it exists); returns its directory."""
     from data_prep.index import index_collection
     from data_prep.synth import SynthConfig, generate
 
-    name = f"loc_synth_n{args.num_videos}_s{args.size}_o{args.object_scale}_d{args.max_distractors}"
-    root = Path(args.cache) / name
+    root = Path(args.cache) / collection_name(args)
     generate(
         SynthConfig(
             out=root,
@@ -93,14 +99,12 @@ def make_collection(args: argparse.Namespace) -> Path:
     return root
 
 
-def train(args: argparse.Namespace, root: Path, name: str, weight: float) -> tuple[Path, float]:
-    """Pretrain synth_cpu_loc.yaml with ``localization.weight=weight``; returns (export, seconds)."""
-    run_dir = Path(args.cache) / f"{root.name}_{args.objective}_{name}_e{args.epochs}"
+def run_overrides(args: argparse.Namespace, root: Path, name: str, weight: float) -> dict[str, Any]:
+    """The overrides of one training run, ``run_dir`` included."""
     objective = ({"objective.name": "avid", "objective.loss": "softmax", "objective.num_negatives": 128}
                  if args.objective == "avid" else {"objective.name": "infonce"})
-    overrides = {
+    overrides: dict[str, Any] = {
         **objective,
-        "run_dir": run_dir,
         "seed": args.seed,
         "epochs": args.epochs,
         "data.manifest": root / "manifest_trainval.csv",
@@ -114,6 +118,17 @@ def train(args: argparse.Namespace, root: Path, name: str, weight: float) -> tup
         "train.tensorboard": False,
         "train.ckpt_every_steps": 0,
     }
+    # keyed by every override (the collection's name holds its seed and options) and the config
+    # file, so --reuse finds only a run of exactly these settings
+    key = hashlib.sha256(json.dumps([overrides, CONFIG.read_text()], sort_keys=True, default=str).encode())
+    run_dir = Path(args.cache) / f"{root.name}_{args.objective}_{name}_e{args.epochs}_{key.hexdigest()[:10]}"
+    return {**overrides, "run_dir": run_dir}
+
+
+def train(args: argparse.Namespace, root: Path, name: str, weight: float) -> tuple[Path, float]:
+    """Pretrain synth_cpu_loc.yaml with ``localization.weight=weight``; returns (export, seconds)."""
+    overrides = run_overrides(args, root, name, weight)
+    run_dir = Path(overrides["run_dir"])
     cfg = load_config(PretrainConfig, CONFIG, [f"{k}={v}" for k, v in overrides.items()])
     export = run_dir / cfg.train.export
     if args.reuse and export.is_file():  # the run's own training time, from its log
@@ -269,7 +284,7 @@ def verdict(results: dict[str, Any]) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--num-videos", type=int, default=240)
     p.add_argument("--size", type=int, default=64, help="frame size = crop size (grid = size / 16)")
@@ -290,7 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         help="reuse trained runs of the same settings (their training time comes from their logs)",
     )
     p.add_argument("--out", default=str(RESULTS / "localization_synth"), help="writes OUT.json and OUT.md")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     machine = _machine()
     t0 = time.perf_counter()
@@ -329,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         "eval": t_eval,
     }
     data = {
-        "dir": str(root),
+        "dir": str(root.relative_to(ROOT)) if root.is_relative_to(ROOT) else root.name,
+        "seed": args.seed,
         "num_videos": args.num_videos,
         "size": args.size,
         "object_scale": args.object_scale,

@@ -187,6 +187,19 @@ def _scaling(d: dict[str, Any]) -> list[Row]:
            if (c := d.get("compute_ceiling_clips_per_s")) else ""), "", "")]
 
 
+def _model_cost(d: dict[str, Any]) -> list[Row]:
+    video = ", ".join(f"{n} {e['params'] / 1e6:.1f} M / {e['gflop_8x112']:.1f} / {e['gflop_8x224']:.1f}"
+                      for n, e in d["video"].items())
+    audio = ", ".join(f"{n} {e['params'] / 1e6:.2f} M / {e['gflop_2s']:.2f}" for n, e in d["audio"].items())
+    speed = ""
+    if isinstance(c := d.get("cpu_clips_per_s"), dict) and c:
+        speed = "; CPU clips/s at 8x112² (train step / inference): " + ", ".join(
+            f"{n} {_num(v['train'], 2)} / {_num(v['inference'], 2)}" for n, v in c.items())
+    return [(f"encoder size and cost (torch.utils.flop_counter, multiply-add = 2 FLOPs): video parameters / "
+             f"GFLOP at 8x112² / 8x224²: {video}; audio parameters / GFLOP on 2 s (257x200): {audio}{speed}",
+             "", "")]
+
+
 def _p1(x: float) -> str:
     return f"{100 * x:.1f} %"
 
@@ -253,7 +266,27 @@ def demo_paragraph(d: dict[str, Any]) -> str:
     )
 
 
+def _gpu(d: dict[str, Any]) -> list[Row]:
+    """benchmarks/gpu: the best clips/s and MFU per model and clip size at batch 64, tests, smoke runs."""
+    st = d["stages"]
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in st.get("encoders", {}).get("rows", []):
+        key = (f"{r['video_arch']} + {r['audio_arch']}", f"{r['frames']}x{r['crop']}²")
+        if r.get("status") == "ok" and r["batch"] == d["sizes"]["batch"] and (
+                key not in best or r["clips_per_s"] > best[key]["clips_per_s"]):
+            best[key] = r
+    steps = "; ".join(f"{m} {c}: {_num(r['clips_per_s'])} clips/s, MFU {_pct(r['mfu'])} ({r['layout']}), "
+                      f"objective + bank {_pct(r['objective_share'])}" for (m, c), r in best.items())
+    counts = st.get("tests", {}).get("counts", {})
+    tests = ", ".join(f"{n} {k}" for k, n in counts.items()) or st.get("tests", {}).get("status", "-")
+    return [(f"{'dry run on CPU, tiny shapes: ' if d.get('dry_run') else ''}pretraining step, bf16, batch "
+             f"{d['sizes']['batch']}: {steps or '-'}; GPU tests: {tests}; smoke runs: "
+             f"{st.get('smoke', {}).get('status', '-')}", "", "")]
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "gpu_": _gpu,
+    "model_cost": _model_cost,
     "demo": _demo,
     "decode_speed_": _decode_speed,
     "data_loading": _data_loading,

@@ -9,6 +9,7 @@ file listing paths, or explicit paths; probes each file in a process pool
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections import Counter
@@ -18,13 +19,16 @@ from pathlib import Path
 from avlearn.data.manifest import VideoInfo, write_manifest
 from avlearn.data.probe import probe_many
 
-__all__ = ["VIDEO_EXTENSIONS", "collect_paths", "index_collection", "main", "summarize"]
+__all__ = ["VIDEO_EXTENSIONS", "collect_paths", "index_collection", "main", "skipped_summary", "summarize"]
+
+logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".flv", ".mpg", ".mpeg", ".ts", ".mts",
     ".3gp", ".wmv", ".ogv",
 )
 LIST_SUFFIXES = (".txt", ".lst", ".list")
+SILENT_WARNINGS = ("audio/video duration mismatch", "silent audio")  # listed by name in the summary
 
 
 def _list_file(path: Path) -> list[Path]:
@@ -37,24 +41,28 @@ def _list_file(path: Path) -> list[Path]:
     return out
 
 
-def _scan(folder: Path, extensions: Sequence[str]) -> list[Path]:
+def _scan(folder: Path, extensions: Sequence[str], skipped: list[Path] | None = None) -> list[Path]:
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         # Hidden files are macOS "._x.mp4" junk or in-progress temp files.
-        found += [Path(dirpath) / f for f in sorted(filenames)
-                  if not f.startswith(".") and Path(f).suffix.lower() in exts]
+        visible = [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+        found += [p for p in visible if p.suffix.lower() in exts]
+        if skipped is not None:
+            skipped += [p for p in visible if p.suffix.lower() not in exts]
     return found
 
 
 def collect_paths(inputs: str | Path | Iterable[str | Path],
-                  extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+                  extensions: Sequence[str] = VIDEO_EXTENSIONS,
+                  skipped: list[Path] | None = None) -> list[Path]:
     """Resolve a folder (scanned recursively), a list file (one path a line), or paths.
 
     Returns absolute paths without duplicates, in a deterministic order. A missing input raises
     :class:`FileNotFoundError` (a typo should not index nothing); a missing file named inside a
-    list becomes a ``bad`` row when probed.
+    list becomes a ``bad`` row when probed. ``skipped``: a list that receives the (visible) files
+    of scanned folders whose suffix is not in ``extensions`` (e.g. audio-only ``.m4a``).
     """
     items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     paths: list[Path] = []
@@ -63,7 +71,7 @@ def collect_paths(inputs: str | Path | Iterable[str | Path],
         if not p.exists():
             raise FileNotFoundError(f"input not found: {item} (give a folder, a .txt list or videos)")
         if p.is_dir():
-            paths += _scan(p, extensions)
+            paths += _scan(p, extensions, skipped)
         elif p.is_file() and (p.suffix.lower() in LIST_SUFFIXES):
             paths += _list_file(p)
         else:
@@ -98,7 +106,8 @@ def _manifest_path(path: Path, manifest_dir: Path) -> str:
 
 
 def summarize(rows: Sequence[VideoInfo]) -> str:
-    """Counts per status and per reason category, then every bad file with its reason."""
+    """Counts per status and per reason category, then every bad file with its reason, and every
+    file whose sound is silent or ends early."""
     statuses = Counter(r.status for r in rows)
     reasons = Counter(part.split(":", 1)[0] for r in rows for part in r.reason.split("; ") if part)
     lines = [f"{len(rows)} files: " + ", ".join(f"{statuses[s]} {s}" for s in ("ok", "warn", "bad"))]
@@ -107,6 +116,25 @@ def summarize(rows: Sequence[VideoInfo]) -> str:
     if bad:
         lines.append(f"bad files ({len(bad)}):")
         lines += [f"  {r.path}: {r.reason}" for r in bad]
+    quiet = [r for r in rows if r.status == "warn" and any(w in r.reason for w in SILENT_WARNINGS)]
+    if quiet:  # usable, but would train on silence: name them
+        lines.append(f"files with missing or silent sound ({len(quiet)}):")
+        lines += [f"  {r.path}: {r.reason}" for r in quiet]
+    return "\n".join(lines)
+
+
+def skipped_summary(skipped: Sequence[Path], limit: int = 20) -> str:
+    """Lines naming the files a folder scan left out by suffix, counted per suffix ('' if none)."""
+    if not skipped:
+        return ""
+    by_suffix = Counter(p.suffix.lower() or "(no suffix)" for p in skipped)
+    counts = ", ".join(f"{n} {suffix}" for suffix, n in by_suffix.most_common())
+    lines = [f"skipped {len(skipped)} file(s) whose suffix is not a video's ({counts}); "
+             "add a suffix with --extensions to index them (audio-only files such as .m4a have no "
+             "video track and would be marked bad):"]
+    lines += [f"  {p}" for p in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"  ... and {len(skipped) - limit} more")
     return "\n".join(lines)
 
 
@@ -116,6 +144,7 @@ def index_collection(
     workers: int | None = None,
     progress: bool = True,
     extensions: Sequence[str] = VIDEO_EXTENSIONS,
+    check_silence: bool = True,
 ) -> list[VideoInfo]:
     """Probe every video under ``inputs`` and write the manifest ``out`` (.csv or .jsonl).
 
@@ -126,6 +155,7 @@ def index_collection(
         workers: probe processes (default: all CPU cores; 1 probes in this process).
         progress: show a progress bar and print the summary.
         extensions: file suffixes taken from folders.
+        check_silence: decode every audio track to warn of silent ones (see :mod:`avlearn.data.probe`).
 
     Returns:
         The rows written, in path order.
@@ -133,8 +163,15 @@ def index_collection(
     out = Path(out)
     if out.suffix not in (".csv", ".jsonl"):
         raise ValueError(f"--out {out}: the manifest must end in .csv or .jsonl")
-    paths = collect_paths(inputs, extensions)
-    rows = probe_many(paths, workers or os.cpu_count() or 1, progress)
+    skipped: list[Path] = []
+    paths = collect_paths(inputs, extensions, skipped)
+    if not paths:
+        raise ValueError(f"no video file found in {_names(inputs)} (suffixes: {' '.join(extensions)}); "
+                         "nothing indexed, no manifest written"
+                         + (f"\n{skipped_summary(skipped)}" if skipped else ""))
+    if skipped:
+        logger.warning(skipped_summary(skipped))
+    rows = probe_many(paths, workers or os.cpu_count() or 1, progress, check_silence=check_silence)
     manifest_dir = out.parent.resolve()
     for row, path, vid in zip(rows, paths, _assign_ids(paths), strict=True):
         row.path = _manifest_path(path, manifest_dir)
@@ -144,6 +181,10 @@ def index_collection(
         print(summarize(rows))
         print(f"manifest: {out}")
     return rows
+
+
+def _names(inputs: str | Path | Iterable[str | Path]) -> str:
+    return str(inputs) if isinstance(inputs, str | Path) else ", ".join(str(i) for i in inputs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="parallel probe processes (default: number of CPU cores; 1 = no pool)")
     parser.add_argument("--extensions", nargs="+", default=list(VIDEO_EXTENSIONS), metavar="EXT",
                         help="file suffixes to take from folders (default: %(default)s)")
+    parser.add_argument("--no-silence-check", action="store_true",
+                        help="do not decode the audio tracks to warn of silent ones (a few ms per minute "
+                        "of audio; audio/video duration mismatches are still reported)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     return parser
 
@@ -170,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry: ``avlearn prepare index``. Returns 0 (bad files are reported, not errors)."""
     args = build_parser().parse_args(argv)
     try:
-        index_collection(args.inputs, args.out, args.workers, not args.quiet, args.extensions)
+        index_collection(args.inputs, args.out, args.workers, not args.quiet, args.extensions,
+                         check_silence=not args.no_silence_check)
     except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{build_parser().prog}: {err}", file=sys.stderr)
         return 2
     return 0
 

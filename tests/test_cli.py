@@ -3,6 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from avlearn.cli import main
 
 
@@ -25,3 +27,9 @@ def test_group_without_subcommand(capsys):
 def test_console_module_runs():
     proc = subprocess.run([sys.executable, "-m", "avlearn", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip()
+
+
+def test_group_help_lists_its_subcommands_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prepare", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "prepare index" in out and "prepare reencode" in out and "pretrain" not in out

@@ -224,7 +224,7 @@ SYNTH = ROOT / "avlearn/configs/pretrain/synth_cpu.yaml"
         ("data.video_aug.hue=0.7", ["data.video_aug.hue=0.7 is invalid", "[0, 0.5]"]),
         ("optim.lr=-1", ["optim.lr=-1.0 is invalid", "must be > 0"]),
         ("model.video_arch=nope", ["model.video_arch='nope' is invalid",
-                                   "r2plus1d_18, r2plus1d_small, r2plus1d_tiny"]),
+                                   "r2plus1d_18, r2plus1d_18_avid, r2plus1d_small, r2plus1d_tiny"]),
         ("model.head=mpl", ["model.head='mpl' is invalid", "Did you mean 'mlp'"]),
         ("data.spec.n_fft=1", ["data.spec.n_fft=1 is invalid", "integer >= 2"]),
         ("data.audio_aug.volume=[2, 1]", ["data.audio_aug.volume=(2.0, 1.0) is invalid", "min <= max"]),
@@ -290,3 +290,73 @@ def test_pretrain_cli_prints_one_line_without_traceback(
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
     assert err.count("\n") == 1 and err.startswith("avlearn pretrain: ")
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("epochs: 3\noptim:\n  lr: [0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(Top, path)
+    msg = str(err.value)
+    assert f"{path}:4:1: not valid YAML" in msg and "<unicode string>" not in msg
+    assert "fix the syntax" in msg
+
+
+def test_yaml_syntax_error_in_a_base_names_the_base(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("optim:\n  lr: 0.1\n   name: sgd\n")
+    top = tmp_path / "top.yaml"
+    top.write_text("base: base.yaml\nepochs: 2\n")
+    with pytest.raises(ConfigError, match=r"base\.yaml:3:\d+: not valid YAML"):
+        load_config(Top, top)
+
+
+def test_empty_config_file_is_refused_not_run_with_every_default(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match=r"empty\.yaml: the config file is empty.*pretrain/synth_cpu\.yaml"):
+        load_config(Top, path, ["epochs=2"])
+
+
+def test_pretrain_cli_with_empty_yaml_and_manifest_override_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert pretrain_main(["--config", str(path), f"data.manifest={tmp_path / 'm.csv'}",
+                          f"run_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "config file is empty" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("rows", ["", "path,video_id,status\n"])
+def test_pretrain_on_a_missing_or_empty_manifest_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: str
+) -> None:
+    manifest = tmp_path / "manifest.csv"
+    if rows:
+        manifest.write_text(rows)
+    run_dir = tmp_path / "run"
+    assert pretrain_main(["--config", str(SYNTH), f"data.manifest={manifest}", f"run_dir={run_dir}"]) == 2
+    err = capsys.readouterr().err
+    expected = "no usable video" if rows else "no such file"
+    assert f"data.manifest={manifest}: {expected}" in err and "prepare index" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_pretrain_on_fewer_clips_than_a_batch_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    from avlearn.media import write_av
+
+    frames, silence = np.full((20, 48, 64, 3), 90, np.uint8), np.zeros(16000, np.float32)
+    write_av(tmp_path / "a.mp4", frames, 25, silence, 16000)
+    manifest = tmp_path / "hand.csv"
+    manifest.write_text("path,status\na.mp4,ok\n")  # a hand-written manifest: every row kept
+    assert pretrain_main(["--config", str(SYNTH), f"data.manifest={manifest}", f"run_dir={tmp_path / 'run'}",
+                          "train.progress=false", "train.tensorboard=false"]) == 2
+    err = capsys.readouterr().err
+    assert "avlearn pretrain: 1 clips cannot fill one batch of 16" in err and "data.batch_size" in err
+    assert "Traceback" not in err

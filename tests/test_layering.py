@@ -102,3 +102,24 @@ def test_a_planted_violation_is_found(tmp_path: Path) -> None:
     assert "avlearn.eval.bad imports avlearn.train (evaluation sits below training)" in found[0]
     assert "imports data_prep.index (the library never needs an application)" in found[1]
     assert "imports avlearn.localization.cli (commands are on top" in found[2]
+
+
+def test_training_imports_without_the_media_packages() -> None:
+    """A GPU machine that trains from memory (``benchmarks/gpu``) has no PyAV, decord or webdataset:
+    the engine, pretraining and fine-tuning import without them; decoding says what to install."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ('av', 'decord', 'webdataset'): sys.modules[m] = None\n"
+        "import avlearn.train.loop, avlearn.train.finetune, avlearn.data.dataset, avlearn.data.splits\n"
+        "from avlearn.data import decode\n"
+        "try:\n"
+        "    decode._av()\n"
+        "except ImportError as err:\n"
+        "    print(err)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "decoding media needs PyAV" in proc.stdout and "pip install av" in proc.stdout

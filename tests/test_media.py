@@ -24,3 +24,17 @@ def test_same_frames_and_audio_give_the_same_bytes(tmp_path: Path) -> None:
         for k in range(40)
     }
     assert len(digests) == 1
+
+
+def test_writer_in_chunks_gives_the_bytes_of_write_av(tmp_path: Path) -> None:
+    from avlearn.media import AVWriter
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, size=(30, 32, 48, 3), dtype=np.uint8)
+    audio = (0.1 * rng.standard_normal((2, 16000))).astype(np.float32)
+    whole = write_av(tmp_path / "whole.mp4", frames, 25, audio, 16000)
+    with AVWriter(tmp_path / "chunks.mp4", 25, (32, 48), 2, 16000) as writer:
+        for first in range(0, 30, 7):
+            writer.write_frames(frames[first : first + 7])
+        writer.write_audio(audio)
+    assert (tmp_path / "chunks.mp4").read_bytes() == whole.read_bytes()

@@ -1,11 +1,21 @@
 """Spectrogram front-ends: waveform ``(S,)`` / ``(B, S)`` -> spectrogram ``(1, F, T)`` / ``(B, 1, F, T)``.
 
-Two kinds, both computed with :mod:`torchaudio` (CPU in DataLoader workers or on GPU batches):
+Three kinds, computed with :mod:`torchaudio` (CPU in DataLoader workers or on GPU batches):
 
-``"avid_linear"`` (AVID-CMA's audio input)
-    Log-power linear-frequency spectrogram: ``log(|STFT|^2 + eps)`` with ``n_fft = 512``
-    (``F = 257`` bins), a 20 ms Hann window and a 10 ms hop. AVID-CMA fed its audio network 2 s
-    of audio this way (it used 24 kHz audio; the window and hop scale with ``sample_rate``).
+``"avid_db"`` (AVID-CMA's audio input, as in facebookresearch/AVID-CMA ``LogSpectrogram``)
+    Power of an ``n_fft``-point STFT (1024 at 24 kHz) with an ``n_fft``-sample periodic Hann
+    window and reflect padding at the edges (librosa's default before 0.10), a 10 ms hop (240
+    samples); the ``n_fft // 2 + 1`` bins are reduced to ``n_fft // 4 + 1`` (257) by keeping DC
+    and averaging neighbouring pairs; then ``10 log10(max(power, 1e-10))`` dB, clamped from below
+    at ``max - top_db`` (the maximum over the clip), and normalised per frequency with dataset
+    statistics (``normalize: frequency``, ``stats:`` a file from ``avlearn prepare audio-stats``
+    or the reference's ``audio-spectDB-24k-513-norm-stats.npz``): ``(x - mean_f) / (std_f + 1e-5)``.
+    The reference lays the result out time x frequency; here it is frequency x time like every
+    kind (:mod:`avlearn.models.convert_avid` transposes released kernels accordingly).
+``"avid_linear"`` (ours, lighter; not AVID-CMA's front end)
+    Log-power linear-frequency spectrogram: ``ln(|STFT|^2 + eps)`` with ``n_fft = 512``
+    (``F = 257`` bins), a 20 ms Hann window, zero padding and a 10 ms hop. It differs from
+    ``avid_db`` by 4-5 dB in the median, so weights trained on one do not transfer to the other.
 ``"logmel"``
     Log-power mel spectrogram: 25 ms window, 10 ms hop, ``n_mels`` HTK-scale triangular filters
     between ``f_min`` and ``f_max``.
@@ -16,7 +26,8 @@ then cropped to ``T = max(1, S // hop)`` frames, so frame ``t`` is centred on sa
 
 Normalisation (``normalize``): ``"none"``; ``"instance"`` subtracts each spectrogram's own mean
 and divides by its std (over ``F`` and ``T``); ``"dataset"`` uses the fixed ``mean`` and ``std``
-from the config.
+from the config; ``"frequency"`` one mean and std per frequency bin, read from the ``.npz`` file
+``stats`` (arrays ``mean`` and ``std`` of ``F`` entries; see :func:`load_spec_stats`).
 
 Example::
 
@@ -28,22 +39,33 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import json
+import zipfile
+from pathlib import Path
 from typing import Literal
 
+import einops
+import numpy as np
 import torch
 import torchaudio
 from einops import rearrange
 from torch import Tensor, nn
 
-from avlearn.config import InvalidValue
+from avlearn.config import ConfigError, InvalidValue
 
-__all__ = ["NORMALIZATIONS", "SPEC_KINDS", "SpecConfig", "Spectrogram", "build_spectrogram"]
+__all__ = [
+    "NORMALIZATIONS", "SPEC_KINDS", "STATS_FIELDS", "SpecConfig", "Spectrogram", "build_spectrogram",
+    "load_spec_stats",
+]
 
-SpecKind = Literal["logmel", "avid_linear"]
-Normalization = Literal["none", "instance", "dataset"]
+SpecKind = Literal["logmel", "avid_linear", "avid_db"]
+Normalization = Literal["none", "instance", "dataset", "frequency"]
 
-SPEC_KINDS: tuple[str, ...] = ("logmel", "avid_linear")
-NORMALIZATIONS: tuple[str, ...] = ("none", "instance", "dataset")
+SPEC_KINDS: tuple[str, ...] = ("logmel", "avid_linear", "avid_db")
+NORMALIZATIONS: tuple[str, ...] = ("none", "instance", "dataset", "frequency")
+# The fields a statistics file records and a config using it must share (see load_spec_stats).
+STATS_FIELDS: tuple[str, ...] = ("kind", "sample_rate", "n_fft", "win_length", "hop_length", "top_db", "eps")
+_FREQ_STD_EPS = 1e-5  # added to the per-frequency std, as in AVID-CMA
 
 # Window length in seconds when ``win_seconds`` is left as None.
 _DEFAULT_WIN_SECONDS = {"avid_linear": 0.020, "logmel": 0.025}
@@ -54,19 +76,26 @@ class SpecConfig:
     """How to turn a waveform into a spectrogram; validated on construction.
 
     Attributes:
-        kind: ``"avid_linear"`` (log-power linear STFT, ``n_fft // 2 + 1`` bins) or ``"logmel"``.
+        kind: ``"avid_db"`` (AVID-CMA's dB spectrogram, ``n_fft // 4 + 1`` bins), ``"avid_linear"``
+            (our log-power linear STFT, ``n_fft // 2 + 1`` bins) or ``"logmel"``.
         sample_rate: waveform sample rate in Hz.
         n_fft: FFT size; ``avid_linear`` has ``n_fft // 2 + 1`` frequency bins (257 for 512).
-        win_seconds: window length; None means 20 ms (``avid_linear``) or 25 ms (``logmel``).
+        win_seconds: window length; None means 20 ms (``avid_linear``), 25 ms (``logmel``) or
+            ``n_fft`` samples (``avid_db``).
             The window in samples is ``round(win_seconds * sample_rate)``, capped at ``n_fft``.
         hop_seconds: hop between frames; in samples ``round(hop_seconds * sample_rate)``.
         n_mels: mel filters (``logmel`` only).
         f_min: lowest mel filter edge in Hz (``logmel`` only).
         f_max: highest mel filter edge in Hz, None for ``sample_rate / 2`` (``logmel`` only).
-        eps: added to the power before the log, so silence gives ``log(eps)``, not ``-inf``.
-        normalize: ``"none"``, ``"instance"`` (per-spectrogram mean/std) or ``"dataset"``.
+        eps: added to the power before the log, so silence gives ``log(eps)``, not ``-inf``
+            (``avid_db`` floors the power at 1e-10 instead, as librosa's ``power_to_db``).
+        top_db: ``avid_db`` only: values below ``max - top_db`` dB are raised to it.
+        normalize: ``"none"``, ``"instance"`` (per-spectrogram mean/std), ``"dataset"`` (``mean``,
+            ``std``) or ``"frequency"`` (per-bin statistics from ``stats``).
         mean: subtracted when ``normalize == "dataset"``.
         std: divides when ``normalize == "dataset"``; must be positive.
+        stats: ``.npz`` file of per-frequency ``mean`` / ``std`` (``normalize == "frequency"`` only);
+            a relative path is taken from the working directory.
     """
 
     kind: SpecKind = "avid_linear"
@@ -81,6 +110,8 @@ class SpecConfig:
     normalize: Normalization = "none"
     mean: float = 0.0
     std: float = 1.0
+    top_db: float = 100.0
+    stats: str | None = None
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> InvalidValue:
@@ -111,10 +142,19 @@ class SpecConfig:
             raise bad("eps", "must be positive (it keeps log(power) finite on silence)")
         if self.std <= 0:
             raise bad("std", "must be positive (it divides the spectrogram)")
+        if self.kind == "avid_db" and self.n_fft % 4:
+            raise bad("n_fft", "must be a multiple of 4 for avid_db (bins are averaged in pairs)")
+        if not self.top_db > 0:
+            raise bad("top_db", "must be positive (dB below the maximum kept)")
+        if (self.normalize == "frequency") != (self.stats is not None):
+            raise bad("stats", "give a statistics file exactly when normalize is 'frequency' "
+                      "(make one with `avlearn prepare audio-stats`)")
 
     @property
     def win_length(self) -> int:
         """Window length in samples: ``round(win_seconds * sample_rate)`` capped at ``n_fft``."""
+        if self.win_seconds is None and self.kind == "avid_db":
+            return self.n_fft
         seconds = self.win_seconds if self.win_seconds is not None else _DEFAULT_WIN_SECONDS[self.kind]
         return max(1, min(self.n_fft, round(seconds * self.sample_rate)))
 
@@ -125,8 +165,15 @@ class SpecConfig:
 
     @property
     def num_bins(self) -> int:
-        """Frequency bins ``F``: ``n_fft // 2 + 1`` (``avid_linear``) or ``n_mels`` (``logmel``)."""
-        return self.n_fft // 2 + 1 if self.kind == "avid_linear" else self.n_mels
+        """Frequency bins ``F``: ``n_fft // 2 + 1`` (``avid_linear``), ``n_fft // 4 + 1`` (``avid_db``)
+        or ``n_mels`` (``logmel``)."""
+        bins = {"avid_linear": self.n_fft // 2 + 1, "avid_db": self.n_fft // 4 + 1}
+        return bins.get(self.kind, self.n_mels)
+
+    def stats_fields(self) -> dict[str, object]:
+        """What a statistics file made with this front end records (:data:`STATS_FIELDS`)."""
+        values = {"win_length": self.win_length, "hop_length": self.hop_length}
+        return {f: values.get(f, getattr(self, f, None)) for f in STATS_FIELDS}
 
     def num_frames(self, num_samples: int) -> int:
         """Frames ``T`` for a waveform of ``num_samples`` samples: ``max(1, num_samples // hop)``."""
@@ -144,18 +191,21 @@ class Spectrogram(nn.Module):
         ``T = cfg.num_frames(S)``. Each item of a batch equals the item computed alone.
     """
 
+    freq_mean: Tensor
+    freq_std: Tensor
+
     def __init__(self, cfg: SpecConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.stft: nn.Module
-        if cfg.kind == "avid_linear":
+        if cfg.kind in ("avid_linear", "avid_db"):
             self.stft = torchaudio.transforms.Spectrogram(
                 n_fft=cfg.n_fft,
                 win_length=cfg.win_length,
                 hop_length=cfg.hop_length,
                 power=2.0,
                 center=True,
-                pad_mode="constant",
+                pad_mode="reflect" if cfg.kind == "avid_db" else "constant",
             )
         else:
             self.stft = torchaudio.transforms.MelSpectrogram(
@@ -171,6 +221,10 @@ class Spectrogram(nn.Module):
                 pad_mode="constant",
                 mel_scale="htk",
             )
+        if cfg.normalize == "frequency" and cfg.stats is not None:
+            mean, std = load_spec_stats(cfg.stats, cfg)
+            self.register_buffer("freq_mean", rearrange(mean, "f -> f 1"))
+            self.register_buffer("freq_std", rearrange(std, "f -> f 1"))
 
     @property
     def num_bins(self) -> int:
@@ -196,10 +250,12 @@ class Spectrogram(nn.Module):
             )
         if not wav.is_floating_point():
             wav = wav.float()
-        power = self.stft(wav)  # (..., F, T + 1)
+        power = self.stft(wav)  # (..., n_fft // 2 + 1, T + 1)
         power = power[..., : self.num_frames(wav.shape[-1])]
-        spec = torch.log(power + self.cfg.eps)
-        if self.cfg.normalize == "instance":
+        spec = self._decibels(power) if self.cfg.kind == "avid_db" else torch.log(power + self.cfg.eps)
+        if self.cfg.normalize == "frequency":
+            spec = (spec - self.freq_mean) / (self.freq_std + _FREQ_STD_EPS)
+        elif self.cfg.normalize == "instance":
             mean = spec.mean(dim=(-2, -1), keepdim=True)
             std = spec.std(dim=(-2, -1), keepdim=True)
             spec = (spec - mean) / (std + 1e-5)
@@ -208,6 +264,18 @@ class Spectrogram(nn.Module):
         if wav.ndim == 1:
             return rearrange(spec, "f t -> 1 f t")
         return rearrange(spec, "b f t -> b 1 f t")
+
+    def _decibels(self, power: Tensor) -> Tensor:
+        """AVID-CMA's reduction and dB scale: ``(..., 2F' - 1, T) -> (..., F', T)``.
+
+        DC is kept, the other bins are averaged in neighbouring pairs; then
+        ``10 log10(max(p, 1e-10))``, raised to at least ``max - top_db`` (max over ``F`` and ``T``).
+        """
+        pairs = einops.reduce(power[..., 1:, :], "... (f two) t -> ... f t", "mean", two=2)
+        reduced = torch.cat([power[..., :1, :], pairs], dim=-2)
+        db = 10.0 * torch.log10(reduced.clamp_min(1e-10))
+        floor = db.amax(dim=(-2, -1), keepdim=True) - self.cfg.top_db
+        return torch.maximum(db, floor)
 
     def extra_repr(self) -> str:
         c = self.cfg
@@ -224,3 +292,44 @@ def build_spectrogram(cfg: SpecConfig) -> Spectrogram:
         ``(S,) -> (1, F, T)`` or ``(B, S) -> (B, 1, F, T)``; see :class:`Spectrogram`.
     """
     return Spectrogram(cfg)
+
+
+def load_spec_stats(path: str | Path, cfg: SpecConfig) -> tuple[Tensor, Tensor]:
+    """Per-frequency ``(mean (F,), std (F,))`` float32 from a ``.npz`` statistics file.
+
+    The file holds arrays ``mean`` and ``std`` of ``cfg.num_bins`` entries (what ``avlearn prepare
+    audio-stats`` writes, and the layout of AVID-CMA's ``audio-spectDB-*-norm-stats.npz``). When it
+    also records the front end it was made with (``spec``, JSON), that must match ``cfg`` in
+    :data:`STATS_FIELDS`. Raises :class:`~avlearn.config.ConfigError` naming the file, the key
+    ``spec.stats`` and the fix.
+    """
+    where = f"spec.stats: {path}"
+    remake = "make it with `avlearn prepare audio-stats` using this spec config"
+    if not Path(path).is_file():
+        raise ConfigError(f"{where}: no such file; {remake}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ConfigError(
+            f"{where}: not a readable .npz file ({err}); it is truncated or corrupt: {remake}"
+        ) from None
+    missing = [k for k in ("mean", "std") if k not in arrays]
+    if missing:
+        raise ConfigError(f"{where}: no array {missing} (found {sorted(arrays)}); {remake}")
+    for key in ("mean", "std"):
+        if arrays[key].shape != (cfg.num_bins,):
+            raise ConfigError(
+                f"{where}: '{key}' has shape {arrays[key].shape} but this spectrogram has {cfg.num_bins} "
+                f"frequency bins (kind {cfg.kind!r}, n_fft {cfg.n_fft}); {remake}"
+            )
+    if "spec" in arrays:
+        made_with = json.loads(str(arrays["spec"]))
+        differ = {k: (made_with.get(k), v) for k, v in cfg.stats_fields().items() if made_with.get(k) != v}
+        if differ:
+            shown = ", ".join(f"{k}: file {a!r} vs config {b!r}" for k, (a, b) in differ.items())
+            raise ConfigError(f"{where}: made with another front end ({shown}); {remake}")
+    mean, std = (torch.from_numpy(arrays[k].astype(np.float32)) for k in ("mean", "std"))
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std >= 0).all()):
+        raise ConfigError(f"{where}: 'mean' / 'std' hold non-finite or negative values; {remake}")
+    return mean, std

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 
 from avlearn.config import ConfigError, InvalidValue
 from avlearn.data.audio import SpecConfig
-from avlearn.data.dataset import AVClipDataset, av_collate
+from avlearn.data.dataset import AVClipDataset, NoUsableVideoError, av_collate
 from avlearn.data.decode import DECODERS, ClipSpec
-from avlearn.data.manifest import VideoInfo
+from avlearn.data.manifest import ManifestError, VideoInfo
 from avlearn.data.transforms import (
     AudioAugConfig,
     VideoAugConfig,
@@ -116,18 +116,35 @@ def build_dataset(
     train: bool,
     manifest: str | Path | list[VideoInfo] | None = None,
     require_audio: bool = True,
+    key: str = "",
 ) -> AVClipDataset:
     """Dataset of augmented (``train``) or centre-cropped clips.
 
     Sample: ``video`` ``(C, T, size, size)``, ``audio`` ``(1, F, T_a)`` spectrogram, plus the
     keys of :class:`~avlearn.data.dataset.AVClipDataset`.
+
+    A missing or unreadable manifest, or one without a usable video, is a :class:`ConfigError`
+    naming ``key`` (default ``data.manifest``, or ``manifest`` when ``manifest`` is given).
     """
     source = manifest if manifest is not None else cfg.manifest
+    key = key or ("data.manifest" if manifest is None else "manifest")
     if not source:
         raise ConfigError(
-            "data.manifest is empty: index the collection with `avlearn prepare index DIR "
-            "--out manifest.csv` and set data.manifest=manifest.csv"
+            f"{key} is empty: index the collection with `avlearn prepare index DIR "
+            f"--out manifest.csv` and set {key}=manifest.csv", key=key
         )
+    if isinstance(source, str | Path) and not Path(source).is_file():
+        raise ConfigError(f"{key}={source}: no such file; index the collection with `avlearn prepare "
+                          f"index DIR --out {source}` or correct the path", key=key)
+    try:
+        return _dataset(cfg, train, source, require_audio)
+    except (ManifestError, NoUsableVideoError) as err:
+        named = "" if isinstance(source, list) else f"={source}"
+        raise ConfigError(f"{key}{named}: {err}", key=key) from None
+
+
+def _dataset(cfg: DataConfig, train: bool, source: str | Path | list[VideoInfo],
+             require_audio: bool) -> AVClipDataset:
     return AVClipDataset(
         source,
         clip_spec(cfg),

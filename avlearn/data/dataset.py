@@ -54,7 +54,8 @@ from avlearn.data.decode import (
 )
 from avlearn.data.manifest import VideoInfo, read_manifest
 
-__all__ = ["AVClipDataset", "FailureTracker", "Transform", "av_collate", "sample_generator"]
+__all__ = ["AVClipDataset", "FailureTracker", "NoUsableVideoError", "Transform", "av_collate",
+           "sample_generator"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,13 @@ Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 """A random transform: ``(tensor, generator) -> tensor``; all its randomness must come from the generator."""
 
 _LIST_KEYS = ("video_id", "failures")  # collated as lists (strings; per-sample lists concatenated)
+PAD_TOLERANCE_S = 0.1
+"""Silence padded into a clip's audio window beyond this (s) is counted (AAC frames end up to 64 ms
+off the video's end at 16 kHz; more means the audio track is really shorter)."""
+
+
+class NoUsableVideoError(ValueError):
+    """A manifest (or split) in which no row can feed the dataset; the message says what was dropped."""
 
 
 def sample_generator(*keys: int) -> torch.Generator:
@@ -113,7 +121,10 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         ``audio_shifted``: like ``audio``, only with ``shifted_audio > 0``; ``shift``: its start
         minus the own window's start (s);
         ``skipped``: int, bad videos replaced while producing this sample;
-        ``failures``: ``list[tuple[path, reason]]`` of those replacements.
+        ``failures``: ``list[tuple[path, reason]]`` of those replacements;
+        ``audio_padded``: seconds of the audio window outside the file's audio track, filled with
+        silence (a track shorter than the video; 0 for rows without audio, which are silent by
+        request); :class:`FailureTracker` counts the clips where it exceeds ``PAD_TOLERANCE_S``.
     """
 
     def __init__(
@@ -153,7 +164,7 @@ class AVClipDataset(Dataset[dict[str, Any]]):
             logger.warning("AVClipDataset: kept %d of %d videos from %s; dropped %s",
                            len(self.videos), len(rows), source, why)
         if not self.videos:
-            raise ValueError(f"AVClipDataset: no usable video in {source} ({len(rows)} rows"
+            raise NoUsableVideoError(f"no usable video in {source} ({len(rows)} rows"
                              + (f"; dropped {why})" if dropped else ")")
                              + "; check the manifest with `avlearn prepare index`")
         # a transform chain that crops in 8 bits (VideoAugConfig.fused) takes the decoder's uint8 frames
@@ -319,6 +330,7 @@ class AVClipDataset(Dataset[dict[str, Any]]):
             "video": video, "audio": audio, "index": video_index, "video_id": row.video_id,
             "start": float(clip.start), "av_offset": float(offset),
             "skipped": len(failures), "failures": failures,
+            "audio_padded": float(clip.audio_padded) if row.has_audio else 0.0,
         }
         if shifted is not None:
             # its own augmentation draw, as the true audio's: nothing but timing tells them apart
@@ -358,10 +370,13 @@ class FailureTracker:
         self.replaced = 0  # clips that needed at least one replacement
         self.failures = 0  # decode failures (a clip may need several replacements)
         self.files: Counter[tuple[str, str]] = Counter()
+        self.padded = 0  # clips whose audio window ran past the audio track (silence padded in)
+        self.padded_videos: Counter[str] = Counter()
 
     def reset(self) -> None:
-        self.clips = self.replaced = self.failures = 0
+        self.clips = self.replaced = self.failures = self.padded = 0
         self.files.clear()
+        self.padded_videos.clear()
 
     def update(self, batch: Mapping[str, Any]) -> None:
         """Add one collated batch (from :func:`av_collate`)."""
@@ -373,6 +388,12 @@ class FailureTracker:
             self.failures += int(counts.sum())
         for path, reason in batch.get("failures", []):
             self.files[(str(path), str(reason))] += 1
+        padded = batch.get("audio_padded")
+        if padded is not None:
+            over = (torch.as_tensor(padded) > PAD_TOLERANCE_S).tolist()
+            self.padded += sum(over)
+            ids = batch.get("video_id") or [""] * len(over)
+            self.padded_videos.update(str(v) for v, o in zip(ids, over, strict=True) if o)
 
     @property
     def bad_paths(self) -> list[str]:
@@ -382,8 +403,19 @@ class FailureTracker:
         """One line, e.g. ``"epoch 3: 2 of 400 clips replaced; bad files: a.mp4 (file is empty) x2"``."""
         head = f"epoch {epoch}: " if epoch is not None else ""
         if not self.failures:
-            return f"{head}no decode failures in {self.clips} clips"
-        files = "; ".join(f"{path} ({reason})" + (f" x{n}" if n > 1 else "")
-                          for (path, reason), n in self.files.most_common())
-        return (f"{head}{self.replaced} of {self.clips} clips replaced after {self.failures} decode "
-                f"failure(s); bad files: {files}")
+            text = f"{head}no decode failures in {self.clips} clips"
+        else:
+            files = "; ".join(f"{path} ({reason})" + (f" x{n}" if n > 1 else "")
+                              for (path, reason), n in self.files.most_common())
+            text = (f"{head}{self.replaced} of {self.clips} clips replaced after {self.failures} decode "
+                    f"failure(s); bad files: {files}")
+        return text + self._padding_report()
+
+    def _padding_report(self, limit: int = 10) -> str:
+        if not self.padded:
+            return ""
+        videos = ", ".join(v + (f" x{n}" if n > 1 else "") for v, n in self.padded_videos.most_common(limit))
+        more = len(self.padded_videos) - limit
+        return (f"; {self.padded} of {self.clips} clips had silence padded into their audio (audio track "
+                f"shorter than the video; `avlearn prepare index` warns of these files): {videos}"
+                + (f" and {more} more" if more > 0 else ""))

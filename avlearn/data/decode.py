@@ -42,13 +42,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
-import av
 import numpy as np
 import torch
 import torchaudio
-from av.video.reformatter import VideoReformatter
+
+if TYPE_CHECKING:
+    from av.video.reformatter import VideoReformatter
 
 __all__ = [
     "DECODERS",
@@ -139,6 +141,8 @@ class Clip:
         frame_times: ``(T,)`` timestamps (s) of the file frames that were used.
         extra_audio: ``(S,)`` windows read from the same open file at the ``extra_audio`` starts
             given to :func:`decode_clip` (e.g. AVTS-style shifted negatives), in that order.
+        audio_padded: seconds of ``audio``'s window outside the audio track (zeros: before its
+            start or past its end, e.g. a file whose sound stops before its pictures).
     """
 
     video: torch.Tensor
@@ -147,6 +151,7 @@ class Clip:
     audio_start: float
     frame_times: np.ndarray
     extra_audio: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    audio_padded: float = 0.0
 
 
 def clip_frame_times(start: float, spec: ClipSpec) -> np.ndarray:
@@ -262,10 +267,24 @@ def stage_times() -> Iterator[dict[str, float]]:
 _THREAD = threading.local()
 
 
+@functools.cache
+def _av() -> ModuleType:
+    """PyAV, imported at the first decode: importing this module needs no PyAV (a GPU machine that
+    trains from memory, ``benchmarks/gpu``), decoding does."""
+    try:
+        import av
+    except ImportError as err:
+        raise ImportError(f"decoding media needs PyAV ({err}); install it: pip install av") from err
+    return av
+
+
 def _reformatter() -> VideoReformatter:
     """This thread's frame converter: one FFmpeg scaler context reused for every frame of a size."""
     reformatter: VideoReformatter | None = getattr(_THREAD, "reformatter", None)
     if reformatter is None:
+        _av()  # PyAV, or a message saying how to install it
+        from av.video.reformatter import VideoReformatter
+
         reformatter = _THREAD.reformatter = VideoReformatter()
     return reformatter
 
@@ -298,8 +317,8 @@ def _open(path: str | os.PathLike[str]) -> Any:
     if p.stat().st_size == 0:
         raise DecodeError(p, "file is empty (0 bytes)")
     try:
-        return av.open(str(p))
-    except (av.FFmpegError, OSError, ValueError) as err:
+        return _av().open(str(p))
+    except (_av().FFmpegError, OSError, ValueError) as err:
         detail = getattr(err, "strerror", None) or str(err)  # FFmpeg's str() repeats the path
         raise DecodeError(p, f"not a readable media file ({detail})") from None
 
@@ -314,7 +333,7 @@ def _video_duration(container: Any, stream: Any) -> float:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base) + float((stream.start_time or 0) * stream.time_base)
     if container.duration is not None:
-        return float(container.duration / av.time_base)
+        return float(container.duration / _av().time_base)
     return math.inf
 
 
@@ -414,9 +433,15 @@ def read_audio(
 
 
 def _read_audio(container: Any, path: str, start: float, seconds: float, sample_rate: int) -> torch.Tensor:
+    return _read_audio_padded(container, path, start, seconds, sample_rate)[0]
+
+
+def _read_audio_padded(container: Any, path: str, start: float, seconds: float,
+                       sample_rate: int) -> tuple[torch.Tensor, float]:
+    """:func:`_read_audio` and the seconds of the window that no decoded audio frame covered."""
     n_out = round(seconds * sample_rate)
     if n_out == 0:
-        return torch.zeros(0)
+        return torch.zeros(0), 0.0
     if not container.streams.audio:
         raise DecodeError(path, "has no audio track (audio-visual training needs one)")
     stream = container.streams.audio[0]
@@ -438,6 +463,8 @@ def _read_audio(container: Any, path: str, start: float, seconds: float, sample_
     seek_t = max(a0 / sr_in - _AUDIO_PREROLL, 0.0)
     keep: list[int] = []  # the channels averaged into mono (all but LFE) for `layout`
     layout = ""
+    inner = (a0 + margin_in, a0 + length - margin_in)  # the native samples the output is made of
+    covered = 0
     _CLOCK.start()
     try:
         container.seek(int(seek_t / tb), stream=stream, backward=True, any_frame=False)
@@ -462,10 +489,11 @@ def _read_audio(container: Any, path: str, start: float, seconds: float, sample_
                 samples = _frame_samples(frame, keep)
                 mono = samples[0] if len(keep) == 1 else samples.mean(axis=0)
                 buf[lo - a0 : hi - a0] = mono[lo - first : hi - first]
+                covered += max(0, min(hi, inner[1]) - max(lo, inner[0]))
                 _CLOCK.lap("audio downmix")
             if done:
                 break
-    except av.FFmpegError as err:
+    except _av().FFmpegError as err:
         raise DecodeError(path, f"audio track is corrupt ({err})") from None
     _CLOCK.lap("audio decode")
     wav = torch.from_numpy(buf)
@@ -475,7 +503,7 @@ def _read_audio(container: Any, path: str, start: float, seconds: float, sample_
         wav = torch.nn.functional.pad(wav, (0, n_out - wav.shape[0]))
     wav = wav[:n_out].contiguous()
     _CLOCK.lap("resample")
-    return wav
+    return wav, max(0, inner[1] - inner[0] - covered) / sr_in
 
 
 # ---------------------------------------------------------------------------------------- video
@@ -528,7 +556,7 @@ def _decode_pyav(path: str | os.PathLike[str], start: float, spec: ClipSpec,
                 times.append(t)
                 if t >= targets[-1]:
                     break
-        except av.FFmpegError as err:
+        except _av().FFmpegError as err:
             raise DecodeError(path, f"video track is corrupt ({err})") from None
         if not kept:
             raise DecodeError(path, f"no video frame decodes at or after {start:.3f} s")
@@ -542,10 +570,11 @@ def _decode_pyav(path: str | os.PathLike[str], start: float, spec: ClipSpec,
         video = _to_video_tensor(frames, spec.uint8_frames)
         _CLOCK.lap("to tensor")
         audio_start = audio_window_start(start, spec)
-        audio = _read_audio(container, str(path), audio_start, spec.audio_seconds, spec.sample_rate)
+        audio, padded = _read_audio_padded(container, str(path), audio_start, spec.audio_seconds,
+                                           spec.sample_rate)
         extra = _extra_audio(container, path, extra_audio, spec)
         _CLOCK.start()
-        return Clip(video, audio, start, audio_start, np.asarray(times)[chosen], extra)
+        return Clip(video, audio, start, audio_start, np.asarray(times)[chosen], extra, padded)
     finally:
         container.close()
         _CLOCK.lap("close")
@@ -560,7 +589,7 @@ def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec,
         stream = _video_stream(container, path)
         try:  # the display rotation is on decoded frames: decode the first one
             rotation = _display_rotation(next(container.decode(stream), None))
-        except av.FFmpegError as err:
+        except _av().FFmpegError as err:
             raise DecodeError(path, f"video track is corrupt ({err})") from None
         if rotation:
             # decord 0.6 turns the picture but keeps the coded W x H (90/270 come out squashed, and
@@ -590,10 +619,11 @@ def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec,
             frames = _decord_frames_resized(decord, path, chosen, width, height)
         del reader
         audio_start = audio_window_start(start, spec)
-        audio = _read_audio(container, str(path), audio_start, spec.audio_seconds, spec.sample_rate)
+        audio, padded = _read_audio_padded(container, str(path), audio_start, spec.audio_seconds,
+                                           spec.sample_rate)
         video = _to_video_tensor(frames, spec.uint8_frames)
         extra = _extra_audio(container, path, extra_audio, spec)
-        return Clip(video, audio, start, audio_start, times[chosen, 0].astype(np.float64), extra)
+        return Clip(video, audio, start, audio_start, times[chosen, 0].astype(np.float64), extra, padded)
     finally:
         container.close()
 
@@ -607,7 +637,7 @@ def _decord_frames_resized(decord: Any, path: str | os.PathLike[str], chosen: np
     except Exception as err:
         raise DecodeError(path, f"video frames cannot be decoded ({err})") from None
     resized = {
-        int(i): av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").to_ndarray(
+        int(i): _av().VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").to_ndarray(
             width=width, height=height, format="rgb24", interpolation="BICUBIC")
         for i, img in zip(np.unique(chosen), native, strict=True)
     }

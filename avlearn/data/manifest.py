@@ -11,13 +11,20 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["VideoInfo", "read_manifest", "write_manifest"]
+__all__ = ["ManifestError", "VideoInfo", "read_manifest", "write_manifest"]
 
 Status = Literal["ok", "warn", "bad"]
+
+logger = logging.getLogger(__name__)
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read; the message names the file (and line) and the fix."""
 
 
 @dataclasses.dataclass
@@ -50,13 +57,18 @@ class VideoInfo:
 
 _FIELDS = [f.name for f in dataclasses.fields(VideoInfo)]
 _TYPES = {f.name: f.type for f in dataclasses.fields(VideoInfo)}
+TRACK_COLUMNS = ("has_video", "has_audio")
+"""Columns a hand-written manifest may leave out: a file is then assumed to have the track, and a
+missing one shows up as a counted decode failure (rather than every row dropped as trackless)."""
 
 
 def _parse(row: dict[str, str | int | float | bool]) -> VideoInfo:
     unknown = set(row) - set(_FIELDS)
     if unknown:
         raise ValueError(f"manifest has unknown column(s) {sorted(unknown)}; valid: {_FIELDS}")
-    values: dict[str, object] = {}
+    if "path" not in row or not str(row["path"]).strip():
+        raise ValueError("the row has no path (every row needs the 'path' column)")
+    values: dict[str, object] = {key: True for key in TRACK_COLUMNS if key not in row}
     for key, raw in row.items():
         tp = _TYPES[key]
         if tp == "bool":
@@ -90,6 +102,24 @@ def write_manifest(rows: Iterable[VideoInfo], path: str | Path) -> Path:
     return path
 
 
+def _columns(path: Path) -> set[str]:
+    if path.suffix == ".csv":
+        with path.open(newline="") as fh:
+            return set(next(csv.reader(fh), []))
+    with path.open() as fh:
+        first = next((line for line in fh if line.strip()), "{}")
+    return set(json.loads(first))
+
+
+def _note_assumed_tracks(path: Path) -> None:
+    """Warn when the manifest does not say which files have video and audio tracks."""
+    absent = [c for c in TRACK_COLUMNS if c not in _columns(path)]
+    if absent:
+        logger.warning("manifest %s has no %s column: every file is assumed to have that track (a file "
+                       "without it becomes a counted decode failure); `avlearn prepare index` writes "
+                       "a full manifest", path, " or ".join(absent))
+
+
 def read_manifest(path: str | Path) -> list[VideoInfo]:
     """Read a manifest written by :func:`write_manifest`; errors name the file and line."""
     path = Path(path)
@@ -103,16 +133,18 @@ def read_manifest(path: str | Path) -> list[VideoInfo]:
             try:
                 rows.append(_parse(json.loads(line)))
             except (ValueError, TypeError) as err:
-                raise ValueError(f"{path}:{lineno}: {err}") from None
+                raise ManifestError(f"{path}:{lineno}: {err}") from None
     elif path.suffix == ".csv":
         with path.open(newline="") as fh:
             for lineno, row in enumerate(csv.DictReader(fh), 2):
                 try:
                     rows.append(_parse(row))
                 except (ValueError, TypeError) as err:
-                    raise ValueError(f"{path}:{lineno}: {err}") from None
+                    raise ManifestError(f"{path}:{lineno}: {err}") from None
     else:
-        raise ValueError(f"manifest {path}: suffix must be .csv or .jsonl")
+        raise ManifestError(f"manifest {path}: suffix must be .csv or .jsonl")
+    if rows:
+        _note_assumed_tracks(path)
     # Relative paths are relative to the manifest's folder, so a collection can be moved.
     for info in rows:
         if info.path and not Path(info.path).is_absolute():

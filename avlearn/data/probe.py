@@ -12,8 +12,11 @@ Status policy (one file may collect several reasons, joined by "; "):
   truncated/corrupt, no video track, video that does not decode, a single frame.
 * ``warn``: usable, but odd: **no audio track** (kept as ``warn`` with ``has_audio=False``
   because video-only fine-tuning can still use it; audio-visual datasets filter on
-  ``VideoInfo.usable_av``), audio that does not decode, variable frame rate, audio below
-  16 kHz, more than 2 audio channels, display rotation, frames larger than 1920x1080.
+  ``VideoInfo.usable_av``), audio that does not decode, audio and video tracks of different
+  lengths (clips past the audio's end get padded silence; the dataset counts those clips),
+  a silent audio track (RMS below ``SILENCE_DBFS``: every packet's audio is decoded for it,
+  a few ms per minute of AAC; ``check_silence=False`` skips it), variable frame rate, audio
+  below 16 kHz, more than 2 audio channels, display rotation, frames larger than 1920x1080.
 * ``ok``: none of the above.
 
 Each reason starts with a short category before ":" (e.g. ``variable frame rate: ...``);
@@ -23,18 +26,23 @@ probes in a process pool (:func:`parallel_map`) that survives a worker killed by
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import av
+import numpy as np
 from tqdm import tqdm
 
 from avlearn.data.manifest import VideoInfo
+
+if TYPE_CHECKING:
+    import av
 
 __all__ = ["CRASH_MESSAGE", "error_text", "failed_row", "parallel_map", "probe", "probe_many"]
 
@@ -46,6 +54,8 @@ MAX_PIXELS = 1920 * 1080  # above full HD, decoding dominates training time
 VFR_TOLERANCE = 0.25  # a frame interval this far (relative) from the median is irregular
 VFR_MIN_FRACTION = 0.02  # ... and VFR needs this share of irregular intervals (one dropped frame is not VFR)
 TRUNCATION_SLACK_S = 0.25  # packets may end this much (plus 5 %) before the declared duration
+MISMATCH_SLACK_S = 0.5  # audio and video may start or end this far apart (plus 5 % of the video)
+SILENCE_DBFS = -60.0  # a whole track quieter than this (RMS, dB re full scale) is silent
 
 CRASH_MESSAGE = "the worker process died handling this file (a crash in FFmpeg, or out of memory)"
 
@@ -92,16 +102,73 @@ def _vfr_reason(pts: list[int], time_base: float) -> str:
     return f"variable frame rate: frame intervals {lo:.0f}-{hi:.0f} ms ({irregular}/{len(deltas)} irregular)"
 
 
-def probe(path: str | Path) -> VideoInfo:
-    """Probe one file; never raises: any failure becomes ``status='bad'`` with the reason."""
+def probe(path: str | Path, check_silence: bool = True) -> VideoInfo:
+    """Probe one file; a bad file becomes ``status='bad'`` with the reason (a missing PyAV raises).
+
+    ``check_silence``: decode the whole audio track to warn of a silent one (see the module doc).
+    """
+    import av  # noqa: F401  # here, not at import: a missing PyAV is an error, not a bad row per file
+
     path = Path(path)
     try:
-        return _probe(path)
+        return _probe(path) if check_silence else _probe(path, check_silence=False)
     except Exception as err:  # one broken file must not stop a 1M-file index
         return failed_row(path, error_text(err))
 
 
-def _probe(path: Path) -> VideoInfo:
+class _Span:
+    """First and last presentation time (s) of one track's packets."""
+
+    def __init__(self) -> None:
+        self.start, self.end = math.inf, 0.0
+
+    def add(self, start: float, end: float) -> None:
+        self.start, self.end = min(self.start, start), max(self.end, end)
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.end - self.start) if math.isfinite(self.start) else 0.0
+
+
+class _Loudness:
+    """Running sum of squares of decoded audio samples (all channels)."""
+
+    def __init__(self) -> None:
+        self.sum_sq, self.count = 0.0, 0
+
+    def add(self, frame: av.AudioFrame) -> None:
+        raw: np.ndarray = frame.to_ndarray()
+        samples = raw.astype(np.float64)
+        if raw.dtype.kind in "iu":  # integer PCM: scale to [-1, 1]
+            samples /= float(2 ** (8 * raw.dtype.itemsize - 1))
+        self.sum_sq += float(np.square(samples).sum())
+        self.count += samples.size
+
+    @property
+    def dbfs(self) -> float:
+        if self.count == 0:
+            return math.nan
+        rms = math.sqrt(self.sum_sq / self.count)
+        return 20 * math.log10(rms) if rms > 0 else -math.inf
+
+
+def _mismatch_reason(video: _Span, audio: _Span) -> str:
+    """Reason text when the audio track starts or ends far from the video track, else ''."""
+    slack = MISMATCH_SLACK_S + 0.05 * video.seconds
+    if video.seconds == 0 or audio.seconds == 0:
+        return ""
+    if abs(audio.end - video.end) <= slack and abs(audio.start - video.start) <= slack:
+        return ""
+    effect = (f"clips past {audio.end:.2f} s get padded silence" if audio.end < video.end
+              else f"audio after {video.end:.2f} s is unused")
+    return (f"audio/video duration mismatch: audio {audio.seconds:.2f} s ({audio.start:.2f}-"
+            f"{audio.end:.2f} s), video {video.seconds:.2f} s ({video.start:.2f}-{video.end:.2f} s) "
+            f"- {effect}")
+
+
+def _probe(path: Path, check_silence: bool = True) -> VideoInfo:
+    import av  # imported when probing: training from memory needs no PyAV (benchmarks/gpu)
+
     info = VideoInfo(path=str(path), video_id=path.stem)
     bad: list[str] = []
     warn: list[str] = []
@@ -142,6 +209,8 @@ def _probe(path: Path) -> VideoInfo:
         # One demux pass over all packets; decode only until the first frame of each track.
         video_pts: list[int] = []
         stream_end = 0.0
+        spans = {"video": _Span(), "audio": _Span()}
+        loudness = _Loudness()
         first_video: av.VideoFrame | None = None
         first_audio: av.AudioFrame | None = None
         video_error = audio_error = demux_error = ""
@@ -152,6 +221,9 @@ def _probe(path: Path) -> VideoInfo:
                 tb = packet.time_base
                 end = float((packet.pts + (packet.duration or 0)) * tb)
                 stream_end = max(stream_end, end)
+                if packet.stream is vstream or packet.stream is astream:
+                    span = spans["video" if packet.stream is vstream else "audio"]
+                    span.add(max(0.0, float(packet.pts * tb)), end)  # AAC priming starts below 0
                 if packet.stream is vstream:
                     video_pts.append(packet.pts)
                     if first_video is None and not video_error:
@@ -160,10 +232,12 @@ def _probe(path: Path) -> VideoInfo:
                                                 if isinstance(f, av.VideoFrame)), None)
                         except Exception as err:
                             video_error = error_text(err)
-                elif packet.stream is astream and first_audio is None and not audio_error:
+                elif packet.stream is astream and (first_audio is None or check_silence) and not audio_error:
                     try:
-                        first_audio = next((f for f in packet.decode()
-                                            if isinstance(f, av.AudioFrame)), None)
+                        for frame in packet.decode():
+                            if isinstance(frame, av.AudioFrame):
+                                first_audio = frame if first_audio is None else first_audio
+                                loudness.add(frame)
                     except Exception as err:
                         audio_error = error_text(err)
         except Exception as err:
@@ -202,6 +276,13 @@ def _probe(path: Path) -> VideoInfo:
     elif audio_error or first_audio is None:
         info.has_audio = False  # so usable_av excludes it
         warn.append(f"audio does not decode: {audio_error or 'no frame decoded'}")
+    if astream is not None and info.has_audio:
+        mismatch = _mismatch_reason(spans["video"], spans["audio"])
+        if mismatch:
+            warn.append(mismatch)
+        if check_silence and loudness.dbfs < SILENCE_DBFS:
+            warn.append(f"silent audio: the whole track is at {loudness.dbfs:.0f} dBFS RMS (below "
+                        f"{SILENCE_DBFS:.0f}): nothing for audio-visual training to learn from")
     vfr = ""
     if vstream is not None and vstream.time_base is not None:
         vfr = _vfr_reason(sorted(video_pts), float(vstream.time_base))
@@ -226,13 +307,15 @@ def failed_row(path: Path, message: str) -> VideoInfo:
     return VideoInfo(path=str(path), video_id=path.stem, status="bad", reason=f"probe failed: {message}")
 
 
-def probe_many(paths: Sequence[Path], workers: int, progress: bool, desc: str = "probe") -> list[VideoInfo]:
+def probe_many(paths: Sequence[Path], workers: int, progress: bool, desc: str = "probe",
+               check_silence: bool = True) -> list[VideoInfo]:
     """Probe in a process pool (``workers <= 1``: in this process); order is kept.
 
     A file that kills its worker process (an FFmpeg crash, the OOM killer) becomes a ``bad``
     row (see :func:`parallel_map`); the run goes on.
     """
-    return parallel_map(probe, paths, workers, failed_row, progress, desc)
+    fn = probe if check_silence else functools.partial(probe, check_silence=False)
+    return parallel_map(fn, paths, workers, failed_row, progress, desc)
 
 
 def parallel_map(

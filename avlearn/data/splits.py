@@ -598,8 +598,25 @@ def _object_split(split: LabelledSplit, root: Path) -> LabelledSplit:
     return LabelledSplit(classes, items, split.root, split.name + " (object labels)")
 
 
+def _require_files(split: LabelledSplit, cfg: DatasetConfig, which: str) -> None:
+    """Refuse a split that lists nothing, or none of whose files exist: a run would train first
+    and only fail at the evaluation (or train on nothing)."""
+    key = f"dataset.{which}_split"
+    name = split.name or f"{which} split"
+    if not split.items:
+        raise ConfigError(f"{key}={getattr(cfg, key.split('.')[1])}: the split '{name}' of {cfg.root} lists "
+                          "no file; fill its split file or choose another split", key=key)
+    root = Path(split.root)
+    if not any((Path(p) if Path(p).is_absolute() else root / p).is_file() for p, _ in split.items):
+        raise ConfigError(f"{key}: none of the {len(split.items)} files of the split '{name}' exists under "
+                          f"{root or Path.cwd()} (e.g. {split.items[0][0]}); check dataset.root or "
+                          "dataset.video_root", key=key)
+
+
 def load_split(cfg: DatasetConfig, which: Literal["train", "test"]) -> LabelledSplit:
-    """The train or test split of ``cfg``; the train split is subsampled to ``label_fraction``."""
+    """The train or test split of ``cfg``; the train split is subsampled to ``label_fraction``.
+
+    Raises :class:`ConfigError` when the split lists no file or none of its files exists."""
     if not cfg.root:
         raise ConfigError("dataset.root is empty: set it to the dataset folder, e.g. dataset.root=data/synth")
     root = Path(cfg.root)
@@ -630,6 +647,7 @@ def load_split(cfg: DatasetConfig, which: Literal["train", "test"]) -> LabelledS
                                   split.root, split.name)
     else:
         split = esc50_split(root, cfg.fold, train=which == "train")
+    _require_files(split, cfg, which)
     if which == "train" and cfg.label_fraction < 1:
         full = len(split)
         split = subsample_per_class(split, cfg.label_fraction, cfg.fraction_seed)

@@ -79,7 +79,7 @@ def evaluate(init: str, manifest: str, config: str | None = None, overrides: lis
     torch.manual_seed(cfg.seed)
     model = load_model(source)
     data = dataclasses.replace(cfg.data, clips_per_video=1)
-    dataset = build_dataset(data, train=False, manifest=manifest)
+    dataset = build_dataset(data, train=False, manifest=manifest, key="--manifest")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.data.num_workers,
                         collate_fn=av_collate)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

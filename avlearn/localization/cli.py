@@ -16,6 +16,11 @@ checkpoint has one (``x.localizer.safetensors`` next to ``x.safetensors``, writt
 carries the sound that was localized (mono); a PNG strip of key
 frames is written next to it (``--out x.png`` writes only the strip).
 
+Memory does not grow with the video's length: the model's windows are decoded a batch at a time
+(:func:`stream_maps`), only the grid-resolution maps are kept, and the original frames are
+decoded, drawn over and encoded ``_CHUNK`` at a time (:class:`OverlayWriter`). Progress bars
+show both passes (``--quiet`` hides them).
+
 Scoring on the synthetic collection is ``avlearn evaluate localization``
 (:mod:`avlearn.localization.evaluate`).
 """
@@ -26,13 +31,14 @@ import argparse
 import dataclasses
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from avlearn.data.audio import build_spectrogram
 from avlearn.data.decode import ClipSpec, DecodeError, decode_clip, probe_duration, read_audio
@@ -45,15 +51,77 @@ from avlearn.localization.inputs import (
     normalize_video,
 )
 from avlearn.localization.module import upsample_map
-from avlearn.localization.overlay import normalize_maps, write_overlay_video, write_strip_png
+from avlearn.localization.overlay import OverlayWriter, normalize_maps, write_strip_png
 from avlearn.models.av import AVModel
 from avlearn.models.checkpoint import CheckpointError
 
-__all__ = ["localize_frames", "main"]
+__all__ = ["localize_frames", "main", "stream_maps", "window_starts"]
 
 
 AudioSource = Callable[[float], Tensor]
-_CHUNK = 32  # frames decoded at a time
+WindowSource = Callable[[int, int], Tensor]
+"""``(first, n) -> (C, n, H, W)``: ``n`` normalised model frames from model frame ``first`` on."""
+_CHUNK = 32  # original frames decoded, drawn and encoded at a time
+
+
+def window_starts(total: int, length: int) -> list[int]:
+    """First frames of non-overlapping windows of ``length`` covering ``total`` frames (the last
+    one overlaps its predecessor when ``length`` does not divide ``total``)."""
+    starts = list(range(0, max(total - length, 0) + 1, length))
+    if starts[-1] + length < total:
+        starts.append(total - length)
+    return starts
+
+
+@torch.no_grad()
+def stream_maps(
+    model: AVModel,
+    read_window: WindowSource,
+    audio_at: AudioSource,
+    inp: ModelInput,
+    total: int,
+    start: float = 0.0,
+    batch_size: int = 4,
+    learned: Learned | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Per-frame maps of ``total`` model frames, decoding ``batch_size`` windows at a time.
+
+    Args:
+        read_window: gives the frames of one window (see :data:`WindowSource`); a window of a
+            video shorter than ``inp.num_frames`` is padded by repeating its last frame.
+        audio_at: ``t -> (S,)`` waveform of the audio window of a clip starting at ``t`` seconds.
+        total: model frames (at ``inp.fps``) to cover; ``start``: time (s) of frame 0.
+        learned: a learned localizer and its spec; ``None``: post hoc.
+
+    Shape:
+        ``-> (total, H', W')`` maps at grid resolution.
+    """
+    length = inp.num_frames
+    starts = window_starts(total, length)
+    spectrogram = build_spectrogram(inp.spec)
+    maps: Tensor | None = None
+    batches = range(0, len(starts), batch_size)
+    for b0 in tqdm(batches, desc="localize: windows", unit="batch", disable=not progress, dynamic_ncols=True):
+        chunk = starts[b0 : b0 + batch_size]
+        clips = torch.stack([_padded(read_window(s, min(length, total - s)), length) for s in chunk])
+        wavs = torch.stack([audio_at(start + s / inp.fps) for s in chunk])
+        out = model(clips, spectrogram(wavs))
+        grid_maps = localization_maps(model, out, learned)  # (b, T', H', W')
+        window_maps = upsample_map(grid_maps, (length, *grid_maps.shape[-2:]))
+        if maps is None:
+            maps = torch.zeros(max(total, length), *window_maps.shape[-2:])
+        for s, m in zip(chunk, window_maps, strict=True):
+            maps[s : s + length] = m
+    assert maps is not None
+    return maps[:total]
+
+
+def _padded(video: Tensor, length: int) -> Tensor:
+    """``(C, n, H, W) -> (C, length, H, W)``, the last frame repeated."""
+    if video.shape[1] >= length:
+        return video
+    return torch.cat([video, video[:, -1:].expand(-1, length - video.shape[1], -1, -1)], dim=1)
 
 
 @torch.no_grad()
@@ -68,6 +136,8 @@ def localize_frames(
 ) -> Tensor:
     """Per-frame cosine maps of a decoded video against the audio of each window.
 
+    The whole video in memory; ``avlearn localize`` streams it with :func:`stream_maps`.
+
     Args:
         model: the pretrained pair (put in ``eval()`` mode by the caller).
         video: ``(C, M, H, W)`` frames at ``inp.fps``, already normalised.
@@ -78,28 +148,8 @@ def localize_frames(
     Shape:
         ``-> (M, H', W')`` maps at grid resolution, one per input frame.
     """
-    length = inp.num_frames
-    total = video.shape[1]
-    if total < length:  # too short for one window: repeat the last frame
-        video = torch.cat([video, video[:, -1:].expand(-1, length - total, -1, -1)], dim=1)
-    starts = list(range(0, max(total - length, 0) + 1, length))
-    if starts[-1] + length < total:
-        starts.append(total - length)  # last window overlaps the previous one
-    spectrogram = build_spectrogram(inp.spec)
-    maps: Tensor | None = None
-    for b0 in range(0, len(starts), batch_size):
-        chunk = starts[b0 : b0 + batch_size]
-        clips = torch.stack([video[:, s : s + length] for s in chunk])
-        wavs = torch.stack([audio_at(start + s / inp.fps) for s in chunk])
-        out = model(clips, spectrogram(wavs))
-        grid_maps = localization_maps(model, out, learned)  # (b, T', H', W')
-        window_maps = upsample_map(grid_maps, (length, *grid_maps.shape[-2:]))
-        if maps is None:
-            maps = torch.zeros(max(total, length), *window_maps.shape[-2:])
-        for s, m in zip(chunk, window_maps, strict=True):
-            maps[s : s + length] = m
-    assert maps is not None
-    return maps[:total]
+    return stream_maps(model, lambda s, n: video[:, s : s + n], audio_at, inp, video.shape[1], start,
+                       batch_size, learned)
 
 
 def _override(inp: ModelInput, args: argparse.Namespace) -> ModelInput:
@@ -140,8 +190,80 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strip-frames", type=int, default=6, help="key frames in the PNG strip")
     p.add_argument("--per-frame", action="store_true", help="normalise each frame's map on its own")
     p.add_argument("--cmap", default="jet", choices=["jet", "inferno"])
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="windows run through the model at a time")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def _uint8_frames(path: str, t0: float, fps: float, size: int | None, first: int, n: int) -> Tensor:
+    """``(n, H, W, 3)`` uint8: frames ``first .. first + n - 1`` of ``path`` at ``fps`` from ``t0`` (s)."""
+    spec = ClipSpec(num_frames=n, fps=fps, size=size, audio_seconds=0.0)
+    clip = decode_clip(path, t0 + first / fps, spec).video
+    return (clip * 255).round_().to(torch.uint8).permute(1, 2, 3, 0)
+
+
+def _chunks(total: int, size: int = _CHUNK) -> Iterator[tuple[int, int]]:
+    """``(first, n)`` of consecutive chunks of at most ``size`` covering ``total``."""
+    for first in range(0, total, size):
+        yield first, min(size, total - first)
+
+
+def _render(args: argparse.Namespace, out: Path, maps: Tensor, inp: ModelInput, seconds: float, vrate: float,
+            sound: str, sound_sr: int) -> None:
+    """Draw ``maps`` over the original frames, ``_CHUNK`` at a time, into ``out`` and its PNG strip."""
+    total = max(1, math.floor(seconds * vrate + 1e-6))
+    # original frame i (time i / vrate) takes the map of the nearest model frame
+    idx = np.clip(np.round(np.arange(total) / vrate * inp.fps).astype(np.int64), 0, len(maps) - 1)
+    heat = normalize_maps(maps.numpy()[idx], per_frame=args.per_frame)  # (total, H', W'): small
+    picks = np.unique(np.round(np.linspace(0, total - 1, min(args.strip_frames, total))).astype(np.int64))
+    kept: list[np.ndarray] = []  # the strip's key frames
+    writer: OverlayWriter | None = None
+    bar = tqdm(total=total, desc="localize: overlay", unit="frame", disable=args.quiet, dynamic_ncols=True)
+    try:
+        for first, n in _chunks(total):
+            frames = _uint8_frames(args.video, args.start, vrate, None, first, n).numpy()
+            kept += [frames[i - first] for i in picks if first <= i < first + n]
+            if out.suffix.lower() != ".png":
+                if writer is None:
+                    writer = OverlayWriter(out, vrate, frames.shape[1:3], 1, sound_sr, args.cmap)
+                writer.add(frames, heat[first : first + n])
+            bar.update(n)
+        if writer is not None:
+            writer.finish(read_audio(sound, args.start, total / vrate, sound_sr).numpy())
+            writer.close()
+            print(f"wrote {out} ({total} frames at {vrate:g} fps)")
+    finally:
+        bar.close()
+    strip = out if out.suffix.lower() == ".png" else out.with_suffix(".png")
+    write_strip_png(np.stack(kept), heat[picks], strip, n=len(kept), cmap=args.cmap)
+    print(f"wrote {strip}")
+
+
+def _localize(args: argparse.Namespace, out: Path) -> None:
+    model, inp, learned = load_for_localization(args.checkpoint, args.localizer)
+    inp = _override(inp, args)
+    duration = probe_duration(args.video)
+    seconds = duration - args.start if args.seconds is None else min(args.seconds, duration - args.start)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise DecodeError(args.video, f"nothing to process from {args.start} s (duration {duration:.3f} s)",
+                          hint="pass a --start below the duration")
+    vrate, _ = _file_rates(args.video)
+    sound = args.audio or args.video
+    _, sound_sr = _file_rates(sound)
+    if sound_sr is None:
+        raise DecodeError(sound, "has no audio track", hint="pass --audio with a file that has sound")
+
+    def read_window(first: int, n: int) -> Tensor:
+        frames = _uint8_frames(args.video, args.start, inp.fps, inp.size, first, n)
+        return normalize_video(frames.permute(3, 0, 1, 2).float() / 255, inp)
+
+    def audio_at(t: float) -> Tensor:
+        return read_audio(sound, inp.audio_start(t), inp.audio_seconds, inp.sample_rate)
+
+    total = max(1, math.floor(seconds * inp.fps + 1e-6))
+    maps = stream_maps(model, read_window, audio_at, inp, total, args.start, args.batch_size, learned,
+                       progress=not args.quiet)
+    _render(args, out, maps, inp, seconds, vrate, sound, sound_sr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,48 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avlearn localize: --out must end in .mp4, .mkv, .mov or .png, got {out}", file=sys.stderr)
         return 2
     try:
-        model, inp, learned = load_for_localization(args.checkpoint, args.localizer)
-        inp = _override(inp, args)
-        duration = probe_duration(args.video)
-        seconds = duration - args.start if args.seconds is None else min(args.seconds, duration - args.start)
-        if not math.isfinite(seconds) or seconds <= 0:
-            raise DecodeError(args.video,
-                              f"nothing to process from {args.start} s (duration {duration:.3f} s)",
-                              hint="pass a --start below the duration")
-        vrate, _ = _file_rates(args.video)
-        sound = args.audio or args.video
-        _, sound_sr = _file_rates(sound)
-        if sound_sr is None:
-            raise DecodeError(sound, "has no audio track", hint="pass --audio with a file that has sound")
-
-        def decode(fps: float, size: int | None) -> Tensor:
-            """``(T, H, W, 3)`` uint8, decoded in chunks (float frames of a long HD video are large)."""
-            n = max(1, math.floor(seconds * fps + 1e-6))
-            parts = []
-            for k in range(0, n, _CHUNK):
-                spec = ClipSpec(num_frames=min(_CHUNK, n - k), fps=fps, size=size, audio_seconds=0.0)
-                clip = decode_clip(args.video, args.start + k / fps, spec).video
-                parts.append((clip * 255).round_().to(torch.uint8).permute(1, 2, 3, 0))
-            return torch.cat(parts)
-
-        def audio_at(t: float) -> Tensor:
-            return read_audio(sound, inp.audio_start(t), inp.audio_seconds, inp.sample_rate)
-
-        video = normalize_video(decode(inp.fps, inp.size).permute(3, 0, 1, 2).float() / 255, inp)
-        maps = localize_frames(model, video, audio_at, inp, args.start, args.batch_size, learned)
-        frames = decode(vrate, None).numpy()
-        # original frame i (time i / vrate) takes the map of the nearest model frame
-        idx = np.round(np.arange(frames.shape[0]) / vrate * inp.fps).astype(np.int64)
-        idx = np.clip(idx, 0, len(maps) - 1)
-        heat = normalize_maps(maps.numpy()[idx], per_frame=args.per_frame)
-        strip = out if out.suffix.lower() == ".png" else out.with_suffix(".png")
-        if out.suffix.lower() != ".png":
-            wav = read_audio(sound, args.start, frames.shape[0] / vrate, sound_sr).numpy()
-            write_overlay_video(frames, heat, vrate, wav, sound_sr, out, cmap=args.cmap)
-            print(f"wrote {out} ({frames.shape[0]} frames at {vrate:g} fps)")
-        write_strip_png(frames, heat, strip, n=args.strip_frames, cmap=args.cmap)
-        print(f"wrote {strip}")
-    except (CheckpointError, DecodeError, ValueError) as err:
+        _localize(args, out)
+    except CheckpointError as err:  # --checkpoint or --localizer names no usable file: usage
+        print(f"avlearn localize: {err}", file=sys.stderr)
+        return 2
+    except (DecodeError, ValueError) as err:
         print(f"avlearn localize: {err}", file=sys.stderr)
         return 1
     return 0

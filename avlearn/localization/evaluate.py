@@ -89,7 +89,7 @@ def _synth(args: argparse.Namespace, inp: ModelInput) -> tuple[list[Trial], dict
         raise FileNotFoundError(f"cannot read {ann_path} ({err}); generate the collection with "
                                 "`avlearn synth --out DIR`") from None
     videos = [v for v in annotations.get("videos", []) if v.get("split") == args.split][: args.limit]
-    trials = synth_trials(root, videos, inp, args.negatives, args.silent)
+    trials = synth_trials(root, videos, inp, args.negatives, args.silent, progress=True)
     scored = sum(t.kind == "positive" for t in trials)
     no_box = sum(gt_from_synth(v, int(v["num_frames"]) // 2) is None for v in videos)
     return trials, {"split": args.split,
@@ -112,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, inp, learned = load_for_localization(args.checkpoint, args.localizer)
         trials, extra = _synth(args, inp) if args.format == "synth" else _benchmark(args, inp)
-    except (CheckpointError, AnnotationError, DecodeError, FileNotFoundError) as err:
+    except CheckpointError as err:  # --checkpoint or --localizer names no usable file: usage
+        print(f"avlearn evaluate localization: {err}", file=sys.stderr)
+        return 2
+    except (AnnotationError, DecodeError, FileNotFoundError) as err:
         print(f"avlearn evaluate localization: {err}", file=sys.stderr)
         return 1
     if not any(t.kind == "positive" for t in trials):

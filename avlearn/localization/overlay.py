@@ -9,6 +9,7 @@ is image work (numpy, Pillow), not a chart; only the colour tables come from mat
 from __future__ import annotations
 
 from pathlib import Path
+from types import TracebackType
 from typing import Literal
 
 import numpy as np
@@ -17,9 +18,10 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from PIL import Image
 
-from avlearn.media import write_av
+from avlearn.media import AVWriter
 
-__all__ = ["COLORMAPS", "apply_colormap", "blend", "normalize_maps", "write_overlay_video", "write_strip_png"]
+__all__ = ["COLORMAPS", "OverlayWriter", "apply_colormap", "blend", "normalize_maps", "write_overlay_video",
+           "write_strip_png"]
 
 
 def _lut(name: str) -> np.ndarray:
@@ -120,8 +122,50 @@ def write_overlay_video(
     Returns:
         The path written.
     """
-    blended = _even(blend(frames, maps, cmap, max_alpha))
-    return write_av(path, blended, fps, audio, sample_rate)
+    channels = None if audio is None else (1 if np.ndim(audio) == 1 else int(np.shape(audio)[0]))
+    with OverlayWriter(path, fps, frames.shape[1:3], channels, sample_rate, cmap, max_alpha) as writer:
+        writer.add(frames, maps)
+        if audio is not None:
+            writer.finish(audio)
+    return Path(path)
+
+
+class OverlayWriter:
+    """:func:`write_overlay_video` chunk by chunk: memory holds one chunk of frames, not the video.
+
+    Args:
+        path: output ``.mp4``.
+        fps: frame rate of the frames.
+        size: ``(H, W)`` of the frames (odd sizes are padded by one edge pixel).
+        audio_channels: channels of the audio given to :meth:`finish`, ``None`` for a silent video.
+        sample_rate, cmap, max_alpha: as for :func:`write_overlay_video`.
+
+    Writes the same bytes as :func:`write_overlay_video` on the whole video.
+    """
+
+    def __init__(self, path: str | Path, fps: float, size: tuple[int, int], audio_channels: int | None,
+                 sample_rate: int, cmap: str = "jet", max_alpha: float = 0.6) -> None:
+        even = (size[0] + size[0] % 2, size[1] + size[1] % 2)
+        self.cmap, self.max_alpha = cmap, max_alpha
+        self.writer = AVWriter(path, fps, even, audio_channels, sample_rate)
+
+    def add(self, frames: np.ndarray, maps: np.ndarray) -> None:
+        """Shape: ``frames (T, H, W, 3)`` uint8, ``maps (T, h, w)`` in ``[0, 1]``."""
+        self.writer.write_frames(_even(blend(frames, maps, self.cmap, self.max_alpha)))
+
+    def finish(self, audio: np.ndarray) -> None:
+        """Mux ``audio`` (``(S,)`` or ``(C, S)``) after the last frame."""
+        self.writer.write_audio(audio)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def __enter__(self) -> OverlayWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.writer.__exit__(kind, err, tb)
 
 
 def write_strip_png(

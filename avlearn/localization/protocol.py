@@ -88,12 +88,12 @@ def image_trial(item: BenchmarkItem, inp: ModelInput) -> Trial:
 
 
 def synth_trials(root: Path, tests: list[dict[str, Any]], inp: ModelInput, negatives: bool = False,
-                 silent: bool = False) -> list[Trial]:
+                 silent: bool = False, progress: bool = False) -> list[Trial]:
     """Trials of a synthetic collection's test videos: the middle-frame window of each video with
     a visible sounding object (positives); with ``negatives``, every row of the collection's
     ``splits/test_plus_silent.csv`` (a test video's window with another test video's sound over
     the same window); with ``silent``, every positive's window with silence."""
-    windows = middle_windows(root, tests, None, inp, progress=False)
+    windows = middle_windows(root, tests, None, inp, progress=progress)
     trials = [Trial(w.video, w.frame, w.audio, w.gt, w.gt.shape, "positive") for w in windows]
     if negatives:
         trials += list(_synth_negatives(root, tests, inp))

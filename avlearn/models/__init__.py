@@ -19,7 +19,7 @@ from avlearn.models.checkpoint import (
     save_encoders,
     write_safetensors,
 )
-from avlearn.models.heads import IdentityHead, LinearHead, MLPHead
+from avlearn.models.heads import AVIDHead, IdentityHead, LinearHead, MLPHead
 from avlearn.models.registry import (
     AUDIO_ENCODERS,
     HEADS,
@@ -31,7 +31,15 @@ from avlearn.models.registry import (
     build_head,
     build_video_encoder,
 )
-from avlearn.models.video import R2Plus1D, VideoOutput, r2plus1d_18, r2plus1d_small, r2plus1d_tiny
+from avlearn.models.video import (
+    R2Plus1D,
+    VideoBackbone,
+    VideoOutput,
+    r2plus1d_18,
+    r2plus1d_small,
+    r2plus1d_tiny,
+)
+from avlearn.models.video_avid import R2Plus1DAVID, r2plus1d_18_avid
 from avlearn.models.weight_init import init_weights, zero_init_residual_bn
 from avlearn.models.weights import (
     Weights,
@@ -48,6 +56,7 @@ __all__ = [
     "AUDIO_ENCODERS",
     "HEADS",
     "VIDEO_ENCODERS",
+    "AVIDHead",
     "AVModel",
     "AVOutput",
     "AudioEncoder",
@@ -58,8 +67,10 @@ __all__ = [
     "MLPHead",
     "ModelConfig",
     "R2Plus1D",
+    "R2Plus1DAVID",
     "Registry",
     "SpecCNN",
+    "VideoBackbone",
     "VideoEncoder",
     "VideoOutput",
     "Weights",
@@ -80,6 +91,7 @@ __all__ = [
     "load_video_encoder",
     "load_weights",
     "r2plus1d_18",
+    "r2plus1d_18_avid",
     "r2plus1d_small",
     "r2plus1d_tiny",
     "read_safetensors",

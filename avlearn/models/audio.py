@@ -2,8 +2,11 @@
 
 Layout (AVID-CMA ``Conv2D``): a 7x7 stride-2 conv stem, then four plain (non-residual) blocks of
 two 3x3 conv-BN-ReLU layers with strides 2, 2, 2, 1, and a global max-pool into a 512-d
-embedding. AVID-CMA feeds 2 s of log-power linear spectrogram, 257 frequency bins x 200 frames
-(10 ms hop); any ``F x T`` works (log-mel 64/80/128 bins included) because pooling is global.
+embedding (4,725,696 parameters, the same as the reference's ``Conv2D(depth=10)``). AVID-CMA feeds
+2 s of its dB spectrogram (``spec.kind: avid_db``), 257 frequency bins x 200 frames (10 ms hop); any
+``F x T`` works (log-mel 64/80/128 bins included) because pooling is global. The reference lays the
+spectrogram out ``T x F``, this network ``F x T``: released weights load with their 2D kernels
+transposed (:mod:`avlearn.models.convert_avid`) and then give the same embedding.
 
 Strides: the grid has ``F' = ceil(F / 16)`` and ``T' = ceil(T / 16)``; 257x200 gives 17x13.
 """

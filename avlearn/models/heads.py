@@ -1,7 +1,9 @@
 """Projection heads mapping encoder embeddings into the joint audio-visual space.
 
-AVID-CMA projects each modality's 512-d embedding with an MLP 512-512-128
-(Linear-BN-ReLU-Linear) and L2-normalises the result.
+AVID-CMA projects each modality's 512-d embedding with ``proj_dim: [512, 512, 128]``:
+Linear-ReLU-Linear-ReLU-Linear with biases and no BatchNorm (:class:`AVIDHead`, ``head: avid_mlp``);
+its loss L2-normalises the result. :class:`MLPHead` (``head: mlp``) is our own lighter
+Linear-BN-ReLU-Linear, the default of our configs.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["IdentityHead", "LinearHead", "MLPHead"]
+__all__ = ["AVIDHead", "IdentityHead", "LinearHead", "MLPHead"]
 
 
 class _Head(nn.Module):
@@ -33,7 +35,7 @@ class _Head(nn.Module):
 
 
 class MLPHead(_Head):
-    """Linear-BN-ReLU-Linear, as in AVID-CMA (512-512-128).
+    """Linear-BN-ReLU-Linear (ours; AVID-CMA's head is :class:`AVIDHead`).
 
     Shape:
         ``(B, in_dim) -> (B, out_dim)``
@@ -45,6 +47,31 @@ class MLPHead(_Head):
         self.net = nn.Sequential(
             nn.Linear(in_dim, hidden_dim, bias=False),
             nn.BatchNorm1d(hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, out_dim),
+        )
+
+    def project(self, feat: Tensor) -> Tensor:
+        out: Tensor = self.net(feat)
+        return out
+
+
+class AVIDHead(_Head):
+    """AVID-CMA's projection: Linear-ReLU-Linear-ReLU-Linear, no BatchNorm (``[512, 512, 128]``).
+
+    Both hidden layers are ``hidden_dim`` wide; every Linear has a bias.
+
+    Shape:
+        ``(B, in_dim) -> (B, out_dim)``
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 128, hidden_dim: int = 512) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, hidden_dim),
             nn.ReLU(inplace=True),
             nn.Linear(hidden_dim, out_dim),
         )

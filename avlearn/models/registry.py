@@ -16,8 +16,9 @@ from torch import nn
 from avlearn.config import ConfigError, InvalidValue, from_dict
 from avlearn.models.audio import SpecCNN, avid_spec_cnn9, avid_spec_cnn9_small, avid_spec_cnn9_tiny
 from avlearn.models.av import AVModel
-from avlearn.models.heads import IdentityHead, LinearHead, MLPHead
-from avlearn.models.video import R2Plus1D, r2plus1d_18, r2plus1d_small, r2plus1d_tiny
+from avlearn.models.heads import AVIDHead, IdentityHead, LinearHead, MLPHead
+from avlearn.models.video import VideoBackbone, r2plus1d_18, r2plus1d_small, r2plus1d_tiny
+from avlearn.models.video_avid import r2plus1d_18_avid
 
 __all__ = [
     "AUDIO_ENCODERS",
@@ -74,9 +75,14 @@ class Registry(Mapping[str, T], Generic[T]):
         return f"Registry({self.kind!r}, {sorted(self._entries)})"
 
 
-VIDEO_ENCODERS: Registry[Callable[..., R2Plus1D]] = Registry(
+VIDEO_ENCODERS: Registry[Callable[..., VideoBackbone]] = Registry(
     "video encoder",
-    {"r2plus1d_18": r2plus1d_18, "r2plus1d_small": r2plus1d_small, "r2plus1d_tiny": r2plus1d_tiny},
+    {
+        "r2plus1d_18": r2plus1d_18,  # torchvision's layout (31.3 M parameters)
+        "r2plus1d_18_avid": r2plus1d_18_avid,  # AVID-CMA's (15.4 M), see avlearn.models.video_avid
+        "r2plus1d_small": r2plus1d_small,
+        "r2plus1d_tiny": r2plus1d_tiny,
+    },
 )
 AUDIO_ENCODERS: Registry[Callable[..., SpecCNN]] = Registry(
     "audio encoder",
@@ -87,19 +93,25 @@ AUDIO_ENCODERS: Registry[Callable[..., SpecCNN]] = Registry(
     },
 )
 HEADS: Registry[Callable[..., nn.Module]] = Registry(
-    "head", {"mlp": MLPHead, "linear": LinearHead, "identity": IdentityHead}
+    "head", {"mlp": MLPHead, "avid_mlp": AVIDHead, "linear": LinearHead, "identity": IdentityHead}
 )
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which encoders and heads make up the model (AVID-CMA defaults).
+    """Which encoders and heads make up the model.
+
+    The defaults are ours (torchvision's R(2+1)D-18 and the Linear-BN-ReLU-Linear head); AVID-CMA's
+    networks are ``video_arch: r2plus1d_18_avid`` and ``head: avid_mlp`` (the ``avid_*`` presets,
+    :data:`avlearn.models.convert_avid.PAPER_MODEL`).
 
     Attributes:
-        video_arch: a key of ``VIDEO_ENCODERS``.
+        video_arch: a key of ``VIDEO_ENCODERS`` (``r2plus1d_18_avid`` is AVID-CMA's network,
+            ``r2plus1d_18`` torchvision's).
         audio_arch: a key of ``AUDIO_ENCODERS``.
         embed_dim: size ``d`` of the joint embedding (ignored by ``head="identity"``).
-        head: a key of ``HEADS``: ``"mlp"`` (Linear-BN-ReLU-Linear), ``"linear"`` or ``"identity"``.
+        head: a key of ``HEADS``: ``"mlp"`` (ours, Linear-BN-ReLU-Linear), ``"avid_mlp"`` (AVID-CMA's
+            Linear-ReLU-Linear-ReLU-Linear), ``"linear"`` or ``"identity"``.
         proj_hidden: hidden width of the MLP head.
         video_pool / audio_pool: global pooling of each grid into the encoder embedding.
         video_in_channels / audio_in_channels: input channels (3 for RGB, 1 for mono spectrograms).
@@ -132,7 +144,7 @@ class ModelConfig:
                 raise InvalidValue(field, getattr(self, field), "must be >= 1", "model")
 
 
-def build_video_encoder(cfg: ModelConfig) -> R2Plus1D:
+def build_video_encoder(cfg: ModelConfig) -> VideoBackbone:
     """The video encoder named by ``cfg.video_arch``."""
     return VIDEO_ENCODERS[cfg.video_arch](
         in_channels=cfg.video_in_channels, pool=cfg.video_pool, zero_init_residual=cfg.zero_init_residual

@@ -1,17 +1,19 @@
-"""Video encoders: R(2+1)D-18 (the AVID-CMA video network) and small variants for CPU runs.
+"""Video encoders after torchvision's R(2+1)D-18, and small variants for CPU runs.
 
 The network follows torchvision's ``r2plus1d_18`` layout (and reuses its ``BasicBlock`` /
 ``Conv2Plus1D`` blocks), so the parameter names and shapes of ``r2plus1d_18`` here are those of
 torchvision's model without ``fc``: its state dict loads directly. Smaller variants change the
 stage widths and blocks per stage.
 
-Strides: the grid has ``T' = ceil(T / 8)``, ``H' = ceil(H / 16)``, ``W' = ceil(W / 16)``; for the
-AVID-CMA input of 8 frames at 112x112 that is a ``1 x 7 x 7`` grid of ``grid_dim`` channels.
+Strides: the grid has ``T' = ceil(T / 8)``, ``H' = ceil(H / 16)``, ``W' = ceil(W / 16)``; for 8
+frames at 112x112 that is a ``1 x 7 x 7`` grid of ``grid_dim`` channels.
 
-Differences from the AVID-CMA release (which has a full 3x7x7 Conv3d stem followed by a
-spatial max-pool): the stem here is torchvision's factorised (2+1)D stem without max-pool,
-so the 112x112 grid is 7x7 rather than 4x4. The embedding is a global max-pool by default
-(as in AVID-CMA); ``pool="avg"`` gives torchvision's average pool.
+This is *not* AVID-CMA's video network: torchvision widens each (2+1)D convolution (the
+intermediate width keeps the parameter count of a full 3x3x3 conv), uses a factorised stem
+without max-pool and a BN-projected shortcut: 31.3 M parameters against the paper's 15.4 M.
+The paper's network is ``r2plus1d_18_avid`` in :mod:`avlearn.models.video_avid`; both share
+:class:`VideoBackbone`. The embedding is a global max-pool by default (as in AVID-CMA);
+``pool="avg"`` gives torchvision's average pool.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from avlearn.models.weight_init import init_weights
 
 __all__ = [
     "R2Plus1D",
+    "VideoBackbone",
     "VideoOutput",
     "r2plus1d_18",
     "r2plus1d_small",
@@ -85,52 +88,24 @@ def _make_stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Seq
     return nn.Sequential(*layers)
 
 
-class R2Plus1D(nn.Module):
-    """R(2+1)D residual network over RGB clips, returning a pooled embedding and the last grid.
+class VideoBackbone(nn.Module):
+    """What every registered video encoder shares: named stages, a grid, a pooled embedding.
 
-    Args:
-        widths: channels of the four stages (``layer1`` ... ``layer4``).
-        blocks: residual blocks per stage.
-        stem_width: channels between the stem's spatial and temporal convs (45 in R(2+1)D-18).
-        in_channels: input channels (3 for RGB).
-        pool: global pooling of the grid into the embedding, ``"max"`` (AVID-CMA) or ``"avg"``.
-        zero_init_residual: start each residual block as the identity (last BN gamma = 0).
+    Subclasses build the modules named in ``stage_names`` (run in that order) and set
+    ``in_channels``, ``pool``, ``out_dim`` and ``grid_dim``; ``temporal_stride`` and
+    ``spatial_stride`` give the grid size.
 
     Shape:
-        ``video (B, C, T, H, W) -> emb (B, out_dim), grid (B, grid_dim, ceil(T/8), ceil(H/16), ceil(W/16))``
+        ``video (B, C, T, H, W) -> emb (B, out_dim), grid (B, grid_dim, T', H', W')``
     """
 
     stage_names: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
     temporal_stride = 8
     spatial_stride = 16
-
-    def __init__(
-        self,
-        widths: Sequence[int] = (64, 128, 256, 512),
-        blocks: Sequence[int] = (2, 2, 2, 2),
-        stem_width: int = 45,
-        in_channels: int = 3,
-        pool: Pool = "max",
-        zero_init_residual: bool = False,
-    ) -> None:
-        super().__init__()
-        if len(widths) != 4 or len(blocks) != 4:
-            raise ValueError(f"R2Plus1D needs 4 stage widths and 4 block counts, got {widths} and {blocks}")
-        if pool not in ("max", "avg"):
-            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
-        self.widths = tuple(widths)
-        self.blocks = tuple(blocks)
-        self.in_channels = in_channels
-        self.pool = pool
-        self.stem = R2Plus1DStem(in_channels, stem_width, widths[0])
-        self.layer1 = _make_stage(widths[0], widths[0], blocks[0], stride=1)
-        self.layer2 = _make_stage(widths[0], widths[1], blocks[1], stride=2)
-        self.layer3 = _make_stage(widths[1], widths[2], blocks[2], stride=2)
-        self.layer4 = _make_stage(widths[2], widths[3], blocks[3], stride=2)
-        self.out_dim: int = widths[3]
-        self.grid_dim: int = widths[3]
-        use_explicit_padding(self)  # CPU bf16 weight gradients: see avlearn.models.explicit_padding
-        init_weights(self, zero_init_residual=zero_init_residual)
+    in_channels: int
+    pool: Pool
+    out_dim: int
+    grid_dim: int
 
     @classmethod
     def grid_size(cls, t: int, h: int, w: int) -> tuple[int, int, int]:
@@ -161,13 +136,59 @@ class R2Plus1D(nn.Module):
         return VideoOutput(emb=_global_pool(x, self.pool), grid=x, stages=stages)
 
 
+class R2Plus1D(VideoBackbone):
+    """R(2+1)D over RGB clips in torchvision's layout, returning a pooled embedding and the last grid.
+
+    Args:
+        widths: channels of the four stages (``layer1`` ... ``layer4``).
+        blocks: residual blocks per stage.
+        stem_width: channels between the stem's spatial and temporal convs (45 in R(2+1)D-18).
+        in_channels: input channels (3 for RGB).
+        pool: global pooling of the grid into the embedding, ``"max"`` (AVID-CMA) or ``"avg"``.
+        zero_init_residual: start each residual block as the identity (last BN gamma = 0).
+
+    Shape:
+        ``video (B, C, T, H, W) -> emb (B, out_dim), grid (B, grid_dim, ceil(T/8), ceil(H/16), ceil(W/16))``
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        blocks: Sequence[int] = (2, 2, 2, 2),
+        stem_width: int = 45,
+        in_channels: int = 3,
+        pool: Pool = "max",
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(widths) != 4 or len(blocks) != 4:
+            raise ValueError(f"R2Plus1D needs 4 stage widths and 4 block counts, got {widths} and {blocks}")
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+        self.widths = tuple(widths)
+        self.blocks = tuple(blocks)
+        self.in_channels = in_channels
+        self.pool = pool
+        self.stem = R2Plus1DStem(in_channels, stem_width, widths[0])
+        self.layer1 = _make_stage(widths[0], widths[0], blocks[0], stride=1)
+        self.layer2 = _make_stage(widths[0], widths[1], blocks[1], stride=2)
+        self.layer3 = _make_stage(widths[1], widths[2], blocks[2], stride=2)
+        self.layer4 = _make_stage(widths[2], widths[3], blocks[3], stride=2)
+        self.out_dim = widths[3]
+        self.grid_dim = widths[3]
+        use_explicit_padding(self)  # CPU bf16 weight gradients: see avlearn.models.explicit_padding
+        init_weights(self, zero_init_residual=zero_init_residual)
+
+
 def _global_pool(grid: Tensor, pool: Pool) -> Tensor:
     """``(B, C, T', H', W') -> (B, C)`` by max or mean over all positions."""
     return einops.reduce(grid, "b c t h w -> b c", "max" if pool == "max" else "mean")
 
 
 def r2plus1d_18(in_channels: int = 3, pool: Pool = "max", zero_init_residual: bool = False) -> R2Plus1D:
-    """R(2+1)D-18 (AVID-CMA's video network): widths 64-128-256-512, 2 blocks per stage, 512-d."""
+    """torchvision's R(2+1)D-18: widths 64-128-256-512, 2 blocks per stage, 512-d, 31.3 M parameters.
+
+    Not AVID-CMA's network (that is ``r2plus1d_18_avid``, :mod:`avlearn.models.video_avid`)."""
     return R2Plus1D((64, 128, 256, 512), (2, 2, 2, 2), 45, in_channels, pool, zero_init_residual)
 
 

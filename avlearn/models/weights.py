@@ -40,7 +40,7 @@ from avlearn.models.registry import (
     build_av_model,
     build_video_encoder,
 )
-from avlearn.models.video import R2Plus1D
+from avlearn.models.video import VideoBackbone
 
 __all__ = [
     "EXPORT_NAMES",
@@ -191,13 +191,13 @@ def load_av_model(
 
 
 @overload
-def load_encoder(weights: Weights, modality: Literal["video"]) -> R2Plus1D: ...
+def load_encoder(weights: Weights, modality: Literal["video"]) -> VideoBackbone: ...
 @overload
 def load_encoder(weights: Weights, modality: Literal["audio"]) -> SpecCNN: ...
 @overload
 def load_encoder(weights: Weights, modality: Literal["video", "audio"]) -> nn.Module: ...
 def load_encoder(weights: Weights, modality: Literal["video", "audio"]) -> nn.Module:
-    """The video (``R2Plus1D``) or audio (``SpecCNN``) encoder of ``weights`` (no heads), loaded
+    """The video (``VideoBackbone``) or audio (``SpecCNN``) encoder of ``weights`` (no heads), loaded
     strictly; randomly initialised for scratch."""
     encoder: nn.Module = (build_video_encoder(weights.model) if modality == "video"
                           else build_audio_encoder(weights.model))
@@ -206,7 +206,7 @@ def load_encoder(weights: Weights, modality: Literal["video", "audio"]) -> nn.Mo
     return encoder
 
 
-def load_video_encoder(path: str | Path) -> tuple[R2Plus1D, ModelConfig]:
+def load_video_encoder(path: str | Path) -> tuple[VideoBackbone, ModelConfig]:
     """The video encoder alone (no heads), e.g. for fine-tuning; returns ``(encoder, config)``."""
     weights = load_weights(path, what="checkpoint")
     return load_encoder(weights, "video"), weights.model

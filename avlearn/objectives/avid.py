@@ -16,8 +16,14 @@ Two losses over the same scores ``s = cos / temperature``:
 * ``"softmax"`` -- InfoNCE over the positive and the ``K`` negatives; with several positives
   each one is classified against the shared negatives and the terms are averaged.
 
-Terms are combined as in AVID-CMA: ``xmodal_weight * (L_v2a + L_a2v) / 2 +
-within_weight * (L_v2v + L_a2a) / 2``. Embeddings must be L2-normalised.
+Terms are combined as ``xmodal_weight * (L_v2a + L_a2v) / 2 + within_weight * (L_v2v + L_a2a) / 2``.
+AVID-CMA divides that by the sum of its coefficients (``normalize_weights: true``; ours uses the
+weights as given by default, so a joint loss with weights 1 and 1 is twice the reference's).
+
+Partition function: ours keeps one ``Z`` per direction, each estimated on its own first batch
+(``partition: per_direction``, the default); AVID-CMA estimates one ``Z`` on the first batch of the
+first term (``v2a``) and shares it across all terms (``partition: shared``).
+Embeddings must be L2-normalised.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DIRECTIONS",
     "LOSSES",
+    "PARTITIONS",
     "AVIDConfig",
     "AVIDLoss",
     "avid_loss",
@@ -62,6 +69,7 @@ __all__ = [
 ]
 
 LOSSES = ("nce", "softmax")
+PARTITIONS = ("per_direction", "shared")
 DIRECTIONS = ("v2a", "a2v", "v2v", "a2a")  # anchor modality 2 memory modality
 
 
@@ -136,22 +144,31 @@ def combine_directions(
     loss: str,
     num_items: int,
     partition: Mapping[str, Tensor | float] | None,
+    normalize_weights: bool = False,
+    shared_partition: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Weighted sum of the directions in ``terms`` (``{"v2a": (anchor, pos, neg), ...}``).
 
+    ``normalize_weights``: divide by ``xmodal_weight + within_weight`` (AVID-CMA).
+    ``shared_partition``: one NCE ``Z`` for every term: any known one in ``partition``, else the
+    one estimated on the first term's negatives (AVID-CMA); otherwise each direction has its own.
     Logs are prefixed with the direction (``"v2a/pos_sim"``); the unprefixed ``loss``,
     ``pos_sim`` and ``neg_sim`` average the cross-modal directions (the within-modal ones
     when only those are present).
     """
     total: Tensor | None = None
     logs: dict[str, Tensor] = {}
+    scale = 1.0 / (xmodal_weight + within_weight) if normalize_weights else 1.0
+    shared = next(iter((partition or {}).values()), None) if shared_partition else None
     for direction, (anchor, pos, neg) in terms.items():
         weight = xmodal_weight if direction in ("v2a", "a2v") else within_weight
-        z = None if partition is None else partition.get(direction)
+        z = shared if shared_partition else None if partition is None else partition.get(direction)
         value, sub = memory_discrimination_loss(
             anchor, pos, neg, temperature=temperature, loss=loss, num_items=num_items, partition=z
         )
-        term = value * (weight / 2.0)
+        if shared_partition and shared is None and "partition" in sub:
+            shared = sub["partition"]
+        term = value * (weight * scale / 2.0)
         total = term if total is None else total + term
         logs.update({f"{direction}/{key}": val for key, val in sub.items()})
     if total is None:
@@ -202,6 +219,8 @@ def avid_loss(
     xmodal_weight: float = 1.0,
     within_weight: float = 0.0,
     partition: Mapping[str, Tensor | float] | None = None,
+    normalize_weights: bool = False,
+    shared_partition: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """AVID loss of a batch against the (not yet updated) memory banks.
 
@@ -210,7 +229,8 @@ def avid_loss(
     modalities (never the instance itself: see :meth:`MemoryBank.sample_negatives`).
     ``partition`` maps a direction (``"v2a"``, ``"a2v"``, ``"v2v"``, ``"a2a"``) to its fixed NCE
     ``Z``; a missing direction is estimated from this batch (log ``"<dir>/partition"``).
-    Returns ``(loss, logs)``; a term whose weight is 0 is not computed.
+    ``normalize_weights`` / ``shared_partition``: AVID-CMA's conventions (see
+    :func:`combine_directions`). Returns ``(loss, logs)``; a term whose weight is 0 is not computed.
     """
     check_weight("xmodal_weight", xmodal_weight)
     check_weight("within_weight", within_weight)
@@ -235,6 +255,8 @@ def avid_loss(
         loss=loss,
         num_items=video_memory.shape[0],
         partition=partition,
+        normalize_weights=normalize_weights,
+        shared_partition=shared_partition,
     )
 
 
@@ -252,6 +274,10 @@ class AVIDConfig:
         loss: ``nce`` (the paper) or ``softmax`` (InfoNCE over the K + 1 bank entries).
         xmodal_weight, within_weight: cross-modal and within-modal terms (AVID "xmodal" = 1, 0).
         bank_dtype: storage of the banks (``float16`` / ``bfloat16`` halve their memory).
+        normalize_weights: divide the loss by ``xmodal_weight + within_weight`` (AVID-CMA: true;
+            ours, the default: false).
+        partition: NCE ``Z`` ``per_direction`` (ours, the default) or ``shared`` by all terms
+            (AVID-CMA).
     """
 
     num_negatives: int = 1024
@@ -261,6 +287,8 @@ class AVIDConfig:
     xmodal_weight: float = 1.0
     within_weight: float = 0.0
     bank_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    normalize_weights: bool = False
+    partition: Literal["per_direction", "shared"] = "per_direction"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
@@ -279,7 +307,8 @@ class AVIDConfig:
         """Keyword arguments of the bank objectives' constructors."""
         return {"num_negatives": self.num_negatives, "temperature": self.temperature,
                 "momentum": self.momentum, "loss": self.loss, "xmodal_weight": self.xmodal_weight,
-                "within_weight": self.within_weight, "bank_dtype": _BANK_DTYPES[self.bank_dtype]}
+                "within_weight": self.within_weight, "bank_dtype": _BANK_DTYPES[self.bank_dtype],
+                "normalize_weights": self.normalize_weights, "shared_partition": self.partition == "shared"}
 
 
 class _BankObjective(Objective):
@@ -300,6 +329,8 @@ class _BankObjective(Objective):
         within_weight: float,
         bank_dtype: torch.dtype,
         seed: int,
+        normalize_weights: bool = False,
+        shared_partition: bool = False,
     ) -> None:
         super().__init__()
         check_temperature(temperature)
@@ -317,6 +348,8 @@ class _BankObjective(Objective):
         self.loss = loss
         self.xmodal_weight = xmodal_weight
         self.within_weight = within_weight
+        self.normalize_weights = normalize_weights
+        self.shared_partition = shared_partition
         self.register_buffer("partition", torch.full((len(DIRECTIONS),), -1.0))
 
     def partitions(self) -> dict[str, Tensor]:
@@ -360,6 +393,8 @@ class _BankObjective(Objective):
             xmodal_weight=self.xmodal_weight,
             within_weight=self.within_weight,
             partition=self.partitions(),
+            normalize_weights=self.normalize_weights,
+            shared_partition=self.shared_partition,
         )
         self._store_partitions(logs)
         return value, logs
@@ -367,7 +402,8 @@ class _BankObjective(Objective):
     def extra_repr(self) -> str:
         return (
             f"num_negatives={self.num_negatives}, temperature={self.temperature}, loss={self.loss!r}, "
-            f"xmodal_weight={self.xmodal_weight}, within_weight={self.within_weight}"
+            f"xmodal_weight={self.xmodal_weight}, within_weight={self.within_weight}, "
+            f"normalize_weights={self.normalize_weights}, shared_partition={self.shared_partition}"
         )
 
 
@@ -385,6 +421,7 @@ class AVIDLoss(_BankObjective):
             (AVID "xmodal" = ``(1, 0)``, "joint" = ``(1, 1)``).
         bank_dtype: bank storage dtype (``torch.float16`` halves the memory).
         seed: bank initialisation seed (identical on every process).
+        normalize_weights, shared_partition: AVID-CMA's loss conventions (see the module doc).
 
     Shape: ``forward(video_emb (B, D), audio_emb (B, D), index (B,))`` -> ``(loss, logs)``.
     """
@@ -411,6 +448,8 @@ class AVIDLoss(_BankObjective):
         within_weight: float = 0.0,
         bank_dtype: torch.dtype = torch.float32,
         seed: int = 0,
+        normalize_weights: bool = False,
+        shared_partition: bool = False,
     ) -> None:
         super().__init__(
             num_items,
@@ -423,6 +462,8 @@ class AVIDLoss(_BankObjective):
             within_weight=within_weight,
             bank_dtype=bank_dtype,
             seed=seed,
+            normalize_weights=normalize_weights,
+            shared_partition=shared_partition,
         )
 
     def forward(

@@ -11,11 +11,25 @@ The search is chunked over queries and keys with a running top-k, so memory is
 ``O(chunk_size^2 + N k)``; nothing ``(N, N)`` is allocated. With several processes the
 query rows are split between ranks and gathered, so every rank ends with the same sets.
 
-Loss (AVID-CMA): cross-modal terms take the instance's own entry of the other modality's
-bank *and* ``P`` entries drawn from its positive set as positives; within-modal terms take
-the ``P`` positive-set entries of the same modality's bank. Negatives (shared by all terms)
-are sampled uniformly from the bank excluding the instance and its whole positive set.
-``loss = xmodal_weight * (L_v2a + L_a2v) / 2 + within_weight * (L_v2v + L_a2a) / 2``.
+Loss: ``xmodal_weight * (L_v2a + L_a2v) / 2 + within_weight * (L_v2v + L_a2a) / 2`` (divided by
+``xmodal_weight + within_weight`` with ``normalize_weights``). Negatives are sampled uniformly from
+the bank excluding the instance and its whole positive set. Two term structures:
+
+=========================  ======================================  ===================================
+key                        ours (the defaults)                     AVID-CMA's release (paper presets)
+=========================  ======================================  ===================================
+``xmodal_positives``       true: cross-modal terms take the own    false: the own entry only
+                           entry *and* the drawn positives         (``xModalPosCoeff: 0``)
+``positives``              ``sampled``: ``P = num_positives``      ``all``: every member of the set
+                           draws from the set per step             (``pos_k`` = 32)
+``num_negatives_within``   0: within-modal terms share all ``K``   64: the first 64 of the ``K`` drawn
+                           negatives                               (a uniform draw of 64)
+``normalize_weights``      false                                   true
+``partition``              ``per_direction``                       ``shared``
+=========================  ======================================  ===================================
+
+Kept on purpose in both: the instance itself is never a negative (the reference excludes the
+positive set but not the instance, so with ``N`` items it is drawn with probability ~``K / N``).
 """
 
 from __future__ import annotations
@@ -114,14 +128,20 @@ def cma_loss(
     xmodal_weight: float = 1.0,
     within_weight: float = 1.0,
     partition: Mapping[str, Tensor | float] | None = None,
+    xmodal_positives: bool = True,
+    num_negatives_within: int = 0,
+    normalize_weights: bool = False,
+    shared_partition: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """CMA loss of a batch against the (not yet updated) memory banks.
 
     Shape: ``video_emb, audio_emb (B, D)`` L2-normalised; ``video_memory, audio_memory (N, D)``;
-    ``index (B,)``; ``positives (B, P)`` bank rows drawn from each instance's positive set;
-    ``negatives (B, K)`` bank rows outside ``index`` and the positive set. Cross-modal
-    positives: own entry + ``positives`` (``1 + P``); within-modal: ``positives`` (``P``).
-    ``partition``: fixed NCE ``Z`` per direction as in :func:`~avlearn.objectives.avid.avid_loss`.
+    ``index (B,)``; ``positives (B, P)`` bank rows from each instance's positive set (drawn, or the
+    whole set); ``negatives (B, K)`` bank rows outside ``index`` and the positive set. Cross-modal
+    positives: own entry + ``positives`` (``1 + P``) with ``xmodal_positives``, else the own entry;
+    within-modal: ``positives`` (``P``) against the first ``num_negatives_within`` negatives (0: all).
+    ``partition``, ``normalize_weights``, ``shared_partition``: as in
+    :func:`~avlearn.objectives.avid.avid_loss`.
     """
     check_weight("xmodal_weight", xmodal_weight)
     check_weight("within_weight", within_weight)
@@ -130,18 +150,24 @@ def cma_loss(
     if positives.dim() != 2 or positives.shape[0] != b or positives.shape[1] < 1:
         raise ValueError(f"positives must be ({b}, P >= 1) indices, got shape {tuple(positives.shape)}")
     check_index(positives.reshape(-1), positives.numel(), video_memory.shape[0], name="positives")
+    if not 0 <= num_negatives_within <= negatives.shape[1]:
+        raise ValueError(
+            f"num_negatives_within must be in [0, K={negatives.shape[1]}], got {num_negatives_within}"
+        )
+    k_within = num_negatives_within or negatives.shape[1]
     with torch.no_grad():
         own_and_pos = torch.cat([index.long().unsqueeze(1), positives.long()], dim=1)
         v_mem, a_mem = video_memory.detach(), audio_memory.detach()
         v_xpos, a_xpos = upcast(v_mem[own_and_pos]), upcast(a_mem[own_and_pos])
         v_neg, a_neg = upcast(v_mem[negatives]), upcast(a_mem[negatives])
     terms: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+    n_xpos = own_and_pos.shape[1] if xmodal_positives else 1
     if xmodal_weight > 0:
-        terms["v2a"] = (video_emb, a_xpos, a_neg)
-        terms["a2v"] = (audio_emb, v_xpos, v_neg)
+        terms["v2a"] = (video_emb, a_xpos[:, :n_xpos], a_neg)
+        terms["a2v"] = (audio_emb, v_xpos[:, :n_xpos], v_neg)
     if within_weight > 0:
-        terms["v2v"] = (video_emb, v_xpos[:, 1:], v_neg)
-        terms["a2a"] = (audio_emb, a_xpos[:, 1:], a_neg)
+        terms["v2v"] = (video_emb, v_xpos[:, 1:], v_neg[:, :k_within])
+        terms["a2a"] = (audio_emb, a_xpos[:, 1:], a_neg[:, :k_within])
     return combine_directions(
         terms,
         xmodal_weight=xmodal_weight,
@@ -150,6 +176,8 @@ def cma_loss(
         loss=loss,
         num_items=video_memory.shape[0],
         partition=partition,
+        normalize_weights=normalize_weights,
+        shared_partition=shared_partition,
     )
 
 
@@ -159,6 +187,11 @@ class CMAConfig(AVIDConfig):
 
     Attributes:
         positive_set_size, num_positives, mode: k, P and the agreement (see :class:`CMALoss`).
+        positives: ``sampled`` (ours: ``num_positives`` draws per step) or ``all`` (AVID-CMA: the
+            whole set; ``num_positives`` is then unused).
+        xmodal_positives: add the positives to the cross-modal terms (ours) or not (AVID-CMA).
+        num_negatives_within: negatives of the within-modal terms, the first of the ``K`` drawn
+            (AVID-CMA: 64); 0 shares all ``K`` (ours).
         cma_start_epoch: epochs trained with plain AVID on the same banks before the positive sets
             are first computed (0 when starting from an AVID run with ``init_from``, as in the paper).
         cma_every_epochs: recompute the positive sets every this many epochs.
@@ -169,9 +202,15 @@ class CMAConfig(AVIDConfig):
     mode: Literal["consensus", "union", "video", "audio"] = "consensus"
     cma_start_epoch: int = 0
     cma_every_epochs: int = 5
+    positives: Literal["sampled", "all"] = "sampled"
+    xmodal_positives: bool = True
+    num_negatives_within: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0 <= self.num_negatives_within <= self.num_negatives:
+            raise ConfigError(f"objective.num_negatives_within must be in [0, num_negatives="
+                              f"{self.num_negatives}] (0: share all), got {self.num_negatives_within}")
         for key in ("positive_set_size", "num_positives", "cma_every_epochs"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"objective.{key} must be >= 1, got {getattr(self, key)}")
@@ -187,6 +226,8 @@ class CMALoss(_BankObjective):
         num_positives: P, positives drawn (with replacement) from the set at every step.
         mode: agreement, one of :data:`MODES`.
         chunk_size: query/key chunk of the positive-set search.
+        all_positives: use the whole positive set every step instead of ``num_positives`` draws.
+        xmodal_positives, num_negatives_within: the term structure (see :func:`cma_loss`).
 
     Call :meth:`update_positive_sets` (every few epochs; usually after loading AVID-trained
     banks and partition) before the first ``forward``.
@@ -199,7 +240,9 @@ class CMALoss(_BankObjective):
     @classmethod
     def build(cls, cfg: CMAConfig, ctx: ObjectiveContext) -> CMALoss:
         objective = cls(ctx.num_items, ctx.embed_dim, positive_set_size=cfg.positive_set_size,
-                        num_positives=cfg.num_positives, mode=cfg.mode, **cfg.bank_kwargs(), seed=ctx.seed)
+                        num_positives=cfg.num_positives, mode=cfg.mode, **cfg.bank_kwargs(), seed=ctx.seed,
+                        all_positives=cfg.positives == "all", xmodal_positives=cfg.xmodal_positives,
+                        num_negatives_within=cfg.num_negatives_within)
         objective.start_epoch, objective.every_epochs = cfg.cma_start_epoch, cfg.cma_every_epochs
         return objective
 
@@ -249,6 +292,11 @@ class CMALoss(_BankObjective):
         bank_dtype: torch.dtype = torch.float32,
         seed: int = 0,
         chunk_size: int = 4096,
+        all_positives: bool = False,
+        xmodal_positives: bool = True,
+        num_negatives_within: int = 0,
+        normalize_weights: bool = False,
+        shared_partition: bool = False,
     ) -> None:
         super().__init__(
             num_items,
@@ -261,8 +309,17 @@ class CMALoss(_BankObjective):
             within_weight=within_weight,
             bank_dtype=bank_dtype,
             seed=seed,
+            normalize_weights=normalize_weights,
+            shared_partition=shared_partition,
         )
         check_choice("mode", mode, MODES)
+        if not 0 <= num_negatives_within <= num_negatives:
+            raise ValueError(
+                f"num_negatives_within must be in [0, {num_negatives}], got {num_negatives_within}"
+            )
+        self.all_positives = all_positives
+        self.xmodal_positives = xmodal_positives
+        self.num_negatives_within = num_negatives_within
         check_positive_int("positive_set_size", positive_set_size)
         check_positive_int("num_positives", num_positives)
         check_positive_int("chunk_size", chunk_size)
@@ -299,10 +356,13 @@ class CMALoss(_BankObjective):
         self.positive_sets.copy_(gather_no_grad(padded)[:n].to(torch.int32))
 
     def sample_positives(self, index: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``P`` draws with replacement from each instance's positive set: ``(B,) -> (B, P)`` long."""
+        """``P`` draws with replacement from each instance's positive set: ``(B,) -> (B, P)`` long;
+        with ``all_positives`` the whole set, ``(B, k)``."""
         if not self.has_positive_sets:
             raise RuntimeError("positive sets are not computed yet; call update_positive_sets() first")
         sets = self.positive_sets[index.long()].long()
+        if self.all_positives:
+            return sets
         device = generator.device if generator is not None else sets.device
         draw = torch.randint(
             0, sets.shape[1], (sets.shape[0], self.num_positives), generator=generator, device=device
@@ -342,6 +402,10 @@ class CMALoss(_BankObjective):
             xmodal_weight=self.xmodal_weight,
             within_weight=self.within_weight,
             partition=self.partitions(),
+            xmodal_positives=self.xmodal_positives,
+            num_negatives_within=self.num_negatives_within,
+            normalize_weights=self.normalize_weights,
+            shared_partition=self.shared_partition,
         )
         self._store_partitions(logs)
         if update_memory:
@@ -351,5 +415,6 @@ class CMALoss(_BankObjective):
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, mode={self.mode!r}, positive_set_size={self.positive_sets.shape[1]}, "
-            f"num_positives={self.num_positives}"
+            f"num_positives={'all' if self.all_positives else self.num_positives}, "
+            f"xmodal_positives={self.xmodal_positives}, num_negatives_within={self.num_negatives_within}"
         )

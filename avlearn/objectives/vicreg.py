@@ -158,7 +158,9 @@ class VICRegLoss(Objective):
 
     def compute(self, out: AVOutput, index: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         c = self.cfg
-        return vicreg_loss(self.video_expander(out.video_emb), self.audio_expander(out.audio_emb),
+        # bf16/fp16 embeddings of an autocast forward meet the float32 expanders outside autocast
+        video, audio = upcast(out.video_emb), upcast(out.audio_emb)
+        return vicreg_loss(self.video_expander(video), self.audio_expander(audio),
                            c.invariance_weight, c.variance_weight, c.covariance_weight, c.gamma, c.eps)
 
     def extra_repr(self) -> str:

@@ -3,11 +3,16 @@
 A run checkpoint holds everything needed to continue exactly (model, optimiser, scheduler,
 scaler, objective state such as memory banks and CMA positive sets, epoch/step, RNG states).
 It is a plain dict of tensors and numbers saved with ``torch.save`` and read back with
-``weights_only=True``, so loading never executes pickled code.
+``weights_only=True``, so loading never executes pickled code. A checkpoint is written to a temp
+file, synced to disk, renamed into place and the folder synced, so a crash or power cut leaves
+either the old set or the new one; a checkpoint that cannot be read (cut short by a full disk or
+a copy) is set aside as ``step_N.pt.corrupt`` and the previous one resumed
+(:meth:`CheckpointManager.load_newest`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -17,7 +22,13 @@ import torch
 
 from avlearn.models.weights import run_checkpoints
 
-__all__ = ["CheckpointManager", "get_rng_state", "set_rng_state"]
+__all__ = ["CheckpointManager", "CheckpointReadError", "get_rng_state", "set_rng_state"]
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointReadError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, not a checkpoint); the message names it."""
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -58,18 +69,51 @@ class CheckpointManager:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"step_{step:08d}.pt"
         tmp = path.with_suffix(".pt.tmp")
-        torch.save(state, tmp)
+        with tmp.open("wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)  # atomic: a crash mid-write never leaves a half checkpoint as "latest"
+        _fsync_dir(self.directory)  # ... and the rename itself survives a crash
         for _, old in self.list()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
+
+    def load_newest(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest checkpoint that can be read, and its state (None: there is none).
+
+        An unreadable one is renamed ``step_N.pt.corrupt`` (kept to inspect, out of the way of
+        resume and rotation) with a warning naming it, and the next older one is tried.
+        """
+        for _, path in reversed(self.list()):
+            try:
+                return path, self.load(path)
+            except CheckpointReadError as err:
+                bad = path.with_name(path.name + ".corrupt")
+                path.replace(bad)
+                logger.warning("%s; renamed to %s, trying the previous checkpoint", err, bad.name)
+        return None
 
     @staticmethod
     def load(path: str | Path) -> dict[str, Any]:
         try:
             state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # corrupt file, wrong format: say which file and what to do
-            raise RuntimeError(
+            raise CheckpointReadError(
                 f"cannot read checkpoint {path}: {err}. Delete it to resume from the previous one."
             ) from err
         return state
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Sync a folder's entries (a rename in it) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a folder
+        pass
+    finally:
+        os.close(fd)

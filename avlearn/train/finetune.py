@@ -25,7 +25,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,9 @@ from avlearn.train.command import add_run_arguments, run_command
 from avlearn.train.config import TrainConfig
 from avlearn.train.engine import StepOutput, Task
 from avlearn.train.optim import OptimConfig
+
+if TYPE_CHECKING:
+    from avlearn.train.engine import Engine
 
 __all__ = ["FinetuneConfig", "FinetuneTask", "VideoClassifier", "finetune", "main"]
 
@@ -124,13 +127,14 @@ class VideoClassifier(nn.Module):
         return logits
 
 
-def predict(model: nn.Module, loader: Any, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+def predict(model: nn.Module, loader: Any, device: torch.device,
+            progress: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Clip logits ``(N, C)``, labels ``(N,)`` and video indices ``(N,)`` of every batch of ``loader``."""
     from avlearn.eval.inference import run_inference
 
     out = run_inference(model, loader, lambda b: {"logits": model(b["video"].to(device)).float(),
                                                   "label": b["label"], "video": b["video_index"]},
-                        desc="predict")
+                        progress, desc="evaluate test clips")
     return out["logits"], out["label"], out["video"]
 
 
@@ -184,16 +188,52 @@ class FinetuneTask(Task):
     def checkpoint_state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "init": self.init}
 
+    def outputs(self) -> list[str]:
+        return ["results.json", "results.md", "confusion.png"]
+
     def load_checkpoint(self, state: dict[str, Any], path: Path) -> None:
+        old = str(state.get("init", self.init))
+        if not _same_init(old, self.init):  # a warning: a run dir's newest checkpoint moves on
+            logger.warning("resuming %s, fine-tuned from --init %s: --init %s is not used (pass --fresh "
+                           "to start over from it)", path, old, self.init)
         self.model.load_state_dict(state["model"])
 
 
-def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, Any]:
+def _same_init(a: str, b: str) -> bool:
+    """Whether two ``--init`` sources name the same file (``scratch`` only equals itself)."""
+    if "scratch" in (a, b):
+        return a == b
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def finetune(cfg: FinetuneConfig, init: str, resume: bool = True,
+             datasets: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Run (or continue) the fine-tuning of ``cfg`` from ``init``; returns ``results.json``'s content.
 
-    Raises :class:`~avlearn.models.weights.WeightsError` for an unusable ``init`` and
-    :class:`~avlearn.train.engine.NonFiniteLossError` on NaN/inf.
+    ``datasets``: the ``(train, test)`` clips, by default built from ``cfg.dataset`` and ``cfg.data``;
+    others must give :class:`~avlearn.data.labelled.LabelledClipDataset`'s samples and attributes
+    (``benchmarks/gpu`` fine-tunes on clips held in memory).
+    Raises :class:`~avlearn.models.weights.WeightsError` for an unusable ``init``,
+    :class:`~avlearn.train.engine.NonFiniteLossError` on NaN/inf, and (like ``pretrain``)
+    :class:`~avlearn.train.engine.RunDirBusyError` and :class:`~avlearn.train.engine.RunInterrupted`.
     """
+    from avlearn.data.splits import load_split
+    from avlearn.train.engine import Engine
+
+    if datasets is None:
+        load_split(cfg.dataset, "test")  # an empty or missing test split stops here, not after training
+    t_start = time.perf_counter()
+    # the frozen warm-up leaves the encoder without gradients, which DDP must be told
+    engine = Engine(cfg.train, cfg.run_dir, clip_grad_norm=cfg.optim.clip_grad_norm,
+                    find_unused_parameters=cfg.warmup_classifier_epochs > 0)
+    try:
+        return _finetune(cfg, init, resume, engine, t_start, datasets)
+    finally:
+        engine.close()
+
+
+def _finetune(cfg: FinetuneConfig, init: str, resume: bool, engine: Engine, t_start: float,
+              datasets: tuple[Any, Any] | None) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
 
@@ -201,17 +241,12 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, A
     from avlearn.eval.classification import ClassificationReport
     from avlearn.eval.results import write_report
     from avlearn.models.weights import load_encoder, load_weights
-    from avlearn.train.engine import Engine
     from avlearn.train.optim import build_optimizer, build_scheduler
 
-    t_start = time.perf_counter()
-    # the frozen warm-up leaves the encoder without gradients, which DDP must be told
-    engine = Engine(cfg.train, cfg.run_dir, clip_grad_norm=cfg.optim.clip_grad_norm,
-                    find_unused_parameters=cfg.warmup_classifier_epochs > 0)
     run_dir = Path(cfg.run_dir)
     source = load_weights(init, cfg.model, what="--init")
 
-    dataset = _train_dataset(cfg)
+    dataset = _train_dataset(cfg) if datasets is None else datasets[0]
     batch_size = cfg.data.batch_size
     if len(dataset) < batch_size * engine.world:  # e.g. 1 % of the labels: one smaller batch per epoch
         batch_size = max(1, len(dataset) // engine.world)
@@ -237,10 +272,10 @@ def finetune(cfg: FinetuneConfig, init: str, resume: bool = True) -> dict[str, A
 
     results: dict[str, Any] = {}
     if engine.is_main:  # the main process evaluates the whole test split (no collectives)
-        test = eval_dataset(cfg, dict(dataset.class_to_idx))
+        test = eval_dataset(cfg, dict(dataset.class_to_idx)) if datasets is None else datasets[1]
         test_loader = DataLoader(test, batch_size=cfg.eval.batch_size, shuffle=False,
                                  num_workers=cfg.data.num_workers, collate_fn=av_collate)
-        logits, labels, videos = predict(model, test_loader, engine.device)
+        logits, labels, videos = predict(model, test_loader, engine.device, cfg.train.progress)
         report = ClassificationReport.from_outputs(logits, labels, videos, test.class_names)
         extra = {"init": source.source, "label_fraction": cfg.dataset.label_fraction,
                  "train_videos": dataset.num_videos, "test_videos": test.num_videos, "steps": pos.step,
@@ -270,7 +305,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 done, 1 stopped on NaN/inf, 2 bad config or --init)."""
+    """Entry point; returns the exit code (0 done, 1 stopped on NaN/inf, 2 bad config or --init,
+    75 stopped by a signal after a checkpoint; see :data:`~avlearn.train.command.EXIT_CODES`)."""
     args = _parser().parse_args(argv)
 
     def run(cfg: FinetuneConfig, resume: bool) -> str:

@@ -213,8 +213,8 @@ def pool_stages(stages: dict[str, Tensor], names: Sequence[str], pool: Pool) -> 
 
 def extract_features(encoder: nn.Module, dataset: Dataset[dict[str, Any]], modality: str,
                      stages: Sequence[str], pool: Pool, batch_size: int,
-                     num_workers: int = 0) -> dict[str, Tensor]:
-    """Frozen features of every clip of ``dataset``.
+                     num_workers: int = 0, progress: bool = False) -> dict[str, Tensor]:
+    """Frozen features of every clip of ``dataset`` (``progress``: a bar per batch).
 
     Returns ``features (N, D)`` float32, ``labels (N,)``, ``video_index (N,)``, ``clip_index (N,)``.
     """
@@ -230,7 +230,7 @@ def extract_features(encoder: nn.Module, dataset: Dataset[dict[str, Any]], modal
         return {"features": pool_stages(out.stages, stages, pool).float(), "labels": batch["label"],
                 "video_index": batch["video_index"], "clip_index": batch["clip_index"]}
 
-    return run_inference(encoder, loader, step, desc=f"{modality} features")
+    return run_inference(encoder, loader, step, progress, desc=f"{modality} features")
 
 
 def _init_fingerprint(init: Weights, cfg: ProbeConfig) -> dict[str, Any]:
@@ -255,11 +255,19 @@ def _cache_key(cfg: ProbeConfig, init: Weights, split: LabelledSplit, num_clips:
 def cached_features(path: Path, key: str, compute: Any) -> tuple[dict[str, Tensor], bool]:
     """Load ``path`` when its key is ``key``, else ``compute()`` and save; returns ``(features, reused)``."""
     if path.is_file():
-        stored = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated by a killed run, or not a feature file: recompute
+            logger.warning("cached features %s cannot be read (%s: %s; truncated or corrupt): recomputing "
+                           "and overwriting it", path, type(err).__name__, err)
+            stored = {}
+        if not isinstance(stored, dict):
+            stored = {}
         if stored.get("key") == key:
             logger.info("reusing cached features %s", path)
             return {k: v for k, v in stored.items() if k != "key"}, True
-        logger.info("cached features %s were made with other settings: recomputing", path)
+        if stored:
+            logger.info("cached features %s were made with other settings: recomputing", path)
     feats: dict[str, Tensor] = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pt.tmp")
@@ -330,7 +338,7 @@ def linear_probe(cfg: ProbeConfig, init: str) -> dict[str, Any]:
             logger.info("extracting %s features of %d items x %d clips", which, len(split), num_clips)
             return extract_features(encoder, _clip_dataset(cfg, split, num_clips), cfg.modality,
                                     cfg.features.stages, cfg.features.pool, cfg.features.batch_size,
-                                    cfg.data.num_workers)
+                                    cfg.data.num_workers, progress=True)
 
         key = _cache_key(cfg, source, split, num_clips)
         cache = Path(cfg.features.cache_dir or run_dir) / f"features_{which}.pt"

@@ -20,9 +20,14 @@ logger = logging.getLogger(__name__)
 
 
 class MetricsLogger:
-    """Appends scalars to ``metrics.jsonl`` and (``tensorboard=True``) to ``run_dir/tb``."""
+    """Appends scalars to ``metrics.jsonl`` and (``tensorboard=True``) to ``run_dir/tb``.
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    ``purge_step``: a resumed run's first step; TensorBoard hides the interrupted run's events
+    from there on (``metrics.jsonl`` is trimmed by :func:`~avlearn.train.rundir.trim_metrics`).
+    """
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True,
+                 purge_step: int | None = None) -> None:
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self._tb: Any = None
@@ -35,7 +40,7 @@ class MetricsLogger:
             except ImportError:  # the tensorboard package is missing: JSONL only, said once
                 logger.warning("tensorboard is not installed; logging to %s only", self.path)
             else:
-                self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
+                self._tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=purge_step)
 
     def event(self, name: str, **fields: Any) -> None:
         """A non-scalar record, e.g. ``event("start", step=0, world_size=2)``."""

@@ -84,7 +84,7 @@ def _eval_loader(cfg: PretrainConfig) -> DataLoader[dict[str, Any]] | None:
         return None
     # one centre-cropped clip per video: several clips of one video would be near-duplicates
     data = dataclasses.replace(cfg.data, clips_per_video=1)
-    ds = build_dataset(data, train=False, manifest=cfg.eval.manifest)
+    ds = build_dataset(data, train=False, manifest=cfg.eval.manifest, key="eval.manifest")
     return DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=0, collate_fn=av_collate)
 
 
@@ -170,6 +170,10 @@ class PretrainTask(Task):
         every = self.cfg.eval.every_epochs
         return bool(every) and epoch % every == 0
 
+    def outputs(self) -> list[str]:
+        export = self.cfg.train.export
+        return [export, str(localizer_path(export))]
+
     def export(self, path: Path) -> None:
         save_encoders(self.model, path, to_dict(self.cfg))
         if self.localizer is not None and self.loc_spec is not None:
@@ -195,14 +199,28 @@ def _build_task(cfg: PretrainConfig, num_items: int, world: int) -> PretrainTask
     return PretrainTask(cfg, model, objective, localizer, loc_spec)
 
 
-def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
+def pretrain(cfg: PretrainConfig, resume: bool = True, dataset: Any = None) -> dict[str, Any]:
     """Run (or continue) the pretraining described by ``cfg``; returns a summary dict.
 
     ``resume``: continue from the newest checkpoint in ``run_dir/checkpoints`` when one exists
-    (otherwise start fresh and overwrite). Raises :class:`NonFiniteLossError` on NaN/inf.
+    (otherwise start from scratch, moving an earlier run's files to ``run_dir/previous/``).
+    ``dataset``: the training clips, by default built from ``cfg.data``; another must give
+    :class:`~avlearn.data.dataset.AVClipDataset`'s samples and have its ``num_videos`` and
+    ``set_epoch`` (``benchmarks/gpu`` trains on clips held in memory). Raises
+    :class:`NonFiniteLossError` on NaN/inf, :class:`~avlearn.train.engine.RunDirBusyError` when
+    another process runs in ``run_dir`` and :class:`~avlearn.train.engine.RunInterrupted` after the
+    checkpoint written on SIGINT / SIGTERM.
     """
     engine = Engine(cfg.train, cfg.run_dir, clip_grad_norm=cfg.optim.clip_grad_norm)
-    dataset = build_dataset(cfg.data, train=True)
+    try:
+        return _pretrain(cfg, engine, resume, dataset)
+    finally:
+        engine.close()
+
+
+def _pretrain(cfg: PretrainConfig, engine: Engine, resume: bool, dataset: Any) -> dict[str, Any]:
+    if dataset is None:
+        dataset = build_dataset(cfg.data, train=True)
     loader, sampler = engine.loader(dataset, cfg.data.batch_size, cfg.data.seed, cfg.data.num_workers)
     plan = engine.plan(sampler, cfg.epochs, cfg.max_steps)
     task = _build_task(cfg, dataset.num_videos, engine.world)

@@ -8,7 +8,9 @@ Usage::
     accelerate launch --multi_gpu --num_processes 8 -m avlearn pretrain --config ...
 
 A run resumes automatically from the newest checkpoint in ``run_dir/checkpoints`` (``--resume``
-says so explicitly and fails when there is none); ``--fresh`` ignores existing checkpoints.
+says so explicitly and fails when there is none) and refuses a changed config it cannot honour;
+``--fresh`` starts over, moving the earlier run to ``run_dir/previous/``. SIGINT / SIGTERM stop
+the run after the current step with a checkpoint (exit code 75: rerun to resume).
 Overrides are dotted keys of :class:`~avlearn.train.config.PretrainConfig`, e.g.
 ``optim.lr=3e-4 data.batch_size=32 max_steps=100``.
 """
@@ -38,7 +40,8 @@ def _run(cfg: PretrainConfig, resume: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 done, 1 stopped on NaN/inf, 2 bad config)."""
+    """Entry point; returns the exit code (0 done, 1 stopped on NaN/inf, 2 bad config or busy run_dir,
+    75 stopped by a signal after a checkpoint; see :data:`~avlearn.train.command.EXIT_CODES`)."""
     return run_command("avlearn pretrain", PretrainConfig, _parser().parse_args(argv), _run)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from avlearn.config import ConfigError
 from avlearn.data.dataset import sample_generator
 
 __all__ = ["ResumableBatchSampler"]
@@ -41,9 +42,9 @@ class ResumableBatchSampler(Sampler[list[int]]):
             raise ValueError(f"bad sampler arguments: batch_size={batch_size}, rank={rank}/{world_size}")
         global_batch = batch_size * world_size
         if drop_last and num_samples < global_batch:
-            raise ValueError(
+            raise ConfigError(  # a ValueError: the data is too small for the batch a config asks
                 f"{num_samples} clips cannot fill one batch of {batch_size} x {world_size} processes; "
-                "lower data.batch_size or raise data.clips_per_video"
+                "lower data.batch_size or raise data.clips_per_video", key="data.batch_size"
             )
         self.num_samples = num_samples
         self.batch_size = batch_size

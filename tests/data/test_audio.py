@@ -136,6 +136,7 @@ def test_bad_choice_lists_valid_ones() -> None:
         SpecConfig(kind="mfcc")  # type: ignore[arg-type]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_gpu_matches_cpu() -> None:
     spec = Spectrogram(SpecConfig(kind="logmel"))

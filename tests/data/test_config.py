@@ -59,3 +59,36 @@ def test_builders_give_augmented_batches(tmp_path: Path) -> None:
     assert batch["video"].shape == (2, 3, 4, 48, 48)
     assert batch["audio"].shape == (2, 1, 257, 200)
     assert torch.isfinite(batch["audio"]).all()
+
+
+def test_missing_unreadable_or_unusable_manifest_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(ConfigError, match=rf"data\.manifest={missing}: no such file.*prepare index") as err:
+        build_dataset(DataConfig(manifest=str(missing)), train=True)
+    assert err.value.key == "data.manifest"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,colour\nv.mp4,red\n")
+    with pytest.raises(ConfigError, match=r"data\.manifest=.*bad\.csv:2: manifest has unknown column"):
+        build_dataset(DataConfig(manifest=str(bad)), train=True)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("path,status\n")
+    with pytest.raises(ConfigError, match=r"--manifest=.*empty\.csv: no usable video .*0 rows"):
+        build_dataset(DataConfig(), train=False, manifest=empty, key="--manifest")
+
+
+def test_manifest_with_only_path_and_status_keeps_its_videos(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frames = torch.full((20, 48, 64, 3), 90, dtype=torch.uint8).numpy()
+    audio = 0.1 * torch.ones(16000).numpy()
+    write_av(tmp_path / "a.mp4", frames, 25, audio, 16000)
+    write_av(tmp_path / "b.mp4", frames, 25, audio, 16000)
+    manifest = tmp_path / "hand.csv"
+    manifest.write_text("path,status\na.mp4,ok\nb.mp4,ok\n")
+    cfg = load_config(DataConfig, None, [f"manifest={manifest}", "decode_size=48", "video_aug.size=32",
+                                         "num_frames=4", "num_workers=0"])
+    with caplog.at_level("WARNING"):
+        ds = build_dataset(cfg, train=False)
+    assert ds.num_videos == 2  # not "dropped 2 without a video track"
+    assert "has no has_video or has_audio column" in caplog.text
+    assert ds[1]["video"].shape[1] == 4

@@ -90,7 +90,8 @@ def test_sample_keys_shapes_and_content(collection: dict[str, object], backend: 
     assert len(ds) == 2 * 4
     for i in range(len(ds)):
         s = ds[i]
-        assert set(s) == {"video", "audio", "index", "video_id", "start", "av_offset", "skipped", "failures"}
+        assert set(s) == {"video", "audio", "index", "video_id", "start", "av_offset", "skipped", "failures",
+                          "audio_padded"}
         assert s["video"].shape == (3, 4, 32, 43) and s["video"].dtype == torch.float32
         assert s["audio"].shape == (SR // 2,)
         assert s["index"] == i % 4 and s["video_id"] == ds.videos[s["index"]].video_id
@@ -336,3 +337,25 @@ def test_fused_transform_gets_the_decoders_uint8_frames(collection: dict[str, ob
     row = ds.videos[s["index"]]
     torch.testing.assert_close(raw.float() / 255, decode_clip(row.path, s["start"], SPEC, backend).video)
     torch.testing.assert_close(s["video"], fused(raw, torch.Generator().set_state(state)))
+
+
+def test_clips_with_padded_silence_are_counted_and_named(tmp_path: Path) -> None:
+    from avlearn.data.probe import probe
+    from tests.data_prep.odd_media import write_sound_oddities
+
+    row = probe(write_sound_oddities(tmp_path)["audio_shorter"])  # 10 s of video, 3 s of audio
+    spec = ClipSpec(num_frames=4, fps=4, size=32, audio_seconds=1.0, sample_rate=SR)
+    ds = AVClipDataset([row], spec, clips_per_video=12, seed=0)
+    tracker = FailureTracker()
+    batch = av_collate([ds[i] for i in range(len(ds))])
+    tracker.update(batch)
+    # the audio window is [start, start + 1 s): it runs past the 3 s track when start > 2 s
+    expected = sum(1 for s in batch["start"].tolist() if s + 1.0 - 3.0 > 0.1)
+    assert 0 < expected < len(ds)
+    assert tracker.padded == expected
+    padded = batch["audio_padded"]
+    want = (batch["start"].double() - 2.0).clamp(0.0, 1.0)  # seconds of the 1 s window past 3 s
+    assert torch.allclose(padded.double(), want, atol=0.07), (padded, want)  # AAC frame slack
+    report = tracker.report(0)
+    assert f"{expected} of 12 clips had silence padded into their audio" in report
+    assert f"{row.video_id} x{expected}" in report

@@ -196,6 +196,7 @@ def test_transforms_pickle_for_dataloader_workers() -> None:
     torch.testing.assert_close(at2(wav, make_generator(4)), at(wav, make_generator(4)))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_transforms_run_on_gpu_tensors_like_on_cpu() -> None:
     x, wav = video(), torch.randn(16000, generator=make_generator(0))

@@ -1,6 +1,8 @@
 """Tiny real media files, one per kind of problem a scraped video collection contains.
 
-``write_odd_media(root)`` writes them all (about 1 s on one core) and returns ``{kind: path}``.
+``write_odd_media(root)`` writes them all (about 1 s on one core) and returns ``{kind: path}``;
+``write_sound_oddities(root)`` the files whose sound is wrong while their status used to be ``ok``
+(:data:`SOUND_KINDS`).
 Each odd file has exactly one oddity so a test can map kind -> expected status/reason; the
 rest is "normal": 64x48 H.264 at 25 fps with 16 kHz mono AAC. Reusable by decoding tests.
 
@@ -18,7 +20,8 @@ import numpy as np
 
 from avlearn.media import write_av
 
-__all__ = ["FLASH_TIME", "KINDS", "frames", "tone", "write_odd_media", "write_sync_clip", "write_vfr"]
+__all__ = ["FLASH_TIME", "KINDS", "SOUND_KINDS", "frames", "tone", "write_odd_media", "write_sound_oddities",
+           "write_sync_clip", "write_vfr"]
 
 FLASH_TIME = 1.0  # seconds: the white frame and the click in ``normal``
 
@@ -26,6 +29,9 @@ KINDS = (
     "normal", "normal_mkv", "zero_bytes", "truncated", "truncated_mkv", "not_video", "no_audio",
     "audio_only", "one_frame", "vfr", "audio_8k", "audio_51", "rotated", "uhd_4k",
 )
+
+
+SOUND_KINDS = ("audio_shorter", "silent_audio")
 
 
 def frames(n: int, width: int = 64, height: int = 48, seed: int = 0) -> np.ndarray:
@@ -126,3 +132,16 @@ def write_odd_media(root: str | Path) -> dict[str, Path]:
     out["uhd_4k"] = write_av(root / "uhd_4k.mp4", uhd, 25, tone(0.08, sr), sr, preset="ultrafast", crf=40)
     assert set(out) == set(KINDS)
     return out
+
+
+def write_sound_oddities(root: str | Path) -> dict[str, Path]:
+    """``audio_shorter``: 10 s of pictures with 3 s of sound (clips after 3 s would get padded
+    silence); ``silent_audio``: a track of digital silence. About 0.2 s; returns ``{kind: path}``."""
+    root = Path(root)
+    sr = 16000
+    flat = np.repeat(frames(1, 32, 32), 250, axis=0)  # flat frames keep 250 of them cheap to encode
+    silence = np.zeros((1, sr), np.float32)
+    return {
+        "audio_shorter": write_av(root / "audio_shorter.mp4", flat, 25, tone(3.0, sr), sr),
+        "silent_audio": write_av(root / "silent_audio.mp4", frames(25), 25, silence, sr),
+    }

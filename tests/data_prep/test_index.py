@@ -12,7 +12,7 @@ from avlearn.data.manifest import VideoInfo, read_manifest
 from avlearn.data.probe import CRASH_MESSAGE, failed_row, parallel_map, probe
 from avlearn.media import write_av
 from data_prep.index import index_collection, main, summarize
-from tests.data_prep.odd_media import frames, tone, write_odd_media
+from tests.data_prep.odd_media import frames, tone, write_odd_media, write_sound_oddities
 
 # kind -> (status, reason categories). Each odd file has exactly one oddity.
 EXPECTED: dict[str, tuple[str, set[str]]] = {
@@ -186,3 +186,59 @@ def test_worker_crash_does_not_kill_the_run(collection: dict[str, Path], tmp_pat
     assert [Path(r.path) for r in rows] == paths
     assert rows[2].status == "bad" and CRASH_MESSAGE in rows[2].reason
     assert [r.status for r in rows[:2] + rows[3:]] == ["ok", "ok", "warn", "warn", "warn"]
+
+
+def test_empty_folder_is_an_error_not_an_empty_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    out = tmp_path / "m.csv"
+    assert main([str(folder), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"no video file found in {folder}" in err and "no manifest written" in err
+    assert not out.exists()  # so a later `pretrain data.manifest=m.csv` says "no such file", not 0 rows
+
+
+def test_skipped_files_are_listed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "mixed"
+    write_av(folder / "song.m4a", None, 25, tone(0.5, 16000), 16000)
+    (folder / "notes.txt").write_text("not media\n")
+    write_av(folder / "clip.mp4", frames(10), 25, tone(0.4, 16000), 16000)
+    with caplog.at_level("WARNING", logger="data_prep.index"):
+        rows = index_collection(folder, tmp_path / "m.csv", workers=1, progress=False)
+    assert len(rows) == 1
+    text = caplog.text
+    assert "skipped 2 file(s)" in text and "1 .m4a" in text and "--extensions" in text
+    assert str(folder / "song.m4a") in text and str(folder / "notes.txt") in text
+
+
+
+@pytest.fixture(scope="module")
+def sound_oddities(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_sound_oddities(tmp_path_factory.mktemp("sound"))
+
+
+def test_duration_mismatch_is_a_warning_naming_both_durations(
+    sound_oddities: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = sound_oddities["audio_shorter"]
+    assert main([str(path), "--out", str(tmp_path / "m.csv"), "--workers", "1"]) == 0
+    (row,) = read_manifest(tmp_path / "m.csv")
+    assert row.status == "warn" and _categories(row) == {"audio/video duration mismatch"}
+    assert "audio 3.00 s" in row.reason and "video 10.00 s" in row.reason
+    assert "clips past 3.00 s get padded silence" in row.reason
+    assert row.has_audio  # still usable: the dataset counts the clips that get padded silence
+    assert f"{path}: audio/video duration mismatch" in capsys.readouterr().out  # named in the summary
+
+
+def test_silent_track_is_flagged_unless_the_check_is_off(
+    sound_oddities: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "m.csv"
+    args = [str(sound_oddities["silent_audio"]), "--out", str(out), "--workers", "1", "--quiet"]
+    assert main(args) == 0
+    (row,) = read_manifest(tmp_path / "m.csv")
+    assert row.status == "warn" and _categories(row) == {"silent audio"} and "-inf dBFS" in row.reason
+    assert main([*args, "--no-silence-check"]) == 0
+    assert read_manifest(tmp_path / "m.csv")[0].status == "ok"

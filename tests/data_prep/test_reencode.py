@@ -13,7 +13,7 @@ from avlearn.data.manifest import read_manifest, write_manifest
 from avlearn.data.probe import probe
 from avlearn.media import write_av
 from data_prep.index import index_collection
-from data_prep.reencode import EncodeOptions, Result, main, output_size, reencode_collection
+from data_prep.reencode import EncodeOptions, Result, main, output_size, reencode_collection, summarize
 from tests.data_prep.odd_media import FLASH_TIME, frames, tone, write_sync_clip
 
 OPTS = EncodeOptions(short_side=32, fps=16, gop=8, preset="ultrafast")
@@ -155,3 +155,25 @@ def test_missing_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert "nope" in capsys.readouterr().err
     assert main([str(tmp_path), "--out", str(tmp_path / "o"), "--gop", "0", "--quiet"]) == 2
     assert "--gop" in capsys.readouterr().err
+
+
+def test_a_truncated_output_is_encoded_again_and_named(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    reencode_collection(source, out, OPTS, workers=1, progress=False)
+    damaged = out / "Drum" / "v_sync.mp4"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # a copy cut short
+    assert probe(damaged).status == "bad"
+    results, rows = reencode_collection(source, out, OPTS, workers=1, progress=False)
+    by_name = {Path(r.src).name: r for r in results}
+    assert by_name["v_sync.mp4"].status == "done" and "damaged" in by_name["v_sync.mp4"].reason
+    assert by_name["v_rot.mov"].status == "skipped"
+    assert probe(damaged).status == "ok" and all(r.status != "bad" for r in rows)
+    assert f"{damaged}: the existing output was damaged (truncated" in summarize(results, rows)
+
+
+def test_summary_names_bad_outputs() -> None:
+    from avlearn.data.manifest import VideoInfo
+
+    rows = [VideoInfo("out/a.mp4", status="ok"), VideoInfo("out/b.mp4", status="bad", reason="truncated: x")]
+    text = summarize([Result("a.mp4", "out/a.mp4", "done"), Result("b.mp4", "out/b.mp4", "done")], rows)
+    assert "outputs: 1 ok, 0 warn, 1 bad" in text and "  out/b.mp4: truncated: x" in text

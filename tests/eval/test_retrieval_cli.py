@@ -44,3 +44,17 @@ def test_retrieval_cli_names_a_bad_init(tmp_path: Path, capsys: pytest.CaptureFi
     manifest.write_text("path\n")
     assert main(["--init", str(tmp_path / "missing_run"), "--manifest", str(manifest)]) == 2
     assert "missing_run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["", "path,video_id,status\n"])
+def test_retrieval_cli_on_an_empty_manifest_is_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    cfg = ModelConfig(video_arch="r2plus1d_tiny", audio_arch="avid_spec_cnn9_tiny", embed_dim=16,
+                      proj_hidden=32)
+    export = save_encoders(build_av_model(cfg), tmp_path / "run" / "encoders.safetensors", cfg)
+    manifest = tmp_path / "held_out.csv"
+    manifest.write_text(text)
+    assert main(["--init", str(export), "--manifest", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert f"--manifest={manifest}: no usable video" in err and "Traceback" not in err

@@ -227,10 +227,11 @@ def test_weight_init_and_zero_init_residual() -> None:
 
 
 def test_registries_list_valid_names() -> None:
-    assert set(VIDEO_ENCODERS) == {"r2plus1d_18", "r2plus1d_small", "r2plus1d_tiny"}
+    assert set(VIDEO_ENCODERS) == {"r2plus1d_18", "r2plus1d_18_avid", "r2plus1d_small", "r2plus1d_tiny"}
     assert set(AUDIO_ENCODERS) == {"avid_spec_cnn9", "avid_spec_cnn9_small", "avid_spec_cnn9_tiny"}
-    assert set(HEADS) == {"mlp", "linear", "identity"}
-    with pytest.raises(ConfigError, match=r"unknown video encoder 'resnet50'.*r2plus1d_18, r2plus1d_small"):
+    assert set(HEADS) == {"mlp", "avid_mlp", "linear", "identity"}
+    valid = r"unknown video encoder 'resnet50'.*r2plus1d_18, r2plus1d_18_avid, r2plus1d_small"
+    with pytest.raises(ConfigError, match=valid):
         VIDEO_ENCODERS["resnet50"]
     with pytest.raises(ConfigError, match=r"avid_spec_cnn9, avid_spec_cnn9_small, avid_spec_cnn9_tiny"):
         build_av_model({"audio_arch": "vggish"})
@@ -455,3 +456,31 @@ def test_shifted_audio_is_encoded_in_the_same_pass(tiny_model: AVModel) -> None:
     assert out.audio_grid.shape[0] == 3 and out.audio_feat.shape[0] == 3
     with pytest.raises(ValueError, match="audio_shifted"):
         tiny_model(video, audio, audio_shifted=shifted[:2])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_full_model_under_bf16_autocast_on_the_gpu_matches_float32() -> None:
+    """The paper-size encoders in bf16 on cuda: embeddings near float32's, finite gradients, and
+    ``channels_last_3d`` giving what the contiguous layout gives."""
+    torch.manual_seed(0)
+    model = build_av_model(ModelConfig()).cuda().eval()  # eval: BatchNorm's running statistics
+    gen = torch.Generator().manual_seed(0)
+    video = torch.randn(4, 3, 8, 112, 112, generator=gen).cuda()
+    audio = torch.randn(4, 1, 257, 200, generator=gen).cuda()
+    with torch.no_grad():
+        full = model(video, audio)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            half = model(video, audio)
+            model.video_encoder.to(memory_format=torch.channels_last_3d)
+            last = model(video.contiguous(memory_format=torch.channels_last_3d), audio)
+    for name in ("video_emb", "audio_emb"):
+        cos = torch.nn.functional.cosine_similarity(getattr(half, name).float(), getattr(full, name))
+        assert cos.min() > 0.99, (name, cos)
+    torch.testing.assert_close(last.video_emb.float(), half.video_emb.float(), atol=2e-2, rtol=2e-2)
+    model.train()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(video, audio)
+    (out.video_emb.float() @ out.audio_emb.float().T).diag().sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(bool(g.isfinite().all()) for g in grads)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -18,6 +20,23 @@ WORLD = 2
 def test_two_processes_match_one_process_on_the_global_batch(tmp_path: Path) -> None:
     ranks = run_ranks(Path(_sync_bn_worker.__file__), tmp_path, WORLD)
     single = _sync_bn_worker.run()  # no process group: plain BatchNorm behaviour
+    _assert_match(ranks, single)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_two_processes_on_one_gpu_match_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ranks on the one GPU over gloo (NCCL refuses two ranks on one device): the non-CPU
+    statistics branch, compared with plain BatchNorm on the CPU."""
+    monkeypatch.setenv("AVLEARN_SYNC_BN_DEVICE", "cuda")
+    ranks = run_ranks(Path(_sync_bn_worker.__file__), tmp_path, WORLD)
+    monkeypatch.setenv("AVLEARN_SYNC_BN_DEVICE", "cpu")
+    single = _sync_bn_worker.run()
+    assert [r["device"] for r in ranks] == ["cuda"] * WORLD
+    _assert_match(ranks, single)
+
+
+def _assert_match(ranks: list[dict[str, Any]], single: dict[str, Any]) -> None:
     assert [r["world_size"] for r in ranks] == [WORLD] * WORLD and single["world_size"] == 1
     assert ranks[0]["bn_type"] == "GlobalBatchNorm"
     torch.testing.assert_close(torch.cat([r["out"] for r in ranks]), single["out"])

@@ -99,3 +99,20 @@ def test_bad_arguments_raise_naming_them() -> None:
         bank.update(torch.tensor([0]), torch.randn(1, 5))
     with pytest.raises(ValueError, match="distinct"):
         sample_excluding(10, torch.tensor([[1, 1]]), 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bank_on_the_gpu_updates_and_reads_like_on_the_cpu(dtype: torch.dtype) -> None:
+    cpu = MemoryBank(64, 8, momentum=0.5, dtype=dtype, seed=3)
+    gpu = MemoryBank(64, 8, momentum=0.5, dtype=dtype, seed=3).cuda()
+    torch.testing.assert_close(gpu.weight.cpu(), cpu.weight)  # the seeded rows do not depend on the device
+    index = torch.tensor([5, 0, 63, 17])
+    emb = F.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    cpu.update(index, emb)
+    gpu.update(index.cuda(), emb.cuda().to(torch.bfloat16))  # what an autocast forward hands it
+    tol = {"atol": 1e-2, "rtol": 1e-2}  # the bf16 embedding's rounding
+    torch.testing.assert_close(gpu.weight.cpu().float(), cpu.weight.float(), **tol)
+    torch.testing.assert_close(gpu.lookup(index.cuda()).cpu(), cpu.lookup(index), **tol)
+    assert gpu.lookup(index.cuda()).dtype == torch.float32

@@ -101,3 +101,19 @@ def test_module_reads_unnormalised_embeddings_through_its_expanders() -> None:
     assert emb.grad is not None and float(emb.grad.abs().sum()) > 0
     assert params["video_expander.0.weight"].grad is not None
     assert {"invariance", "variance", "covariance", "std_video", "std_audio"} <= set(logs)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_module_takes_half_precision_embeddings_of_an_autocast_forward(dtype: torch.dtype) -> None:
+    """Under ``train.mixed_precision`` the model's embeddings are bf16/fp16, the expanders float32."""
+    objective = OBJECTIVES["vicreg"].build(VICRegConfig(expander_dims=(16, 12)),
+                                           ObjectiveContext(num_items=10, embed_dim=6))
+    emb = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    grids = {"video_grid": torch.zeros(4, 1, 1, 1, 1), "audio_grid": torch.zeros(4, 1, 1, 1)}
+    half = AVOutput(video_emb=emb.to(dtype), audio_emb=emb.flip(0).to(dtype), video_feat=emb, audio_feat=emb,
+                    **grids)
+    full = AVOutput(video_emb=emb.to(dtype).float(), audio_emb=emb.flip(0).to(dtype).float(), video_feat=emb,
+                    audio_feat=emb, **grids)
+    loss, _ = objective.compute(half, torch.arange(4))
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, objective.compute(full, torch.arange(4))[0])

@@ -34,3 +34,20 @@ def fast_overrides(root: Path, run_dir: Path, **extra: object) -> list[str]:
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
+
+
+def one_video_layout(root: Path, test_list: str = "") -> Path:
+    """A synthetic-collection layout with one tiny training video and the given test list (default:
+    empty), for the checks that must stop a run before its first step."""
+    import numpy as np
+
+    from avlearn.media import write_av
+
+    write_av(root / "videos" / "Bouncing" / "a.mp4", np.full((8, 32, 32, 3), 90, np.uint8), 8,
+             np.zeros(8000, np.float32), 8000)
+    splits = root / "splits"
+    splits.mkdir(parents=True, exist_ok=True)
+    (splits / "classInd.txt").write_text("1 Bouncing\n")
+    (splits / "trainlist01.txt").write_text("Bouncing/a.mp4 1\n")
+    (splits / "testlist01.txt").write_text(test_list)
+    return root

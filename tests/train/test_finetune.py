@@ -69,6 +69,20 @@ def test_finetune_resume_continues_from_checkpoint(root: Path, tmp_path: Path) -
     assert json.loads((run / "results.json").read_text())["steps"] == 5
 
 
+def test_finetune_resume_says_another_init_is_not_used(root: Path, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    cfg = ModelConfig(video_arch="r2plus1d_tiny", audio_arch="avid_spec_cnn9_tiny", embed_dim=16,
+                      proj_hidden=32)
+    export = tmp_path / "pretrained" / "encoders.safetensors"
+    save_encoders(build_av_model(cfg), export, cfg)
+    run, extra = tmp_path / "ft", {**QUIET, "epochs": 2, "warmup_classifier_epochs": 1, "eval.num_clips": 1}
+    code = main(["--config", CONFIG, "--init", "scratch", *fast_overrides(root, run, **extra, max_steps=1)])
+    assert code == 0 and "is not used" not in caplog.text
+    code = main(["--config", CONFIG, "--init", str(export), *fast_overrides(root, run, **extra, max_steps=2)])
+    assert code == 0
+    assert f"fine-tuned from --init scratch: --init {export} is not used" in caplog.text
+
+
 def test_bad_init_path_is_named(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "no_such_run"
     code = main(["--config", CONFIG, "--init", str(missing),
@@ -109,3 +123,31 @@ def test_label_fraction_selects_per_class_counts(root: Path, fraction: float) ->
 def test_label_fraction_is_validated() -> None:
     with pytest.raises(ValueError, match="label_fraction"):
         load_config(FinetuneConfig, CONFIG, ["dataset.label_fraction=0"])
+
+
+@pytest.mark.parametrize("test_list", ["", "Bouncing/gone.mp4\n"])
+def test_an_empty_or_missing_test_split_stops_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], test_list: str
+) -> None:
+    from tests.train.downstream_helpers import one_video_layout
+
+    root = one_video_layout(tmp_path / "ds", test_list)
+    run = tmp_path / "run"
+    assert main(["--config", CONFIG, "--init", "scratch", *fast_overrides(root, run, **QUIET)]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.test_split" in err and "synthetic test" in err and "Traceback" not in err
+    assert not (run / "checkpoints").exists() and not (run / "metrics.jsonl").exists()
+
+
+def test_test_evaluation_shows_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    from avlearn.models.weights import Weights
+    from avlearn.train.finetune import VideoClassifier, predict
+
+    encoder = load_encoder(Weights(None, ModelConfig(video_arch="r2plus1d_tiny"), "scratch"), "video")
+    model = VideoClassifier(encoder, num_classes=3)
+    batches = [{"video": torch.rand(2, 3, 4, 16, 16), "label": torch.tensor([0, 1]),
+                "video_index": torch.tensor([2 * i, 2 * i + 1])} for i in range(3)]
+    logits, labels, _ = predict(model, batches, torch.device("cpu"), progress=True)
+    assert logits.shape == (6, 3) and labels.tolist() == [0, 1] * 3
+    err = capsys.readouterr().err
+    assert "evaluate test clips" in err and "3/3" in err

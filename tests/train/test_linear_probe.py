@@ -106,3 +106,45 @@ def test_bad_init_path_is_named(root: Path, tmp_path: Path, capsys: pytest.Captu
     missing = tmp_path / "nothing" / "encoders.safetensors"
     assert main(["--config", CONFIG, "--init", str(missing), *fast_overrides(root, tmp_path / "p")]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_an_empty_test_split_stops_before_feature_extraction(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.train.downstream_helpers import one_video_layout
+
+    root = one_video_layout(tmp_path / "ds")
+    run = tmp_path / "probe"
+    assert main(["--config", CONFIG, "--init", "scratch", *fast_overrides(root, run, **FAST)]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.test_split=test" in err and "lists no file" in err
+    assert not list(run.glob("features_*.pt"))
+
+
+def test_a_truncated_feature_cache_is_recomputed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from avlearn.train.linear_probe import cached_features
+
+    cache = tmp_path / "features_train.pt"
+    feats = {"features": torch.arange(6.0).reshape(3, 2)}
+    cached_features(cache, "k", lambda: feats)
+    cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])  # a run killed while writing
+    with caplog.at_level("WARNING"):
+        again, reused = cached_features(cache, "k", lambda: feats)
+    assert not reused and torch.equal(again["features"], feats["features"])
+    assert str(cache) in caplog.text and "truncated or corrupt" in caplog.text
+    assert cached_features(cache, "k", lambda: {})[1]  # rewritten whole: reused next time
+
+
+def test_feature_extraction_shows_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    from avlearn.models.registry import ModelConfig
+    from avlearn.models.weights import Weights, load_encoder
+    from avlearn.train.linear_probe import extract_features
+
+    encoder = load_encoder(Weights(None, ModelConfig(video_arch="r2plus1d_tiny"), "scratch"), "video")
+    clips = [{"video": torch.rand(3, 4, 16, 16), "label": 0, "video_index": i, "clip_index": 0}
+             for i in range(6)]
+    feats = extract_features(encoder, clips, "video", ["layer4"], "max", batch_size=2,  # type: ignore[arg-type]
+                             progress=True)
+    assert feats["features"].shape[0] == 6
+    err = capsys.readouterr().err
+    assert "video features" in err and "3/3" in err

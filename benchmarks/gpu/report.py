@@ -1,0 +1,116 @@
+"""The Markdown report of a ``benchmarks/gpu`` results dict (``gpu_<device>.md``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["markdown"]
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("-" if c is None else str(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def _stages(result: dict[str, Any]) -> list[str]:
+    rows = [[name, s["status"], s.get("seconds"), (s.get("message") or "").replace("|", "/")]
+            for name, s in result["stages"].items()]
+    return ["## Stages", "", *_table(["stage", "status", "seconds", "message"], rows)]
+
+
+def _tests(s: dict[str, Any]) -> list[str]:
+    counts = ", ".join(f"{n} {k}" for k, n in s.get("counts", {}).items()) or "-"
+    return ["## GPU-marked tests", "", f"`{s.get('command', '')}`: {counts}", "", "```",
+            s.get("tail", ""), "```", ""]
+
+
+def _smoke(s: dict[str, Any]) -> list[str]:
+    rows = [[r["objective"], r["precision"], r["steps"], _ok(r), _num(r["first_loss"]), _num(r["last_loss"])]
+            for r in s.get("pretrain", [])]
+    ft = s.get("finetune", {})
+    return [f"## Smoke runs on {s.get('device')} ({s.get('model')}, clips in memory)", "",
+            *_table(["pretrain objective", "precision", "steps", "ok", "first loss", "last loss"], rows),
+            f"Fine-tuning from the AVID bf16 run: ok {_ok(ft)}, {ft.get('steps')} steps, "
+            f"last loss {_num(ft.get('last_loss'))}, video top-1 {_num(ft.get('video_top1'))}", ""]
+
+
+def _ok(r: dict[str, Any]) -> str:
+    why = str(r.get("error", "not finished or non-finite")).replace("|", "/")
+    return "yes" if r.get("ok") else f"NO: {why}"
+
+
+def _num(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def _encoders(s: dict[str, Any], peak: dict[str, Any] | None) -> list[str]:
+    header = ["video + audio", "clip", "batch", "layout", "clips/s", "step ms", "data", "forward",
+              "objective + bank", "backward", "optimiser", "obj. share", "GFLOP/clip", "MFU", "peak GiB",
+              "warm-up s"]
+    rows = []
+    for r in s.get("rows", []):
+        name = f"{r['video_arch']} + {r['audio_arch']}"
+        clip = f"{r['frames']}x{r['crop']}²"
+        if r.get("status") != "ok":
+            rows.append([name, clip, r["batch"], r["layout"], r["status"], r.get("message", "")]
+                        + [""] * (len(header) - 6))
+            continue
+        parts = [f"{1e3 * r['parts_s'][k]:.1f}" for k in ("data", "forward", "objective", "backward",
+                                                           "optimizer")]
+        rows.append([name, clip, r["batch"], r["layout"], r["clips_per_s"], f"{1e3 * r['step_s']:.1f}",
+                     *parts, _pct(r["objective_share"]), r["gflop_per_clip"], _pct(r["mfu"]),
+                     r["peak_memory_gib"], r["compile_s"]])
+    against = f"{peak['bf16_flops'] / 1e12:.3g} TFLOP/s bf16 ({peak['source']})" if peak else "-"
+    return ["## Pretraining step, bf16 autocast", "",
+            f"Audio: spectrogram {s.get('spec')} per clip. Part times (ms) come from steps synchronised "
+            "after every part; clips/s, step ms and MFU from unsynchronised steps. MFU against "
+            f"{against}.", "", *_table(header, rows)]
+
+
+def _layers(s: dict[str, Any]) -> list[str]:
+    out = ["## Convolutions of the video encoders, each alone (bf16, forward + backward)", ""]
+    for video, t in s.get("tables", {}).items():
+        out += [f"{video} at {t['crop']}² batch {t['batch']}, channels_last {t['channels_last']}: "
+                f"{_pct(t['memory_bound_time_share'])} of the convolutions' time in memory-bound ones "
+                "(intensity below the device's ridge point); the ten slowest:", ""]
+        rows = [[", ".join(r["layers"][:3]) + (" ..." if len(r["layers"]) > 3 else ""),
+                 "x".join(map(str, r["kernel"])), "->".join(map(str, r["channels"])),
+                 "x".join(map(str, r["input"][2:])), r["ms"], _pct(r["time_share"]), r["tflops"],
+                 r["intensity"], r["memory_bound"]] for r in t["rows"][:10]]
+        out += _table(["layers", "kernel", "channels", "input T x H x W", "ms", "share", "TFLOP/s",
+                       "FLOP/byte", "memory-bound"], rows)
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The report: machine, versions, command, each stage's status and tables."""
+    m, v, stages = result["machine"], result["versions"], result["stages"]
+    dry = " (dry run on CPU)" if result["dry_run"] else ""
+    lines = [f"# GPU checks and measurements: {m['processor']}{dry}",
+             "", f"`{result['command']}`, {result['seconds']} s.", "",
+             "Machine: " + ", ".join(f"{k} {val}" for k, val in m.items()), "",
+             "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), "", *_stages(result)]
+    peak = stages.get("peak", {})
+    if peak.get("status") == "ok":
+        used = peak["peak"]
+        lines += [f"bf16 matmul {peak['matmul_n']}³ measured {peak['measured_tflops']} TFLOP/s; "
+                  f"peak used for MFU {used['bf16_flops'] / 1e12:.3g} TFLOP/s ({used['source']}).", ""]
+    if stages.get("tests", {}).get("status") in ("ok", "failed") and "counts" in stages["tests"]:
+        lines += _tests(stages["tests"])
+    if "pretrain" in stages.get("smoke", {}):
+        lines += _smoke(stages["smoke"])
+    if "rows" in stages.get("encoders", {}):
+        lines += _encoders(stages["encoders"], peak.get("peak"))
+    if "tables" in stages.get("layers", {}):
+        lines += _layers(stages["layers"])
+    loader = stages.get("loader", {})
+    if loader.get("status") == "ok":
+        lines += ["## Loader with augmentation on the device", "",
+                  f"{loader['clips_per_s']} clips/s, data wait {_pct(loader['data_wait_share'])} of the "
+                  f"step, {loader['workers']} workers, batch {loader['batch']}.", ""]
+    return "\n".join(lines)
