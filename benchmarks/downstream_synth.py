@@ -241,6 +241,15 @@ with the same collection, test split and probe):
 """
 
 
+def relative_paths(x: Any, root: Path = ROOT) -> Any:
+    """``x`` with every path under ``root`` written relative to it (results hold no machine's paths)."""
+    if isinstance(x, dict):
+        return {k: relative_paths(v, root) for k, v in x.items()}
+    if isinstance(x, list):
+        return [relative_paths(v, root) for v in x]
+    return x.replace(f"{root}/", "") if isinstance(x, str) else x
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -344,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         "linear_probe": {k: brief(v) for k, v in probes.items()},
         "finetune": {k: brief(v) for k, v in tunes.items()},
     }
+    results = relative_paths(results)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(results, indent=2))
