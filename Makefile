@@ -21,7 +21,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) tests/real_media.py
-	AVLEARN_REQUIRE_REAL_MEDIA=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=10
+	# One OpenMP thread per test worker: the workers already fill the cores, and the run-safety
+	# tests fork the test process, which deadlocks in libgomp once it has started its threads.
+	OMP_NUM_THREADS=1 AVLEARN_REQUIRE_REAL_MEDIA=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=10
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check avlearn data_prep tests benchmarks demos

@@ -71,6 +71,10 @@ def _last_logged_step(run_dir: Path) -> int:
 
 
 def _child(argv: list[str], log_fd: int | None, session: bool, env: dict[str, str]) -> None:
+    # A fork inherits libgomp's state but not its worker threads: the first parallel region the
+    # child enters waits forever for them (seen under `make test`, where the test process had
+    # used 2 OpenMP threads before forking). One thread keeps the child out of OpenMP regions.
+    torch.set_num_threads(1)
     if env:  # e.g. RANK / WORLD_SIZE: this process is one of several, not this test process's fork
         from accelerate.state import AcceleratorState
 
