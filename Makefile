@@ -19,10 +19,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m avlearn demo --out $(DEMO_OUT)
 
+# One OpenMP thread per test worker: the workers already fill the cores, and the run-safety
+# tests fork the test process, which deadlocks in libgomp once it has started its threads.
 test: $(STAMP)
 	$(PY) tests/real_media.py
-	# One OpenMP thread per test worker: the workers already fill the cores, and the run-safety
-	# tests fork the test process, which deadlocks in libgomp once it has started its threads.
 	OMP_NUM_THREADS=1 AVLEARN_REQUIRE_REAL_MEDIA=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=10
 
 lint: $(STAMP)
