@@ -3,14 +3,20 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.avlearn-installed
+DEV_STAMP := $(VENV)/.avlearn-dev-installed
 DEMO_OUT ?= outputs/demo
 # Parallel test workers; CI machines have 2 cores.
 TEST_WORKERS ?= 2
 
 .PHONY: demo test lint install clean
 
+# The demo installs the package only; the tests and linters add the dev extras on top.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e .
+	@touch $@
+
+$(DEV_STAMP): $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
@@ -21,11 +27,11 @@ demo: $(STAMP)
 
 # One OpenMP thread per test worker: the workers already fill the cores, and the run-safety
 # tests fork the test process, which deadlocks in libgomp once it has started its threads.
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(PY) tests/real_media.py
 	OMP_NUM_THREADS=1 AVLEARN_REQUIRE_REAL_MEDIA=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=10
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check avlearn data_prep tests benchmarks demos
 	$(VENV)/bin/mypy
 
