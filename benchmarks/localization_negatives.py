@@ -35,7 +35,7 @@ from avlearn.localization.metrics import center_box_map
 from avlearn.localization.protocol import score_maps, synth_trials, trial_maps
 from avlearn.models.registry import build_av_model
 from avlearn.train.config import PretrainConfig
-from data_prep.synth import SynthConfig, generate
+from data_prep.synth import generate
 
 RESULTS = base.RESULTS
 METHODS = {
@@ -50,21 +50,7 @@ def collection(args: argparse.Namespace, seed: int) -> Path:
     """The localization_synth collection of ``seed`` (its own cache folder) with its negatives list."""
     args.seed, args.cache = seed, str(Path(args.cache_root) / f"seed{seed}")
     root = base.make_collection(args)
-    generate(
-        SynthConfig(
-            out=root,
-            num_videos=args.num_videos,
-            seed=seed,
-            size=args.size,
-            fps=16.0,
-            duration=3.0,
-            workers=2,
-            object_scale=args.object_scale,
-            max_distractors=args.max_distractors,
-            negatives=True,
-        ),
-        progress=False,
-    )  # resumes: writes only the list
+    generate(base.synth_config(args, negatives=True), progress=False)  # resumes: writes only the list
     return root
 
 

@@ -67,26 +67,24 @@ def collection_name(args: argparse.Namespace) -> str:
             f"_seed{args.seed}")
 
 
+def synth_config(args: argparse.Namespace, negatives: bool = False) -> Any:
+    """The generator's options for this benchmark's collection (a ``SynthConfig``)."""
+    from data_prep.synth import SynthConfig
+
+    return SynthConfig(out=Path(args.cache) / collection_name(args), num_videos=args.num_videos,
+                       seed=args.seed, size=args.size, fps=16.0, duration=3.0, workers=2,
+                       object_scale=args.object_scale, max_distractors=args.max_distractors,
+                       negatives=negatives)
+
+
 def make_collection(args: argparse.Namespace) -> Path:
     """Generate + index the collection (reused when it exists); returns its directory."""
     from data_prep.index import index_collection
-    from data_prep.synth import SynthConfig, generate
+    from data_prep.synth import generate
 
-    root = Path(args.cache) / collection_name(args)
-    generate(
-        SynthConfig(
-            out=root,
-            num_videos=args.num_videos,
-            seed=args.seed,
-            size=args.size,
-            fps=16.0,
-            duration=3.0,
-            workers=2,
-            object_scale=args.object_scale,
-            max_distractors=args.max_distractors,
-        ),
-        progress=False,
-    )
+    config = synth_config(args)
+    root = Path(config.out)
+    generate(config, progress=False)
     if not (root / "manifest.csv").is_file():
         index_collection([root / "videos"], root / "manifest.csv", workers=2, progress=False)
     split = {v["file"]: v["split"] for v in json.loads((root / "annotations.json").read_text())["videos"]}
