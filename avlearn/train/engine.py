@@ -492,7 +492,8 @@ class Engine:
         keys = sorted(window.logs)
         values: list[float] = []
         if keys:
-            stacked = torch.stack([torch.stack(window.logs[k]).mean() for k in keys])
+            # a task may log a CPU scalar beside its device ones: one device before stacking
+            stacked = torch.stack([torch.stack(window.logs[k]).mean().to(self.device) for k in keys])
             values = self.accelerator.reduce(stacked.to(self.device), "mean").cpu().tolist()
         seconds = max(time.perf_counter() - window.t0, 1e-9)
         scalars = {f"train/{k}": float(v) for k, v in zip(keys, values, strict=True)}

@@ -182,7 +182,7 @@ class FinetuneTask(Task):
         logits = self.net(video, freeze_encoder=frozen)
         loss = F.cross_entropy(logits.float(), label)
         logs = {"loss": loss.detach(), "top1": (logits.detach().argmax(1) == label).float().mean(),
-                "frozen": torch.tensor(float(frozen))}
+                "frozen": torch.tensor(float(frozen), device=device)}
         return StepOutput(loss, logs, torch.ones((), dtype=torch.bool, device=device), len(label))
 
     def checkpoint_state(self) -> dict[str, Any]:

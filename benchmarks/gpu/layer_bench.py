@@ -31,6 +31,7 @@ class ConvCall:
     names: list[str]
     conv: nn.Conv2d | nn.Conv3d
     shape: tuple[int, ...]
+    input_grad: bool = True
 
     def output_numel(self) -> int:
         """Elements of the output ``(B, C_out, *S')``."""
@@ -75,6 +76,8 @@ def capture_convs(encoder: nn.Module, video: Tensor) -> list[ConvCall]:
     finally:
         for h in hooks:
             h.remove()
+    for call in calls.values():  # a convolution of the clip itself: training computes no input gradient
+        call.input_grad = call.shape != tuple(video.shape)
     return list(calls.values())
 
 
@@ -83,14 +86,40 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(call: ConvCall, device: torch.device, channels_last: bool, reps: int, warmup: int = 2) -> float:
-    """Seconds of one bf16 forward + backward (input and weight gradients) of ``call`` alone."""
-    twin = copy.deepcopy(call.conv).to(device, torch.bfloat16)
-    x = torch.randn(call.shape, device=device, dtype=torch.bfloat16)
+def pad_input_channels(conv: nn.Conv3d, channels: int) -> nn.Conv3d:
+    """``conv`` taking ``channels`` input channels, the added ones with zero weights: the same output
+    for an input padded with anything (zeros) to ``channels``; cuDNN's tensor-core kernels for
+    channels-last bf16 want a multiple of 8 input channels, which an RGB stem (3) is not."""
+    if conv.groups != 1 or channels < conv.in_channels:
+        raise ValueError(f"cannot pad {conv} to {channels} input channels")
+    twin = nn.Conv3d(channels, conv.out_channels, conv.kernel_size, conv.stride,  # type: ignore[arg-type]
+                     conv.padding, conv.dilation, bias=conv.bias is not None,  # type: ignore[arg-type]
+                     device=conv.weight.device, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        twin.weight.zero_()
+        twin.weight[:, :conv.in_channels].copy_(conv.weight)
+        if conv.bias is not None:
+            assert twin.bias is not None
+            twin.bias.copy_(conv.bias)
+    return twin
+
+
+def time_call(call: ConvCall, device: torch.device, channels_last: bool, reps: int, warmup: int = 2,
+              pad_channels: int | None = None) -> float:
+    """Seconds of one bf16 forward + backward of ``call`` alone: the weight gradient always, the
+    input gradient unless ``call.input_grad`` is False (the first convolution reads the clip, which
+    needs none). ``pad_channels``: input channels padded to this (:func:`pad_input_channels`)."""
+    conv = call.conv
+    shape = call.shape
+    if pad_channels is not None:
+        assert isinstance(conv, nn.Conv3d)
+        conv, shape = pad_input_channels(conv, pad_channels), (shape[0], pad_channels, *shape[2:])
+    twin = copy.deepcopy(conv).to(device, torch.bfloat16)
+    x = torch.randn(shape, device=device, dtype=torch.bfloat16)
     if channels_last:
         fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
         twin, x = twin.to(memory_format=fmt), x.contiguous(memory_format=fmt)
-    x.requires_grad_(True)
+    x.requires_grad_(call.input_grad)
     dy = torch.randn_like(twin(x))
 
     def once() -> None:
@@ -128,10 +157,16 @@ def layer_table(encoder: nn.Module, video: Tensor, device: torch.device, *, chan
             "channels": [call.conv.in_channels, call.conv.out_channels],
             "input": list(call.shape),
             "ms": round(seconds * 1e3 * len(call.names), 3),
-            "tflops": round(3 * fwd / seconds / 1e12, 2),  # forward + input and weight gradients
+            # forward + weight gradient (+ input gradient): 3 or 2 forward's FLOP
+            "tflops": round((3 if call.input_grad else 2) * fwd / seconds / 1e12, 2),
             "intensity": round(intensity, 1),
             "memory_bound": None if ridge is None else intensity < ridge,
+            "input_grad": call.input_grad,
         })
+        if isinstance(call.conv, nn.Conv3d) and call.conv.in_channels % 8 and call.conv.groups == 1:
+            padded = time_call(call, device, channels_last, reps, warmup,
+                               pad_channels=-(-call.conv.in_channels // 8) * 8)
+            rows[-1]["ms_input_channels_padded_to_8"] = round(padded * 1e3 * len(call.names), 3)
     total = sum(r["ms"] for r in rows) or 1.0
     for r in rows:
         r["time_share"] = round(r["ms"] / total, 4)

@@ -81,9 +81,10 @@ def _layers(s: dict[str, Any]) -> list[str]:
         rows = [[", ".join(r["layers"][:3]) + (" ..." if len(r["layers"]) > 3 else ""),
                  "x".join(map(str, r["kernel"])), "->".join(map(str, r["channels"])),
                  "x".join(map(str, r["input"][2:])), r["ms"], _pct(r["time_share"]), r["tflops"],
-                 r["intensity"], r["memory_bound"]] for r in t["rows"][:10]]
+                 r["intensity"], r["memory_bound"], "yes" if r.get("input_grad", True) else "no",
+                 r.get("ms_input_channels_padded_to_8", "")] for r in t["rows"][:10]]
         out += _table(["layers", "kernel", "channels", "input T x H x W", "ms", "share", "TFLOP/s",
-                       "FLOP/byte", "memory-bound"], rows)
+                       "FLOP/byte", "memory-bound", "input grad", "ms, input channels padded to 8"], rows)
     return out
 
 
@@ -94,7 +95,10 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# GPU checks and measurements: {m['processor']}{dry}",
              "", f"`{result['command']}`, {result['seconds']} s.", "",
              "Machine: " + ", ".join(f"{k} {val}" for k, val in m.items()), "",
-             "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), "", *_stages(result)]
+             "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), "",
+             "cuDNN autotuning (`torch.backends.cudnn.benchmark`): "
+             f"{result.get('cudnn_benchmark', False)}", "",
+             *_stages(result)]
     peak = stages.get("peak", {})
     if peak.get("status") == "ok":
         used = peak["peak"]

@@ -202,11 +202,15 @@ def stage_encoders(run: Run) -> dict[str, Any]:
     for crop in s.crops:  # first every pair's eager figures (cheap), then compiles (tens of seconds each)
         for v, a in pairs:
             for channels_last in (False, True):
+                if ("eager-cl" if channels_last else "eager") not in args.layouts:
+                    continue
                 _measure(run, step_bench.Setup(v, a, s.frames, crop, spec, s.batch, False, channels_last),
                          rows, flops)
     for crop in s.crops:
         for v, a in pairs:
             for channels_last in ([] if args.no_compile else [False, True]):
+                if ("compile-cl" if channels_last else "compile") not in args.layouts:
+                    continue
                 _measure(run, step_bench.Setup(v, a, s.frames, crop, spec, s.batch, True, channels_last),
                          rows, flops)
     for crop in s.crops:  # last, the best layout of each at the other batches
@@ -423,6 +427,9 @@ def write_results(run: Run, result: dict[str, Any], slug: str) -> list[Path]:
     return written
 
 
+LAYOUTS = ("eager", "eager-cl", "compile", "compile-cl")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="benchmarks/gpu/run.sh", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -435,6 +442,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--audio-archs", nargs="+", help="audio encoders (default: the full-size registered ones)")
     p.add_argument("--crops", nargs="+", type=int, help="frame sizes (default 112 224)")
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the encoder stage")
+    p.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS), metavar="LAYOUT",
+                   help=f"encoder-stage layouts at the main batch, of {', '.join(map(repr, LAYOUTS))} "
+                   "(default all; cl = channels_last_3d)")
+    p.add_argument("--batches", nargs="+", type=int,
+                   help="the other batches the best layout is measured at (default 32 128)")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="torch.backends.cudnn.benchmark = True: cuDNN times its algorithms per shape "
+                   "(what a fixed-shape training run would use)")
+    p.add_argument("--tag", help="results go to gpu_<device>_<tag>.* (a run with other settings)")
     p.add_argument("--budget-s", type=float, help="wall-clock budget; measurements stop being launched "
                    "when it is nearly spent (default 420; 600 for --dry-run)")
     p.add_argument("--compile-estimate-s", type=float, default=90.0,
@@ -456,7 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sizes = DRY if args.dry_run else FULL
     sizes = dataclasses.replace(sizes, crops=tuple(args.crops or sizes.crops),
+                                other_batches=tuple(args.batches or sizes.other_batches),
                                 budget_s=args.budget_s or sizes.budget_s)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     device = torch.device("cpu" if args.dry_run else "cuda")
     run = Run(args, device, sizes)
     stages = [s for s in (args.only or STAGES) if s not in args.skip]
@@ -468,9 +486,11 @@ def main(argv: list[str] | None = None) -> int:
         run.stage(name, STAGE_FNS[name])
     result = {"command": command, "dry_run": args.dry_run, "machine": machine_info(device),
               "versions": versions(), "sizes": dataclasses.asdict(sizes),
+              "cudnn_benchmark": args.cudnn_benchmark,
               "seconds": round(time.monotonic() - run.t0, 1), "stages": run.stages}
     run.say("done: " + ", ".join(f"{k} {v['status']}" for k, v in run.stages.items()))
-    for path in write_results(run, result, device_slug(device, args.dry_run)):
+    slug = device_slug(device, args.dry_run) + (f"_{args.tag}" if args.tag else "")
+    for path in write_results(run, result, slug):
         print(f"wrote {path}")
     return 1 if any(v["status"] == "failed" for v in run.stages.values()) else 0
 
