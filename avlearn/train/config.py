@@ -127,6 +127,16 @@ class TrainConfig:
         sync_batchnorm: with several processes, BatchNorm statistics cover the global batch
             (:mod:`avlearn.models.sync_bn`, works on CPU/gloo too), so N processes compute what one
             process computes on the same global batch; ``false``: per-process statistics.
+        channels_last: convolution weights and clips in the channels-last layouts
+            (``channels_last_3d`` for 5-d, ``channels_last`` for 4-d); the same results, faster
+            convolutions on GPUs (H200, AVID-CMA's model, bf16: +34 % clips/s eager,
+            ``benchmarks/results/gpu_nvidia_h200.md``).
+        compile: run the trained network through ``torch.compile`` (Accelerate's dynamo plugin)
+            with ``compile_backend``; the first steps take tens of seconds to compile.
+        compile_backend: ``inductor`` (what is measured), or ``eager`` / ``aot_eager`` to check tracing.
+        cudnn_benchmark: let cuDNN time its algorithms for each new input shape
+            (``torch.backends.cudnn.benchmark``); clip shapes are fixed in a run, so the timing is
+            paid once. No effect on the CPU.
     """
 
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -138,6 +148,10 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     sync_batchnorm: bool = True
+    channels_last: bool = False
+    compile: bool = False
+    compile_backend: str = "inductor"
+    cudnn_benchmark: bool = True
 
     def __post_init__(self) -> None:
         if self.grad_accum < 1 or self.log_every < 1 or self.keep_checkpoints < 1:

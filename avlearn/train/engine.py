@@ -50,7 +50,7 @@ from avlearn.train.rundir import RunDirBusyError, RunDirLock, check_resumable, s
 from avlearn.train.sampler import ResumableBatchSampler
 
 __all__ = ["Engine", "NonFiniteLossError", "Plan", "Position", "RunDirBusyError", "RunInterrupted",
-           "StepOutput", "Task", "write_config"]
+           "StepOutput", "Task", "to_channels_last", "to_channels_last_tensor", "write_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,9 @@ class Engine:
             mixed_precision=train.mixed_precision,
             gradient_accumulation_steps=train.grad_accum,
             kwargs_handlers=unused,
+            dynamo_backend=train.compile_backend if train.compile else "no",
         )
+        torch.backends.cudnn.benchmark = train.cudnn_benchmark
         self.train = train
         self.clip_grad_norm = clip_grad_norm
         self.run_dir = Path(run_dir)
@@ -281,6 +283,8 @@ class Engine:
             if pos.batch_in_epoch >= plan.batches_used:
                 pos.epoch, pos.batch_in_epoch = pos.epoch + 1, 0
         task.to_device(self.device)
+        if self.train.channels_last:
+            to_channels_last(task.net)
         net, optimizer = acc.prepare(task.net, optimizer)
         task.wrapped(net)
         if latest is not None:
@@ -414,6 +418,8 @@ class Engine:
     def _train_step(self, task: Task, net: nn.Module, optimizer: torch.optim.Optimizer,
                     batch: dict[str, Any], pos: Position) -> StepOutput:
         acc = self.accelerator
+        if self.train.channels_last:  # clips moved in the weights' layout (a task's .to(device) keeps it)
+            batch = {k: to_channels_last_tensor(v, self.device) for k, v in batch.items()}
         with acc.accumulate(net):
             out = task.step(batch, self.device, pos.epoch)
             finite = torch.isfinite(out.loss) & out.finite
@@ -505,6 +511,38 @@ class Engine:
         bar.set_postfix(loss=f"{loss:.4f}", clips_s=f"{scalars['perf/clips_per_s']:.1f}",
                         wait=f"{scalars['perf/data_wait_fraction']:.0%}")
         window.reset()
+
+
+def _channels_last_format(dim: int) -> torch.memory_format | None:
+    return {5: torch.channels_last_3d, 4: torch.channels_last}.get(dim)
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """``module``'s 5-d parameters and buffers in ``channels_last_3d``, 4-d ones in ``channels_last``
+    (in place; the parameters stay the same objects, so an optimiser built on them keeps them).
+
+    ``Module.to(memory_format=...)`` takes one format for 4-d and 5-d tensors alike and so fails
+    on a model with both (a video and an audio encoder)."""
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            fmt = _channels_last_format(tensor.dim())
+            if fmt is not None:
+                tensor.data = tensor.data.contiguous(memory_format=fmt)
+    return module
+
+
+def to_channels_last_tensor(value: Any, device: torch.device) -> Any:
+    """A batch value on ``device``: a 5-d / 4-d floating tensor in the channels-last layout of its
+    rank; anything else as it is.
+
+    Shapes: ``video (B, C, T, H, W)`` -> ``channels_last_3d``; ``audio (B, 1, F, T)`` -> ``channels_last``.
+    """
+    if not isinstance(value, Tensor) or not value.is_floating_point():
+        return value
+    fmt = _channels_last_format(value.dim())
+    if fmt is None:
+        return value
+    return value.to(device, non_blocking=True).contiguous(memory_format=fmt)
 
 
 def _normalised(config: Any, stored: dict[str, Any] | None) -> dict[str, Any] | None:

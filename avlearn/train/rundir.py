@@ -56,10 +56,12 @@ LOCK_NAME = "run.lock"
 PREVIOUS_DIR = "previous"
 RUN_FILES = ("checkpoints", "metrics.jsonl", "metrics.jsonl.tmp", "tb", "config.yaml")  # the engine's
 # Keys whose change a resumed run honours: its length, logging, checkpoint cadence, evaluation,
-# where the export goes, loader processes (a clip does not depend on which worker decodes it).
+# where the export goes, loader processes (a clip does not depend on which worker decodes it), and
+# how the same computation is run (memory layout, compilation, cuDNN's algorithm search).
 RESUMABLE_KEYS = (
     "epochs", "max_steps", "run_dir", "train.log_every", "train.progress", "train.tensorboard",
     "train.ckpt_every_steps", "train.keep_checkpoints", "train.export", "data.num_workers", "eval.",
+    "train.channels_last", "train.compile", "train.compile_backend", "train.cudnn_benchmark",
 )  # fmt: skip
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
