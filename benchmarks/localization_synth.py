@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from avlearn.config import load_config
 from avlearn.localization.inputs import load_for_localization
 from avlearn.localization.metrics import center_box_map, evaluate_maps, gt_from_synth, oracle_map
-from avlearn.localization.sound_checks import box_mask, middle_windows, score_model
+from avlearn.localization.sound_checks import box_mask, middle_windows, model_grid, score_model
 from avlearn.models.registry import build_av_model
 from avlearn.train.config import PretrainConfig
 from avlearn.train.loop import pretrain
@@ -285,7 +285,7 @@ def verdict(results: dict[str, Any]) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--num-videos", type=int, default=240)
-    p.add_argument("--size", type=int, default=64, help="frame size = crop size (grid = size / 16)")
+    p.add_argument("--size", type=int, default=64, help="frame size = crop size (grid: read from the model)")
     p.add_argument("--object-scale", type=float, default=0.6)
     p.add_argument("--max-distractors", type=int, default=2)
     # 14 epochs (168 steps) found the sounding object in 69-81 % of frames and followed the sound
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)  # the initialisation both runs started from
     cfg = load_config(PretrainConfig, exp_plain.parent / "config.yaml")
     results["random_init_posthoc"] = score_model(build_av_model(cfg.model), inp, None, items)
-    grid = (-(-args.size // 16), -(-args.size // 16))
+    grid = model_grid(loc_model, inp)  # the oracle at the learned localizer's own grid
     results.update(references(tests, grid))
     t_eval = time.perf_counter() - t1
 

@@ -264,12 +264,21 @@ def write_report(out: Path, summary: Mapping[str, Any]) -> Path:
                 f"| {name} | {_num(m['ciou50'])} | {_num(m['auc'])} | {_num(m['pointing'])} | "
                 f"{_num(m['mean_ciou'])} | {_num(m.get('swap_pointing'))} | {_num(m.get('pair_pointing'))} |"
             )
+        sel = loc.get("overlay_selection")
         lines += [
             "",
             "Overlays (heatmap of the learned localizer over the frames; the MP4s carry the "
-            "sound that was localized):",
+            "sound that was localized).",
             "",
         ]
+        if sel:
+            met = ("met" if sel["swap_example_meets_rule"] else
+                   "**not met**: no test video's peak was on its object and moved with the swapped sound")
+            lines += [sel["rule"], "",
+                      f"Of the test videos, {sel['videos_peak_on_object']} have the peak on the sounding "
+                      f"object, {sel['videos_with_swap_sound']} have a distractor whose sound can be "
+                      f"swapped in, and {sel['videos_peak_on_object_and_moved_by_swap']} meet both "
+                      f"conditions; the swapped-sound example's rule is {met}.", ""]
         for ov in loc.get("overlays", []):
             lines.append(
                 f"- `{ov['video']}` ({ov['action']}, sounding object {ov['sounding']}), sound: "

@@ -275,7 +275,7 @@ def localize_stage(out: Path, synth_dir: Path, overlays: int) -> dict[str, Any]:
     from avlearn.localization.cli import main as localize_main
     from avlearn.localization.inputs import load_for_localization
     from avlearn.localization.metrics import center_box_map, evaluate_maps, oracle_map
-    from avlearn.localization.sound_checks import middle_windows, score_model, swap_donor
+    from avlearn.localization.sound_checks import middle_windows, model_grid, score_model
     from avlearn.models.registry import build_av_model
     from avlearn.train.config import PretrainConfig
 
@@ -304,11 +304,8 @@ def localize_stage(out: Path, synth_dir: Path, overlays: int) -> dict[str, Any]:
     scores["oracle (gt box)"] = evaluate_maps([oracle_map(g) for g in gts], gts).to_dict()
 
     made: list[dict[str, str]] = []
-    # the video of the swapped-sound example first (with its own sound too), then other test videos
-    swap_pick = next(((v, d[0]) for v in tests if (d := swap_donor(v, videos)) is not None), None)
-    own = ([swap_pick[0]] if swap_pick else []) + [
-        v for v in tests if swap_pick is None or v is not swap_pick[0]
-    ]
+    learned_hits = scores["trained, learned localizer"]["per_video"]
+    swap_pick, own, selection = pick_overlays(tests, videos, learned_hits)
     picks: list[tuple[dict[str, Any], dict[str, Any] | None]] = [(v, None) for v in own[:overlays]]
     if swap_pick is not None and overlays > 0:
         picks.append(swap_pick)
@@ -337,8 +334,48 @@ def localize_stage(out: Path, synth_dir: Path, overlays: int) -> dict[str, Any]:
         "test_frames": len(gts),
         "swap_frames": scores["trained, learned localizer"]["n_swap"],
         "pairs": scores["trained, learned localizer"]["n_pairs"],
-        "grid": f"{-(-inp.size // 16)}x{-(-inp.size // 16)}",
+        "grid": "x".join(map(str, model_grid(model, inp))),
         "input": f"{inp.num_frames} frames at {inp.fps:g} fps, {inp.size} px, {inp.audio_seconds:g} s audio",
         "methods": scores,
         "overlays": made,
+        "overlay_selection": selection,
     }
+
+
+OVERLAY_RULE = (
+    "Examples are chosen by a rule, not by hand: first the first test video (in the collection's "
+    "order) where the learned localizer's peak is on the sounding object with the video's own sound "
+    "*and* moves onto the visible distractor when that distractor's sound is played instead (shown "
+    "with both sounds); then the next test videos whose peak is on the sounding object; then the "
+    "others. Where no video meets a condition, the next one in order is shown and this says so."
+)
+
+
+def pick_overlays(
+    tests: list[dict[str, Any]], videos: list[dict[str, Any]], hits: dict[str, dict[str, Any]]
+) -> tuple[tuple[dict[str, Any], dict[str, Any]] | None, list[dict[str, Any]], dict[str, Any]]:
+    """The swapped-sound example ``(video, donor)``, the videos to show with their own sound (in
+    order) and a record of the rule (:data:`OVERLAY_RULE`) and how it was met.
+
+    ``hits``: ``score_model(...)["per_video"]``: ``{video_id: {"own": bool, "swap": bool | None}}``.
+    """
+    from avlearn.localization.sound_checks import swap_donor
+
+    scored = [v for v in tests if v["video_id"] in hits]
+    donors = {v["video_id"]: d[0] for v in scored if (d := swap_donor(v, videos)) is not None}
+    both = [v for v in scored if hits[v["video_id"]]["own"] and hits[v["video_id"]].get("swap")
+            and v["video_id"] in donors]
+    fallback = [v for v in scored if v["video_id"] in donors]
+    chosen = (both or fallback)[0] if both or fallback else None
+    swap_pick = None if chosen is None else (chosen, donors[chosen["video_id"]])
+    on_object = [v for v in scored if hits[v["video_id"]]["own"] and v is not chosen]
+    rest = [v for v in tests if v is not chosen and v not in on_object]
+    own = ([chosen] if chosen is not None else []) + on_object + rest
+    selection = {
+        "rule": OVERLAY_RULE,
+        "videos_peak_on_object": sum(bool(h["own"]) for h in hits.values()),
+        "videos_with_swap_sound": len(donors),
+        "videos_peak_on_object_and_moved_by_swap": len(both),
+        "swap_example_meets_rule": bool(both),
+    }
+    return swap_pick, own, selection

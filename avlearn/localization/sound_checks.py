@@ -46,8 +46,8 @@ from avlearn.localization.metrics import LocalizationResult, evaluate_maps, gt_f
 from avlearn.localization.module import upsample_map
 from avlearn.models.av import AVModel
 
-__all__ = ["Window", "box_mask", "heatmaps", "middle_windows", "pair_scores", "pairs", "score_model",
-           "score_windows", "swap_donor"]
+__all__ = ["Window", "box_mask", "heatmaps", "middle_windows", "model_grid", "pair_scores", "pairs",
+           "score_model", "score_windows", "swap_donor"]
 
 
 def box_mask(box: Sequence[int], height: int, width: int) -> np.ndarray:
@@ -84,6 +84,7 @@ class Window:
     sounding: str  # the sounding object's class ("" when the annotations do not say)
     swap_audio: Tensor | None  # (S,) sound of a video whose sounding class is a visible distractor's
     swap_box: list[int] | None  # that distractor's box
+    video_id: str = ""  # the annotation's video id
 
 
 def middle_windows(root: Path, tests: list[dict[str, Any]], videos: list[dict[str, Any]] | None,
@@ -111,8 +112,23 @@ def middle_windows(root: Path, tests: list[dict[str, Any]], videos: list[dict[st
         distractors = [d["bbox"][mid] for d in entry.get("distractors", []) if d["bbox"][mid] is not None]
         video = normalize_video(clip.video, inp)
         items.append(Window(gt, distractors, video, clip.audio, frame, entry.get("class", ""), swap_audio,
-                            None if swap is None else swap[1]))
+                            None if swap is None else swap[1], str(entry.get("video_id", ""))))
     return items
+
+
+@torch.no_grad()
+def model_grid(model: AVModel, inp: ModelInput) -> tuple[int, int]:
+    """``(H', W')`` of ``model``'s last video feature grid for ``inp``'s square clips: the resolution
+    its maps have before upsampling, read from one forward pass (not assumed from a stride)."""
+    was_training = model.training
+    model.eval()
+    try:
+        video = torch.zeros(1, 3, inp.num_frames, inp.size, inp.size)
+        audio = build_spectrogram(inp.spec)(torch.zeros(1, round(inp.audio_seconds * inp.sample_rate)))
+        grid = model(video, audio).video_grid
+    finally:
+        model.train(was_training)
+    return int(grid.shape[-2]), int(grid.shape[-1])
 
 
 @torch.no_grad()
@@ -200,9 +216,14 @@ def score_model(
     swaps = [it for it in items if it.swap_audio is not None and it.swap_box is not None]
     moved = heatmaps(model, inp, learned, [it.video for it in swaps], [it.frame for it in swaps],
                      [it.swap_audio for it in swaps if it.swap_audio is not None])
-    result["swap_pointing"] = float(np.mean([
-        pointing_hit(h, box_mask(it.swap_box, *it.gt.shape))  # type: ignore[arg-type]
-        for h, it in zip(moved, swaps, strict=True)])) if swaps else None
+    swap_hits = [pointing_hit(h, box_mask(it.swap_box, *it.gt.shape))  # type: ignore[arg-type]
+                 for h, it in zip(moved, swaps, strict=True)]
+    result["swap_pointing"] = float(np.mean(swap_hits)) if swaps else None
     result["n_swap"] = len(swaps)
+    # per test video: whether the peak is on the sounding object with its own sound, and (videos
+    # with a swap sound) whether a swapped sound moves it onto the distractor; for choosing examples
+    own_hits = {it.video_id: bool(pointing_hit(h, it.gt)) for h, it in zip(heats, items, strict=True)}
+    moved_hits = {it.video_id: bool(hit) for it, hit in zip(swaps, swap_hits, strict=True)}
+    result["per_video"] = {vid: {"own": hit, "swap": moved_hits.get(vid)} for vid, hit in own_hits.items()}
     result.update(pair_pointing(model, inp, learned, items))
     return result

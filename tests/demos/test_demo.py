@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,6 +130,12 @@ def test_demo_model_stages_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
         )
     assert loc["methods"]["oracle (gt box)"]["ciou50"] == 1.0 and loc["test_frames"] > 0
     assert [o["sound"] == "own" for o in loc["overlays"]] == [True, False]  # one own, one swapped sound
+    assert loc["overlays"][0]["video"] == loc["overlays"][1]["video"]  # the swap example, both sounds
+    sel, hits = loc["overlay_selection"], loc["methods"]["trained, learned localizer"]["per_video"]
+    assert sel["swap_example_meets_rule"] == (sel["videos_peak_on_object_and_moved_by_swap"] > 0)
+    if sel["swap_example_meets_rule"]:
+        assert hits[loc["overlays"][1]["video"]] == {"own": True, "swap": True}
+    assert sel["rule"] in (out / "report.md").read_text()
     for overlay in loc["overlays"]:
         with av.open(overlay["mp4"]) as container:
             assert container.streams.video and container.streams.audio
@@ -207,3 +214,26 @@ def test_accuracy_bars_are_as_tall_as_their_values(tmp_path: Path) -> None:
     assert len(runs) == 2  # one bar of x per group
     tall, short = (int(is_x[:, run].sum(axis=0).max()) for run in runs)
     assert abs(tall / short - 0.8 / 0.2) < 0.2
+
+
+def _entry(vid: str, cls: str, distractor: str | None) -> dict[str, Any]:
+    box = [0, 0, 4, 4]
+    return {"video_id": vid, "file": f"videos/{vid}.mp4", "class": cls, "num_frames": 4, "split": "test",
+            "distractors": [] if distractor is None else [{"class": distractor, "bbox": [box] * 4}]}
+
+
+def test_overlay_rule_prefers_a_video_whose_peak_follows_the_sound() -> None:
+    from demos.demo_stages import pick_overlays
+
+    tests = [_entry("a", "star", "cross"), _entry("b", "cross", "star"), _entry("c", "star", None),
+             _entry("d", "cross", "star")]
+    videos = [*tests, _entry("e", "cross", None)]
+    hits = {"a": {"own": True, "swap": False}, "b": {"own": False, "swap": True},
+            "c": {"own": True, "swap": None}, "d": {"own": True, "swap": True}}
+    swap, own, sel = pick_overlays(tests, videos, hits)
+    assert swap is not None and swap[0]["video_id"] == "d" and swap[1]["class"] == "star"
+    assert [v["video_id"] for v in own] == ["d", "a", "c", "b"]  # the example, peaks on object, others
+    assert sel["swap_example_meets_rule"] and sel["videos_peak_on_object_and_moved_by_swap"] == 1
+    hits["d"]["swap"] = False  # nobody meets both: the first video with a swap sound, and it says so
+    swap, own, sel = pick_overlays(tests, videos, hits)
+    assert swap is not None and swap[0]["video_id"] == "a" and not sel["swap_example_meets_rule"]
