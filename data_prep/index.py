@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from avlearn.data.cluster import add_engine_arguments
 from avlearn.data.manifest import VideoInfo, write_manifest
 from avlearn.data.probe import probe_many
 
@@ -145,6 +146,8 @@ def index_collection(
     progress: bool = True,
     extensions: Sequence[str] = VIDEO_EXTENSIONS,
     check_silence: bool = True,
+    engine: str = "local",
+    address: str | None = None,
 ) -> list[VideoInfo]:
     """Probe every video under ``inputs`` and write the manifest ``out`` (.csv or .jsonl).
 
@@ -156,6 +159,7 @@ def index_collection(
         progress: show a progress bar and print the summary.
         extensions: file suffixes taken from folders.
         check_silence: decode every audio track to warn of silent ones (see :mod:`avlearn.data.probe`).
+        engine, address: ``local`` processes or Ray tasks (:mod:`avlearn.data.cluster`).
 
     Returns:
         The rows written, in path order.
@@ -171,7 +175,8 @@ def index_collection(
                          + (f"\n{skipped_summary(skipped)}" if skipped else ""))
     if skipped:
         logger.warning(skipped_summary(skipped))
-    rows = probe_many(paths, workers or os.cpu_count() or 1, progress, check_silence=check_silence)
+    rows = probe_many(paths, workers or os.cpu_count() or 1, progress, check_silence=check_silence,
+                      engine=engine, address=address)
     manifest_dir = out.parent.resolve()
     for row, path, vid in zip(rows, paths, _assign_ids(paths), strict=True):
         row.path = _manifest_path(path, manifest_dir)
@@ -207,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not decode the audio tracks to warn of silent ones (a few ms per minute "
                         "of audio; audio/video duration mismatches are still reported)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    add_engine_arguments(parser)
     return parser
 
 
@@ -215,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         index_collection(args.inputs, args.out, args.workers, not args.quiet, args.extensions,
-                         check_silence=not args.no_silence_check)
-    except (ValueError, OSError) as err:
+                         check_silence=not args.no_silence_check, engine=args.engine, address=args.address)
+    except (ValueError, OSError, ModuleNotFoundError) as err:  # no ray: how to install it
         print(f"{build_parser().prog}: {err}", file=sys.stderr)
         return 2
     return 0

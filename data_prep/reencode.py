@@ -38,6 +38,7 @@ from typing import Any, Literal
 import av
 import numpy as np
 
+from avlearn.data.cluster import add_engine_arguments
 from avlearn.data.manifest import VideoInfo, read_manifest, write_manifest
 from avlearn.data.probe import error_text, parallel_map, probe, probe_many
 from data_prep.index import VIDEO_EXTENSIONS, _assign_ids, _manifest_path, collect_paths
@@ -334,6 +335,8 @@ def reencode_collection(
     workers: int | None = None,
     manifest_out: str | Path | None = None,
     progress: bool = True,
+    engine: str = "local",
+    address: str | None = None,
 ) -> tuple[list[Result], list[VideoInfo]]:
     """Re-encode every video of ``inputs`` under ``out`` and write a manifest of the outputs.
 
@@ -345,6 +348,9 @@ def reencode_collection(
         workers: processes (default: all cores).
         manifest_out: manifest of the outputs (default ``out/manifest.csv``).
         progress: progress bars and the printed summary.
+        engine, address: ``local`` processes or Ray tasks (:mod:`avlearn.data.cluster`); with Ray
+            the outputs are written by the cluster's nodes, so ``out`` must be on a filesystem
+            they share.
 
     Returns:
         ``(results, rows)``: one result per input (the ``bad`` manifest rows first), and the
@@ -358,9 +364,11 @@ def reencode_collection(
         raise ValueError(f"--manifest-out {manifest}: the manifest must end in .csv or .jsonl")
     jobs, sources, skipped = plan_jobs(items, out)
     workers = workers or os.cpu_count() or 1
-    results = parallel_map(partial(reencode_file, opts=opts), jobs, workers, _failed, progress, "reencode")
+    results = parallel_map(partial(reencode_file, opts=opts), jobs, workers, _failed, progress, "reencode",
+                           engine=engine, address=address)
     written = [(j, s) for j, s, r in zip(jobs, sources, results, strict=True) if r.status != "failed"]
-    rows = probe_many([j.dst for j, _ in written], workers, progress, "probe outputs")
+    rows = probe_many([j.dst for j, _ in written], workers, progress, "probe outputs", engine=engine,
+                      address=address)
     manifest_dir = manifest.parent.resolve()
     for row, (job, src) in zip(rows, written, strict=True):
         row.path = _manifest_path(job.dst, manifest_dir)
@@ -435,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--manifest-out", type=Path, default=None,
                         help="manifest of the outputs, .csv or .jsonl (default: OUT/manifest.csv)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no summary")
+    add_engine_arguments(parser)
     return parser
 
 
@@ -444,8 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts = EncodeOptions(short_side=args.short_side or None, fps=args.fps, gop=args.gop,
                              sample_rate=args.sample_rate, mono=args.mono, crf=args.crf, preset=args.preset)
-        reencode_collection(args.inputs, args.out, opts, args.workers, args.manifest_out, not args.quiet)
-    except (ValueError, OSError) as err:
+        reencode_collection(args.inputs, args.out, opts, args.workers, args.manifest_out, not args.quiet,
+                            engine=args.engine, address=args.address)
+    except (ValueError, OSError, ModuleNotFoundError) as err:  # no ray: how to install it
         print(f"{build_parser().prog}: {err}", file=sys.stderr)
         return 2
     return 0

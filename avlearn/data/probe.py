@@ -308,14 +308,15 @@ def failed_row(path: Path, message: str) -> VideoInfo:
 
 
 def probe_many(paths: Sequence[Path], workers: int, progress: bool, desc: str = "probe",
-               check_silence: bool = True) -> list[VideoInfo]:
-    """Probe in a process pool (``workers <= 1``: in this process); order is kept.
+               check_silence: bool = True, engine: str = "local", address: str | None = None
+               ) -> list[VideoInfo]:
+    """Probe in a process pool (``workers <= 1``: in this process) or on Ray; order is kept.
 
     A file that kills its worker process (an FFmpeg crash, the OOM killer) becomes a ``bad``
     row (see :func:`parallel_map`); the run goes on.
     """
     fn = probe if check_silence else functools.partial(probe, check_silence=False)
-    return parallel_map(fn, paths, workers, failed_row, progress, desc)
+    return parallel_map(fn, paths, workers, failed_row, progress, desc, engine=engine, address=address)
 
 
 def parallel_map(
@@ -325,8 +326,13 @@ def parallel_map(
     on_failure: Callable[[T, str], R],
     progress: bool = True,
     desc: str = "",
+    engine: str = "local",
+    address: str | None = None,
 ) -> list[R]:
     """``[fn(item) for item in items]`` in a process pool with a progress bar; order is kept.
+
+    ``engine="ray"``: as Ray tasks instead (:func:`avlearn.data.cluster.ray_map`, on the cluster at
+    ``address`` or a local instance with ``workers`` CPUs), with the same results.
 
     Never raises for one item: an exception in ``fn`` becomes ``on_failure(item, message)``.
     When a worker process dies (which breaks the whole pool), the unfinished items run again in
@@ -340,7 +346,15 @@ def parallel_map(
         on_failure: turns an item and an error message into its result.
         progress: show a tqdm bar.
         desc: the bar's label.
+        engine: ``local`` or ``ray``.
+        address: the Ray cluster (``engine="ray"`` only).
     """
+    if engine == "ray":
+        from avlearn.data.cluster import ray_map
+
+        return ray_map(fn, items, on_failure, progress, desc, address, num_cpus=max(workers, 1))
+    if engine != "local":
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     results: list[R | None] = [None] * len(items)
     with tqdm(total=len(items), desc=desc, unit="file", disable=not progress, dynamic_ncols=True) as bar:
         if workers <= 1 or len(items) < 2:
