@@ -41,6 +41,7 @@ from avlearn.config import load_config  # noqa: E402
 from avlearn.eval.retrieval_cli import evaluate as evaluate_retrieval  # noqa: E402
 from avlearn.train.finetune import FinetuneConfig, finetune  # noqa: E402
 from avlearn.train.linear_probe import ProbeConfig, linear_probe  # noqa: E402
+from data_prep.synth import GENERATOR_VERSION  # noqa: E402
 
 CACHE_ROOT = ROOT / ".cache" / "downstream_synth"
 # set by main() for --seed: every cached file (collection, manifests, runs) lives under seed<N>/
@@ -342,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {
         "command": command, "machine": machine, "run_seconds": total, "stage_seconds": times,
-        "setup": {"seed": args.seed, "videos": 240, "size": 64, "duration_s": 3.0, "max_distractors": 0,
+        "setup": {"seed": args.seed, "generator_version": GENERATOR_VERSION, "videos": 240, "size": 64,
+                  "duration_s": 3.0, "max_distractors": 0,
                   "object_scale": 0.4,
                   "crop": 32, "frames": 8, "fps": 8, "pretrain_epochs": args.pretrain_epochs,
                   "pretrain_clips_per_video": args.pretrain_clips, "shifted_audio": args.shifted_audio,
@@ -364,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, torch {machine['torch']} "
         f"({machine['torch_threads']} threads), CUDA {machine['cuda']}  ",
         f"Run time: {total:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + ")", "",
-        "240 videos (3 s, 64 px, no silent distractors), 168 train / 48 test; 32 px crops, "
+        f"240 videos (synthetic generator version {GENERATOR_VERSION}, collection seed "
+        f"{results['setup']['seed']}; 3 s, 64 px, no silent distractors), 168 train / 48 test; 32 px crops, "
         f"8 frames at 8 fps (1 s, as the audio). Pretraining: {OBJECTIVE_NAMES[args.objective]}, "
         f"{args.pretrain_epochs} epochs x "
         f"{args.pretrain_clips} clips per video on the unlabelled train split"

@@ -55,6 +55,7 @@ from avlearn.localization.sound_checks import box_mask, middle_windows, model_gr
 from avlearn.models.registry import build_av_model
 from avlearn.train.config import PretrainConfig
 from avlearn.train.loop import pretrain
+from data_prep.synth import GENERATOR_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -217,7 +218,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Run time: {r['seconds']['total']:.0f} s (data {r['seconds']['data']:.0f} s, training "
         f"{r['seconds']['train_plain']:.0f} + {r['seconds']['train_loc']:.0f} s, evaluation "
         f"{r['seconds']['eval']:.0f} s)  ",
-        f"Data: {r['data']['num_videos']} videos, {r['data']['size']} px, 3 s, object scale "
+        f"Data: {r['data']['num_videos']} videos (synthetic generator version "
+        f"{r['data'].get('generator_version', '?')}, collection seed {r['data']['seed']}), "
+        f"{r['data']['size']} px, 3 s, object scale "
         f"{r['data']['object_scale']}, 0-{r['data']['max_distractors']} silent distractors; "
         f"{r['data']['test_videos']} test videos, middle frame. Training: {r['train']['epochs']} epochs "
         f"x {r['train']['steps_per_epoch']} steps of batch {r['train']['batch_size']}, "
@@ -348,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {
         "dir": str(root.relative_to(ROOT)) if root.is_relative_to(ROOT) else root.name,
         "seed": args.seed,
+        "generator_version": GENERATOR_VERSION,
         "num_videos": args.num_videos,
         "size": args.size,
         "object_scale": args.object_scale,
