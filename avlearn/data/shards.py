@@ -56,6 +56,7 @@ import importlib.util
 import json
 import logging
 import os
+import tarfile
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -346,7 +347,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
                     if count >= skip:
                         yield _raw(sample, shard.url, shard.first_index + count)
                     count += 1
-        except (OSError, EOFError, ValueError) as err:  # tarfile.ReadError is an OSError
+        except (OSError, EOFError, ValueError, tarfile.TarError) as err:
             if isinstance(err, ShardError):
                 raise
             raise ShardError(f"cannot read shard {shard.url} after {count} samples "
