@@ -37,7 +37,8 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     video.write_bytes(data[: len(data) // 3])
     write_shards(manifest, root / "corrupt", ShardOptions(samples_per_shard=5), progress=False)
     video.write_bytes(data)
-    return {"manifest": manifest, "clean": root / "clean" / "index.json", "corrupt": root / "corrupt" / "index.json"}
+    return {"manifest": manifest, "clean": root / "clean" / "index.json",
+            "corrupt": root / "corrupt" / "index.json"}
 
 
 def _indices(batches: list[dict[str, Any]]) -> list[int]:
@@ -84,7 +85,7 @@ def test_samples_equal_the_file_datasets(shards: dict[str, Path]) -> None:
 
 
 def test_every_sample_once_per_epoch_with_the_remainder_dropped(shards: dict[str, Path]) -> None:
-    """13 clips in batches of 4 (2 workers x 2): 3 batches, 12 clips, the epoch's last stream position dropped."""
+    """13 clips in batches of 4 (2 workers): 3 batches, 12 clips; the epoch's last stream position dropped."""
     seen: dict[int, list[int]] = {}
     for epoch in (0, 1):
         batches = epoch_batches(shards["clean"], epoch=epoch, batch_size=4, num_workers=2, shuffle_buffer=3)
@@ -112,7 +113,8 @@ def test_mid_epoch_resume_gives_the_rest_of_the_epoch(shards: dict[str, Path]) -
             torch.testing.assert_close(a["audio"], b["audio"], rtol=0, atol=0)
 
 
-def test_corrupt_member_is_counted_and_named(shards: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_member_is_counted_and_named(shards: dict[str, Path],
+                                             caplog: pytest.LogCaptureFixture) -> None:
     batches = epoch_batches(shards["corrupt"], epoch=0, batch_size=1, num_workers=0, shuffle_buffer=4)
     tracker = FailureTracker()
     for batch in batches:

@@ -1,4 +1,4 @@
-"""``avlearn prepare shard``: records, the shard index, failures left out, resume, refusal of a changed manifest."""
+"""``avlearn prepare shard``: records, the shard index, failures left out, resume, a changed manifest."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import av
 import pytest
 
 import data_prep.shard as shard_module
@@ -31,13 +32,15 @@ def _members(tar: Path) -> dict[str, bytes]:
         return {m.name: tf.extractfile(m).read() for m in tf.getmembers()}  # type: ignore[union-attr]
 
 
-def test_records_index_and_failures(manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_records_index_and_failures(manifest: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
     rows = read_manifest(manifest)
     boxes = {rows[0].video_id: [[0.1, 0.2, 0.5, 0.6]]}
     index = write_shards(manifest, tmp_path, ShardOptions(samples_per_shard=4), boxes=boxes)
     assert json.loads((tmp_path / "index.json").read_text()) == index
     assert index["manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
-    assert [(s["num_samples"], s["first_index"], s["end_index"]) for s in index["shards"]] == [(4, 0, 4), (2, 4, 6)]
+    ranges = [(s["num_samples"], s["first_index"], s["end_index"]) for s in index["shards"]]
+    assert ranges == [(4, 0, 4), (2, 4, 6)]
     assert [f["path"] for f in index["failures"]] == [rows[2].path]
     assert "OSError" in index["failures"][0]["reason"] or "FileNotFound" in index["failures"][0]["reason"]
     assert index["classes"] == ["c0", "c1", "c2"]
@@ -104,9 +107,9 @@ def test_cli(manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_reencode_option(manifest: Path, tmp_path: Path) -> None:
-    index = write_shards(manifest, tmp_path, ShardOptions(samples_per_shard=10, short_side=16), progress=False)
+    opts = ShardOptions(samples_per_shard=10, short_side=16)
+    index = write_shards(manifest, tmp_path, opts, progress=False)
     members = _members(tmp_path / "shard-000000.tar")
-    import av
 
     with av.open(io.BytesIO(members["000000000.mp4"])) as container:
         stream = container.streams.video[0]
