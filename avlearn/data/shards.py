@@ -455,8 +455,13 @@ def shard_loader(
     dataset: ShardDataset, batch_size: int, *, rank: int = 0, world: int = 1, num_workers: int = 0,
     worker_init_fn: Callable[[int], None] | None = None,
 ) -> tuple[DataLoader[dict[str, Any]], ShardBatches]:
-    """DataLoader over ``dataset`` for this process; workers persist (they see ``set_epoch``)."""
+    """DataLoader over ``dataset`` for this process; workers persist (they see ``set_epoch``).
+
+    The loader has its own generator: ``iter(loader)`` must not draw from the global RNG, whose
+    state a checkpoint restores (exact resume).
+    """
     dataset.distribute(rank, world, batch_size)
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=_as_is,  # type: ignore[arg-type]
-                        persistent_workers=num_workers > 0, worker_init_fn=worker_init_fn)
+                        persistent_workers=num_workers > 0, worker_init_fn=worker_init_fn,
+                        generator=torch.Generator().manual_seed(dataset.seed))
     return loader, ShardBatches(dataset)
