@@ -28,7 +28,8 @@ def _run(manifest: Path, shards: Path, run_dir: Path, *args: str, **extra: objec
     return main(["--config", str(SYNTH_CPU), *args, *fast_overrides(manifest, run_dir, **extra)])
 
 
-def test_resume_from_shards_matches_uninterrupted(synth_train: Path, synth_shards: Path, tmp_path: Path) -> None:
+def test_resume_from_shards_matches_uninterrupted(synth_train: Path, synth_shards: Path,
+                                                  tmp_path: Path) -> None:
     k = 3  # 36 clips / batch 8 = 4 steps per epoch (4 clips dropped): resume mid-epoch 0, end in epoch 1
     straight, split = tmp_path / "straight", tmp_path / "split"
     common = {"epochs": 3, "train.ckpt_every_steps": 100}
