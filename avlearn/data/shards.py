@@ -62,11 +62,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-import fsspec
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from avlearn.data.dataset import AVClipDataset, Transform, av_collate, sample_generator
 from avlearn.data.decode import ClipSpec, DecodeError, MediaBytes
@@ -146,6 +144,8 @@ def open_stream(url: str) -> IO[bytes]:
     scheme = url.split("://", 1)[0] if "://" in url else "file"
     if scheme in ("http", "https") and importlib.util.find_spec("aiohttp") is None:
         return urllib.request.urlopen(url, timeout=60)  # type: ignore[no-any-return]
+    import fsspec  # here: training from memory (benchmarks/gpu) needs neither fsspec nor webdataset
+
     return fsspec.open(url, "rb").open()  # type: ignore[no-any-return]
 
 
@@ -339,6 +339,8 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             start += shard.num_samples
 
     def _read_shard(self, shard: ShardInfo, skip: int) -> Iterator[_Raw]:
+        from webdataset.tariterators import group_by_keys, tar_file_iterator
+
         count = 0
         try:
             with open_stream(shard.url) as fh:
