@@ -48,6 +48,9 @@ class DataConfig:
         shards: with ``source: shards``: the shard index ``index.json``, a path or an fsspec URL
             (``s3://``, ``gs://``, ``https://``, ...).
         shuffle_buffer: with ``source: shards``: raw samples each reader holds to shuffle its range.
+        shard_streams: with ``source: shards``: readers per process, each over its own range of the
+            epoch; a multiple of ``num_workers`` (the workers share them). The order depends on it,
+            not on ``num_workers``.
         backend: video decoder, ``pyav`` or ``decord`` (audio always comes through PyAV).
         num_frames, fps: frames per clip and their sampling rate (AVID: 8 frames at 16 fps).
         decode_size: short side frames are resized to when decoded; crops of
@@ -71,6 +74,7 @@ class DataConfig:
     manifest: str = ""
     shards: str = ""
     shuffle_buffer: int = 64
+    shard_streams: int = 4
     backend: str = "pyav"
     num_frames: int = 8
     fps: float = 16.0
@@ -96,7 +100,7 @@ class DataConfig:
             raise bad("source", self.source, "must be 'files' (data.manifest) or 'shards' (data.shards)")
         if self.backend not in DECODERS:
             raise bad("backend", self.backend, f"must be one of {sorted(DECODERS)}")
-        for name in ("batch_size", "clips_per_video", "num_frames"):
+        for name in ("batch_size", "clips_per_video", "num_frames", "shard_streams"):
             if getattr(self, name) < 1:
                 raise bad(name, getattr(self, name), "must be >= 1")
         if self.fps <= 0:
@@ -198,6 +202,7 @@ def build_shard_dataset(cfg: DataConfig, train: bool, require_audio: bool = True
             seed=cfg.seed,
             require_audio=require_audio,
             shuffle_buffer=cfg.shuffle_buffer,
+            streams=cfg.shard_streams,
         )
     except ShardError as err:
         raise ConfigError(f"data.shards={cfg.shards}: {err}", key="data.shards") from None

@@ -10,26 +10,30 @@ draws its randomness from ``(seed, epoch, i)``, so it is bit-identical to the fi
 ``i`` over the same manifest.
 
 How an epoch is dealt out (all of it a function of ``(seed, epoch)`` and the layout
-``world x workers x batch_size``):
+``world x streams x batch_size``):
 
 1. The shard order is a permutation drawn from ``(seed, epoch)``. Concatenated in that order, the
    shards give the epoch's *stream* of ``T = N * clips_per_video`` positions (each video's clips
    are consecutive).
-2. Each rank yields ``J = T // (batch_size * world)`` batches per epoch; its DataLoader worker
-   ``s`` makes batches ``j = s, s + W, s + 2W, ...`` (``W`` workers per rank), so reader
-   ``(rank, s)`` needs ``len(range(s, J, W)) * batch_size`` positions. Readers take consecutive,
-   disjoint ranges of the stream in ``(rank, s)`` order; a range may start inside a shard (the
-   members before it are read and dropped, never decoded) and span shard boundaries.
+2. Each rank yields ``J = T // (batch_size * world)`` batches per epoch from ``S = streams``
+   readers: reader ``s`` makes batches ``j = s, s + S, s + 2S, ...``, so reader ``(rank, s)``
+   needs ``len(range(s, J, S)) * batch_size`` positions. Readers take consecutive, disjoint
+   ranges of the stream in ``(rank, s)`` order; a range may start inside a shard (the members
+   before it are read and dropped, never decoded) and span shard boundaries. The rank's ``W``
+   DataLoader workers (``W`` divides ``S``) share the readers: worker ``w`` makes the batches
+   ``j = n + w, n + w + W, ...`` (``n``: the batches skipped on resume), which is the order in
+   which the DataLoader asks its workers, so batches come out as ``n, n+1, ...``.
 3. **Remainder**: the last ``T - J * batch_size * world`` positions of the epoch's stream are
    dropped, as :class:`~avlearn.train.sampler.ResumableBatchSampler` drops its remainder (every
    rank needs equal batches for the memory-bank gathers). Which samples fall there changes with
    the epoch's shard order. Every other sample comes exactly once per epoch.
 4. Each reader shuffles its range through a bounded in-memory buffer of ``shuffle_buffer`` raw
-   samples (bytes, not decoded clips) with a generator seeded by ``(seed, epoch, rank, s)``.
-5. Resume at batch ``n`` of an epoch (:meth:`ShardBatches.set_epoch`): worker ``w`` takes reader
-   ``(w + n) % W``'s range, so the DataLoader's round-robin over its workers still yields batch
-   ``n, n+1, ...`` in order; each reader replays its shuffle on raw bytes and skips the batches
-   before ``n`` without decoding them. The rest of the epoch equals the uninterrupted run's.
+   samples (bytes, not decoded clips) with a generator seeded by ``(seed, epoch, rank, s)``
+   (memory: ``streams * shuffle_buffer`` media files per process).
+5. Resume at batch ``n`` of an epoch (:meth:`ShardBatches.set_epoch`): each reader replays its
+   range and shuffle on raw bytes and skips its batches before ``n`` without decoding them. The
+   rest of the epoch equals the uninterrupted run's, whatever the number of workers (a resume may
+   change ``data.num_workers``, as with files).
 
 A member whose bytes cannot be decoded is a decode failure as for a file: logged once, named
 ``<shard>:<key>.<suffix>`` in the sample's ``failures``, counted by
@@ -244,6 +248,8 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             require_audio, max_retries, class_to_idx, shifted_audio: as for
             :class:`~avlearn.data.dataset.AVClipDataset`.
         shuffle_buffer: raw samples each reader holds in memory to shuffle (0 or 1: stream order).
+        streams: readers per process; the DataLoader's workers share them, so their number must
+            divide it (and may change on resume: the order does not depend on it).
 
     Yields (per DataLoader worker, once :func:`shard_loader` or :meth:`distribute` set the layout)
     batches collated with :func:`~avlearn.data.dataset.av_collate`: ``video (B, C, T, H, W)``,
@@ -267,9 +273,10 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         class_to_idx: Mapping[str, int] | None = None,
         shifted_audio: float = 0.0,
         shuffle_buffer: int = 64,
+        streams: int = 4,
     ) -> None:
-        if shuffle_buffer < 0:
-            raise ValueError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
+        if shuffle_buffer < 0 or streams < 1:
+            raise ValueError(f"need shuffle_buffer >= 0 and streams >= 1, got {shuffle_buffer}, {streams}")
         self.index = ShardIndex.load(index)
         classes = class_to_idx
         if classes is None and self.index.classes:
@@ -285,6 +292,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         )
         self.require_audio = require_audio
         self.shuffle_buffer = shuffle_buffer
+        self.streams = streams
         self.rank, self.world, self.batch_size = 0, 1, 1
         self._skip = torch.zeros((), dtype=torch.int64)
         self._skip.share_memory_()  # type: ignore[no-untyped-call]
@@ -375,13 +383,24 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        _check_streams(self.streams, workers)
         epoch, skip = self.epoch, int(self._skip.item())
-        layout = EpochLayout.make(self.total, self.batch_size, self.world, workers)
-        stream = (worker + skip) % workers
-        start, length = layout.ranges[self.rank * workers + stream]
-        drop = len(range(stream, skip, workers)) * self.batch_size  # positions of batches before `skip`
-        rng = np.random.default_rng([self.seed, epoch, self.rank, stream, 0xB0F])
+        layout = EpochLayout.make(self.total, self.batch_size, self.world, self.streams)
         order = shard_order(len(self.index.shards), self.seed, epoch)
+        readers: dict[int, Iterator[dict[str, Any]]] = {}
+        for j in range(skip + worker, layout.batches, workers):  # the DataLoader asks workers in turn
+            s = j % self.streams
+            if s not in readers:
+                start, length = layout.ranges[self.rank * self.streams + s]
+                readers[s] = self._stream(order, s, start, length, len(range(s, skip, self.streams)), epoch)
+            yield next(readers[s])
+
+    def _stream(self, order: list[int], s: int, start: int, length: int, skip: int,
+                epoch: int) -> Iterator[dict[str, Any]]:
+        """Batches of stream ``s`` (positions ``[start, start + length)`` through the shuffle buffer),
+        the first ``skip`` of them read and shuffled but not decoded."""
+        rng = np.random.default_rng([self.seed, epoch, self.rank, s, 0xB0F])
+        drop = skip * self.batch_size
         batch: list[dict[str, Any]] = []
         previous: list[_Raw] = []
         shuffled = buffered_shuffle(self._positions(order, start, length), self.shuffle_buffer, rng)
@@ -448,6 +467,12 @@ class ShardBatches:
         return self.batches_per_epoch - int(self.dataset._skip.item())
 
 
+def _check_streams(streams: int, workers: int) -> None:
+    if streams % max(workers, 1):
+        raise ValueError(f"{streams} shard streams per process cannot be shared by {workers} DataLoader "
+                         "workers: make data.shard_streams a multiple of data.num_workers")
+
+
 def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
     """The DataLoader's collate: batches come collated from the workers."""
     return batch
@@ -463,6 +488,7 @@ def shard_loader(
     state a checkpoint restores (exact resume).
     """
     dataset.distribute(rank, world, batch_size)
+    _check_streams(dataset.streams, num_workers)
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=_as_is,  # type: ignore[arg-type]
                         persistent_workers=num_workers > 0, worker_init_fn=worker_init_fn,
                         generator=torch.Generator().manual_seed(dataset.seed))

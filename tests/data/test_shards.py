@@ -113,6 +113,19 @@ def test_mid_epoch_resume_gives_the_rest_of_the_epoch(shards: dict[str, Path]) -
             torch.testing.assert_close(a["audio"], b["audio"], rtol=0, atol=0)
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_resume_with_other_worker_counts(shards: dict[str, Path]) -> None:
+    """The order depends on the streams (4), not on the DataLoader workers that share them."""
+    kwargs: dict[str, Any] = {"epoch": 0, "batch_size": 2, "shuffle_buffer": 3, "streams": 4}
+    whole = epoch_batches(shards["clean"], num_workers=2, **kwargs)
+    for workers, skip in ((0, 2), (4, 3), (1, 0)):
+        rest = epoch_batches(shards["clean"], num_workers=workers, skip=skip, **kwargs)
+        assert _indices(rest) == _indices(whole[skip:])
+        torch.testing.assert_close(rest[0]["video"], whole[skip]["video"], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="data.shard_streams"):
+        epoch_batches(shards["clean"], num_workers=3, **kwargs)
+
+
 def test_corrupt_member_is_counted_and_named(shards: dict[str, Path],
                                              caplog: pytest.LogCaptureFixture) -> None:
     batches = epoch_batches(shards["corrupt"], epoch=0, batch_size=1, num_workers=0, shuffle_buffer=4)
