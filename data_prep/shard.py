@@ -130,7 +130,9 @@ class _Progress:
         progress = cls(out, head)
         for name in (INDEX_NAME, PARTIAL_NAME):
             path = out / name
-            if not path.is_file() or overwrite:
+            if overwrite:  # now: an interrupted --overwrite run must not leave the old index behind
+                path.unlink(missing_ok=True)
+            if not path.is_file():
                 continue
             old = json.loads(path.read_text())
             if {k: old.get(k) for k in head} != head:
