@@ -4,6 +4,7 @@ stated remainder, epoch-seeded order, exact mid-epoch resume, corrupt members co
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import http.server
 import threading
@@ -18,6 +19,7 @@ import torch
 from avlearn.config import ConfigError
 from avlearn.data.config import DataConfig, build_train_dataset
 from avlearn.data.dataset import AVClipDataset, FailureTracker
+from avlearn.data.decode import DecodeError, MediaBytes, decode_clip
 from avlearn.data.manifest import read_manifest
 from avlearn.data.shards import EpochLayout, ShardDataset, ShardError, buffered_shuffle, shard_order
 from data_prep.shard import ShardOptions, write_shards
@@ -63,6 +65,18 @@ def test_buffered_shuffle_is_a_bounded_permutation() -> None:
     assert all(pos >= x - 8 for pos, x in enumerate(out))  # bounded: nothing leaves more than 8 early
     assert [x for x, _ in buffered_shuffle(items, 1, np.random.default_rng(0))] == items
     assert shard_order(5, 0, 0) == shard_order(5, 0, 0) != shard_order(5, 0, 1)
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_decoders_read_bytes_as_files(shards: dict[str, Path], backend: str) -> None:
+    path = read_manifest(shards["manifest"])[4].path
+    spec = dataclasses.replace(SPEC, size=24)  # decord 0.6 fails on these 48x32 files at their own size
+    from_file = decode_clip(path, 0.3, spec, backend)
+    from_bytes = decode_clip(MediaBytes("in-memory.mp4", Path(path).read_bytes()), 0.3, spec, backend)
+    torch.testing.assert_close(from_bytes.video, from_file.video, rtol=0, atol=0)
+    torch.testing.assert_close(from_bytes.audio, from_file.audio, rtol=0, atol=0)
+    with pytest.raises(DecodeError, match="cannot decode broken.mp4: not a readable media file"):
+        decode_clip(MediaBytes("broken.mp4", b"not a video" * 10), 0.0, SPEC, backend)
 
 
 # ------------------------------------------------------------------------ samples and epochs
