@@ -184,27 +184,34 @@ def build_train_dataset(cfg: DataConfig, require_audio: bool = True) -> AVClipDa
     return build_shard_dataset(cfg, train=True, require_audio=require_audio)
 
 
-def build_shard_dataset(cfg: DataConfig, train: bool, require_audio: bool = True) -> ShardDataset:
-    """A :class:`~avlearn.data.shards.ShardDataset` over ``cfg.shards``, augmented when ``train``."""
+def build_shard_dataset(cfg: DataConfig, train: bool, require_audio: bool = True, *,
+                        class_to_idx: dict[str, int] | None = None, with_audio: bool = True) -> ShardDataset:
+    """A :class:`~avlearn.data.shards.ShardDataset` over ``cfg.shards``, augmented when ``train``.
+
+    ``with_audio=False``: video-only clips (fine-tuning): no audio is decoded, rows without audio stay.
+    ``class_to_idx``: label ids (e.g. a split's); default: the shard index's sorted class names.
+    """
     if not cfg.shards:
         raise ConfigError("data.source=shards but data.shards is empty: write shards with `avlearn prepare "
                           "shard MANIFEST --out DIR` and set data.shards=DIR/index.json", key="data.shards")
+    spec = clip_spec(cfg) if with_audio else dataclasses.replace(clip_spec(cfg), audio_seconds=0.0)
     try:
         return ShardDataset(
             cfg.shards,
-            clip_spec(cfg),
+            spec,
             cfg.backend,
             clips_per_video=cfg.clips_per_video,
-            max_av_offset=cfg.max_av_offset if train else 0.0,
-            shifted_audio=cfg.shifted_audio if train else 0.0,
+            max_av_offset=cfg.max_av_offset if train and with_audio else 0.0,
+            shifted_audio=cfg.shifted_audio if train and with_audio else 0.0,
             video_transform=build_video_transform(cfg.video_aug, train),
-            audio_transform=build_audio_transform(cfg.audio_aug, cfg.spec, train),
+            audio_transform=build_audio_transform(cfg.audio_aug, cfg.spec, train) if with_audio else None,
             seed=cfg.seed,
-            require_audio=require_audio,
+            require_audio=require_audio and with_audio,
+            class_to_idx=class_to_idx,
             shuffle_buffer=cfg.shuffle_buffer,
             streams=cfg.shard_streams,
         )
-    except ShardError as err:
+    except (ShardError, ValueError) as err:
         raise ConfigError(f"data.shards={cfg.shards}: {err}", key="data.shards") from None
 
 

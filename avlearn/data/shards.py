@@ -281,6 +281,13 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         classes = class_to_idx
         if classes is None and self.index.classes:
             classes = {name: i for i, name in enumerate(self.index.classes)}
+        unknown = sorted(set(self.index.classes) - set(classes or {}))
+        if class_to_idx is not None and not self.index.classes:
+            raise ValueError(f"{self.index.location}: the shards carry no labels; shard a manifest whose "
+                             "label column names each video's class")
+        if classes is not None and unknown:
+            raise ValueError(f"{self.index.location}: label(s) {unknown[:5]} are not among the classes "
+                             f"{sorted(classes)[:20]}; shard a manifest of this split's videos")
         # The clip maker: the file dataset's sampling, decoding and transforms, called with each
         # member's row and bytes. Its one row is a stand-in (it never decodes rows of its own).
         stand_in = VideoInfo(path=str(index), has_video=True, has_audio=True)
@@ -302,6 +309,21 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
     def num_videos(self) -> int:
         """Samples in the shards (a memory bank's size): global indices are ``0 .. num_videos - 1``."""
         return self.index.num_samples
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        """Label name -> id (empty without labels)."""
+        return dict(self.clips.class_to_idx or {})
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names ordered by label id (empty without labels)."""
+        classes = self.clips.class_to_idx or {}
+        return sorted(classes, key=classes.__getitem__)
+
+    def __len__(self) -> int:
+        """Clips per epoch before the remainder is dropped (as :class:`AVClipDataset`'s length)."""
+        return self.total
 
     @property
     def seed(self) -> int:
