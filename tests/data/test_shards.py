@@ -162,6 +162,8 @@ def test_config_selects_shards(shards: dict[str, Path]) -> None:
     assert isinstance(ds, ShardDataset) and ds.num_videos == N
     with pytest.raises(ConfigError, match="data.shards"):
         build_train_dataset(DataConfig(source="shards", shards=str(shards["clean"].parent / "missing.json")))
+    with pytest.raises(ValueError, match=r"label\(s\) \['c2'\] are not among the classes"):
+        ShardDataset(shards["clean"], SPEC, class_to_idx={"c0": 0, "c1": 1})
     with pytest.raises(ConfigError, match="data.source"):
         DataConfig(source="tapes")  # type: ignore[arg-type]
 
