@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("data_prep.synth", "generate the synthetic audio-visual collection"),
     "prepare index": ("data_prep.index", "scan a folder or list of videos and write a manifest"),
     "prepare reencode": ("data_prep.reencode", "re-encode a collection to a training-friendly form"),
+    "prepare shard": ("data_prep.shard", "pack a manifest's videos into WebDataset tar shards + index"),
     "prepare audio-stats": ("data_prep.audio_stats", "per-frequency spectrogram mean/std over a manifest"),
     "convert avid-cma": ("avlearn.models.convert_avid", "AVID-CMA release checkpoint -> our export"),
     "pretrain": ("avlearn.train.pretrain", "self-supervised audio-visual pretraining (AVID / CMA / InfoNCE)"),

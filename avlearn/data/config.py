@@ -24,6 +24,7 @@ from avlearn.data.audio import SpecConfig
 from avlearn.data.dataset import AVClipDataset, NoUsableVideoError, av_collate
 from avlearn.data.decode import DECODERS, ClipSpec
 from avlearn.data.manifest import ManifestError, VideoInfo
+from avlearn.data.shards import ShardDataset, ShardError
 from avlearn.data.transforms import (
     AudioAugConfig,
     VideoAugConfig,
@@ -31,7 +32,8 @@ from avlearn.data.transforms import (
     build_video_transform,
 )
 
-__all__ = ["DataConfig", "build_dataset", "build_loader", "clip_spec"]
+__all__ = ["DataConfig", "build_dataset", "build_loader", "build_shard_dataset", "build_train_dataset",
+           "clip_spec"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +41,16 @@ class DataConfig:
     """Where clips come from and how they are decoded, augmented and batched.
 
     Attributes:
+        source: where training clips come from: ``files`` (the ``manifest``'s files, random access)
+            or ``shards`` (streamed from the WebDataset shards of ``avlearn prepare shard``, see
+            :mod:`avlearn.data.shards`; same decoders, transforms and samples).
         manifest: manifest written by ``avlearn prepare index`` (.csv or .jsonl).
+        shards: with ``source: shards``: the shard index ``index.json``, a path or an fsspec URL
+            (``s3://``, ``gs://``, ``https://``, ...).
+        shuffle_buffer: with ``source: shards``: raw samples each reader holds to shuffle its range.
+        shard_streams: with ``source: shards``: readers per process, each over its own range of the
+            epoch; a multiple of ``num_workers`` (the workers share them). The order depends on it,
+            not on ``num_workers``.
         backend: video decoder, ``pyav`` or ``decord`` (audio always comes through PyAV).
         num_frames, fps: frames per clip and their sampling rate (AVID: 8 frames at 16 fps).
         decode_size: short side frames are resized to when decoded; crops of
@@ -59,7 +70,11 @@ class DataConfig:
         video_aug, audio_aug, spec: augmentation and spectrogram settings.
     """
 
+    source: Literal["files", "shards"] = "files"
     manifest: str = ""
+    shards: str = ""
+    shuffle_buffer: int = 64
+    shard_streams: int = 4
     backend: str = "pyav"
     num_frames: int = 8
     fps: float = 16.0
@@ -81,14 +96,16 @@ class DataConfig:
         def bad(field: str, value: object, allowed: str) -> InvalidValue:
             return InvalidValue(field, value, allowed, "data")
 
+        if self.source not in ("files", "shards"):
+            raise bad("source", self.source, "must be 'files' (data.manifest) or 'shards' (data.shards)")
         if self.backend not in DECODERS:
             raise bad("backend", self.backend, f"must be one of {sorted(DECODERS)}")
-        for name in ("batch_size", "clips_per_video", "num_frames"):
+        for name in ("batch_size", "clips_per_video", "num_frames", "shard_streams"):
             if getattr(self, name) < 1:
                 raise bad(name, getattr(self, name), "must be >= 1")
         if self.fps <= 0:
             raise bad("fps", self.fps, "must be > 0 (frames per second)")
-        for name in ("audio_seconds", "num_workers", "max_av_offset", "shifted_audio"):
+        for name in ("audio_seconds", "num_workers", "max_av_offset", "shifted_audio", "shuffle_buffer"):
             if getattr(self, name) < 0:
                 raise bad(name, getattr(self, name), "must be >= 0")
         if self.decode_size < self.video_aug.size:
@@ -157,6 +174,45 @@ def _dataset(cfg: DataConfig, train: bool, source: str | Path | list[VideoInfo],
         seed=cfg.seed,
         require_audio=require_audio,
     )
+
+
+def build_train_dataset(cfg: DataConfig, require_audio: bool = True) -> AVClipDataset | ShardDataset:
+    """The training clips of ``cfg.source``: :func:`build_dataset` over ``data.manifest``'s files, or a
+    :class:`~avlearn.data.shards.ShardDataset` over ``data.shards`` (errors name ``data.shards``)."""
+    if cfg.source == "files":
+        return build_dataset(cfg, train=True, require_audio=require_audio)
+    return build_shard_dataset(cfg, train=True, require_audio=require_audio)
+
+
+def build_shard_dataset(cfg: DataConfig, train: bool, require_audio: bool = True, *,
+                        class_to_idx: dict[str, int] | None = None, with_audio: bool = True) -> ShardDataset:
+    """A :class:`~avlearn.data.shards.ShardDataset` over ``cfg.shards``, augmented when ``train``.
+
+    ``with_audio=False``: video-only clips (fine-tuning): no audio is decoded, rows without audio stay.
+    ``class_to_idx``: label ids (e.g. a split's); default: the shard index's sorted class names.
+    """
+    if not cfg.shards:
+        raise ConfigError("data.source=shards but data.shards is empty: write shards with `avlearn prepare "
+                          "shard MANIFEST --out DIR` and set data.shards=DIR/index.json", key="data.shards")
+    spec = clip_spec(cfg) if with_audio else dataclasses.replace(clip_spec(cfg), audio_seconds=0.0)
+    try:
+        return ShardDataset(
+            cfg.shards,
+            spec,
+            cfg.backend,
+            clips_per_video=cfg.clips_per_video,
+            max_av_offset=cfg.max_av_offset if train and with_audio else 0.0,
+            shifted_audio=cfg.shifted_audio if train and with_audio else 0.0,
+            video_transform=build_video_transform(cfg.video_aug, train),
+            audio_transform=build_audio_transform(cfg.audio_aug, cfg.spec, train) if with_audio else None,
+            seed=cfg.seed,
+            require_audio=require_audio and with_audio,
+            class_to_idx=class_to_idx,
+            shuffle_buffer=cfg.shuffle_buffer,
+            streams=cfg.shard_streams,
+        )
+    except (ShardError, ValueError) as err:
+        raise ConfigError(f"data.shards={cfg.shards}: {err}", key="data.shards") from None
 
 
 def build_loader(

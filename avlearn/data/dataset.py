@@ -47,6 +47,7 @@ from avlearn.data.decode import (
     Clip,
     ClipSpec,
     DecodeError,
+    MediaSource,
     audio_window_start,
     decode_clip,
     get_decoder,
@@ -227,11 +228,11 @@ class AVClipDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return self.clips_per_video * len(self.videos)
 
-    def _duration(self, row: VideoInfo) -> float:
+    def _duration(self, row: VideoInfo, source: MediaSource | None = None) -> float:
         if row.duration > 0:
             return row.duration
         if row.path not in self._durations:
-            self._durations[row.path] = probe_duration(row.path)
+            self._durations[row.path] = probe_duration(row.path if source is None else source)
         return self._durations[row.path]
 
     def _span(self) -> tuple[float, float]:
@@ -265,10 +266,12 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         u = _uniform(0.0, sum(lengths), generator)
         return before[0] + u if u < lengths[0] else after[0] + (u - lengths[0])
 
-    def _decode(self, row: VideoInfo, generator: torch.Generator) -> tuple[Clip, float, Clip | None]:
-        """Draw the start and AV offset of a clip of ``row`` and decode it; returns
+    def _decode(self, row: VideoInfo, generator: torch.Generator,
+                source: MediaSource | None = None) -> tuple[Clip, float, Clip | None]:
+        """Draw the start and AV offset of a clip of ``row`` and decode it from ``source`` (default
+        ``row.path``; :class:`~avlearn.data.decode.MediaBytes` for a shard's member); returns
         ``(clip, offset, shifted)``, ``shifted`` a clip whose ``audio`` is the shifted window."""
-        duration = self._duration(row)
+        duration = self._duration(row, source)
         start = self.sample_start(duration, generator)
         offset = self.spec.audio_offset
         if self.max_av_offset > 0:
@@ -281,7 +284,8 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         at = (self.shifted_start(audio_window_start(start, spec), duration, generator)
               if self.shifted_audio > 0 else None)
         extra = [at] if at is not None and row.has_audio else []
-        clip = decode_clip(row.path, start, spec, self.backend, extra_audio=extra)
+        media = row.path if source is None else source
+        clip = decode_clip(media, start, spec, self.backend, extra_audio=extra)
         if not row.has_audio:
             clip.audio = torch.zeros(self.spec.num_samples)
         shifted = None

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import io
 import math
 import os
 import threading
@@ -57,6 +58,8 @@ __all__ = [
     "Clip",
     "ClipSpec",
     "DecodeError",
+    "MediaBytes",
+    "MediaSource",
     "audio_window_start",
     "clip_frame_times",
     "decode_clip",
@@ -74,7 +77,7 @@ _HINT = ("check it with `avlearn prepare index` (which marks unusable files 'bad
 class DecodeError(RuntimeError):
     """A file that cannot give the requested clip; the message names the file, the reason, the fix."""
 
-    def __init__(self, path: str | os.PathLike[str], reason: str, hint: str = _HINT) -> None:
+    def __init__(self, path: str | os.PathLike[str] | MediaBytes, reason: str, hint: str = _HINT) -> None:
         self.path = str(path)
         self.reason = reason
         self.hint = hint
@@ -82,6 +85,24 @@ class DecodeError(RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader workers
         return (DecodeError, (self.path, self.reason, self.hint))
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaBytes:
+    """A media file held in memory (e.g. a member of a WebDataset shard), decoded like a file.
+
+    ``name`` is what error messages and failure reports show (e.g. ``shard-000003.tar:vid12.mp4``).
+    """
+
+    name: str
+    data: bytes = dataclasses.field(repr=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+MediaSource = str | os.PathLike[str] | MediaBytes
+"""A decoder's input: a file path or :class:`MediaBytes`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,7 +329,9 @@ def _single_threaded(stream: Any) -> None:
         codec.thread_count = 1
 
 
-def _open(path: str | os.PathLike[str]) -> Any:
+def _open(path: MediaSource) -> Any:
+    if isinstance(path, MediaBytes):
+        return _open_bytes(path)
     p = Path(path)
     if not p.exists():
         raise DecodeError(p, "file not found")
@@ -323,7 +346,22 @@ def _open(path: str | os.PathLike[str]) -> Any:
         raise DecodeError(p, f"not a readable media file ({detail})") from None
 
 
-def _video_stream(container: Any, path: str | os.PathLike[str]) -> Any:
+def _open_bytes(media: MediaBytes) -> Any:
+    if not media.data:
+        raise DecodeError(media, "file is empty (0 bytes)")
+    try:
+        return _av().open(io.BytesIO(media.data))
+    except (_av().FFmpegError, OSError, ValueError) as err:
+        detail = getattr(err, "strerror", None) or str(err)
+        raise DecodeError(media, f"not a readable media file ({detail})") from None
+
+
+def _decord_source(path: MediaSource) -> Any:
+    """What ``decord.VideoReader`` opens: a path, or a file object over in-memory bytes."""
+    return io.BytesIO(path.data) if isinstance(path, MediaBytes) else str(path)
+
+
+def _video_stream(container: Any, path: MediaSource) -> Any:
     if not container.streams.video:
         raise DecodeError(path, "has no video track")
     return container.streams.video[0]
@@ -337,7 +375,7 @@ def _video_duration(container: Any, stream: Any) -> float:
     return math.inf
 
 
-def probe_duration(path: str | os.PathLike[str]) -> float:
+def probe_duration(path: MediaSource) -> float:
     """Duration (s) of the file's video track (container duration as a fallback)."""
     container = _open(path)
     try:
@@ -509,13 +547,13 @@ def _read_audio_padded(container: Any, path: str, start: float, seconds: float,
 # ---------------------------------------------------------------------------------------- video
 
 
-def _extra_audio(container: Any, path: str | os.PathLike[str], starts: Sequence[float],
+def _extra_audio(container: Any, path: MediaSource, starts: Sequence[float],
                  spec: ClipSpec) -> list[torch.Tensor]:
     """``spec.audio_seconds`` windows at ``starts`` from the already open ``container``."""
     return [_read_audio(container, str(path), at, spec.audio_seconds, spec.sample_rate) for at in starts]
 
 
-def _check_start(path: str | os.PathLike[str], start: float, duration: float) -> None:
+def _check_start(path: MediaSource, start: float, duration: float) -> None:
     if not math.isfinite(start):
         raise DecodeError(path, f"start time {start} is not a number", hint="pass a finite start")
     if start >= duration:
@@ -523,7 +561,7 @@ def _check_start(path: str | os.PathLike[str], start: float, duration: float) ->
                           hint="choose a start below the duration recorded in the manifest")
 
 
-def _decode_pyav(path: str | os.PathLike[str], start: float, spec: ClipSpec,
+def _decode_pyav(path: MediaSource, start: float, spec: ClipSpec,
                  extra_audio: Sequence[float] = ()) -> Clip:
     _CLOCK.start()
     container = _open(path)
@@ -580,7 +618,7 @@ def _decode_pyav(path: str | os.PathLike[str], start: float, spec: ClipSpec,
         _CLOCK.lap("close")
 
 
-def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec,
+def _decode_decord(path: MediaSource, start: float, spec: ClipSpec,
                    extra_audio: Sequence[float] = ()) -> Clip:
     import decord  # imported lazily: its import is slow and only this backend needs it
 
@@ -598,7 +636,7 @@ def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec,
             return _decode_pyav(path, start, spec, extra_audio)
         width, height = _out_size(stream.codec_context.width, stream.codec_context.height, spec.size)
         try:
-            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height,
+            reader = decord.VideoReader(_decord_source(path), ctx=decord.cpu(0), width=width, height=height,
                                         num_threads=1)
         except Exception as err:  # decord raises its own DECORDError (a RuntimeError) or others
             raise DecodeError(path, f"video track cannot be read ({err})") from None
@@ -628,11 +666,11 @@ def _decode_decord(path: str | os.PathLike[str], start: float, spec: ClipSpec,
         container.close()
 
 
-def _decord_frames_resized(decord: Any, path: str | os.PathLike[str], chosen: np.ndarray,
+def _decord_frames_resized(decord: Any, path: MediaSource, chosen: np.ndarray,
                            width: int, height: int) -> np.ndarray:
     """Frames ``chosen`` decoded by decord at the file's size, then resized. Shape ``(T, H, W, 3)``."""
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        reader = decord.VideoReader(_decord_source(path), ctx=decord.cpu(0), num_threads=1)
         native = reader.get_batch(np.unique(chosen).tolist()).asnumpy()
     except Exception as err:
         raise DecodeError(path, f"video frames cannot be decoded ({err})") from None
@@ -644,7 +682,7 @@ def _decord_frames_resized(decord: Any, path: str | os.PathLike[str], chosen: np
     return np.stack([resized[int(i)] for i in chosen])
 
 
-Decoder = Callable[[str | os.PathLike[str], float, ClipSpec, Sequence[float]], Clip]
+Decoder = Callable[[MediaSource, float, ClipSpec, Sequence[float]], Clip]
 
 DECODERS: dict[str, Decoder] = {"pyav": _decode_pyav, "decord": _decode_decord}
 
@@ -657,7 +695,7 @@ def get_decoder(name: str) -> Decoder:
         raise ValueError(f"unknown decode backend {name!r}; valid: {', '.join(sorted(DECODERS))}") from None
 
 
-def decode_clip(path: str | os.PathLike[str], start: float, spec: ClipSpec, backend: str = "pyav",
+def decode_clip(path: MediaSource, start: float, spec: ClipSpec, backend: str = "pyav",
                 extra_audio: Sequence[float] = ()) -> Clip:
     """Decode the clip of ``spec`` starting at ``start`` seconds (see the module doc for timing).
 

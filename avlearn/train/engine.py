@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from avlearn.config import ConfigError, from_dict, to_dict
 from avlearn.data.dataset import FailureTracker, av_collate
+from avlearn.data.shards import ShardBatches, ShardDataset, shard_loader
 from avlearn.distributed import fresh_accelerator_state
 from avlearn.train.checkpoint import CheckpointManager, get_rng_state, set_rng_state
 from avlearn.train.config import TrainConfig
@@ -48,6 +49,9 @@ from avlearn.train.interrupt import RunInterrupted, StopSignals, ignore_stop_sig
 from avlearn.train.logger import MetricsLogger
 from avlearn.train.rundir import RunDirBusyError, RunDirLock, check_resumable, set_aside, trim_metrics
 from avlearn.train.sampler import ResumableBatchSampler
+
+Batches = ResumableBatchSampler | ShardBatches
+"""The data order of a run: a batch sampler over files, or a shard dataset's epochs."""
 
 __all__ = ["Engine", "NonFiniteLossError", "Plan", "Position", "RunDirBusyError", "RunInterrupted",
            "StepOutput", "Task", "to_channels_last", "to_channels_last_tensor", "write_config"]
@@ -221,8 +225,12 @@ class Engine:
     # ------------------------------------------------------------------ set-up
     def loader(
         self, dataset: Dataset[Any], batch_size: int, seed: int, num_workers: int
-    ) -> tuple[DataLoader[dict[str, Any]], ResumableBatchSampler]:
-        """This process's share of every epoch, in an order that depends only on ``(seed, epoch)``."""
+    ) -> tuple[DataLoader[dict[str, Any]], Batches]:
+        """This process's share of every epoch, in an order that depends only on ``(seed, epoch)``
+        (a :class:`~avlearn.data.shards.ShardDataset` deals its shards out itself)."""
+        if isinstance(dataset, ShardDataset):
+            return shard_loader(dataset, batch_size, rank=self.rank, world=self.world,
+                                num_workers=num_workers, worker_init_fn=ignore_stop_signals)
         sampler = ResumableBatchSampler(len(dataset), batch_size, seed=seed,  # type: ignore[arg-type]
                                         rank=self.rank, world_size=self.world)
         loader = DataLoader(
@@ -237,7 +245,7 @@ class Engine:
         )
         return loader, sampler
 
-    def plan(self, sampler: ResumableBatchSampler, epochs: int, max_steps: int) -> Plan:
+    def plan(self, sampler: Batches, epochs: int, max_steps: int) -> Plan:
         """Steps per epoch (batches / ``grad_accum``), the schedule's length and where to stop."""
         steps_per_epoch = sampler.batches_per_epoch // self.train.grad_accum
         if steps_per_epoch < 1:
@@ -255,7 +263,7 @@ class Engine:
         task: Task,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
-        data: tuple[Any, DataLoader[dict[str, Any]], ResumableBatchSampler],
+        data: tuple[Any, DataLoader[dict[str, Any]], Batches],
         plan: Plan,
         *,
         config: Any,
@@ -376,7 +384,7 @@ class Engine:
         net: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
-        data: tuple[Any, DataLoader[dict[str, Any]], ResumableBatchSampler],
+        data: tuple[Any, DataLoader[dict[str, Any]], Batches],
         plan: Plan,
         pos: Position,
         log: MetricsLogger,

@@ -145,6 +145,16 @@ def _train_dataset(cfg: FinetuneConfig) -> Any:
     from avlearn.data.transforms import build_video_transform
 
     split = load_split(cfg.dataset, "train")
+    if cfg.data.source == "shards":  # shards of the training split's videos (`avlearn prepare shard`)
+        from avlearn.data.config import build_shard_dataset
+
+        dataset = build_shard_dataset(cfg.data, train=True, class_to_idx=split.class_to_idx, with_audio=False)
+        if dataset.num_videos != len(split):
+            logger.warning("data.shards=%s holds %d videos, the %s split (label_fraction=%s) %d: the shards "
+                           "are trained on as they are; shard a manifest of this split's videos",
+                           cfg.data.shards, dataset.num_videos, split.name, cfg.dataset.label_fraction,
+                           len(split))
+        return dataset
     return LabelledClipDataset(
         to_manifest_rows(split), clip_spec(cfg.data), cfg.data.backend, class_to_idx=split.class_to_idx,
         train=True, clips_per_video=cfg.data.clips_per_video,

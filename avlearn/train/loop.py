@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from avlearn.config import to_dict
-from avlearn.data.config import build_dataset
+from avlearn.data.config import build_dataset, build_train_dataset
 from avlearn.data.dataset import av_collate
 from avlearn.eval.retrieval import evaluate_retrieval
 from avlearn.localization.export import (
@@ -220,7 +220,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, dataset: Any = None) -> d
 
 def _pretrain(cfg: PretrainConfig, engine: Engine, resume: bool, dataset: Any) -> dict[str, Any]:
     if dataset is None:
-        dataset = build_dataset(cfg.data, train=True)
+        dataset = build_train_dataset(cfg.data)
     loader, sampler = engine.loader(dataset, cfg.data.batch_size, cfg.data.seed, cfg.data.num_workers)
     plan = engine.plan(sampler, cfg.epochs, cfg.max_steps)
     task = _build_task(cfg, dataset.num_videos, engine.world)
