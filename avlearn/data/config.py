@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader
 
 from avlearn.config import ConfigError, InvalidValue
 from avlearn.data.audio import SpecConfig
-from avlearn.data.dataset import AVClipDataset, NoUsableVideoError, av_collate
+from avlearn.data.dataset import AVClipDataset, NoUsableVideoError, Transform, av_collate
 from avlearn.data.decode import DECODERS, ClipSpec
+from avlearn.data.device_aug import AUGMENT_ON, BatchAugment, DeferredAudio, DeferredVideo
 from avlearn.data.manifest import ManifestError, VideoInfo
 from avlearn.data.transforms import (
     AudioAugConfig,
@@ -31,7 +32,7 @@ from avlearn.data.transforms import (
     build_video_transform,
 )
 
-__all__ = ["DataConfig", "build_dataset", "build_loader", "clip_spec"]
+__all__ = ["DataConfig", "batch_augment", "build_dataset", "build_loader", "clip_spec", "device_transforms"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,10 @@ class DataConfig:
         num_workers: DataLoader worker processes per training process.
         seed: base seed of clip sampling and augmentation.
         video_aug, audio_aug, spec: augmentation and spectrogram settings.
+        augment_on: where training clips are augmented: ``worker`` (DataLoader workers do it all)
+            or ``device`` (workers decode to uint8 and draw the random parameters; the training
+            process applies them to the batch on the accelerator, same draws: see
+            :mod:`avlearn.data.device_aug`). Evaluation clips are always prepared in the workers.
     """
 
     manifest: str = ""
@@ -76,11 +81,14 @@ class DataConfig:
     video_aug: VideoAugConfig = dataclasses.field(default_factory=VideoAugConfig)
     audio_aug: AudioAugConfig = dataclasses.field(default_factory=AudioAugConfig)
     spec: SpecConfig = dataclasses.field(default_factory=SpecConfig)
+    augment_on: Literal["worker", "device"] = "worker"
 
     def __post_init__(self) -> None:
         def bad(field: str, value: object, allowed: str) -> InvalidValue:
             return InvalidValue(field, value, allowed, "data")
 
+        if self.augment_on not in AUGMENT_ON:
+            raise bad("augment_on", self.augment_on, f"must be one of {list(AUGMENT_ON)}")
         if self.backend not in DECODERS:
             raise bad("backend", self.backend, f"must be one of {sorted(DECODERS)}")
         for name in ("batch_size", "clips_per_video", "num_frames"):
@@ -97,6 +105,16 @@ class DataConfig:
         if self.spec.sample_rate != self.sample_rate:
             rule = f"must equal sample_rate ({self.sample_rate})"
             raise bad("spec.sample_rate", self.spec.sample_rate, rule)
+
+
+def device_transforms(cfg: DataConfig) -> tuple[Transform, Transform]:
+    """The workers' half of ``augment_on: device``: transforms that only draw (see :func:`batch_augment`)."""
+    return DeferredVideo(cfg.video_aug), DeferredAudio(cfg.audio_aug, cfg.spec)  # type: ignore[return-value]
+
+
+def batch_augment(cfg: DataConfig) -> BatchAugment | None:
+    """The training process's half of ``augment_on: device`` (None with ``worker``)."""
+    return BatchAugment(cfg.video_aug, cfg.audio_aug, cfg.spec) if cfg.augment_on == "device" else None
 
 
 def clip_spec(cfg: DataConfig) -> ClipSpec:
@@ -145,6 +163,10 @@ def build_dataset(
 
 def _dataset(cfg: DataConfig, train: bool, source: str | Path | list[VideoInfo],
              require_audio: bool) -> AVClipDataset:
+    video_transform: Transform = build_video_transform(cfg.video_aug, train)
+    audio_transform: Transform = build_audio_transform(cfg.audio_aug, cfg.spec, train)
+    if train and cfg.augment_on == "device":  # draws in the workers, pixels on the accelerator
+        video_transform, audio_transform = device_transforms(cfg)
     return AVClipDataset(
         source,
         clip_spec(cfg),
@@ -152,8 +174,8 @@ def _dataset(cfg: DataConfig, train: bool, source: str | Path | list[VideoInfo],
         clips_per_video=cfg.clips_per_video,
         max_av_offset=cfg.max_av_offset if train else 0.0,
         shifted_audio=cfg.shifted_audio if train else 0.0,
-        video_transform=build_video_transform(cfg.video_aug, train),
-        audio_transform=build_audio_transform(cfg.audio_aug, cfg.spec, train),
+        video_transform=video_transform,
+        audio_transform=audio_transform,
         seed=cfg.seed,
         require_audio=require_audio,
     )
