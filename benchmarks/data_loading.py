@@ -7,6 +7,9 @@ clip (each clip's loaders in a rotating order), so a change in machine load hits
 
 * **pipeline**: ``AVClipDataset`` as training uses it (decode, resample, AVID log-power
   spectrogram, random resized crop, flip, colour jitter, grayscale, normalise).
+* **pipeline_device**: ``data.augment_on=device``'s worker: the same decode (uint8 frames at the
+  decode size, the waveform) and the same random draws, no pixel work: crop, flip, colour,
+  normalisation and the spectrogram run later on the batch, on the accelerator.
 * **decode-only limit**: PyAV seek + decode of exactly the video packets the clip needs, the 8
   chosen frames converted to RGB at the decode size (bicubic, as the pipeline must, with one
   reused scaler context), and the audio packets of the window decoded to arrays; nothing else
@@ -55,6 +58,7 @@ from torchvision.transforms import v2
 from avlearn.data.audio import SpecConfig, build_spectrogram
 from avlearn.data.dataset import AVClipDataset, av_collate
 from avlearn.data.decode import ClipSpec, clip_frame_times, stage_times
+from avlearn.data.device_aug import DeferredAudio, DeferredVideo
 from avlearn.data.manifest import VideoInfo, read_manifest
 from avlearn.data.transforms import (
     KINETICS_MEAN,
@@ -215,6 +219,20 @@ class _Timed:
         return out
 
 
+class _TimedDraw:
+    """A deferred transform (``augment_on=device``) that adds its drawing time to ``totals[name]``."""
+
+    def __init__(self, deferred: DeferredVideo | DeferredAudio, name: str, totals: dict[str, float]) -> None:
+        self.deferred, self.name, self.totals = deferred, name, totals
+        self.uint8_input = True
+
+    def draw_params(self, x: torch.Tensor, generator: torch.Generator) -> Any:
+        t0 = time.perf_counter()
+        out = self.deferred.draw_params(x, generator)
+        self.totals[self.name] = self.totals.get(self.name, 0.0) + time.perf_counter() - t0
+        return out
+
+
 def profile_pipeline(
     ds: AVClipDataset, indices: list[int], batch: int = 16
 ) -> tuple[dict[str, float], float]:
@@ -225,12 +243,16 @@ def profile_pipeline(
     (sampling, generators, the sample dict).
     """
     video_tf, audio_tf = ds.video_transform, ds.audio_transform
-    assert isinstance(video_tf, Compose) and isinstance(audio_tf, Compose)
     transforms: dict[str, float] = {}
-    ds.video_transform = Compose([_Timed(t, f"video: {type(t).__name__}", transforms)
-                                  for t in video_tf.transforms], uint8_input=video_tf.uint8_input)
-    ds.audio_transform = Compose([_Timed(t, f"audio: {type(t).__name__}", transforms)
-                                  for t in audio_tf.transforms])
+    if isinstance(video_tf, DeferredVideo) and isinstance(audio_tf, DeferredAudio):
+        ds.video_transform = _TimedDraw(video_tf, "video: draw parameters", transforms)  # type: ignore[assignment]
+        ds.audio_transform = _TimedDraw(audio_tf, "audio: draw parameters", transforms)  # type: ignore[assignment]
+    else:
+        assert isinstance(video_tf, Compose) and isinstance(audio_tf, Compose)
+        ds.video_transform = Compose([_Timed(t, f"video: {type(t).__name__}", transforms)
+                                      for t in video_tf.transforms], uint8_input=video_tf.uint8_input)
+        ds.audio_transform = Compose([_Timed(t, f"audio: {type(t).__name__}", transforms)
+                                      for t in audio_tf.transforms])
     whole = 0.0
     samples = []
     try:
@@ -315,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         audio_transform=build_audio_transform(AudioAugConfig(), SpecConfig(), True),
     )
 
+    # augment_on=device: the workers decode uint8 frames and draw the fused pipeline's parameters
+    fused_aug = VideoAugConfig(hue_mode="yiq", fused=True)
+    ds_device = AVClipDataset(rows, SPEC, "pyav", video_transform=DeferredVideo(fused_aug),  # type: ignore[arg-type]
+                              audio_transform=DeferredAudio(AudioAugConfig(), SpecConfig()))  # type: ignore[arg-type]
+
     ref = Straightforward()
     # The ~350k objects of the imports would make the first full garbage collection a ~0.3 s
     # pause inside whichever loader's clip triggers it (a worker pays it once per run): move them
@@ -326,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             "pipeline": pipeline,
             "pipeline_hue_yiq": lambda i, p, s: ds_yiq[i],
             "pipeline_fused": lambda i, p, s: ds_fused[i],
+            "pipeline_device": lambda i, p, s: ds_device[i],
             "decode_only": lambda i, p, s: decode_only(p, s),
             "straightforward": lambda i, p, s: ref(p, s),
         },
@@ -337,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     fused_profile, _ = profile_pipeline(ds_fused, [i for i, _, _ in requests[3:]])
     fused_profile = dict(sorted(fused_profile.items(), key=lambda kv: -kv[1]))
     fused_profiled = sum(fused_profile.values())
+    device_profile, device_collate = profile_pipeline(ds_device, [i for i, _, _ in requests[3:]])
+    device_profile = dict(sorted(device_profile.items(), key=lambda kv: -kv[1]))
+    device_profiled = sum(device_profile.values())
     fused_ratios = {"vs_decode_only": rates["pipeline_fused"] / rates["decode_only"],
                     "vs_straightforward": rates["pipeline_fused"] / rates["straightforward"]}
     ratios = {
@@ -379,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         "fused_goals_met": {"vs_decode_only": fused_ratios["vs_decode_only"] >= 0.8,
                             "vs_straightforward": fused_ratios["vs_straightforward"] >= 3.0},
         "fused_profile_seconds_per_clip": {k: round(v, 6) for k, v in fused_profile.items()},
+        "device_profile_seconds_per_clip": {k: round(v, 6) for k, v in device_profile.items()},
+        "device_collate_seconds_per_clip": round(device_collate, 6),
+        "device_vs_decode_only": round(rates["pipeline_device"] / rates["decode_only"], 2),
         "reading": reading,
         "profile_seconds_per_clip": {k: round(v, 6) for k, v in profile.items()},
         "profile_share": {k: round(v / profiled, 4) for k, v in profile.items()},
@@ -421,6 +455,13 @@ def main(argv: list[str] | None = None) -> int:
     md += ["", f"The fused pipeline ({1000 * fused_profiled:.1f} ms per `__getitem__`):", "",
            "| stage | ms per clip | share |", "|---|---|---|"]
     md += [f"| {k} | {1000 * v:.2f} | {100 * v / fused_profiled:.1f}% |" for k, v in fused_profile.items()]
+    md += ["", "`data.augment_on=device`'s worker (decode to uint8 + the fused pipeline's random draws; the "
+           f"pixels are done on the accelerator): {rates['pipeline_device']:.1f} clips/s per core, "
+           f"{rates['pipeline_device'] / rates['decode_only']:.2f}x of decode-only "
+           f"({1000 * device_profiled:.1f} ms per `__getitem__`):", "",
+           "| stage | ms per clip | share |", "|---|---|---|"]
+    md += [f"| {k} | {1000 * v:.2f} | {100 * v / device_profiled:.1f}% |" for k, v in device_profile.items()]
+    md += [f"| then `av_collate` (uint8 frames; batches of 16) | {1000 * device_collate:.2f} | |"]
     md += [
         "",
         f"`{record['command']}` on {record['machine']} (load average {load[0]:.2f} / {load[1]:.2f} / "
