@@ -272,6 +272,15 @@ def profile_pipeline(
     return {k: v / len(indices) for k, v in stages.items()}, collate / len(indices)
 
 
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each key's median over repeated runs."""
+    return {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+
+
+def _median_profile(runs: list[tuple[dict[str, float], float]]) -> tuple[dict[str, float], float]:
+    return _median([r[0] for r in runs]), float(np.median([r[1] for r in runs]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -286,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-videos", type=int, default=12, help="videos to generate")
     parser.add_argument("--video-size", type=int, default=224, help="generated videos' frame size")
     parser.add_argument("--clips", type=int, default=60, help="clips timed per loader")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="time and profile this many times; report medians (a shared machine)")
     parser.add_argument("--out", type=Path, default=RESULTS / "data_loading")
     args = parser.parse_args(argv)
 
@@ -348,24 +359,25 @@ def main(argv: list[str] | None = None) -> int:
     # out of the collector's view, as a long-running DataLoader worker effectively has.
     gc.collect()
     gc.freeze()
-    rates = _time_interleaved(
-        {
+    loaders: dict[str, Callable[[int, str, float], Any]] = {
             "pipeline": pipeline,
             "pipeline_hue_yiq": lambda i, p, s: ds_yiq[i],
             "pipeline_fused": lambda i, p, s: ds_fused[i],
             "pipeline_device": lambda i, p, s: ds_device[i],
             "decode_only": lambda i, p, s: decode_only(p, s),
             "straightforward": lambda i, p, s: ref(p, s),
-        },
-        requests,
-    )
-    profile, collate = profile_pipeline(ds, [i for i, _, _ in requests[3:]])
+    }
+    indices = [i for i, _, _ in requests[3:]]
+    repeats = max(1, args.repeats)
+    rates = _median([_time_interleaved(loaders, requests) for _ in range(repeats)])
+    profile, collate = _median_profile([profile_pipeline(ds, indices) for _ in range(repeats)])
     profile = dict(sorted(profile.items(), key=lambda kv: -kv[1]))
     profiled = sum(profile.values())
-    fused_profile, _ = profile_pipeline(ds_fused, [i for i, _, _ in requests[3:]])
+    fused_profile, _ = _median_profile([profile_pipeline(ds_fused, indices) for _ in range(repeats)])
     fused_profile = dict(sorted(fused_profile.items(), key=lambda kv: -kv[1]))
     fused_profiled = sum(fused_profile.values())
-    device_profile, device_collate = profile_pipeline(ds_device, [i for i, _, _ in requests[3:]])
+    device_profile, device_collate = _median_profile([profile_pipeline(ds_device, indices)
+                                                      for _ in range(repeats)])
     device_profile = dict(sorted(device_profile.items(), key=lambda kv: -kv[1]))
     device_profiled = sum(device_profile.values())
     fused_ratios = {"vs_decode_only": rates["pipeline_fused"] / rates["decode_only"],
@@ -403,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_end": dict(zip(("1min", "5min", "15min"), (round(x, 2) for x in load), strict=True)),
         "source": source,
         "clip": "8 frames at 16 fps decoded at short side 128, crop 112; 2 s of 16 kHz audio",
+        "repeats": repeats,
+        "threads": "OMP_NUM_THREADS=1, torch.set_num_threads(1), codecs single-threaded",
         "clips_per_s_per_core": {k: round(v, 2) for k, v in rates.items()},
         "ratios": {k: round(v, 2) for k, v in ratios.items()},
         "goals_met": goals,
