@@ -65,9 +65,17 @@ def gpu_rates(results: Path, batch: int = 64) -> dict[str, Any]:
     return out
 
 
+def loader_rates(loading: dict[str, Any]) -> tuple[dict[str, float], str]:
+    """Clips/s per core of each loader: per CPU second where recorded (robust to a shared machine),
+    else per wall second; and which."""
+    if "clips_per_s_per_cpu_second" in loading:
+        return loading["clips_per_s_per_cpu_second"], "per CPU second of the one-thread loader"
+    return loading["clips_per_s_per_core"], "per wall second, one thread"
+
+
 def table(loading: dict[str, Any], gpu: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (crop, GPU rate): the clips/s and the cores each loader needs for it."""
-    per_core = loading["clips_per_s_per_core"]
+    per_core = loader_rates(loading)[0]
     rows = []
     for crop, c in sorted(gpu["crops"].items(), key=lambda kv: int(kv[0])):
         rates = []
@@ -87,11 +95,11 @@ def table(loading: dict[str, Any], gpu: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def markdown(loading: dict[str, Any], gpu: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    per_core = loading["clips_per_s_per_core"]
+    per_core, how = loader_rates(loading)
     keys = [k for k in LOADERS if k in per_core]
     head = " | ".join(f"{LOADERS[k]} ({per_core[k]:.1f}/core)" for k in keys)
     md = ["Cores per GPU a loader needs to keep one H200 busy with AVID-CMA's model (r2plus1d_18_avid + "
-          "avid_spec_cnn9, 8 frames + 2 s audio, bf16). Loader columns: clips/s per core from "
+          f"avid_spec_cnn9, 8 frames + 2 s audio, bf16). Loader columns: clips/s {how}, from "
           "`data_loading.json`; GPU rates from " + ", ".join(f"`{f}`" for f in gpu["files"]) + ".", "",
           f"| crop | GFLOP/clip | GPU rate | GPU clips/s | {head} |",
           "|---|---|---|---|" + "---|" * len(keys)]
@@ -120,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
                          "run benchmarks/gpu/run.sh on a GPU first")
     rows = table(loading, gpu)
     given = sys.argv[1:] if argv is None else argv
+    rates, how = loader_rates(loading)
     record = {"command": "python benchmarks/loader_cores.py " + " ".join(given),
               "model": " + ".join(MODEL), "mfu_assumed": MFU,
-              "loader_clips_per_s_per_core": {k: loading["clips_per_s_per_core"][k] for k in LOADERS
-                                              if k in loading["clips_per_s_per_core"]},
+              "loader_clips_per_s_per_core": {k: v for k, v in rates.items() if k in LOADERS},
+              "loader_rate_kind": how,
               "loader_source": loading["command"], "gpu": gpu, "rows": rows}
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     text = markdown(loading, gpu, rows)

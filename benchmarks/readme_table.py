@@ -92,7 +92,10 @@ def _data_loading(d: dict[str, Any]) -> list[Row]:
              f"{_num(r['pipeline_vs_straightforward'])}x of the reference loader"
              + (f"; with video_aug.fused (uint8 crop, one colour map) {_num(c['pipeline_fused'])} clips/s: "
                 f"{_num(f['vs_decode_only'])}x / {_num(f['vs_straightforward'])}x"
-                if (f := d.get("fused_ratios")) else ""), "", "")]
+                if (f := d.get("fused_ratios")) else "")
+             + (f"; augment_on=device's worker (decode + draws) {_num(c['pipeline_device'])} clips/s: "
+                f"{_num(d['device_vs_decode_only'])}x of decode-only" if "pipeline_device" in c else ""),
+             "", "")]
 
 
 def _train_throughput(d: dict[str, Any]) -> list[Row]:

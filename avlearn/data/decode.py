@@ -223,14 +223,15 @@ class _StageClock:
     def __init__(self) -> None:
         self.totals: dict[str, float] | None = None
         self.last = 0.0
+        self.clock: Callable[[], float] = time.perf_counter
 
     def start(self) -> None:
         if self.totals is not None:
-            self.last = time.perf_counter()
+            self.last = self.clock()
 
     def lap(self, stage: str) -> None:
         if self.totals is not None:
-            now = time.perf_counter()
+            now = self.clock()
             self.totals[stage] = self.totals.get(stage, 0.0) + now - self.last
             self.last = now
 
@@ -239,13 +240,14 @@ _CLOCK = _StageClock()
 
 
 @contextlib.contextmanager
-def stage_times() -> Iterator[dict[str, float]]:
+def stage_times(clock: Callable[[], float] = time.perf_counter) -> Iterator[dict[str, float]]:
     """Profile the PyAV decoder: seconds per stage, summed over the clips decoded in the block.
 
     Stages: ``open`` (open the file, read its header), ``video seek``, ``video decode``,
     ``frame convert`` (YUV -> RGB at the decode size, in FFmpeg), ``to tensor``, ``audio seek``,
     ``audio decode``, ``audio downmix`` (sample conversion and placement), ``resample``, ``close``.
-    One thread at a time; off (a no-op per stage) outside the block.
+    One thread at a time; off (a no-op per stage) outside the block. ``clock``: wall time by
+    default; ``time.process_time`` counts CPU time instead (steadier on a shared machine).
 
     Example::
 
@@ -256,7 +258,7 @@ def stage_times() -> Iterator[dict[str, float]]:
     if _CLOCK.totals is not None:
         raise RuntimeError("stage_times() is already active")
     totals: dict[str, float] = {}
-    _CLOCK.totals = totals
+    _CLOCK.totals, _CLOCK.clock = totals, clock
     try:
         yield totals
     finally:
