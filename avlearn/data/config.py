@@ -61,7 +61,8 @@ class DataConfig:
         augment_on: where training clips are augmented: ``worker`` (DataLoader workers do it all)
             or ``device`` (workers decode to uint8 and draw the random parameters; the training
             process applies them to the batch on the accelerator, same draws: see
-            :mod:`avlearn.data.device_aug`). Evaluation clips are always prepared in the workers.
+            :mod:`avlearn.data.device_aug`). Pretraining only: evaluation clips, fine-tuning and
+            probes are always prepared in the workers.
     """
 
     manifest: str = ""
