@@ -7,6 +7,9 @@ clip (each clip's loaders in a rotating order), so a change in machine load hits
 
 * **pipeline**: ``AVClipDataset`` as training uses it (decode, resample, AVID log-power
   spectrogram, random resized crop, flip, colour jitter, grayscale, normalise).
+* **pipeline_device**: ``data.augment_on=device``'s worker: the same decode (uint8 frames at the
+  decode size, the waveform) and the same random draws, no pixel work: crop, flip, colour,
+  normalisation and the spectrogram run later on the batch, on the accelerator.
 * **decode-only limit**: PyAV seek + decode of exactly the video packets the clip needs, the 8
   chosen frames converted to RGB at the decode size (bicubic, as the pipeline must, with one
   reused scaler context), and the audio packets of the window decoded to arrays; nothing else
@@ -55,6 +58,7 @@ from torchvision.transforms import v2
 from avlearn.data.audio import SpecConfig, build_spectrogram
 from avlearn.data.dataset import AVClipDataset, av_collate
 from avlearn.data.decode import ClipSpec, clip_frame_times, stage_times
+from avlearn.data.device_aug import DeferredAudio, DeferredVideo
 from avlearn.data.manifest import VideoInfo, read_manifest
 from avlearn.data.transforms import (
     KINETICS_MEAN,
@@ -68,6 +72,7 @@ from avlearn.data.transforms import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CLOCK = time.process_time  # profiles count CPU time: steadier than wall time on a shared machine
 SPEC = ClipSpec(num_frames=8, fps=16, size=128, audio_seconds=2.0, sample_rate=16000)
 
 
@@ -187,19 +192,23 @@ def _time_interleaved(
     loaders: dict[str, Callable[[int, str, float], Any]],
     requests: list[tuple[int, str, float]],
     warmup: int = 3,
-) -> dict[str, float]:
-    """Clips/s of each loader over the same requests, clip by clip in a rotating order."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Clips/s of each loader over the same requests, clip by clip in a rotating order: by wall
+    time, and by this process's CPU time (one thread: what a core gives when the machine is shared)."""
     names = list(loaders)
     for req in requests[:warmup]:
         for name in names:
             loaders[name](*req)
     spent = dict.fromkeys(names, 0.0)
+    cpu = dict.fromkeys(names, 0.0)
     for k, req in enumerate(requests[warmup:]):
         for name in names[k % len(names) :] + names[: k % len(names)]:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             loaders[name](*req)
             spent[name] += time.perf_counter() - t0
-    return {name: (len(requests) - warmup) / spent[name] for name in names}
+            cpu[name] += time.process_time() - c0
+    n = len(requests) - warmup
+    return {name: n / spent[name] for name in names}, {name: n / cpu[name] for name in names}
 
 
 class _Timed:
@@ -209,9 +218,23 @@ class _Timed:
         self.transform, self.name, self.totals = transform, name, totals
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         out = self.transform(x, generator)
-        self.totals[self.name] = self.totals.get(self.name, 0.0) + time.perf_counter() - t0
+        self.totals[self.name] = self.totals.get(self.name, 0.0) + CLOCK() - t0
+        return out
+
+
+class _TimedDraw:
+    """A deferred transform (``augment_on=device``) that adds its drawing time to ``totals[name]``."""
+
+    def __init__(self, deferred: DeferredVideo | DeferredAudio, name: str, totals: dict[str, float]) -> None:
+        self.deferred, self.name, self.totals = deferred, name, totals
+        self.uint8_input = True
+
+    def draw_params(self, x: torch.Tensor, generator: torch.Generator) -> Any:
+        t0 = CLOCK()
+        out = self.deferred.draw_params(x, generator)
+        self.totals[self.name] = self.totals.get(self.name, 0.0) + CLOCK() - t0
         return out
 
 
@@ -225,29 +248,42 @@ def profile_pipeline(
     (sampling, generators, the sample dict).
     """
     video_tf, audio_tf = ds.video_transform, ds.audio_transform
-    assert isinstance(video_tf, Compose) and isinstance(audio_tf, Compose)
     transforms: dict[str, float] = {}
-    ds.video_transform = Compose([_Timed(t, f"video: {type(t).__name__}", transforms)
-                                  for t in video_tf.transforms], uint8_input=video_tf.uint8_input)
-    ds.audio_transform = Compose([_Timed(t, f"audio: {type(t).__name__}", transforms)
-                                  for t in audio_tf.transforms])
+    if isinstance(video_tf, DeferredVideo) and isinstance(audio_tf, DeferredAudio):
+        ds.video_transform = _TimedDraw(video_tf, "video: draw parameters", transforms)  # type: ignore[assignment]
+        ds.audio_transform = _TimedDraw(audio_tf, "audio: draw parameters", transforms)  # type: ignore[assignment]
+    else:
+        assert isinstance(video_tf, Compose) and isinstance(audio_tf, Compose)
+        ds.video_transform = Compose([_Timed(t, f"video: {type(t).__name__}", transforms)
+                                      for t in video_tf.transforms], uint8_input=video_tf.uint8_input)
+        ds.audio_transform = Compose([_Timed(t, f"audio: {type(t).__name__}", transforms)
+                                      for t in audio_tf.transforms])
     whole = 0.0
     samples = []
     try:
-        with stage_times() as decoder:
+        with stage_times(CLOCK) as decoder:
             for i in indices:
-                t0 = time.perf_counter()
+                t0 = CLOCK()
                 samples.append(ds[i])
-                whole += time.perf_counter() - t0
+                whole += CLOCK() - t0
     finally:
         ds.video_transform, ds.audio_transform = video_tf, audio_tf
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for k in range(0, len(samples), batch):
         av_collate(samples[k : k + batch])
-    collate = time.perf_counter() - t0
+    collate = CLOCK() - t0
     stages = {f"decode: {k}": v for k, v in decoder.items()} | transforms
     stages["dataset overhead"] = whole - sum(stages.values())
     return {k: v / len(indices) for k, v in stages.items()}, collate / len(indices)
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each key's median over repeated runs."""
+    return {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+
+
+def _median_profile(runs: list[tuple[dict[str, float], float]]) -> tuple[dict[str, float], float]:
+    return _median([r[0] for r in runs]), float(np.median([r[1] for r in runs]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-videos", type=int, default=12, help="videos to generate")
     parser.add_argument("--video-size", type=int, default=224, help="generated videos' frame size")
     parser.add_argument("--clips", type=int, default=60, help="clips timed per loader")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="time and profile this many times; report medians (a shared machine)")
     parser.add_argument("--out", type=Path, default=RESULTS / "data_loading")
     args = parser.parse_args(argv)
 
@@ -315,28 +353,39 @@ def main(argv: list[str] | None = None) -> int:
         audio_transform=build_audio_transform(AudioAugConfig(), SpecConfig(), True),
     )
 
+    # augment_on=device: the workers decode uint8 frames and draw the fused pipeline's parameters
+    fused_aug = VideoAugConfig(hue_mode="yiq", fused=True)
+    ds_device = AVClipDataset(rows, SPEC, "pyav", video_transform=DeferredVideo(fused_aug),  # type: ignore[arg-type]
+                              audio_transform=DeferredAudio(AudioAugConfig(), SpecConfig()))  # type: ignore[arg-type]
+
     ref = Straightforward()
     # The ~350k objects of the imports would make the first full garbage collection a ~0.3 s
     # pause inside whichever loader's clip triggers it (a worker pays it once per run): move them
     # out of the collector's view, as a long-running DataLoader worker effectively has.
     gc.collect()
     gc.freeze()
-    rates = _time_interleaved(
-        {
+    loaders: dict[str, Callable[[int, str, float], Any]] = {
             "pipeline": pipeline,
             "pipeline_hue_yiq": lambda i, p, s: ds_yiq[i],
             "pipeline_fused": lambda i, p, s: ds_fused[i],
+            "pipeline_device": lambda i, p, s: ds_device[i],
             "decode_only": lambda i, p, s: decode_only(p, s),
             "straightforward": lambda i, p, s: ref(p, s),
-        },
-        requests,
-    )
-    profile, collate = profile_pipeline(ds, [i for i, _, _ in requests[3:]])
+    }
+    indices = [i for i, _, _ in requests[3:]]
+    repeats = max(1, args.repeats)
+    timed = [_time_interleaved(loaders, requests) for _ in range(repeats)]
+    rates, cpu_rates = _median([t[0] for t in timed]), _median([t[1] for t in timed])
+    profile, collate = _median_profile([profile_pipeline(ds, indices) for _ in range(repeats)])
     profile = dict(sorted(profile.items(), key=lambda kv: -kv[1]))
     profiled = sum(profile.values())
-    fused_profile, _ = profile_pipeline(ds_fused, [i for i, _, _ in requests[3:]])
+    fused_profile, _ = _median_profile([profile_pipeline(ds_fused, indices) for _ in range(repeats)])
     fused_profile = dict(sorted(fused_profile.items(), key=lambda kv: -kv[1]))
     fused_profiled = sum(fused_profile.values())
+    device_profile, device_collate = _median_profile([profile_pipeline(ds_device, indices)
+                                                      for _ in range(repeats)])
+    device_profile = dict(sorted(device_profile.items(), key=lambda kv: -kv[1]))
+    device_profiled = sum(device_profile.values())
     fused_ratios = {"vs_decode_only": rates["pipeline_fused"] / rates["decode_only"],
                     "vs_straightforward": rates["pipeline_fused"] / rates["straightforward"]}
     ratios = {
@@ -372,13 +421,19 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_end": dict(zip(("1min", "5min", "15min"), (round(x, 2) for x in load), strict=True)),
         "source": source,
         "clip": "8 frames at 16 fps decoded at short side 128, crop 112; 2 s of 16 kHz audio",
+        "repeats": repeats,
+        "threads": "OMP_NUM_THREADS=1, torch.set_num_threads(1), codecs single-threaded",
         "clips_per_s_per_core": {k: round(v, 2) for k, v in rates.items()},
+        "clips_per_s_per_cpu_second": {k: round(v, 2) for k, v in cpu_rates.items()},
         "ratios": {k: round(v, 2) for k, v in ratios.items()},
         "goals_met": goals,
         "fused_ratios": {k: round(v, 2) for k, v in fused_ratios.items()},
         "fused_goals_met": {"vs_decode_only": fused_ratios["vs_decode_only"] >= 0.8,
                             "vs_straightforward": fused_ratios["vs_straightforward"] >= 3.0},
         "fused_profile_seconds_per_clip": {k: round(v, 6) for k, v in fused_profile.items()},
+        "device_profile_seconds_per_clip": {k: round(v, 6) for k, v in device_profile.items()},
+        "device_collate_seconds_per_clip": round(device_collate, 6),
+        "device_vs_decode_only": round(rates["pipeline_device"] / rates["decode_only"], 2),
         "reading": reading,
         "profile_seconds_per_clip": {k: round(v, 6) for k, v in profile.items()},
         "profile_share": {k: round(v / profiled, 4) for k, v in profile.items()},
@@ -387,8 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    md = ["| loader | clips/s per core |", "|---|---|"]
-    md += [f"| {k} | {v:.1f} |" for k, v in rates.items()]
+    md = ["| loader | clips/s per core (wall) | clips/s per CPU second |", "|---|---|---|"]
+    md += [f"| {k} | {v:.1f} | {cpu_rates[k]:.1f} |" for k, v in rates.items()]
+    md += ["", "Wall: clips over elapsed time, one thread; CPU: clips over this process's CPU time (on a "
+           "shared machine the wall figure also counts time the process waited for a core)."]
     md += [
         "",
         "pipeline_hue_yiq: the same pipeline with `video_aug.hue_mode=yiq` (hue as a chroma rotation, "
@@ -410,8 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Reading: {reading}.",
         "",
-        f"Where the pipeline's time goes ({1000 * profiled:.1f} ms per `__getitem__`, one profiled pass "
-        "over the same clips):",
+        f"Where the pipeline's time goes ({1000 * profiled:.1f} ms of CPU time per `__getitem__`, median of "
+        f"{repeats} profiled pass(es) over the same clips; profiles count CPU time, `time.process_time`):",
         "",
         "| stage | ms per clip | share |",
         "|---|---|---|",
@@ -421,6 +478,13 @@ def main(argv: list[str] | None = None) -> int:
     md += ["", f"The fused pipeline ({1000 * fused_profiled:.1f} ms per `__getitem__`):", "",
            "| stage | ms per clip | share |", "|---|---|---|"]
     md += [f"| {k} | {1000 * v:.2f} | {100 * v / fused_profiled:.1f}% |" for k, v in fused_profile.items()]
+    md += ["", "`data.augment_on=device`'s worker (decode to uint8 + the fused pipeline's random draws; the "
+           f"pixels are done on the accelerator): {rates['pipeline_device']:.1f} clips/s per core, "
+           f"{rates['pipeline_device'] / rates['decode_only']:.2f}x of decode-only "
+           f"({1000 * device_profiled:.1f} ms per `__getitem__`):", "",
+           "| stage | ms per clip | share |", "|---|---|---|"]
+    md += [f"| {k} | {1000 * v:.2f} | {100 * v / device_profiled:.1f}% |" for k, v in device_profile.items()]
+    md += [f"| then `av_collate` (uint8 frames; batches of 16) | {1000 * device_collate:.2f} | |"]
     md += [
         "",
         f"`{record['command']}` on {record['machine']} (load average {load[0]:.2f} / {load[1]:.2f} / "

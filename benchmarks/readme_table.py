@@ -92,7 +92,10 @@ def _data_loading(d: dict[str, Any]) -> list[Row]:
              f"{_num(r['pipeline_vs_straightforward'])}x of the reference loader"
              + (f"; with video_aug.fused (uint8 crop, one colour map) {_num(c['pipeline_fused'])} clips/s: "
                 f"{_num(f['vs_decode_only'])}x / {_num(f['vs_straightforward'])}x"
-                if (f := d.get("fused_ratios")) else ""), "", "")]
+                if (f := d.get("fused_ratios")) else "")
+             + (f"; augment_on=device's worker (decode + draws) {_num(c['pipeline_device'])} clips/s: "
+                f"{_num(d['device_vs_decode_only'])}x of decode-only" if "pipeline_device" in c else ""),
+             "", "")]
 
 
 def _train_throughput(d: dict[str, Any]) -> list[Row]:
@@ -294,8 +297,24 @@ def _gpu(d: dict[str, Any]) -> list[Row]:
              f"{st.get('smoke', {}).get('status', '-')}", "", "")]
 
 
+def _loader_cores(d: dict[str, Any]) -> list[Row]:
+    """benchmarks/loader_cores.py: cores per GPU each loader needs, per crop and GPU rate."""
+    names = {"pipeline": "default", "pipeline_fused": "fused", "pipeline_device": "augment_on=device",
+             "decode_only": "decode-only"}
+    per_core = ", ".join(f"{names.get(k, k)} {_num(v)}" for k, v in d["loader_clips_per_s_per_core"].items())
+    parts = []
+    for r in d["rows"]:
+        cores = " / ".join(f"{v:.0f}" for v in r["cores_per_gpu"].values())
+        rate = r["gpu_rate"].split(" (")[0]
+        parts.append(f"{r['crop']}² at {r['gpu_clips_per_s']:.0f} clips/s ({rate}): {cores}")
+    return [(f"CPU cores per GPU to feed {d['model']} (loader clips/s per core: {per_core}); cores for "
+             f"{' / '.join(names.get(k, k) for k in d['loader_clips_per_s_per_core'])}: " + "; ".join(parts),
+             "measured loader (CPU) x measured GPU step (H200)", "")]
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "gpu_": _gpu,
+    "loader_cores": _loader_cores,
     "model_cost": _model_cost,
     "demo": _demo,
     "decode_speed_": _decode_speed,

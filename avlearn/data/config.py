@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader
 
 from avlearn.config import ConfigError, InvalidValue
 from avlearn.data.audio import SpecConfig
-from avlearn.data.dataset import AVClipDataset, NoUsableVideoError, av_collate
+from avlearn.data.dataset import AVClipDataset, NoUsableVideoError, Transform, av_collate
 from avlearn.data.decode import DECODERS, ClipSpec
+from avlearn.data.device_aug import AUGMENT_ON, BatchAugment, DeferredAudio, DeferredVideo
 from avlearn.data.manifest import ManifestError, VideoInfo
 from avlearn.data.shards import ShardDataset, ShardError
 from avlearn.data.transforms import (
@@ -32,8 +33,8 @@ from avlearn.data.transforms import (
     build_video_transform,
 )
 
-__all__ = ["DataConfig", "build_dataset", "build_loader", "build_shard_dataset", "build_train_dataset",
-           "clip_spec"]
+__all__ = ["DataConfig", "batch_augment", "build_dataset", "build_loader", "build_shard_dataset",
+           "build_train_dataset", "clip_spec", "device_transforms"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,11 @@ class DataConfig:
         num_workers: DataLoader worker processes per training process.
         seed: base seed of clip sampling and augmentation.
         video_aug, audio_aug, spec: augmentation and spectrogram settings.
+        augment_on: where training clips are augmented: ``worker`` (DataLoader workers do it all)
+            or ``device`` (workers decode to uint8 and draw the random parameters; the training
+            process applies them to the batch on the accelerator, same draws: see
+            :mod:`avlearn.data.device_aug`). Pretraining only: evaluation clips, fine-tuning and
+            probes are always prepared in the workers.
     """
 
     source: Literal["files", "shards"] = "files"
@@ -91,6 +97,7 @@ class DataConfig:
     video_aug: VideoAugConfig = dataclasses.field(default_factory=VideoAugConfig)
     audio_aug: AudioAugConfig = dataclasses.field(default_factory=AudioAugConfig)
     spec: SpecConfig = dataclasses.field(default_factory=SpecConfig)
+    augment_on: Literal["worker", "device"] = "worker"
 
     def __post_init__(self) -> None:
         def bad(field: str, value: object, allowed: str) -> InvalidValue:
@@ -98,6 +105,8 @@ class DataConfig:
 
         if self.source not in ("files", "shards"):
             raise bad("source", self.source, "must be 'files' (data.manifest) or 'shards' (data.shards)")
+        if self.augment_on not in AUGMENT_ON:
+            raise bad("augment_on", self.augment_on, f"must be one of {list(AUGMENT_ON)}")
         if self.backend not in DECODERS:
             raise bad("backend", self.backend, f"must be one of {sorted(DECODERS)}")
         for name in ("batch_size", "clips_per_video", "num_frames", "shard_streams"):
@@ -114,6 +123,16 @@ class DataConfig:
         if self.spec.sample_rate != self.sample_rate:
             rule = f"must equal sample_rate ({self.sample_rate})"
             raise bad("spec.sample_rate", self.spec.sample_rate, rule)
+
+
+def device_transforms(cfg: DataConfig) -> tuple[Transform, Transform]:
+    """The workers' half of ``augment_on: device``: transforms that only draw (see :func:`batch_augment`)."""
+    return DeferredVideo(cfg.video_aug), DeferredAudio(cfg.audio_aug, cfg.spec)  # type: ignore[return-value]
+
+
+def batch_augment(cfg: DataConfig) -> BatchAugment | None:
+    """The training process's half of ``augment_on: device`` (None with ``worker``)."""
+    return BatchAugment(cfg.video_aug, cfg.audio_aug, cfg.spec) if cfg.augment_on == "device" else None
 
 
 def clip_spec(cfg: DataConfig) -> ClipSpec:
@@ -162,6 +181,10 @@ def build_dataset(
 
 def _dataset(cfg: DataConfig, train: bool, source: str | Path | list[VideoInfo],
              require_audio: bool) -> AVClipDataset:
+    video_transform: Transform = build_video_transform(cfg.video_aug, train)
+    audio_transform: Transform = build_audio_transform(cfg.audio_aug, cfg.spec, train)
+    if train and cfg.augment_on == "device":  # draws in the workers, pixels on the accelerator
+        video_transform, audio_transform = device_transforms(cfg)
     return AVClipDataset(
         source,
         clip_spec(cfg),
@@ -169,8 +192,8 @@ def _dataset(cfg: DataConfig, train: bool, source: str | Path | list[VideoInfo],
         clips_per_video=cfg.clips_per_video,
         max_av_offset=cfg.max_av_offset if train else 0.0,
         shifted_audio=cfg.shifted_audio if train else 0.0,
-        video_transform=build_video_transform(cfg.video_aug, train),
-        audio_transform=build_audio_transform(cfg.audio_aug, cfg.spec, train),
+        video_transform=video_transform,
+        audio_transform=audio_transform,
         seed=cfg.seed,
         require_audio=require_audio,
     )
@@ -195,6 +218,11 @@ def build_shard_dataset(cfg: DataConfig, train: bool, require_audio: bool = True
         raise ConfigError("data.source=shards but data.shards is empty: write shards with `avlearn prepare "
                           "shard MANIFEST --out DIR` and set data.shards=DIR/index.json", key="data.shards")
     spec = clip_spec(cfg) if with_audio else dataclasses.replace(clip_spec(cfg), audio_seconds=0.0)
+    video_transform: Transform = build_video_transform(cfg.video_aug, train)
+    audio_transform: Transform | None = (build_audio_transform(cfg.audio_aug, cfg.spec, train)
+                                         if with_audio else None)
+    if train and with_audio and cfg.augment_on == "device":  # as for files: the workers only draw
+        video_transform, audio_transform = device_transforms(cfg)
     try:
         return ShardDataset(
             cfg.shards,
@@ -203,8 +231,8 @@ def build_shard_dataset(cfg: DataConfig, train: bool, require_audio: bool = True
             clips_per_video=cfg.clips_per_video,
             max_av_offset=cfg.max_av_offset if train and with_audio else 0.0,
             shifted_audio=cfg.shifted_audio if train and with_audio else 0.0,
-            video_transform=build_video_transform(cfg.video_aug, train),
-            audio_transform=build_audio_transform(cfg.audio_aug, cfg.spec, train) if with_audio else None,
+            video_transform=video_transform,
+            audio_transform=audio_transform,
             seed=cfg.seed,
             require_audio=require_audio and with_audio,
             class_to_idx=class_to_idx,

@@ -53,6 +53,7 @@ from avlearn.data.decode import (
     get_decoder,
     probe_duration,
 )
+from avlearn.data.device_aug import pad_frames
 from avlearn.data.manifest import VideoInfo, read_manifest
 
 __all__ = ["AVClipDataset", "FailureTracker", "NoUsableVideoError", "Transform", "av_collate",
@@ -125,7 +126,9 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         ``failures``: ``list[tuple[path, reason]]`` of those replacements;
         ``audio_padded``: seconds of the audio window outside the file's audio track, filled with
         silence (a track shorter than the video; 0 for rows without audio, which are silent by
-        request); :class:`FailureTracker` counts the clips where it exceeds ``PAD_TOLERANCE_S``.
+        request); :class:`FailureTracker` counts the clips where it exceeds ``PAD_TOLERANCE_S``;
+        ``video_aug`` / ``audio_aug`` / ``audio_shifted_aug``: a deferred transform's draws, only
+        with ``data.augment_on: device`` (see :mod:`avlearn.data.device_aug`).
     """
 
     def __init__(
@@ -325,39 +328,55 @@ class AVClipDataset(Dataset[dict[str, Any]]):
     def _sample(self, row: VideoInfo, video_index: int, clip: Clip, offset: float, generator: torch.Generator,
                 failures: list[tuple[str, str]], shifted: Clip | None = None) -> dict[str, Any]:
         """Transforms (outside the failure handling: a transform bug is an error, not a bad file)."""
-        video, audio = clip.video, clip.audio
-        if self.video_transform is not None:
-            video = self.video_transform(video, generator)
-        if self.audio_transform is not None:
-            audio = self.audio_transform(audio, generator)
+        video, video_aug = _transform(self.video_transform, clip.video, generator)
+        audio, audio_aug = _transform(self.audio_transform, clip.audio, generator)
         sample: dict[str, Any] = {
             "video": video, "audio": audio, "index": video_index, "video_id": row.video_id,
             "start": float(clip.start), "av_offset": float(offset),
             "skipped": len(failures), "failures": failures,
             "audio_padded": float(clip.audio_padded) if row.has_audio else 0.0,
         }
+        for key, drawn in (("video_aug", video_aug), ("audio_aug", audio_aug)):
+            if drawn is not None:
+                sample[key] = drawn
         if shifted is not None:
             # its own augmentation draw, as the true audio's: nothing but timing tells them apart
-            other = shifted.audio
-            if self.audio_transform is not None:
-                other = self.audio_transform(other, generator)
+            other, other_aug = _transform(self.audio_transform, shifted.audio, generator)
             sample["audio_shifted"] = other
+            if other_aug is not None:
+                sample["audio_shifted_aug"] = other_aug
             sample["shift"] = float(shifted.audio_start - clip.audio_start)
         if self.class_to_idx is not None:
             sample["label"] = self.class_to_idx.get(row.label, -1)
         return sample
 
 
+def _transform(transform: Transform | None, x: torch.Tensor,
+               generator: torch.Generator) -> tuple[torch.Tensor, Any]:
+    """``(transformed x, None)``; for a deferred transform (``data.augment_on: device``, one with
+    ``draw_params``) ``(x, its draws)``: the pixels are done on the accelerator."""
+    if transform is None:
+        return x, None
+    draw = getattr(transform, "draw_params", None)
+    if draw is not None:
+        return x, draw(x, generator)
+    return transform(x, generator), None
+
+
 def av_collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Collate samples of :class:`AVClipDataset` (use as the DataLoader's ``collate_fn``).
 
     Tensors and numbers go through ``default_collate`` (``video`` -> ``(B, C, T, H, W)``,
-    ``audio`` -> ``(B, S)`` or ``(B, 1, F, T)``, ``index`` -> ``(B,)``); ``video_id`` becomes a
+    ``audio`` -> ``(B, S)`` or ``(B, 1, F, T)``, ``index`` -> ``(B,)``; uint8 frames of samples with
+    ``video_aug`` are zero-padded to the batch's largest frame size); ``video_id`` becomes a
     list of B strings; ``failures`` the concatenation of the samples' lists.
     """
     if not batch:
         raise ValueError("av_collate: empty batch")
     plain = [{k: v for k, v in s.items() if k not in _LIST_KEYS} for s in batch]
+    if "video_aug" in batch[0]:  # undecoded sizes (augment_on: device) may differ between videos
+        for s, video in zip(plain, pad_frames([s["video"] for s in plain]), strict=True):
+            s["video"] = video
     out: dict[str, Any] = default_collate(plain)
     if "video_id" in batch[0]:
         out["video_id"] = [s["video_id"] for s in batch]

@@ -63,6 +63,7 @@ __all__ = [
     "audio_window_start",
     "clip_frame_times",
     "decode_clip",
+    "decode_clips",
     "get_decoder",
     "probe_duration",
     "read_audio",
@@ -243,14 +244,15 @@ class _StageClock:
     def __init__(self) -> None:
         self.totals: dict[str, float] | None = None
         self.last = 0.0
+        self.clock: Callable[[], float] = time.perf_counter
 
     def start(self) -> None:
         if self.totals is not None:
-            self.last = time.perf_counter()
+            self.last = self.clock()
 
     def lap(self, stage: str) -> None:
         if self.totals is not None:
-            now = time.perf_counter()
+            now = self.clock()
             self.totals[stage] = self.totals.get(stage, 0.0) + now - self.last
             self.last = now
 
@@ -259,13 +261,14 @@ _CLOCK = _StageClock()
 
 
 @contextlib.contextmanager
-def stage_times() -> Iterator[dict[str, float]]:
+def stage_times(clock: Callable[[], float] = time.perf_counter) -> Iterator[dict[str, float]]:
     """Profile the PyAV decoder: seconds per stage, summed over the clips decoded in the block.
 
     Stages: ``open`` (open the file, read its header), ``video seek``, ``video decode``,
     ``frame convert`` (YUV -> RGB at the decode size, in FFmpeg), ``to tensor``, ``audio seek``,
     ``audio decode``, ``audio downmix`` (sample conversion and placement), ``resample``, ``close``.
-    One thread at a time; off (a no-op per stage) outside the block.
+    One thread at a time; off (a no-op per stage) outside the block. ``clock``: wall time by
+    default; ``time.process_time`` counts CPU time instead (steadier on a shared machine).
 
     Example::
 
@@ -276,7 +279,7 @@ def stage_times() -> Iterator[dict[str, float]]:
     if _CLOCK.totals is not None:
         raise RuntimeError("stage_times() is already active")
     totals: dict[str, float] = {}
-    _CLOCK.totals = totals
+    _CLOCK.totals, _CLOCK.clock = totals, clock
     try:
         yield totals
     finally:
@@ -568,54 +571,81 @@ def _decode_pyav(path: MediaSource, start: float, spec: ClipSpec,
     try:
         stream = _video_stream(container, path)
         _single_threaded(stream)
-        duration = _video_duration(container, stream)
-        _check_start(path, start, duration)
-        targets = clip_frame_times(start, spec)
-        rate = float(stream.average_rate or stream.guessed_rate or 25)
-        tb = stream.time_base
         _CLOCK.lap("open")
-        # Keep the last frame before the first target and every frame up to the first frame at or
-        # after the last target: exactly the candidates the nearest-timestamp rule can choose from.
-        # Frames stay in the decoder's YUV until the choice is made: only the chosen ones are converted.
-        seek_t = max(targets[0] - 1.0 / rate, 0.0)
-        container.seek(int(seek_t / tb), stream=stream, backward=True)
-        _CLOCK.lap("video seek")
-        kept: list[Any] = []
-        times: list[float] = []
-        last_t = -math.inf
-        try:
-            for frame in container.decode(stream):
-                t = float(frame.time) if frame.time is not None else last_t + 1.0 / rate
-                last_t = t
-                if t < targets[0]:
-                    kept, times = [frame], [t]
-                    continue
-                kept.append(frame)
-                times.append(t)
-                if t >= targets[-1]:
-                    break
-        except _av().FFmpegError as err:
-            raise DecodeError(path, f"video track is corrupt ({err})") from None
-        if not kept:
-            raise DecodeError(path, f"no video frame decodes at or after {start:.3f} s")
-        _CLOCK.lap("video decode")
-        chosen = _nearest(np.asarray(times), targets)
-        rotation = _display_rotation(kept[0])
-        width, height = _decode_size(kept[0].width, kept[0].height, spec.size, rotation)
-        cache = {int(i): _rgb(kept[int(i)], width, height) for i in np.unique(chosen)}
-        frames = _upright(np.stack([cache[int(i)] for i in chosen]), rotation)
-        _CLOCK.lap("frame convert")
-        video = _to_video_tensor(frames, spec.uint8_frames)
-        _CLOCK.lap("to tensor")
-        audio_start = audio_window_start(start, spec)
-        audio, padded = _read_audio_padded(container, str(path), audio_start, spec.audio_seconds,
-                                           spec.sample_rate)
-        extra = _extra_audio(container, path, extra_audio, spec)
-        _CLOCK.start()
-        return Clip(video, audio, start, audio_start, np.asarray(times)[chosen], extra, padded)
+        return _decode_pyav_window(container, stream, path, start, spec, extra_audio)
     finally:
         container.close()
         _CLOCK.lap("close")
+
+
+def decode_clips(path: str | os.PathLike[str], starts: Sequence[float], spec: ClipSpec) -> list[Clip]:
+    """Clips of ``spec`` at each of ``starts`` from one open of the file (PyAV), in the order given.
+
+    Each clip's frames equal ``decode_clip(path, start, spec)``'s, its audio to ~1e-6 (the AAC
+    decoder carries overlap state across a seek); the file is opened (header parsed, codecs set
+    up) once instead of once per clip. Windows are decoded in time order.
+    """
+    _CLOCK.start()
+    container = _open(path)
+    try:
+        stream = _video_stream(container, path)
+        _single_threaded(stream)
+        _CLOCK.lap("open")
+        order = sorted(range(len(starts)), key=lambda i: starts[i])
+        clips = {i: _decode_pyav_window(container, stream, path, starts[i], spec, ()) for i in order}
+        return [clips[i] for i in range(len(starts))]
+    finally:
+        container.close()
+        _CLOCK.lap("close")
+
+
+def _decode_pyav_window(container: Any, stream: Any, path: MediaSource, start: float,
+                        spec: ClipSpec, extra_audio: Sequence[float]) -> Clip:
+    """The clip at ``start`` from an open container (see :func:`decode_clip`)."""
+    duration = _video_duration(container, stream)
+    _check_start(path, start, duration)
+    targets = clip_frame_times(start, spec)
+    rate = float(stream.average_rate or stream.guessed_rate or 25)
+    tb = stream.time_base
+    # Keep the last frame before the first target and every frame up to the first frame at or
+    # after the last target: exactly the candidates the nearest-timestamp rule can choose from.
+    # Frames stay in the decoder's YUV until the choice is made: only the chosen ones are converted.
+    seek_t = max(targets[0] - 1.0 / rate, 0.0)
+    container.seek(int(seek_t / tb), stream=stream, backward=True)
+    _CLOCK.lap("video seek")
+    kept: list[Any] = []
+    times: list[float] = []
+    last_t = -math.inf
+    try:
+        for frame in container.decode(stream):
+            t = float(frame.time) if frame.time is not None else last_t + 1.0 / rate
+            last_t = t
+            if t < targets[0]:
+                kept, times = [frame], [t]
+                continue
+            kept.append(frame)
+            times.append(t)
+            if t >= targets[-1]:
+                break
+    except _av().FFmpegError as err:
+        raise DecodeError(path, f"video track is corrupt ({err})") from None
+    if not kept:
+        raise DecodeError(path, f"no video frame decodes at or after {start:.3f} s")
+    _CLOCK.lap("video decode")
+    chosen = _nearest(np.asarray(times), targets)
+    rotation = _display_rotation(kept[0])
+    width, height = _decode_size(kept[0].width, kept[0].height, spec.size, rotation)
+    cache = {int(i): _rgb(kept[int(i)], width, height) for i in np.unique(chosen)}
+    frames = _upright(np.stack([cache[int(i)] for i in chosen]), rotation)
+    _CLOCK.lap("frame convert")
+    video = _to_video_tensor(frames, spec.uint8_frames)
+    _CLOCK.lap("to tensor")
+    audio_start = audio_window_start(start, spec)
+    audio, padded = _read_audio_padded(container, str(path), audio_start, spec.audio_seconds,
+                                       spec.sample_rate)
+    extra = _extra_audio(container, path, extra_audio, spec)
+    _CLOCK.start()
+    return Clip(video, audio, start, audio_start, np.asarray(times)[chosen], extra, padded)
 
 
 def _decode_decord(path: MediaSource, start: float, spec: ClipSpec,

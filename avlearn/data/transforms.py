@@ -33,7 +33,7 @@ from typing import Literal, Protocol
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from avlearn.config import InvalidValue
@@ -200,28 +200,44 @@ class RandomResizedCrop:
 
     def __call__(self, video: Tensor, generator: torch.Generator) -> Tensor:
         _check_video("RandomResizedCrop", video)
-        top, left, h, w = self.params(video.shape[-2], video.shape[-1], generator)
-        channels, frames = video.shape[:2]
-        antialias = h > self.size[0] or w > self.size[1]
-        if video.dtype == torch.uint8:
-            # (T, C, h, w) over the decoder's (T, H, W, C) memory is channels-last, the uint8 kernel's
-            # layout; the float result is made planar per frame, the layout FusedColor multiplies fastest
-            crop = rearrange(video[..., top : top + h, left : left + w], "c t h w -> t c h w")
-            small = F.interpolate(crop, size=self.size, mode="bilinear", align_corners=False,
-                                  antialias=antialias)
-            planar = small.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
-            return rearrange(planar, "t c h w -> c t h w")
-        # Every (channel, frame) plane is resized alike: resizing them as the channels of one
-        # contiguous image is 2-3x faster than as a (T, C, h, w) batch of strided frames.
-        planes = rearrange(video[..., top : top + h, left : left + w], "c t h w -> 1 (c t) h w")
-        # Antialiasing only changes a downscale; an upscale is the same bilinear interpolation
-        # (equal to ~1e-6) on a faster kernel.
-        resized = F.interpolate(planes, size=self.size, mode="bilinear", align_corners=False,
-                                antialias=antialias)
-        return rearrange(resized, "1 (c t) h w -> c t h w", c=channels, t=frames)
+        box = self.params(video.shape[-2], video.shape[-1], generator)
+        return resized_crop(video, box, self.size)
 
     def __repr__(self) -> str:
         return f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio})"
+
+
+def resized_crop(video: Tensor, box: tuple[int, int, int, int], size: tuple[int, int]) -> Tensor:
+    """Crop ``box = (top, left, h, w)`` of every frame and resize it (bilinear) to ``size``.
+
+    Antialiased when it shrinks. 8-bit input is resized by PyTorch's fixed-point uint8 kernel
+    on channels-last frames (CPU) and comes out as float in ``[0, 1]``; 8-bit input on another
+    device (whose kernels take float only) is converted to float first, within about 1/255 of
+    the 8-bit kernel.
+
+    Shape:
+        ``(C, T, H, W) -> (C, T, size_h, size_w)`` float.
+    """
+    top, left, h, w = box
+    channels, frames = video.shape[:2]
+    antialias = h > size[0] or w > size[1]
+    if video.dtype == torch.uint8 and video.device.type != "cpu":
+        video = video[..., top : top + h, left : left + w].float().div_(255.0)
+        top, left = 0, 0
+    if video.dtype == torch.uint8:
+        # (T, C, h, w) over the decoder's (T, H, W, C) memory is channels-last, the uint8 kernel's
+        # layout; the float result is made planar per frame, the layout FusedColor multiplies fastest
+        crop = rearrange(video[..., top : top + h, left : left + w], "c t h w -> t c h w")
+        small = F.interpolate(crop, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+        planar = small.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+        return rearrange(planar, "t c h w -> c t h w")
+    # Every (channel, frame) plane is resized alike: resizing them as the channels of one
+    # contiguous image is 2-3x faster than as a (T, C, h, w) batch of strided frames.
+    planes = rearrange(video[..., top : top + h, left : left + w], "c t h w -> 1 (c t) h w")
+    # Antialiasing only changes a downscale; an upscale is the same bilinear interpolation
+    # (equal to ~1e-6) on a faster kernel.
+    resized = F.interpolate(planes, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+    return rearrange(resized, "1 (c t) h w -> c t h w", c=channels, t=frames)
 
 
 class CenterCrop:
@@ -309,15 +325,26 @@ class ColorJitter:
             p,
         )
 
-    def __call__(self, video: Tensor, generator: torch.Generator) -> Tensor:
-        _check_video("ColorJitter", video)
+    def draw(self, generator: torch.Generator) -> JitterDraw | None:
+        """This clip's draws: None (not applied, probability ``1 - p``) or ``(order, b, c, s, h)``:
+        the order of the four operations and the brightness, contrast, saturation and hue factors."""
         if not _coin(generator, self.p):
-            return video
+            return None
         order = torch.randperm(4, generator=generator).tolist()
         b = _uniform(generator, max(0.0, 1 - self.brightness), 1 + self.brightness)
         c = _uniform(generator, max(0.0, 1 - self.contrast), 1 + self.contrast)
         s = _uniform(generator, max(0.0, 1 - self.saturation), 1 + self.saturation)
         h = _uniform(generator, -self.hue, self.hue)
+        return order, b, c, s, h
+
+    def __call__(self, video: Tensor, generator: torch.Generator) -> Tensor:
+        _check_video("ColorJitter", video)
+        drawn = self.draw(generator)
+        return video if drawn is None else self.apply(video, drawn)
+
+    def apply(self, video: Tensor, drawn: JitterDraw) -> Tensor:
+        """Apply the draws of :meth:`draw` to a clip ``(C, T, H, W) -> (C, T, H, W)``."""
+        order, b, c, s, h = drawn
         frames = rearrange(video, "c t h w -> t c h w")
         for op in order:
             if op == 0 and self.brightness > 0:
@@ -338,6 +365,8 @@ class ColorJitter:
 
 
 HUE_MODES = ("hsv", "yiq")
+JitterDraw = tuple[list[int], float, float, float, float]
+"""One clip's colour jitter draws: operation order, brightness, contrast, saturation, hue."""
 # RGB -> YIQ (NTSC); hue is the angle in the (I, Q) chroma plane
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
                     dtype=torch.float64)
@@ -423,8 +452,11 @@ class RandomGrayscale:
 
     def __call__(self, video: Tensor, generator: torch.Generator) -> Tensor:
         _check_video("RandomGrayscale", video)
-        if not _coin(generator, self.p):
-            return video
+        return self.apply(video) if _coin(generator, self.p) else video
+
+    @staticmethod
+    def apply(video: Tensor) -> Tensor:
+        """The clip's luma in all three channels: ``(3, T, H, W) -> (3, T, H, W)``."""
         frames = rearrange(video, "c t h w -> t c h w")
         grey: Tensor = TF.rgb_to_grayscale(frames, num_output_channels=3)
         return rearrange(grey, "t c h w -> c t h w")
@@ -465,25 +497,31 @@ class FusedColor:
     def matrix(self, video: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, bool]:
         """Draw this clip's jitter; returns ``A: (3, 3)``, ``offset: (T, 3)`` (``y = A x + offset_t``
         per pixel) and whether anything was applied. Float64."""
+        drawn = self.jitter.draw(generator)  # the draws of ColorJitter, then RandomGrayscale's
+        grey = _coin(generator, self.grayscale_p)
+        return self.compose(drawn, grey, lambda: video.mean(dim=(2, 3)).T.double())
+
+    def compose(self, drawn: JitterDraw | None, greyscale: bool,
+                pixel_mean: Callable[[], Tensor]) -> tuple[Tensor, Tensor, bool]:
+        """The colour map of one clip's draws (:meth:`ColorJitter.draw`, greyscale or not);
+        ``pixel_mean()`` gives the clip's mean RGB per frame ``(T, 3)`` float64 (asked only for
+        contrast). Returns ``A: (3, 3)``, ``offset: (T, 3)``, applied. Float64."""
         j = self.jitter
         eye = torch.eye(3, dtype=torch.float64)
-        a, offset = eye.clone(), torch.zeros(video.shape[1], 3, dtype=torch.float64)
         luma = torch.tensor(_LUMA, dtype=torch.float64)
         grey_of = torch.outer(torch.ones(3, dtype=torch.float64), luma)  # every channel <- luma
+        a, offset = eye.clone(), None
         applied = False
-        if _coin(generator, j.p):  # the draws of ColorJitter.__call__, in its order
-            order = torch.randperm(4, generator=generator).tolist()
-            b = _uniform(generator, max(0.0, 1 - j.brightness), 1 + j.brightness)
-            c = _uniform(generator, max(0.0, 1 - j.contrast), 1 + j.contrast)
-            sat = _uniform(generator, max(0.0, 1 - j.saturation), 1 + j.saturation)
-            h = _uniform(generator, -j.hue, j.hue)
+        if drawn is not None:
+            means = pixel_mean()
+            offset = torch.zeros(means.shape[0], 3, dtype=torch.float64)
+            order, b, c, sat, h = drawn
             for op in order:
                 if op == 0 and j.brightness > 0:
                     a, offset = b * a, b * offset
                 elif op == 1 and j.contrast > 0:
                     # blend with the frame's mean grey: mean over pixels of luma . (A x + offset_t)
-                    pixel_mean = video.mean(dim=(2, 3)).T.double()  # (T, 3)
-                    grey = (pixel_mean @ a.T + offset) @ luma  # (T,)
+                    grey = (means @ a.T + offset) @ luma  # (T,)
                     a, offset = c * a, c * offset + (1 - c) * grey[:, None]
                 elif op == 2 and j.saturation > 0:
                     m = sat * eye + (1 - sat) * grey_of
@@ -492,7 +530,9 @@ class FusedColor:
                     m = hue_rotation_matrix(h).double()
                     a, offset = m @ a, offset @ m.T
             applied = True
-        if _coin(generator, self.grayscale_p):
+        if offset is None:
+            offset = torch.zeros(1, 3, dtype=torch.float64)  # broadcast over the frames
+        if greyscale:
             a, offset = grey_of @ a, offset @ grey_of.T
             applied = True
         return a, offset, applied
@@ -503,21 +543,41 @@ class FusedColor:
             raise ValueError(f"FusedColor needs float RGB clips (3, T, H, W), got {tuple(video.shape)} "
                              f"{video.dtype}")
         a, offset, applied = self.matrix(video, generator)
-        frames, height = video.shape[1], video.shape[2]
-        # (T, 3, HW): a view of RandomResizedCrop's 8-bit path output; (3 x 3) @ (3 x HW) per frame is
+        out = self.apply(rearrange(video, "c t h w -> 1 c t h w"), a[None], offset[None],
+                         torch.tensor([applied]))
+        return rearrange(out, "1 c t h w -> c t h w")
+
+    def apply(self, video: Tensor, a: Tensor, offset: Tensor, applied: Tensor) -> Tensor:
+        """Apply colour maps of :meth:`compose` (normalisation folded in) to a batch of clips.
+
+        Shape:
+            ``video (B, 3, T, H, W)``, ``a (B, 3, 3)``, ``offset (B, T, 3)`` or ``(B, 1, 3)``,
+            ``applied (B,)`` bool ``-> (B, 3, T, H, W)``.
+        """
+        batch, _, frames, height, _ = video.shape
+        # (B T, 3, HW): a view of RandomResizedCrop's 8-bit path output; (3 x 3) @ (3 x HW) per frame is
         # ~20x faster than (HW x 3) @ (3 x 3) on pixel rows
-        planes = rearrange(video, "c t h w -> t c (h w)")
-        dtype = video.dtype
+        planes = rearrange(video, "b c t h w -> (b t) c (h w)")
+        dtype, device = video.dtype, video.device
         mean = torch.tensor(self.mean or (0.0, 0.0, 0.0), dtype=torch.float64)
         std = torch.tensor(self.std or (1.0, 1.0, 1.0), dtype=torch.float64)
         # normalisation folded into the map: clamp(y, 0, 1) normalised is the normalised y clamped to
         # each channel's normalised [0, 1] (scalar bounds per channel: a tensor-bound clamp is 10x slower)
-        a, offset = a / std[:, None], (offset - mean) / std
-        out = torch.baddbmm(offset.to(dtype)[:, :, None], a.to(dtype).expand(frames, 3, 3), planes)
-        if applied:
+        a, offset = a / std[:, None], (offset.expand(batch, frames, 3) - mean) / std
+        maps = repeat(a.to(dtype), "b i j -> (b t) i j", t=frames).to(device)
+        shift = rearrange(offset.to(dtype), "b t c -> (b t) c 1").to(device)
+        out = torch.baddbmm(shift, maps, planes)
+        low = [float(-mean[c] / std[c]) for c in range(3)]
+        high = [float((1 - mean[c]) / std[c]) for c in range(3)]
+        if batch == 1 and bool(applied[0]):
             for c in range(3):
-                out[:, c].clamp_(float(-mean[c] / std[c]), float((1 - mean[c]) / std[c]))
-        return rearrange(out, "t c (h w) -> c t h w", h=height)
+                out[:, c].clamp_(low[c], high[c])
+        elif batch > 1 and bool(applied.any()):
+            bounds = torch.tensor([low, high], dtype=dtype, device=device)[:, None, :, None]
+            clamped = torch.clamp(out, bounds[0], bounds[1])
+            keep = repeat(applied.to(device), "b -> (b t) 1 1", t=frames)
+            out = torch.where(keep, clamped, out)
+        return rearrange(out, "(b t) c (h w) -> b c t h w", b=batch, h=height)
 
     def __repr__(self) -> str:
         return (f"FusedColor({self.jitter!r}, grayscale_p={self.grayscale_p}, mean={self.mean}, "
@@ -619,7 +679,11 @@ class VolumeJitter:
         self.factor = factor
 
     def __call__(self, wav: Tensor, generator: torch.Generator) -> Tensor:
-        return wav * _uniform(generator, *self.factor)
+        return wav * self.gain(generator)
+
+    def gain(self, generator: torch.Generator) -> float:
+        """Draw this clip's gain."""
+        return _uniform(generator, *self.factor)
 
     def __repr__(self) -> str:
         return f"VolumeJitter(factor={self.factor})"
@@ -646,19 +710,35 @@ class _AxisMask:
             raise ValueError(
                 f"{type(self).__name__} expects a spectrogram (..., F, T), got {tuple(spec.shape)}"
             )
-        size = spec.shape[self.dim]
-        value = spec.mean() if self.fill == "mean" else spec.new_zeros(())
+        return self.apply(spec, self.keep(spec.shape[self.dim], generator))
+
+    def keep(self, size: int, generator: torch.Generator) -> Tensor:
+        """Draw the masks over an axis of ``size``: ``(size,)`` bool, False where masked."""
         keep = torch.ones(size, dtype=torch.bool)
         for _ in range(self.n):
             width = min(_randint(generator, self.min_width, self.max_width), size)
             start = _randint(generator, 0, size - width)
             keep[start : start + width] = False
+        return keep
+
+    def apply(self, spec: Tensor, keep: Tensor) -> Tensor:
+        """Fill where ``keep`` is False with the fill value; a batch gets one fill per item.
+
+        Shape:
+            ``spec (1, F, T)`` with ``keep (size,)``, or ``spec (B, 1, F, T)`` with ``keep (B, size)``.
+        """
+        batched = keep.ndim == 2
         if bool(keep.all()):
             return spec
+        if self.fill == "mean":
+            value = spec.mean(dim=(-3, -2, -1), keepdim=True) if batched else spec.mean()
+        else:
+            value = spec.new_zeros(())
         shape = [1] * spec.ndim
-        shape[self.dim] = size
-        keep = keep.to(spec.device).view(shape)
-        return torch.where(keep, spec, value)
+        shape[self.dim] = spec.shape[self.dim]
+        if batched:
+            shape[0] = keep.shape[0]
+        return torch.where(keep.to(spec.device).view(shape), spec, value)
 
     def __repr__(self) -> str:
         return (

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from avlearn.config import to_dict
-from avlearn.data.config import build_dataset, build_train_dataset
+from avlearn.data.config import batch_augment, build_dataset, build_train_dataset
 from avlearn.data.dataset import av_collate
 from avlearn.eval.retrieval import evaluate_retrieval
 from avlearn.localization.export import (
@@ -104,6 +104,7 @@ class PretrainTask(Task):
         self._last: tuple[AVOutput, Tensor] | None = None
         self.eval_loader = _eval_loader(cfg)
         self.device = torch.device("cpu")
+        self.augment = batch_augment(cfg.data)  # data.augment_on: device: the batch's pixels are ours
 
     def own_parameters(self) -> list[nn.Parameter]:
         return list(self.objective.parameters())
@@ -111,8 +112,12 @@ class PretrainTask(Task):
     def to_device(self, device: torch.device) -> None:
         self.device = device
         self.objective.to(device)
+        if self.augment is not None:
+            self.augment.to(device)
 
     def step(self, batch: dict[str, Any], device: torch.device, epoch: int) -> StepOutput:
+        if self.augment is not None and "video_aug" in batch:
+            batch = self.augment(batch, device)
         video = batch["video"].to(device, non_blocking=True)
         audio = batch["audio"].to(device, non_blocking=True)
         index = batch["index"].to(device)

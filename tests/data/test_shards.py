@@ -21,7 +21,15 @@ from avlearn.data.config import DataConfig, build_train_dataset
 from avlearn.data.dataset import AVClipDataset, FailureTracker
 from avlearn.data.decode import DecodeError, MediaBytes, decode_clip
 from avlearn.data.manifest import read_manifest
-from avlearn.data.shards import EpochLayout, ShardDataset, ShardError, buffered_shuffle, shard_order
+from avlearn.data.shards import (
+    EpochLayout,
+    ShardDataset,
+    ShardError,
+    buffered_shuffle,
+    shard_loader,
+    shard_order,
+)
+from avlearn.data.transforms import VideoAugConfig
 from data_prep.shard import ShardOptions, write_shards
 from tests.data.shard_helpers import SPEC, epoch_batches, make_collection
 
@@ -204,3 +212,21 @@ def test_http_shards_equal_local_ones(shards: dict[str, Path], http_root: str) -
     for a, b in zip(local, remote, strict=True):
         torch.testing.assert_close(a["video"], b["video"], rtol=0, atol=0)
     assert remote[0]["failures"] == [] and "http://127.0.0.1" not in str(remote[0]["video_id"])
+
+
+def test_device_augmentation_reads_shards_as_files(shards: dict[str, Path]) -> None:
+    """augment_on=device with shards: the workers only draw, as over files, and draw the same."""
+    common: dict[str, Any] = {"num_frames": 4, "fps": 8, "decode_size": 32, "audio_seconds": 0.5,
+                              "batch_size": 1, "augment_on": "device", "seed": 3,
+                              "video_aug": VideoAugConfig(size=24)}
+    files = build_train_dataset(DataConfig(manifest=str(shards["manifest"]), **common))
+    streamed = build_train_dataset(DataConfig(source="shards", shards=str(shards["clean"]), **common))
+    assert isinstance(streamed, ShardDataset)
+    loader, batches = shard_loader(streamed, 1, rank=0, world=1, num_workers=0)
+    batches.set_epoch(0, 0)
+    batch = next(iter(loader))
+    assert batch["video"].dtype == torch.uint8 and "video_aug" in batch  # pixels left to the device
+    ref = files[int(batch["index"][0])]
+    assert ref["start"] == float(batch["start"][0])
+    torch.testing.assert_close(batch["video"][0], ref["video"], rtol=0, atol=0)
+    torch.testing.assert_close(batch["video_aug"][0], ref["video_aug"], rtol=0, atol=0)
