@@ -62,6 +62,10 @@ class EncodeOptions:
     preset: str = "veryfast"
     audio_bitrate: int = 64_000
     threads: int = 1
+    # x264 without its assembly (asm=0): the same source gives the same bytes in any process, so
+    # resumed runs, local processes and Ray tasks agree (avlearn.media.write_av measured 2-50 %
+    # of repeated encodes differing at some sizes with it on); about 50 % more encoding time
+    reproducible: bool = True
 
     def __post_init__(self) -> None:
         if self.short_side is not None and self.short_side < 2:
@@ -286,7 +290,8 @@ def _add_video_stream(out: Any, width: int, height: int, rate: Fraction, opts: E
     stream.codec_context.gop_size = opts.gop
     stream.codec_context.thread_count = opts.threads
     stream.options = {"crf": str(opts.crf), "preset": opts.preset, "tune": "fastdecode",
-                      "x264-params": f"keyint={opts.gop}:min-keyint={opts.gop}:scenecut=0"}
+                      "x264-params": f"keyint={opts.gop}:min-keyint={opts.gop}:scenecut=0"
+                      + (":asm=0" if opts.reproducible else "")}
     return stream
 
 
@@ -440,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="x264 speed preset, e.g. ultrafast, veryfast, medium (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="parallel processes, one file each (default: number of CPU cores)")
+    parser.add_argument("--reproducible", action=argparse.BooleanOptionalAction, default=True,
+                        help="x264 without its assembly, so the same source always gives the same bytes "
+                        "(default: on; --no-reproducible encodes ~1/3 faster)")
     parser.add_argument("--manifest-out", type=Path, default=None,
                         help="manifest of the outputs, .csv or .jsonl (default: OUT/manifest.csv)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no summary")
@@ -452,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         opts = EncodeOptions(short_side=args.short_side or None, fps=args.fps, gop=args.gop,
-                             sample_rate=args.sample_rate, mono=args.mono, crf=args.crf, preset=args.preset)
+                             sample_rate=args.sample_rate, mono=args.mono, crf=args.crf, preset=args.preset,
+                             reproducible=args.reproducible)
         reencode_collection(args.inputs, args.out, opts, args.workers, args.manifest_out, not args.quiet,
                             engine=args.engine, address=args.address)
     except (ValueError, OSError, ModuleNotFoundError) as err:  # no ray: how to install it

@@ -39,10 +39,12 @@ from typing import Any
 import webdataset as wds
 from tqdm import tqdm
 
+from avlearn.data.cluster import add_engine_arguments
 from avlearn.data.manifest import VideoInfo, read_manifest
-from avlearn.data.probe import probe
+from avlearn.data.probe import parallel_map, probe
 
-__all__ = ["INDEX_FORMAT", "ShardOptions", "build_parser", "main", "manifest_fingerprint", "write_shards"]
+__all__ = ["INDEX_FORMAT", "MapEngine", "ShardOptions", "build_parser", "main", "manifest_fingerprint",
+           "write_shards"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,20 @@ class ShardOptions:
                              f"{self.samples_per_shard}, {self.max_shard_mb}, {self.short_side}")
 
 
+@dataclasses.dataclass(frozen=True)
+class MapEngine:
+    """Where :func:`write_shards` reads and re-encodes files: ``workers`` local processes (1: this
+    process) or Ray tasks (``name="ray"``, see :mod:`avlearn.data.cluster`), ``chunk`` files at a time."""
+
+    name: str = "local"
+    workers: int = 1
+    address: str | None = None
+
+    @property
+    def chunk(self) -> int:
+        return max(4 * self.workers, 16) if self.name == "local" else 256
+
+
 def manifest_fingerprint(path: str | Path) -> str:
     """SHA-256 of the manifest file's bytes."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -84,6 +100,21 @@ def _left_out(row: VideoInfo, require_audio: bool) -> str:
     if require_audio and not row.has_audio:
         return "no audio track (--no-require-audio keeps such files)"
     return ""
+
+
+Loaded = tuple[bytes, str, VideoInfo] | str  # the media, or why a file is left out
+
+
+def _load(job: tuple[VideoInfo, int]) -> Loaded:
+    """:func:`_media` in a folder of its own: one task of the local pool or of Ray (module level,
+    picklable; the bytes travel back to the one process that writes the shards, in row order)."""
+    row, short_side = job
+    with tempfile.TemporaryDirectory(prefix="avlearn-shard-") as tmp:
+        return _media(row, short_side, Path(tmp))
+
+
+def _load_failed(job: tuple[VideoInfo, int], message: str) -> Loaded:
+    return message
 
 
 def _media(row: VideoInfo, short_side: int, tmp: Path) -> tuple[bytes, str, VideoInfo]:
@@ -208,10 +239,12 @@ def write_shards(
     boxes: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    engine: MapEngine = MapEngine(),
 ) -> dict[str, Any]:
     """Write the shards and ``out/index.json`` for ``manifest``; returns the shard index (a dict).
 
     Files that cannot be stored are left out and listed under ``"failures"`` (never fatal).
+    ``engine``: where files are read and re-encoded (the shards do not depend on it).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -232,7 +265,7 @@ def write_shards(
     cutter = _ShardCutter(out, state, opts)
     failures: list[dict[str, str]] = state.state["failures"]
     del failures[_failures_before(failures, start):]  # rows after the last shard are redone
-    _run(rows, start, cutter, failures, opts, boxes or {}, progress)
+    _run(rows, start, cutter, failures, opts, boxes or {}, progress, engine)
     cutter.close(len(rows))
     index = state.finish(len(rows))
     if progress:
@@ -245,27 +278,35 @@ def _failures_before(failures: list[dict[str, Any]], row: int) -> int:
 
 
 def _run(rows: Sequence[VideoInfo], start: int, cutter: _ShardCutter, failures: list[dict[str, Any]],
-         opts: ShardOptions, boxes: dict[str, Any], progress: bool) -> None:
+         opts: ShardOptions, boxes: dict[str, Any], progress: bool, engine: MapEngine) -> None:
+    """Read (or re-encode) the files from row ``start`` on, ``engine.chunk`` at a time in parallel,
+    and add them to the shards in row order: the shards are the same for any engine or worker count."""
     fail: Callable[[int, VideoInfo, str], None] = lambda i, row, why: failures.append(  # noqa: E731
         {"row": i, "path": row.path, "video_id": row.video_id, "reason": why})
     bar = tqdm(total=len(rows), initial=start, unit="file", disable=not progress, dynamic_ncols=True)
-    with tempfile.TemporaryDirectory(prefix="avlearn-shard-") as tmp:
-        for i in range(start, len(rows)):
+    for first in range(start, len(rows), engine.chunk):
+        numbers = range(first, min(first + engine.chunk, len(rows)))
+        kept = [i for i in numbers if not _left_out(rows[i], opts.require_audio)]
+        jobs = [(rows[i], opts.short_side) for i in kept]
+        results: list[Loaded] = parallel_map(_load, jobs, engine.workers, _load_failed, False,
+                                             engine=engine.name, address=engine.address)
+        loaded = dict(zip(kept, results, strict=True))
+        for i in numbers:
             row = rows[i]
             bar.update(1)
-            why = _left_out(row, opts.require_audio)
-            if why:
-                fail(i, row, why)
+            if i not in loaded:
+                fail(i, row, _left_out(row, opts.require_audio))
                 continue
-            try:
-                data, suffix, row = _media(row, opts.short_side, Path(tmp))
-            except (OSError, ValueError) as err:  # one unreadable file must not stop the collection
-                fail(i, row, f"{type(err).__name__}: {err}" if isinstance(err, OSError) else str(err))
-                logger.warning("prepare shard: leaving out %s: %s", row.path, failures[-1]["reason"])
+            result = loaded[i]
+            if isinstance(result, str):  # one unreadable file must not stop the collection
+                fail(i, row, result)
+                logger.warning("prepare shard: leaving out %s: %s", row.path, result)
                 continue
+            data, suffix, row = result
             index = cutter.progress.state["num_samples"] + len(cutter.records)
             cutter.add(f"{index:09d}", data, _record(row, index, suffix, boxes), i)
     bar.close()
+
 
 
 def _boxes_digest(boxes: dict[str, Any]) -> str:
@@ -307,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON file mapping video_id -> boxes (any JSON), stored in the records")
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes reading / re-encoding files (default: number of CPU cores; one "
+                        "process writes the shards, in manifest order)")
+    add_engine_arguments(parser)
     return parser
 
 
@@ -317,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = ShardOptions(args.samples_per_shard, args.max_shard_mb, args.short_side, args.require_audio)
         boxes = json.loads(args.boxes.read_text()) if args.boxes else None
         write_shards(args.manifest, args.out, opts, boxes=boxes, overwrite=args.overwrite,
-                     progress=not args.quiet)
-    except (ValueError, OSError) as err:
+                     progress=not args.quiet, engine=MapEngine(args.engine, args.workers, args.address))
+    except (ValueError, OSError, ModuleNotFoundError) as err:  # no ray: how to install it
         print(f"{build_parser().prog}: {err}", file=sys.stderr)
         return 2
     return 0

@@ -84,3 +84,21 @@ def test_cli_without_ray_says_how_to_install_it(media: Path, tmp_path: Path, mon
     argv = [str(media), "--out", str(tmp_path / "m.csv"), "--engine", "ray", "--quiet"]
     assert index_cli.main(argv) == 2
     assert "pip install 'avlearn[cluster]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("short_side", [0, 24])
+def test_shards_are_the_same_on_any_engine(media: Path, tmp_path: Path, short_side: int) -> None:
+    from data_prep.shard import MapEngine, ShardOptions, write_shards
+
+    manifest = tmp_path / "manifest.csv"
+    index_collection(media, manifest, workers=2, progress=False)
+    opts = ShardOptions(samples_per_shard=3, short_side=short_side)
+    engines = {"serial": MapEngine(), "pool": MapEngine("local", 2), "ray": MapEngine("ray", 2)}
+    for name, engine in engines.items():
+        write_shards(manifest, tmp_path / name, opts, progress=False, engine=engine)
+    names = sorted(p.name for p in (tmp_path / "serial").iterdir())
+    assert "index.json" in names and sum(n.endswith(".tar") for n in names) >= 3
+    for name in ("pool", "ray"):  # shards, index (failures included): byte for byte
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == names
+        for n in names:
+            assert (tmp_path / name / n).read_bytes() == (tmp_path / "serial" / n).read_bytes(), (name, n)
