@@ -34,7 +34,6 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 from torch import Tensor
@@ -54,8 +53,10 @@ from avlearn.localization.module import upsample_map
 from avlearn.localization.overlay import OverlayWriter, normalize_maps, write_strip_png
 from avlearn.models.av import AVModel
 from avlearn.models.checkpoint import CheckpointError
+from avlearn.media import MediaError, media_info
 
-__all__ = ["localize_frames", "main", "stream_maps", "window_starts"]
+__all__ = ["NO_AUDIO", "Loaded", "file_rates", "localize_file", "localize_frames", "main", "sound_rate",
+           "stream_maps", "window_starts"]
 
 
 AudioSource = Callable[[float], Tensor]
@@ -158,20 +159,24 @@ def _override(inp: ModelInput, args: argparse.Namespace) -> ModelInput:
     return dataclasses.replace(inp, **changes)
 
 
-def _file_rates(path: str) -> tuple[float, int | None]:
-    """(video frame rate, audio sample rate or None) of a file."""
+def file_rates(path: str) -> tuple[float, int | None]:
+    """(video frame rate, audio sample rate or None) of a file; :class:`DecodeError` when it is not media."""
     try:
-        with av.open(path) as container:
-            vrate = 0.0
-            if container.streams.video:
-                stream = container.streams.video[0]
-                vrate = float(stream.average_rate or stream.guessed_rate or 25)
-            sr = None
-            if container.streams.audio:
-                sr = int(container.streams.audio[0].codec_context.sample_rate or 0) or None
-            return vrate, sr
-    except (av.FFmpegError, OSError) as err:
-        raise DecodeError(path, f"not a readable media file ({err})") from None
+        info = media_info(path)
+    except MediaError as err:
+        raise DecodeError(path, str(err)) from None
+    return info.video_rate, info.sample_rate
+
+
+NO_AUDIO = "has no audio track"
+
+
+def sound_rate(path: str, hint: str = "pass --audio with a file that has sound") -> int:
+    """Sample rate of the sound to localize in ``path``; :class:`DecodeError` when it has none."""
+    _, sr = file_rates(path)
+    if sr is None:
+        raise DecodeError(path, NO_AUDIO, hint=hint)
+    return sr
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -239,19 +244,31 @@ def _render(args: argparse.Namespace, out: Path, maps: Tensor, inp: ModelInput, 
     print(f"wrote {strip}")
 
 
-def _localize(args: argparse.Namespace, out: Path) -> None:
-    model, inp, learned = load_for_localization(args.checkpoint, args.localizer)
+Loaded = tuple[AVModel, ModelInput, "Learned | None"]
+"""What :func:`load_for_localization` returns: the model, its input settings, its localizer."""
+
+
+def localize_file(argv: list[str], loaded: Loaded | None = None) -> Path:
+    """Run ``avlearn localize ARGV`` without exiting; with ``loaded`` the model is not read again
+    (``--checkpoint`` still required, unused). Returns the output path; raises :class:`DecodeError`,
+    :class:`CheckpointError` or :class:`ValueError`. ``avlearn serve`` renders its MP4s with it."""
+    args = _parser().parse_args(argv)
+    out = Path(args.out)
+    _localize(args, out, loaded)
+    return out
+
+
+def _localize(args: argparse.Namespace, out: Path, loaded: Loaded | None = None) -> None:
+    model, inp, learned = loaded or load_for_localization(args.checkpoint, args.localizer)
     inp = _override(inp, args)
     duration = probe_duration(args.video)
     seconds = duration - args.start if args.seconds is None else min(args.seconds, duration - args.start)
     if not math.isfinite(seconds) or seconds <= 0:
         raise DecodeError(args.video, f"nothing to process from {args.start} s (duration {duration:.3f} s)",
                           hint="pass a --start below the duration")
-    vrate, _ = _file_rates(args.video)
+    vrate, _ = file_rates(args.video)
     sound = args.audio or args.video
-    _, sound_sr = _file_rates(sound)
-    if sound_sr is None:
-        raise DecodeError(sound, "has no audio track", hint="pass --audio with a file that has sound")
+    sound_sr = sound_rate(sound)
 
     def read_window(first: int, n: int) -> Tensor:
         frames = _uint8_frames(args.video, args.start, inp.fps, inp.size, first, n)
