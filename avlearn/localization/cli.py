@@ -51,12 +51,22 @@ from avlearn.localization.inputs import (
 )
 from avlearn.localization.module import upsample_map
 from avlearn.localization.overlay import OverlayWriter, normalize_maps, write_strip_png
+from avlearn.media import MediaError, media_info
 from avlearn.models.av import AVModel
 from avlearn.models.checkpoint import CheckpointError
-from avlearn.media import MediaError, media_info
 
-__all__ = ["NO_AUDIO", "Loaded", "file_rates", "localize_file", "localize_frames", "main", "sound_rate",
-           "stream_maps", "window_starts"]
+__all__ = [
+    "NO_AUDIO",
+    "Loaded",
+    "file_rates",
+    "localize_file",
+    "localize_frames",
+    "main",
+    "sound_rate",
+    "stream_maps",
+    "uint8_frames",
+    "window_starts",
+]
 
 
 AudioSource = Callable[[float], Tensor]
@@ -200,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _uint8_frames(path: str, t0: float, fps: float, size: int | None, first: int, n: int) -> Tensor:
+def uint8_frames(path: str, t0: float, fps: float, size: int | None, first: int, n: int) -> Tensor:
     """``(n, H, W, 3)`` uint8: frames ``first .. first + n - 1`` of ``path`` at ``fps`` from ``t0`` (s)."""
     spec = ClipSpec(num_frames=n, fps=fps, size=size, audio_seconds=0.0)
     clip = decode_clip(path, t0 + first / fps, spec).video
@@ -226,7 +236,7 @@ def _render(args: argparse.Namespace, out: Path, maps: Tensor, inp: ModelInput, 
     bar = tqdm(total=total, desc="localize: overlay", unit="frame", disable=args.quiet, dynamic_ncols=True)
     try:
         for first, n in _chunks(total):
-            frames = _uint8_frames(args.video, args.start, vrate, None, first, n).numpy()
+            frames = uint8_frames(args.video, args.start, vrate, None, first, n).numpy()
             kept += [frames[i - first] for i in picks if first <= i < first + n]
             if out.suffix.lower() != ".png":
                 if writer is None:
@@ -271,7 +281,7 @@ def _localize(args: argparse.Namespace, out: Path, loaded: Loaded | None = None)
     sound_sr = sound_rate(sound)
 
     def read_window(first: int, n: int) -> Tensor:
-        frames = _uint8_frames(args.video, args.start, inp.fps, inp.size, first, n)
+        frames = uint8_frames(args.video, args.start, inp.fps, inp.size, first, n)
         return normalize_video(frames.permute(3, 0, 1, 2).float() / 255, inp)
 
     def audio_at(t: float) -> Tensor:
