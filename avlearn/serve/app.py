@@ -45,6 +45,7 @@ SOUNDS: dict[str, SoundKind] = {
     "an uploaded WAV / MP3": "upload",
 }
 _SOUND_FILES = [".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac"]
+_CSS = "#heatmap img { width: 100%; height: 100%; object-fit: contain; image-rendering: auto; }"
 _VIDEO_FILES = [".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v"]
 
 
@@ -205,7 +206,7 @@ def launch(page: Page, title: str, host: str, port: int, max_upload_mb: float) -
         quiet=True, show_error=True, ssr_mode=False, mcp_server=False, enable_monitoring=False,
         allowed_paths=[str(videos)] if videos is not None else [], max_file_size=f"{max_upload_mb:g}mb",
         theme=gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
-        footer_links=[],
+        footer_links=[], css=_CSS,
     )
     return blocks, url
 

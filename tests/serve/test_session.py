@@ -90,8 +90,10 @@ def test_an_upload_that_is_not_media_is_refused_in_the_worker(explorer: Explorer
     junk.write_bytes(b"this is not an mp3" * 100)
     with pytest.raises(DecodeError, match=r"song\.mp3: not a readable media file"):
         explorer.check_upload(str(junk), need_video=False)
+    tone = _wav(junk)
     with pytest.raises(DecodeError, match="has no video track"):
-        explorer.check_upload(str(junk.with_name("tone.wav")), need_video=True) if _wav(junk) else None
+        explorer.check_upload(str(tone), need_video=True)
+    assert explorer.check_upload(str(tone), need_video=False) == tone.resolve()
     wav = explorer.temp / "upload" / "mute.mp4"
     wav.write_bytes((explorer.resolve("mute.mp4")).read_bytes())
     with pytest.raises(DecodeError, match="has no audio track"):
