@@ -167,10 +167,11 @@ def build(page: Page, title: str) -> gr.Blocks:
         outputs = [image, numbers]
         folder.change(page.pick, [folder], [video, time]).then(page.show, inputs, outputs)
         uploaded.upload(page.upload_video, [uploaded], [video, time]).then(page.show, inputs, outputs)
-        for widget in (time, choice, other, sound_file):
-            widget.change(page.show, inputs, outputs)
+        for widget in (time, choice, other, sound_file):  # scrubbing: only the latest position runs
+            widget.change(page.show, inputs, outputs, trigger_mode="always_last")
         render.click(page.render, [video, choice, other, sound_file], [download])
-    return blocks
+    built: gr.Blocks = blocks
+    return built
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -178,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--localizer", default="auto", help=LOCALIZER_HELP)
     p.add_argument("--videos", type=Path, help="folder of videos to offer (subfolders included)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (0: any free one)")
     p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload accepted")
     p.add_argument("--max-seconds", type=float, default=60.0, help="longest stretch a rendered MP4 covers")
@@ -222,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     """``avlearn serve``; returns the exit code (runs until interrupted)."""
     args = _parser().parse_args(argv)
     if args.videos is not None and not args.videos.is_dir():
-        print(f"avlearn serve: --videos {args.videos} is not a folder; pass a folder of videos", file=sys.stderr)
+        print(f"avlearn serve: --videos {args.videos} is not a folder; pass a folder of videos",
+              file=sys.stderr)
         return 2
     try:
         loaded = load_for_localization(args.checkpoint, args.localizer)
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="avlearn-serve-") as tmp:
         _offline_gradio(Path(tmp))
-        explorer = Explorer(loaded, args.checkpoint, args.videos, Path(tmp), args.max_seconds)
+        explorer = Explorer(loaded, args.videos, Path(tmp), args.max_seconds)
         title = f"Model: `{args.checkpoint}` ({'learned' if loaded[2] else 'post hoc'} localizer)"
         blocks, url = launch(Page(explorer), title, args.host, args.port, args.max_upload_mb)
         print(f"avlearn serve: open {url} (Ctrl+C stops it)", flush=True)

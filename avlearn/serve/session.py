@@ -3,9 +3,9 @@
 :class:`Explorer` holds one loaded model and the two places it may read from: the folder of
 videos given to ``avlearn serve`` and the server's own temporary folder (uploads and rendered
 files). A frame's map is computed by the code ``avlearn localize`` runs
-(:func:`~avlearn.localization.cli.stream_maps` over the same fixed windows, so the page shows
+(:func:`~avlearn.localization.video.stream_maps` over the same fixed windows, so the page shows
 for a frame exactly the map of that frame in the MP4), and the MP4 is rendered by
-:func:`~avlearn.localization.cli.localize_file`. Errors are the CLI's
+:func:`~avlearn.localization.video.localize_video`. Errors are the CLI's
 :class:`~avlearn.data.decode.DecodeError` messages.
 """
 
@@ -24,19 +24,20 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from avlearn.data.decode import DecodeError, probe_duration, read_audio
-from avlearn.localization.cli import (
+from avlearn.localization.inputs import normalize_video
+from avlearn.localization.metrics import resize_heatmap
+from avlearn.localization.negatives import map_confidence
+from avlearn.localization.overlay import blend, normalize_maps
+from avlearn.localization.video import (
     Loaded,
+    OverlayOptions,
     file_rates,
-    localize_file,
+    localize_video,
     sound_rate,
     stream_maps,
     uint8_frames,
     window_starts,
 )
-from avlearn.localization.inputs import normalize_video
-from avlearn.localization.metrics import resize_heatmap
-from avlearn.localization.negatives import map_confidence
-from avlearn.localization.overlay import blend, normalize_maps
 from avlearn.media import MediaError
 from avlearn.serve.probe import ProbeWorker
 
@@ -84,16 +85,13 @@ class Explorer:
 
     Args:
         loaded: :func:`~avlearn.localization.inputs.load_for_localization`'s result.
-        checkpoint: the path it came from (passed on to the MP4 rendering).
         videos: the folder of videos to offer, or ``None``.
         temp: the server's own temporary folder (uploads, silent tracks, rendered MP4s).
         max_seconds: the longest stretch an MP4 covers (from the start of the video).
     """
 
-    def __init__(self, loaded: Loaded, checkpoint: str, videos: Path | None, temp: Path,
-                 max_seconds: float = 60.0) -> None:
+    def __init__(self, loaded: Loaded, videos: Path | None, temp: Path, max_seconds: float = 60.0) -> None:
         self.model, self.inp, self.learned = loaded
-        self.checkpoint = checkpoint
         self.videos = videos.resolve() if videos is not None else None
         self.temp = temp.resolve()
         self.max_seconds = max_seconds
@@ -183,9 +181,10 @@ class Explorer:
             sound_file = self._silence(seconds)
         out = self.temp / "render" / f"{Path(video_name).stem}-{sound.kind}.mp4"
         out.parent.mkdir(parents=True, exist_ok=True)
-        argv = [str(video), "--checkpoint", self.checkpoint, "--out", str(out), "--audio", str(sound_file),
-                "--seconds", f"{seconds:.6f}", "--per-frame", "--quiet", "--strip-frames", "1"]
-        return localize_file(argv, (self.model, self.inp, self.learned))
+        opts = OverlayOptions(per_frame=True, strip_frames=1, progress=False)  # per frame, as the page shows
+        loaded = (self.model, self.inp, self.learned)
+        localize_video(str(video), out, loaded, str(sound_file), 0.0, seconds, opts)
+        return out
 
     def _silence(self, seconds: float) -> Path:
         """A silent mono WAV of ``seconds`` (``localize --audio`` takes a file)."""

@@ -112,6 +112,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def explorer(videos: Path, tmp_path: Path) -> Iterator[Explorer]:
     temp = tmp_path / "server-temp"
     temp.mkdir()
-    ex = Explorer((colour_model(), INPUT, None), "colour-model", videos, temp)
+    ex = Explorer((colour_model(), INPUT, None), videos, temp)
     yield ex
     ex.close()

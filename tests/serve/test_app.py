@@ -61,9 +61,9 @@ def test_render_gives_a_file_in_the_servers_temp(explorer: Explorer) -> None:
 
 
 def test_describe_names_the_window_and_the_sound(explorer: Explorer) -> None:
-    text = describe(explorer.frame("low.mp4", 0.3, explorer_sound := Page(explorer).sound(OTHER, "high.mp4", None)),
-                    OTHER, "high.mp4")
-    assert explorer_sound.name == "high.mp4"
+    sound = Page(explorer).sound(OTHER, "high.mp4", None)
+    assert sound.name == "high.mp4"
+    text = describe(explorer.frame("low.mp4", 0.3, sound), OTHER, "high.mp4")
     assert "another video (high.mp4)" in text and "0.00-0.50 s" in text
 
 
@@ -88,7 +88,8 @@ def test_serve_command_serves_the_page_on_localhost_only(
                 seen[name] = err.code
 
     monkeypatch.setattr(gr.Blocks, "block_thread", visit)
-    assert avlearn_main(["serve", "--checkpoint", str(checkpoint), "--videos", str(videos), "--port", "0"]) == 0
+    argv = ["serve", "--checkpoint", str(checkpoint), "--videos", str(videos), "--port", "0"]
+    assert avlearn_main(argv) == 0
     assert seen["url"].startswith("http://127.0.0.1:")
     assert "avlearn serve" in seen["page"] and "https://fonts." not in seen["page"]
     assert seen["video"] == 200 and seen["secret"] == 403

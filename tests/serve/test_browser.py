@@ -23,15 +23,16 @@ from avlearn.serve.app import SOUNDS, Page, launch
 from avlearn.serve.session import Explorer
 from tests.serve.conftest import BLUE, RED, inside
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is missing: pip install -e '.[dev]'")
 from selenium.webdriver.common.by import By  # noqa: E402
 
 T = TypeVar("T")
+OWN, OTHER = list(SOUNDS)[:2]
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 DRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or DRIVER is None,
-    reason="no chromium/chromedriver on PATH: `apt-get install -y chromium chromium-driver` (make test does it)",
+    reason="no chromium or chromedriver found: apt-get install -y chromium chromium-driver (make test does)",
 )
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -102,8 +103,8 @@ def test_heatmap_follows_the_chosen_sound_in_a_browser(browser: Any, served: str
     _choose(browser, "video", "low.mp4")  # its own sound, a low tone: the red box
     src, own, peak_own = _shown(browser)
     _choose(browser, "other", "high.mp4")
-    browser.find_element(By.CSS_SELECTOR, f"#sound input[value=\"{list(SOUNDS)[1]}\"]").click()
-    src2, other, peak_other = _wait("the other video's map", lambda: _new(browser, src))
+    browser.find_element(By.CSS_SELECTOR, f"#sound input[value=\"{OTHER}\"]").click()
+    _, other, peak_other = _wait("the other video's map", lambda: _new(browser, src))
     assert inside(RED, peak_own) and inside(BLUE, peak_other), (peak_own, peak_other)
     assert own.shape == other.shape == (96, 128, 3)
     assert np.abs(own.astype(int) - other.astype(int)).mean() > 10  # the map drawn changed
@@ -113,8 +114,9 @@ def test_heatmap_follows_the_chosen_sound_in_a_browser(browser: Any, served: str
     if target := os.environ.get("AVLEARN_SERVE_SCREENSHOT"):
         browser.save_screenshot(target)
     _choose(browser, "video", "mute.mp4")  # no audio track: the CLI's message in the page
-    browser.find_element(By.CSS_SELECTOR, f"#sound input[value=\"{list(SOUNDS)[0]}\"]").click()
-    _wait("the no-audio message", lambda: "has no audio track" in browser.find_element(By.TAG_NAME, "body").text)
+    browser.find_element(By.CSS_SELECTOR, f"#sound input[value=\"{OWN}\"]").click()
+    body = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
+    _wait("the no-audio message", lambda: "has no audio track; choose another sound" in body())
 
 
 def _new(driver: Any, src: str) -> tuple[str, np.ndarray, tuple[int, int]] | None:

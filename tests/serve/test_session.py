@@ -11,14 +11,16 @@ import pytest
 import torch
 
 from avlearn.data.decode import DecodeError, read_audio
-from avlearn.localization.cli import localize_frames, main as localize_main, uint8_frames
+from avlearn.localization.cli import main as localize_main
 from avlearn.localization.inputs import normalize_video
+from avlearn.localization.video import localize_frames, uint8_frames
 from avlearn.serve.session import Explorer, Sound
 from tests.serve.conftest import BLUE, FPS, INPUT, RED, SECONDS, inside
 
 
 @pytest.mark.parametrize(("sound", "box"), [(Sound("own"), RED), (Sound("video", "high.mp4"), BLUE)])
-def test_peak_is_where_the_known_map_puts_it(explorer: Explorer, sound: Sound, box: tuple[slice, slice]) -> None:
+def test_peak_is_where_the_known_map_puts_it(explorer: Explorer, sound: Sound,
+                                             box: tuple[slice, slice]) -> None:
     view = explorer.frame("low.mp4", 0.9, sound)
     assert view.peak is not None and inside(box, view.peak)
     assert view.image.shape == (96, 128, 3)
@@ -38,9 +40,10 @@ def test_frame_map_is_the_one_localize_computes_for_that_frame(explorer: Explore
     frames = uint8_frames(str(video), 0.0, INPUT.fps, INPUT.size, 0, total)
     clip = normalize_video(frames.permute(3, 0, 1, 2).float() / 255, INPUT)
     other = explorer.resolve("high.mp4")
-    maps = localize_frames(explorer.model, clip,
-                           lambda s: read_audio(other, INPUT.audio_start(s), INPUT.audio_seconds, INPUT.sample_rate),
-                           INPUT)
+    def audio_at(s: float) -> torch.Tensor:
+        return read_audio(other, INPUT.audio_start(s), INPUT.audio_seconds, INPUT.sample_rate)
+
+    maps = localize_frames(explorer.model, clip, audio_at, INPUT)
     view = explorer.frame("low.mp4", t, Sound("video", "high.mp4"))
     i = min(round(math.floor(t * FPS + 1e-6) / FPS * INPUT.fps), total - 1)
     torch.testing.assert_close(torch.from_numpy(view.heatmap), maps[i])
