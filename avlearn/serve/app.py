@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import sys
 import tempfile
@@ -222,6 +223,10 @@ def _offline_gradio(temp: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``avlearn serve``; returns the exit code (runs until interrupted)."""
     args = _parser().parse_args(argv)
+    if importlib.util.find_spec("gradio") is None:
+        print("avlearn serve: the page needs Gradio: pip install 'avlearn[serve]' (or -e '.[serve]')",
+              file=sys.stderr)
+        return 2
     if args.videos is not None and not args.videos.is_dir():
         print(f"avlearn serve: --videos {args.videos} is not a folder; pass a folder of videos",
               file=sys.stderr)

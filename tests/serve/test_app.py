@@ -8,13 +8,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
 import pytest
 
 from avlearn.cli import main as avlearn_main
 from avlearn.serve.app import SOUNDS, Page, describe
 from avlearn.serve.session import Explorer
 from tests.serve.conftest import BLUE, RED, inside
+
+gr = pytest.importorskip("gradio", reason="the serve extra is not installed: pip install -e '.[dev]'")
 
 OWN, OTHER, SILENCE, UPLOAD = list(SOUNDS)
 

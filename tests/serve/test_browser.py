@@ -23,6 +23,7 @@ from avlearn.serve.app import SOUNDS, Page, launch
 from avlearn.serve.session import Explorer
 from tests.serve.conftest import BLUE, RED, inside
 
+pytest.importorskip("gradio", reason="the serve extra is not installed: pip install -e '.[dev]'")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is missing: pip install -e '.[dev]'")
 from selenium.webdriver.common.by import By  # noqa: E402
 
