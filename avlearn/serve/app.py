@@ -206,7 +206,8 @@ def launch(page: Page, title: str, host: str, port: int, max_upload_mb: float) -
     _, url, _ = blocks.launch(
         server_name=host, server_port=port or _free_port(host), share=False, prevent_thread_lock=True,
         quiet=True, show_error=True, ssr_mode=False, mcp_server=False, enable_monitoring=False,
-        allowed_paths=[str(videos)] if videos is not None else [], max_file_size=f"{max_upload_mb:g}mb",
+        allowed_paths=[str(videos)] if videos is not None else [],
+        max_file_size=int(max_upload_mb * 1024 * 1024),  # bytes: Gradio reads no fractional "0.5mb"
         theme=gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
         footer_links=[], css=_CSS,
     )

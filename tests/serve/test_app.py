@@ -83,17 +83,37 @@ def test_serve_command_serves_the_page_on_localhost_only(
         seen["url"] = url[1]
         seen["page"] = urllib.request.urlopen(url[1], timeout=30).read().decode()
         for name, path in (("video", videos / "low.mp4"), ("secret", checkpoint)):
-            try:
-                seen[name] = urllib.request.urlopen(f"{url[1]}gradio_api/file={path}", timeout=30).status
-            except urllib.error.HTTPError as err:
-                seen[name] = err.code
+            seen[name] = _status(f"{url[1]}gradio_api/file={path}")
+        for name, size in (("small", 2_000), ("big", 20_000)):  # the limit: 0.01 MB = 10485 bytes
+            seen[name] = _status(f"{url[1]}gradio_api/upload", _multipart(bytes(size)))
 
     monkeypatch.setattr(gr.Blocks, "block_thread", visit)
-    argv = ["serve", "--checkpoint", str(checkpoint), "--videos", str(videos), "--port", "0"]
+    argv = ["serve", "--checkpoint", str(checkpoint), "--videos", str(videos), "--port", "0",
+            "--max-upload-mb", "0.01"]
     assert avlearn_main(argv) == 0
     assert seen["url"].startswith("http://127.0.0.1:")
     assert "avlearn serve" in seen["page"] and "https://fonts." not in seen["page"]
     assert seen["video"] == 200 and seen["secret"] == 403
+    assert seen["small"] == 200 and seen["big"] == 413
+
+
+def _status(url: str, body: tuple[bytes, str] | None = None) -> int:
+    """HTTP status of a GET (or a multipart POST of ``body``)."""
+    request = urllib.request.Request(url, data=body[0] if body else None,
+                                     headers={"Content-Type": body[1]} if body else {})
+    try:
+        status: int = urllib.request.urlopen(request, timeout=30).status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    return status
+
+
+def _multipart(content: bytes) -> tuple[bytes, str]:
+    """A form upload of one file (``files``), as the page sends it: ``(body, content type)``."""
+    boundary = "avlearn-test-boundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"clip.mp4\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    return head + content + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def test_serve_refuses_a_missing_folder_or_checkpoint(tmp_path: Path, checkpoint: Path,
