@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import importlib.util
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -128,7 +129,7 @@ def _page_error(message: str) -> Exception:
 def describe(view: FrameView, choice: str, other: str | None) -> str:
     """The numbers under the picture (Markdown); the peak is ``(x, y)`` in the frame's pixels."""
     height, width = view.image.shape[:2]
-    whose = f"{choice[:-2]} ({other})" if SOUNDS.get(choice) == "video" else choice
+    whose = f"another video ({other})" if SOUNDS.get(choice) == "video" else choice
     peak = ("the map is flat: no peak" if view.peak is None else
             f"x = <span id='peak-x'>{view.peak[0]}</span>, y = <span id='peak-y'>{view.peak[1]}</span> "
             f"of {width} x {height} px")
@@ -221,6 +222,10 @@ def _offline_gradio(temp: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``avlearn serve``; returns the exit code (runs until interrupted)."""
     args = _parser().parse_args(argv)
@@ -243,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         title = f"Model: `{args.checkpoint}` ({'learned' if loaded[2] else 'post hoc'} localizer)"
         blocks, url = launch(Page(explorer), title, args.host, args.port, args.max_upload_mb)
         print(f"avlearn serve: open {url} (Ctrl+C stops it)", flush=True)
+        signal.signal(signal.SIGTERM, _stop)  # as Ctrl+C: the temporary folder is removed
         try:
             blocks.block_thread()
         finally:
