@@ -69,11 +69,15 @@ def test_describe_names_the_window_and_the_sound(explorer: Explorer) -> None:
 
 
 def test_serve_command_serves_the_page_on_localhost_only(
-    checkpoint: Path, videos: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    checkpoint: Path, videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``avlearn serve`` loads the checkpoint, binds 127.0.0.1, serves the page and the folder's
-    videos but not other files, then stops (``block_thread`` replaced by these requests)."""
+    videos but no other file (not the working directory's either), limits uploads, then stops
+    (``block_thread`` replaced by these requests)."""
     seen: dict[str, Any] = {}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("private")
     for key in ("GRADIO_ANALYTICS_ENABLED", "GRADIO_TEMP_DIR", "HF_HUB_OFFLINE"):  # main sets them
         monkeypatch.delenv(key, raising=False)
 
@@ -82,7 +86,8 @@ def test_serve_command_serves_the_page_on_localhost_only(
         assert url, "the address is printed"
         seen["url"] = url[1]
         seen["page"] = urllib.request.urlopen(url[1], timeout=30).read().decode()
-        for name, path in (("video", videos / "low.mp4"), ("secret", checkpoint)):
+        files = {"video": videos / "low.mp4", "secret": checkpoint, "cwd": tmp_path / "notes.txt"}
+        for name, path in files.items():
             seen[name] = _status(f"{url[1]}gradio_api/file={path}")
         for name, size in (("small", 2_000), ("big", 20_000)):  # the limit: 0.01 MB = 10485 bytes
             seen[name] = _status(f"{url[1]}gradio_api/upload", _multipart(bytes(size)))
@@ -93,7 +98,7 @@ def test_serve_command_serves_the_page_on_localhost_only(
     assert avlearn_main(argv) == 0
     assert seen["url"].startswith("http://127.0.0.1:")
     assert "avlearn serve" in seen["page"] and "https://fonts." not in seen["page"]
-    assert seen["video"] == 200 and seen["secret"] == 403
+    assert seen["video"] == 200 and seen["secret"] == 403 and seen["cwd"] == 403
     assert seen["small"] == 200 and seen["big"] == 413
 
 
