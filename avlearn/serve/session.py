@@ -96,10 +96,14 @@ class Explorer:
         self.temp = temp.resolve()
         self.max_seconds = max_seconds
         self.probe = ProbeWorker()
+        self._names = self._scan()
 
     # ------------------------------------------------------------------------------- files
     def video_names(self) -> list[str]:
-        """Videos of the folder, relative paths, sorted (subfolders included)."""
+        """Videos of the folder (listed when the server started), relative paths, sorted."""
+        return list(self._names)
+
+    def _scan(self) -> list[str]:
         if self.videos is None:
             return []
         return sorted(str(p.relative_to(self.videos)) for p in self.videos.rglob("*")
@@ -108,7 +112,7 @@ class Explorer:
     def resolve(self, name: str) -> Path:
         """A video of the folder by its listed name, or a file in the temporary folder by path;
         anything else raises :class:`PermissionError` (nothing else is readable through the page)."""
-        if self.videos is not None and name in self.video_names():
+        if self.videos is not None and name in self._names:
             return self.videos / name
         path = Path(name).resolve()
         if path.is_file() and path.is_relative_to(self.temp):
@@ -179,7 +183,8 @@ class Explorer:
         seconds = min(self.duration(video), self.max_seconds)
         if sound_file is None:
             sound_file = self._silence(seconds)
-        out = self.temp / "render" / f"{Path(video_name).stem}-{sound.kind}.mp4"
+        heard = Path(sound.name).stem if sound.kind in ("video", "upload") else sound.kind
+        out = self.temp / "render" / f"{Path(video_name).stem}-with-{heard}.mp4"
         out.parent.mkdir(parents=True, exist_ok=True)
         opts = OverlayOptions(per_frame=True, strip_frames=1, progress=False)  # per frame, as the page shows
         loaded = (self.model, self.inp, self.learned)
