@@ -8,7 +8,7 @@ DEMO_OUT ?= outputs/demo
 # Parallel test workers; CI machines have 2 cores.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean browser
 
 # The demo installs the package only; the tests and linters add the dev extras on top.
 $(STAMP): pyproject.toml
@@ -27,9 +27,16 @@ demo: $(STAMP)
 
 # One OpenMP thread per test worker: the workers already fill the cores, and the run-safety
 # tests fork the test process, which deadlocks in libgomp once it has started its threads.
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) browser
 	$(PY) tests/real_media.py
 	OMP_NUM_THREADS=1 AVLEARN_REQUIRE_REAL_MEDIA=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=10
+
+# The browser test of `avlearn serve` drives Debian's chromium (never a downloaded build): install it
+# once where it is missing and apt-get can (CI: Debian, root; about a minute). Elsewhere that one test skips.
+browser:
+	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check avlearn data_prep tests benchmarks demos

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert avid-cma": ("avlearn.models.convert_avid", "AVID-CMA release checkpoint -> our export"),
     "pretrain": ("avlearn.train.pretrain", "self-supervised audio-visual pretraining (AVID / CMA / InfoNCE)"),
     "localize": ("avlearn.localization.cli", "heatmap video of where the sound is"),
+    "serve": ("avlearn.serve.app", "local web page: pick a video and a sound, see where the model hears it"),
     "evaluate localization": ("avlearn.localization.evaluate",
                               "cIoU / AUC (+ AP with negatives): synthetic, VGG-SS, Flickr-SoundNet"),
     "finetune": ("avlearn.train.finetune", "fine-tune a (pretrained) video encoder + linear classifier"),

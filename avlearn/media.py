@@ -8,6 +8,7 @@ chunk (e.g. the overlay of a long video) and writes the same bytes.
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -16,7 +17,7 @@ from typing import Any
 import av
 import numpy as np
 
-__all__ = ["AVWriter", "write_av"]
+__all__ = ["AVWriter", "MediaError", "MediaInfo", "media_info", "write_av"]
 
 
 class AVWriter:
@@ -206,3 +207,36 @@ def write_av(
         if wav is not None:
             writer.write_audio(wav)
     return writer.path
+
+
+class MediaError(Exception):
+    """A file that is not readable media; ``str(err)`` is the reason (no file name, no fix)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaInfo:
+    """The streams of a file: video frame rate (0 without video) and audio sample rate (``None``
+    without audio)."""
+
+    video_rate: float
+    sample_rate: int | None
+
+    @property
+    def has_video(self) -> bool:
+        return self.video_rate > 0
+
+
+def media_info(path: str) -> MediaInfo:
+    """Open ``path`` and read its streams' rates; raises :class:`MediaError` when it is not media."""
+    try:
+        with av.open(path) as container:
+            vrate = 0.0
+            if container.streams.video:
+                stream = container.streams.video[0]
+                vrate = float(stream.average_rate or stream.guessed_rate or 25)
+            sr = None
+            if container.streams.audio:
+                sr = int(container.streams.audio[0].codec_context.sample_rate or 0) or None
+            return MediaInfo(vrate, sr)
+    except (av.FFmpegError, OSError) as err:
+        raise MediaError(f"not a readable media file ({err})") from None

@@ -14,7 +14,8 @@ in ``OUT``):
   held-out retrieval before / during / after; loss and retrieval curves,
 * ``downstream``: retrieval recall, linear probes (action, object class) and fine-tuning (action)
   of the pretrained vs a random-init model (:mod:`demos.demo_stages`), and the CKA of every
-  block of the pretrained model vs its random initialisation (``OUT/cka/cka.png``),
+  block of the pretrained model vs its random initialisation (``OUT/cka/cka.png``) and vs the
+  video blocks of the model fine-tuned from it (``OUT/cka_finetuned/cka.png``),
 * ``localize``: cIoU50 / AUC / pointing of the trained model, a random-init model, a centre box
   and the oracle; overlay MP4s with sound and PNG strips, one with a swapped sound,
 * ``report``: ``OUT/report.md`` with the curves, tables and images (:mod:`demos.demo_report`),
@@ -201,7 +202,7 @@ def _parser() -> argparse.ArgumentParser:
         help="stage groups to run (default: all; later stages reuse what earlier ones left in --out): "
         "data = generate, index, decode, batch, contact sheet; pretrain = AVID -> CMA + localizer with "
         "held-out retrieval; downstream = retrieval recall, linear probes, fine-tuning, CKA vs random "
-        "init; localize = cIoU / AUC / pointing and overlays; report = OUT/report.md",
+        "init and vs fine-tuned; localize = cIoU / AUC / pointing and overlays; report = OUT/report.md",
     )
     parser.add_argument(
         "--pretrain-epochs",
@@ -357,7 +358,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
         )
         timings["downstream"] = time.perf_counter() - t0
 
-        t0 = _stage("7b CKA of every block: pretrained vs its random initialisation")
+        t0 = _stage("7b CKA of every block: pretrained vs its random initialisation and vs fine-tuned")
         summary["cka"] = cka_stage(out, manifest)
         print(f"figure: {summary['cka']['figure']}")
         timings["cka"] = time.perf_counter() - t0

@@ -313,7 +313,19 @@ def _cka_lines(out: Path, cka: Mapping[str, Any] | None) -> list[str]:
     ]
     lines += [f"| {name} | {_num(v['linear'])} | {_num(v['minibatch'])} |"
               for name, v in cka["same_block"].items()]
-    return [*lines, "", *_image(out, cka["figure"], "CKA pretrained vs random init")]
+    lines = [*lines, "", *_image(out, cka["figure"], "CKA pretrained vs random init")]
+    tuned = cka.get("finetuned")
+    if tuned:
+        lines += [
+            "", "Each video block of the pretrained model vs the same block of the model fine-tuned from "
+            "it on the action labels: how far fine-tuning moved it (the figure: every block of the "
+            "pretrained model vs every video block of the fine-tuned one, which has no audio encoder).", "",
+            "| video block | linear CKA vs fine-tuned | minibatch CKA vs fine-tuned |", "|---|---:|---:|",
+            *[f"| {name} | {_num(v['linear'])} | {_num(v['minibatch'])} |"
+              for name, v in tuned["same_block"].items()],
+            "", *_image(out, tuned["figure"], "CKA pretrained vs fine-tuned"),
+        ]
+    return lines
 
 
 def summary_table(summary: Mapping[str, Any]) -> str:

@@ -232,11 +232,13 @@ def _brief(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def cka_stage(out: Path, manifest: Path) -> dict[str, Any]:
-    """CKA of every block of the pretrained model vs its random initialisation (``OUT/cka``).
+    """CKA of every block of the pretrained model vs its random initialisation (``OUT/cka``), and of
+    its video blocks vs the model fine-tuned from it (``OUT/cka_finetuned``, when the downstream
+    stage ran).
 
-    The random model is built with the run's seed, as the pretraining started; both see the
+    The random model is built with the run's seed, as the pretraining started; all see the
     centre clip of every video of ``manifest``. Returns the matrices' diagonals (a block against
-    the same block) and the figure.
+    the same block) and the figures.
     """
     from avlearn.analysis.cka_cli import analyze
 
@@ -247,8 +249,17 @@ def cka_stage(out: Path, manifest: Path) -> dict[str, Any]:
     blocks = result["blocks_a"]
     same = {name: {kind: result[kind][i][i] for kind in ("linear", "minibatch")}
             for i, name in enumerate(blocks)}
-    return {"clips": result["clips"], "cka_batch": result["cka_batch"], "figure": result["figure"],
-            "json": str(out / "cka" / "cka.json"), "same_block": same}
+    summary = {"clips": result["clips"], "cka_batch": result["cka_batch"], "figure": result["figure"],
+               "json": str(out / "cka" / "cka.json"), "same_block": same}
+    tuned = out / "downstream" / "finetune" / "av"
+    if (tuned / "checkpoints").is_dir():
+        ft = analyze(str(run), str(tuned), str(manifest), out / "cka_finetuned", cka_batch=64)
+        rows = [ft["blocks_a"].index(name) for name in ft["blocks_b"]]
+        summary["finetuned"] = {
+            "figure": ft["figure"], "json": str(out / "cka_finetuned" / "cka.json"),
+            "same_block": {name: {kind: ft[kind][i][j] for kind in ("linear", "minibatch")}
+                           for j, (name, i) in enumerate(zip(ft["blocks_b"], rows, strict=True))}}
+    return summary
 
 
 # -------------------------------------------------------------------------------- localization

@@ -7,7 +7,10 @@ Usage::
 
 ``A`` and ``B`` are pretraining run dirs, encoder exports or run checkpoints
 (:mod:`avlearn.models.weights`); either may be ``scratch``: the other's architecture, randomly
-initialised from ``seed`` (the initialisation a run with that seed starts from). Both models see
+initialised from ``seed`` (the initialisation a run with that seed starts from). Either may also be
+a fine-tuning run (``avlearn finetune``'s run dir or ``checkpoints/step_N.pt``): its video encoder
+only (a fine-tuned model has no audio encoder), so that side lists video blocks only; its
+architecture is the one of the weights it was fine-tuned from. Both models see
 the same centre clip of every video of ``--manifest`` (unaugmented); every block of both encoders
 (:func:`~avlearn.analysis.blocks.model_blocks`) is read with hooks and averaged over its positions
 (``--pool flatten`` keeps them). ``A == B`` compares a model with itself, e.g. its video blocks
@@ -43,10 +46,11 @@ from avlearn.config import ConfigError, from_dict, load_config, parse_overrides
 from avlearn.data.config import DataConfig, build_dataset
 from avlearn.data.dataset import av_collate
 from avlearn.models.av import AVModel
-from avlearn.models.checkpoint import CheckpointError
+from avlearn.models.checkpoint import CheckpointError, load_state_into
+from avlearn.models.registry import build_av_model
 from avlearn.models.weights import Weights, WeightsError, load_model, load_weights
 
-__all__ = ["CkaInputs", "analyze", "main"]
+__all__ = ["CkaInputs", "analyze", "is_finetuned", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +97,34 @@ def _weights(a: str, b: str) -> tuple[Weights, Weights]:
 
 def _build(weights: Weights, seed: int) -> AVModel:
     torch.manual_seed(seed)  # scratch: the initialisation a run with this seed starts from
+    if is_finetuned(weights):
+        return _finetuned_model(weights)
     return load_model(weights)
+
+
+def is_finetuned(weights: Weights) -> bool:
+    """Whether ``weights`` come from a fine-tuning run: a video encoder (``encoder.*``) and a
+    ``classifier``, not an audio-visual pair."""
+    keys = weights.state or {}
+    return any(k.startswith("classifier.") for k in keys) and any(k.startswith("encoder.") for k in keys)
+
+
+def _finetuned_model(weights: Weights) -> AVModel:
+    """An AV model whose video encoder is the fine-tuned one (the rest random, and not compared).
+
+    The architecture is the one of the weights the run was fine-tuned from (its checkpoint's
+    ``init``), else the run config's ``model``.
+    """
+    if weights.state is None:
+        raise ValueError(f"{weights.source}: no weights to load")
+    payload = torch.load(weights.source, map_location="cpu", weights_only=True)
+    init = payload.get("init") if isinstance(payload, dict) else None
+    arch = weights.model
+    if isinstance(init, str) and init != "scratch" and Path(init).exists():
+        arch = load_weights(init, what="the fine-tuning run's init").model
+    model = build_av_model(arch)
+    load_state_into(model.video_encoder, weights.state, "encoder.", weights.source)
+    return model
 
 
 def _listed(matrix: Tensor) -> list[list[float | None]]:
@@ -118,7 +149,7 @@ def analyze(a: str, b: str, manifest: str, out: str | Path, config: str | None =
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.data.num_workers,
                         collate_fn=av_collate)
     feats = block_features(models, loader, device, pool, progress)
-    fa, fb = feats["a"], feats["a" if same else "b"]
+    fa, fb = (_compared(feats[k], w) for k, w in (("a", wa), ("a" if same else "b", wb)))
     n = next(iter(fa.values())).shape[0]
     matrices = {"linear": cka_matrix(fa, fb), "unbiased": cka_matrix(fa, fb, unbiased=True),
                 "minibatch": minibatch_cka_matrix(fa, fb, min(cka_batch, n), cfg.seed)}
@@ -136,6 +167,13 @@ def analyze(a: str, b: str, manifest: str, out: str | Path, config: str | None =
     return result
 
 
+def _compared(features: dict[str, Tensor], weights: Weights) -> dict[str, Tensor]:
+    """The blocks a model is compared on: a fine-tuned model's video blocks, else all."""
+    if not is_finetuned(weights):
+        return features
+    return {name: f for name, f in features.items() if name.startswith("video.")}
+
+
 def _short(source: str) -> str:
     path = Path(source)
     return source if source == "scratch" else "/".join(path.parts[-2:])
@@ -144,8 +182,9 @@ def _short(source: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 done, 2 bad model path, config or manifest)."""
     p = argparse.ArgumentParser(prog="avlearn analyze cka", description=__doc__.split("\n\n")[0])
-    p.add_argument("a", metavar="A", help="run dir, encoders export, run checkpoint or scratch")
-    p.add_argument("b", metavar="B", help="run dir, encoders export, run checkpoint or scratch")
+    models = "run dir, encoders export, run checkpoint, fine-tuning run (video blocks) or scratch"
+    p.add_argument("a", metavar="A", help=models)
+    p.add_argument("b", metavar="B", help=models)
     p.add_argument("--manifest", required=True, help="the clips (a manifest of `avlearn prepare index`)")
     p.add_argument("--out", required=True, help="folder for cka.json and cka.png")
     p.add_argument("--config", help="run config for the decoding settings (default: the one stored with A)")

@@ -91,3 +91,43 @@ def test_analyze_cka_names_a_bad_model_path(tmp_path: Path, capsys: pytest.Captu
     assert cli_main(["analyze", "cka", str(tmp_path / "missing_run"), "scratch", "--manifest", str(manifest),
                      "--out", str(tmp_path / "o")]) == 2
     assert "missing_run" in capsys.readouterr().err
+
+
+def _finetuned(root: Path, export: Path, run: Path, frozen: bool) -> Path:
+    """Two steps of ``avlearn finetune`` from ``export``; ``frozen``: the classifier warm-up spans
+    the run, so the encoder stays the pretrained one."""
+    from avlearn.train.finetune import main as finetune_main
+    from tests.train.downstream_helpers import fast_overrides
+
+    # 30 training videos in batches of 4: the 2 steps stay in the first epoch (the warm-up one)
+    extra = {"train.progress": False, "train.tensorboard": False, "data.batch_size": 4,
+             "data.decode_size": 20, "data.video_aug.size": 16, "data.num_frames": 4, "data.fps": 8,
+             "epochs": 2, "max_steps": 2, "eval.num_clips": 1, "warmup_classifier_epochs": 1 if frozen else 0,
+             "optim.lr": 0.05}
+    config = Path(__file__).resolve().parents[2] / "avlearn" / "configs" / "finetune" / "synth_cpu.yaml"
+    argv = ["--config", str(config), "--init", str(export), *fast_overrides(root, run, **extra)]
+    assert finetune_main(argv) == 0
+    return run
+
+
+def test_analyze_cka_of_a_finetuned_model_compares_its_video_blocks(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """Pretrained vs fine-tuned: the fine-tuned side has video blocks only, built in the architecture
+    it was fine-tuned from (not the fine-tuning config's default model); an encoder left frozen
+    matches the pretrained one exactly, a trained one does not."""
+    from avlearn.analysis.cka_cli import analyze
+    from avlearn.data.manifest import write_manifest
+    from avlearn.data.splits import synthetic_split, to_manifest_rows
+
+    root = small_collection(tmp_path_factory)
+    manifest = write_manifest(to_manifest_rows(synthetic_split(root, "test"), probe=True), tmp_path / "t.csv")
+    export = _export(tmp_path)
+    video = [b for b in model_blocks(build_av_model(TINY)) if b.startswith("video.")]
+    diagonals = {}
+    for frozen in (True, False):
+        run = _finetuned(root, export, tmp_path / f"ft_{frozen}", frozen)
+        result = analyze(str(export), str(run), str(manifest), tmp_path / f"cka_{frozen}", cka_batch=6)
+        assert result["blocks_b"] == video and result["blocks_a"] == list(model_blocks(build_av_model(TINY)))
+        diagonals[frozen] = [result["linear"][i][i] for i in range(len(video))]
+    assert diagonals[True] == pytest.approx([1.0] * len(video), abs=1e-6)
+    assert min(diagonals[False]) < 1 - 1e-4, diagonals

@@ -114,6 +114,10 @@ def test_demo_model_stages_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
     for block in cka["same_block"].values():
         assert 0.0 <= block["linear"] <= 1.0 + 1e-9
     assert Path(cka["figure"]).read_bytes()[:4] == b"\x89PNG"
+    tuned = cka["finetuned"]  # video blocks only: the fine-tuned model has no audio encoder
+    assert list(tuned["same_block"]) == [b for b in cka["same_block"] if b.startswith("video.")]
+    assert all(0.0 <= v["linear"] <= 1.0 + 1e-9 for v in tuned["same_block"].values())
+    assert Path(tuned["figure"]).read_bytes()[:4] == b"\x89PNG"
 
     loc = summary["localization"]
     assert set(loc["methods"]) == {
@@ -150,6 +154,7 @@ def test_demo_model_stages_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "| evaluation | AV-pretrained | random init / scratch | chance |" in report
     assert "| method | cIoU50 | AUC | pointing |" in report and "| v2a R@1 |" in report
     assert "| block | linear CKA | minibatch CKA |" in report and "cka/cka.png" in report
+    assert "| video block | linear CKA vs fine-tuned |" in report and "cka_finetuned/cka.png" in report
     links = re.findall(r"!?\[[^\]]*\]\(([^)]+)\)", report)
     images = [link for link in links if link.endswith(".png")]
     assert len(images) >= 5 and any(link.endswith(".mp4") for link in links)
