@@ -38,17 +38,21 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from avlearn.config import ConfigError
 from avlearn.data.dataset import Transform, sample_generator
 from avlearn.data.decode import ClipSpec, DecodeError
 from avlearn.data.labelled import LabelledClipDataset
 from avlearn.data.manifest import VideoInfo
-from avlearn.data.shards import _HINT, ShardDataset, _Raw
+from avlearn.data.shards import _HINT, ShardDataset, ShardError, _Raw
 
-__all__ = ["ShardEvalDataset", "worker_range"]
+if TYPE_CHECKING:
+    from avlearn.data.config import DataConfig
+
+__all__ = ["ShardEvalDataset", "build_shard_eval_dataset", "worker_range"]
 
 logger = logging.getLogger(__name__)
 
@@ -179,3 +183,23 @@ class ShardEvalDataset(IterableDataset[dict[str, Any]]):
                 continue
             return clips.labelled_sample(current.row, current.index, k, clip, generator, failures), failures
         return None, failures
+
+
+def build_shard_eval_dataset(cfg: DataConfig, index: str, key: str, class_to_idx: Mapping[str, int],
+                             num_clips: int, expected_videos: int | None = None) -> ShardEvalDataset:
+    """Unaugmented video clips (no audio) of the shard index ``index`` (the config key ``key``, which
+    errors name), as ``LabelledClipDataset(train=False)`` over ``cfg``'s decoding settings;
+    a different number of videos than the split's ``expected_videos`` is logged."""
+    from avlearn.data.config import clip_spec
+    from avlearn.data.transforms import build_video_transform
+
+    try:
+        dataset = ShardEvalDataset(index, clip_spec(cfg), cfg.backend, class_to_idx=class_to_idx,
+                                   num_clips=num_clips, seed=cfg.seed,
+                                   video_transform=build_video_transform(cfg.video_aug, False))
+    except (ShardError, ValueError) as err:
+        raise ConfigError(f"{key}={index}: {err}", key=key) from None
+    if expected_videos is not None and dataset.num_videos != expected_videos:
+        logger.warning("%s=%s holds %d videos, the split %d: the shards are evaluated as they are; shard a "
+                       "manifest of this split's videos", key, index, dataset.num_videos, expected_videos)
+    return dataset

@@ -50,10 +50,15 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneEvalConfig:
-    """Final evaluation: ``num_clips`` uniformly spaced clips per test video (AVID: 10)."""
+    """Final evaluation: ``num_clips`` uniformly spaced clips per test video (AVID: 10).
+
+    ``shards``: the test split's shard index (``avlearn prepare shard`` of the test split's manifest;
+    a path or an fsspec URL); empty: the split's files. Labels must be among the training classes.
+    """
 
     num_clips: int = 10
     batch_size: int = 32
+    shards: str = ""
 
     def __post_init__(self) -> None:
         if self.num_clips < 1 or self.batch_size < 1:
@@ -162,13 +167,19 @@ def _train_dataset(cfg: FinetuneConfig) -> Any:
 
 
 def eval_dataset(cfg: FinetuneConfig | Any, class_to_idx: dict[str, int]) -> Any:
-    """The test split's clips: ``eval.num_clips`` uniformly spaced, centre-cropped clips per video."""
+    """The test split's clips: ``eval.num_clips`` uniformly spaced, centre-cropped clips per video, from
+    the split's files or, with ``eval.shards``, from its shards."""
     from avlearn.data.config import clip_spec
     from avlearn.data.labelled import LabelledClipDataset
     from avlearn.data.splits import load_split, to_manifest_rows
     from avlearn.data.transforms import build_video_transform
 
     split = load_split(cfg.dataset, "test")
+    if cfg.eval.shards:  # shards of the test split's videos
+        from avlearn.data.shard_eval import build_shard_eval_dataset
+
+        return build_shard_eval_dataset(cfg.data, cfg.eval.shards, "eval.shards", class_to_idx,
+                                        cfg.eval.num_clips, expected_videos=len(split))
     return LabelledClipDataset(
         to_manifest_rows(split), clip_spec(cfg.data), cfg.data.backend, class_to_idx=class_to_idx,
         train=False, num_clips=cfg.eval.num_clips,
