@@ -4,6 +4,7 @@ clip once; a corrupt member is counted and named; labels outside the classes are
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,11 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("shard_eval")
     manifest = make_collection(root / "videos", N)
     write_shards(manifest, root / "clean", ShardOptions(samples_per_shard=3), progress=False)
-    video = next(p for p in sorted((root / "videos").glob("*.mp4")) if p.name.endswith("v04.mp4"))
+    rows = list(csv.DictReader(manifest.open()))
+    video = Path(rows[3]["path"])
+    video = video if video.is_absolute() else root / "videos" / video
     data = video.read_bytes()
-    video.write_bytes(data[: len(data) // 3])  # member 4 cut short (the indexer saw the intact file)
+    video.write_bytes(data[: len(data) // 3])  # member 3 cut short (the indexer saw the intact file)
     write_shards(manifest, root / "corrupt", ShardOptions(samples_per_shard=3), progress=False)
     video.write_bytes(data)
     return {"manifest": manifest, "clean": root / "clean" / "index.json",
@@ -83,18 +86,23 @@ def test_equals_labelled_clips_over_files(shards: dict[str, Path], workers: int)
     assert torch.equal(probs.argmax(1), shard_probs.argmax(1)) and torch.equal(video_labels, shard_labels)
 
 
-def test_corrupt_member_is_counted_and_replaced(shards: dict[str, Path]) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_corrupt_member_is_counted_and_replaced(shards: dict[str, Path], workers: int) -> None:
     loader = DataLoader(ShardEvalDataset(shards["corrupt"], SPEC, class_to_idx=CLASSES, num_clips=K),
-                        batch_size=4, collate_fn=av_collate)
+                        batch_size=4, num_workers=workers, collate_fn=av_collate)
     batches = list(loader)
     rows = [(int(b["video_index"][j]), int(b["clip_index"][j]), int(b["skipped"][j]))
             for b in batches for j in range(len(b["label"]))]
-    assert len(rows) == N * K and not any(v == 4 for v, *_ in rows)  # its clips: video 3's, counted
-    replaced = [(v, k) for v, k, skipped in rows if skipped]
-    assert replaced == [(3, k) for k in range(K)]
+    assert not any(v == 3 for v, *_ in rows)  # the corrupt video has no clips
     failures = [f for b in batches for f in b["failures"]]  # av_collate concatenates them
-    assert len(failures) == K and all(path.endswith(".mp4") and ":" in path for path, _ in failures)
-    assert len({path for path, _ in failures}) == 1 and "000004" in failures[0][0]
+    assert len(failures) == K and {path.rsplit(":", 1)[1] for path, _ in failures} == {"000000003.mp4"}
+    assert ".tar:" in failures[0][0]
+    counted = sorted((v, k) for v, k, skipped in rows if skipped)
+    if workers == 0:  # its clips are the same clips of the video before it
+        assert len(rows) == N * K and counted == [(2, k) for k in range(K)]
+    else:  # worker 1's range starts at video 3: no video before it, the failures come with video 4
+        assert len(rows) == (N - 1) * K and counted == [(4, 0)]
+        assert [skipped for v, k, skipped in rows if (v, k) == (4, 0)] == [K]
 
 
 def test_labels_outside_the_classes_are_refused(shards: dict[str, Path]) -> None:
