@@ -11,7 +11,8 @@ encoder export / run checkpoint file, or ``scratch`` (random weights of the conf
 AVID-CMA's recipe is the default: 8 frames, dropout 0.5 before the classifier, the first
 ``warmup_classifier_epochs`` train the classifier alone (encoder frozen, in eval mode), Adam,
 step or cosine schedule. A run resumes from ``run_dir/checkpoints`` like ``avlearn pretrain``.
-At the end the test split is evaluated with ``eval.num_clips`` uniformly spaced clips per video
+At the end the test split (its files, or its shards with ``eval.shards``) is evaluated with
+``eval.num_clips`` uniformly spaced clips per video
 (clip- and video-level top-1/top-5, per class) into ``run_dir/results.{json,md}`` and
 ``run_dir/confusion.png``.
 """
