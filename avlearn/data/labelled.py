@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from avlearn.data.dataset import AVClipDataset, Transform, sample_generator
-from avlearn.data.decode import ClipSpec, DecodeError, decode_clip
+from avlearn.data.decode import Clip, ClipSpec, DecodeError, MediaSource, decode_clip
 from avlearn.data.manifest import VideoInfo
 
 __all__ = ["LabelledClipDataset"]
@@ -140,6 +140,34 @@ class LabelledClipDataset(AVClipDataset):
             return 0.0
         return before + clip_index * (high - before) / max(self.num_clips - 1, 1)
 
+    def decode_clip_of(self, row: VideoInfo, clip_index: int, generator: torch.Generator,
+                       source: MediaSource | None = None) -> Clip:
+        """Clip ``clip_index`` of ``row`` (:meth:`clip_start`), decoded from ``source`` (default
+        ``row.path``; :class:`~avlearn.data.decode.MediaBytes` for a shard's member)."""
+        media = row.path if source is None else source
+        start = self.clip_start(self._duration(row, source), clip_index, generator)
+        return decode_clip(media, start, self.spec, self.backend)
+
+    def labelled_sample(self, row: VideoInfo, video_index: int, clip_index: int, clip: Clip,
+                        generator: torch.Generator, failures: list[tuple[str, str]]) -> dict[str, Any]:
+        """The sample dict of a decoded clip (transforms outside the failure handling: a transform bug
+        is an error, not a bad file). ``row.label`` must be one of :attr:`class_to_idx`."""
+        video = clip.video
+        if self.video_transform is not None:
+            video = self.video_transform(video, generator)
+        assert self.class_to_idx is not None
+        sample: dict[str, Any] = {
+            "video": video, "label": self.class_to_idx[row.label], "video_index": video_index,
+            "clip_index": clip_index, "video_id": row.video_id, "start": float(clip.start),
+            "skipped": len(failures), "failures": failures,
+        }
+        if self.with_audio:
+            audio = clip.audio
+            if self.audio_transform is not None:
+                audio = self.audio_transform(audio, generator)
+            sample["audio"] = audio
+        return sample
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"LabelledClipDataset index {index} out of range [0, {len(self)})")
@@ -152,8 +180,7 @@ class LabelledClipDataset(AVClipDataset):
                 video_index = int(torch.randint(len(self.videos), (), generator=generator))
             row = self.videos[video_index]
             try:
-                start = self.clip_start(self._duration(row), clip_index, generator)
-                clip = decode_clip(row.path, start, self.spec, self.backend)
+                clip = self.decode_clip_of(row, clip_index, generator)
             except Exception as err:  # decode failures of any kind; counted and logged, never silent
                 reason = err.reason if isinstance(err, DecodeError) else f"{type(err).__name__}: {err}"
                 failures.append((row.path, reason))
@@ -161,22 +188,7 @@ class LabelledClipDataset(AVClipDataset):
                     self._warned.add(row.path)
                     logger.warning("LabelledClipDataset: skipping %s: %s", row.path, reason)
                 continue
-            # Transforms outside the failure handling: a transform bug is an error, not a bad file.
-            video = clip.video
-            if self.video_transform is not None:
-                video = self.video_transform(video, generator)
-            assert self.class_to_idx is not None
-            sample: dict[str, Any] = {
-                "video": video, "label": self.class_to_idx[row.label], "video_index": video_index,
-                "clip_index": clip_index, "video_id": row.video_id, "start": float(clip.start),
-                "skipped": len(failures), "failures": failures,
-            }
-            if self.with_audio:
-                audio = clip.audio
-                if self.audio_transform is not None:
-                    audio = self.audio_transform(audio, generator)
-                sample["audio"] = audio
-            return sample
+            return self.labelled_sample(row, video_index, clip_index, clip, generator, failures)
         listed = "; ".join(f"{p} ({r})" for p, r in failures)
         raise RuntimeError(
             f"LabelledClipDataset: sample {index} (epoch {epoch}) failed {len(failures)} times in a row, "

@@ -11,7 +11,8 @@ encoder export / run checkpoint file, or ``scratch`` (random weights of the conf
 AVID-CMA's recipe is the default: 8 frames, dropout 0.5 before the classifier, the first
 ``warmup_classifier_epochs`` train the classifier alone (encoder frozen, in eval mode), Adam,
 step or cosine schedule. A run resumes from ``run_dir/checkpoints`` like ``avlearn pretrain``.
-At the end the test split is evaluated with ``eval.num_clips`` uniformly spaced clips per video
+At the end the test split (its files, or its shards with ``eval.shards``) is evaluated with
+``eval.num_clips`` uniformly spaced clips per video
 (clip- and video-level top-1/top-5, per class) into ``run_dir/results.{json,md}`` and
 ``run_dir/confusion.png``.
 """
@@ -50,10 +51,15 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneEvalConfig:
-    """Final evaluation: ``num_clips`` uniformly spaced clips per test video (AVID: 10)."""
+    """Final evaluation: ``num_clips`` uniformly spaced clips per test video (AVID: 10).
+
+    ``shards``: the test split's shard index (``avlearn prepare shard`` of the test split's manifest;
+    a path or an fsspec URL); empty: the split's files. Labels must be among the training classes.
+    """
 
     num_clips: int = 10
     batch_size: int = 32
+    shards: str = ""
 
     def __post_init__(self) -> None:
         if self.num_clips < 1 or self.batch_size < 1:
@@ -162,13 +168,19 @@ def _train_dataset(cfg: FinetuneConfig) -> Any:
 
 
 def eval_dataset(cfg: FinetuneConfig | Any, class_to_idx: dict[str, int]) -> Any:
-    """The test split's clips: ``eval.num_clips`` uniformly spaced, centre-cropped clips per video."""
+    """The test split's clips: ``eval.num_clips`` uniformly spaced, centre-cropped clips per video, from
+    the split's files or, with ``eval.shards``, from its shards."""
     from avlearn.data.config import clip_spec
     from avlearn.data.labelled import LabelledClipDataset
     from avlearn.data.splits import load_split, to_manifest_rows
     from avlearn.data.transforms import build_video_transform
 
     split = load_split(cfg.dataset, "test")
+    if cfg.eval.shards:  # shards of the test split's videos
+        from avlearn.data.shard_eval import build_shard_eval_dataset
+
+        return build_shard_eval_dataset(cfg.data, cfg.eval.shards, "eval.shards", class_to_idx,
+                                        cfg.eval.num_clips, expected_videos=len(split))
     return LabelledClipDataset(
         to_manifest_rows(split), clip_spec(cfg.data), cfg.data.backend, class_to_idx=class_to_idx,
         train=False, num_clips=cfg.eval.num_clips,

@@ -30,7 +30,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,6 +70,9 @@ class FeatureConfig:
         batch_size: extraction batch size.
         cache_dir: where ``features_{train,test}.pt`` live (default ``run_dir``); features do
             not depend on the labels, so probes of another label of the same clips can share it.
+        test_shards: the test split's shard index (``avlearn prepare shard`` of its manifest; a path or
+            an fsspec URL); empty: the split's files. The train split reads ``data.shards`` when
+            ``data.source: shards``. Video only; labels must be among the split's classes.
     """
 
     stages: list[str] = dataclasses.field(default_factory=lambda: ["layer4"])
@@ -78,6 +81,7 @@ class FeatureConfig:
     test_clips: int = 10
     batch_size: int = 32
     cache_dir: str = ""
+    test_shards: str = ""
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -240,6 +244,48 @@ def _init_fingerprint(init: Weights, cfg: ProbeConfig) -> dict[str, Any]:
     return {"init": str(Path(init.source).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def _shard_source(cfg: ProbeConfig, which: str) -> tuple[str, str]:
+    """``(config key, shard index)`` the ``which`` split's clips come from; ``("", "")``: its files."""
+    key, index = (("data.shards", cfg.data.shards) if which == "train" and cfg.data.source == "shards"
+                  else ("features.test_shards", cfg.features.test_shards) if which == "test" else ("", ""))
+    if index and cfg.modality != "video":
+        raise ConfigError(f"{key}={index}: shards are probed with modality=video only; remove {key} "
+                          f"(and data.source=shards) for modality={cfg.modality}", key=key)
+    if which == "train" and cfg.data.source == "shards" and not index:
+        raise ConfigError("data.source=shards but data.shards is empty: write shards of the train split "
+                          "with `avlearn prepare shard MANIFEST --out DIR`, set data.shards=DIR/index.json",
+                          key="data.shards")
+    return key, index
+
+
+def _shard_features(cfg: ProbeConfig, init: Weights, split: LabelledSplit, which: str, num_clips: int,
+                    run_dir: Path, encoder: Callable[[], nn.Module]) -> tuple[dict[str, Tensor], bool, int]:
+    """Features (and their labels) of the ``which`` split's shards; ``(features, reused, videos)``."""
+    from avlearn.data.shard_eval import build_shard_eval_dataset
+
+    key, index = _shard_source(cfg, which)
+    dataset = build_shard_eval_dataset(cfg.data, index, key, split.class_to_idx, num_clips,
+                                       expected_videos=len(split))
+    d = cfg.data
+    what = {
+        "version": 1, "init": _init_fingerprint(init, cfg), "modality": cfg.modality,
+        "stages": list(cfg.features.stages), "pool": cfg.features.pool, "num_clips": num_clips,
+        "clip": [d.num_frames, d.fps, d.decode_size, d.video_aug.size, d.backend],
+        "shards": [index, dataset.reader.index.manifest_sha256, sorted(dataset.class_to_idx.items())],
+    }
+
+    def compute() -> dict[str, Tensor]:
+        logger.info("extracting %s features of %d shard samples x %d clips", which, dataset.num_videos,
+                    num_clips)
+        return extract_features(encoder(), dataset, cfg.modality, cfg.features.stages, cfg.features.pool,
+                                cfg.features.batch_size, cfg.data.num_workers, progress=True)
+
+    cache = Path(cfg.features.cache_dir or run_dir) / f"features_{which}.pt"
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+    feats, reused = cached_features(cache, digest, compute)  # labels: the shards', keyed by the classes
+    return feats, reused, dataset.num_videos
+
+
 def _cache_key(cfg: ProbeConfig, init: Weights, split: LabelledSplit, num_clips: int) -> str:
     d = cfg.data
     what = {
@@ -328,15 +374,21 @@ def linear_probe(cfg: ProbeConfig, init: str) -> dict[str, Any]:
     train_split, test_split = load_split(cfg.dataset, "train"), load_split(cfg.dataset, "test")
     encoder: nn.Module | None = None
 
-    def features(split: LabelledSplit, which: str, num_clips: int) -> tuple[dict[str, Tensor], bool]:
+    def load() -> nn.Module:
+        nonlocal encoder
+        if encoder is None:
+            torch.manual_seed(cfg.seed)  # the random init of --init scratch
+            encoder = load_encoder(source, cfg.modality)
+        return encoder
+
+    def features(split: LabelledSplit, which: str, num_clips: int) -> tuple[dict[str, Tensor], bool, int]:
+        if _shard_source(cfg, which)[1]:
+            return _shard_features(cfg, source, split, which, num_clips, run_dir, load)
+        listed = len(split)
         split = _existing(split)  # so that video_index is the position in split.items
         def compute() -> dict[str, Tensor]:
-            nonlocal encoder
-            if encoder is None:
-                torch.manual_seed(cfg.seed)  # the random init of --init scratch
-                encoder = load_encoder(source, cfg.modality)
             logger.info("extracting %s features of %d items x %d clips", which, len(split), num_clips)
-            return extract_features(encoder, _clip_dataset(cfg, split, num_clips), cfg.modality,
+            return extract_features(load(), _clip_dataset(cfg, split, num_clips), cfg.modality,
                                     cfg.features.stages, cfg.features.pool, cfg.features.batch_size,
                                     cfg.data.num_workers, progress=True)
 
@@ -345,10 +397,10 @@ def linear_probe(cfg: ProbeConfig, init: str) -> dict[str, Any]:
         feats, reused = cached_features(cache, key, compute)
         # labels follow the split (features are keyed by files only): clip -> its video's label
         feats["labels"] = torch.tensor([y for _, y in split.items], dtype=torch.long)[feats["video_index"]]
-        return feats, reused
+        return feats, reused, listed
 
-    train, train_reused = features(train_split, "train", cfg.features.train_clips)
-    test, test_reused = features(test_split, "test", cfg.features.test_clips)
+    train, train_reused, train_videos = features(train_split, "train", cfg.features.train_clips)
+    test, test_reused, test_videos = features(test_split, "test", cfg.features.test_clips)
     t_feat = time.perf_counter() - t0
 
     x_train, x_test = train["features"].double(), test["features"].double()
@@ -365,7 +417,7 @@ def linear_probe(cfg: ProbeConfig, init: str) -> dict[str, Any]:
         "init": source.source, "modality": cfg.modality, "stages": list(cfg.features.stages),
         "pool": cfg.features.pool, "feature_dim": int(x_train.shape[1]),
         "label_fraction": cfg.dataset.label_fraction,
-        "train_videos": len(train_split), "test_videos": len(test_split),
+        "train_videos": train_videos, "test_videos": test_videos,
         "train_clip_top1": topk_accuracy(train_logits, train["labels"].long(), (1,))["top1"],
         "cache_reused": {"train": train_reused, "test": test_reused},
         "feature_seconds": round(t_feat, 1), "seconds": round(time.perf_counter() - t0, 1),

@@ -42,3 +42,41 @@ def test_finetune_from_shards_trains_and_resumes(root: Path, tmp_path: Path) -> 
     assert [e["step"] for e in ends] == [3] and "no decode failures in 8 clips" in ends[0]["data"]
     results = json.loads((run / "results.json").read_text())
     assert results["train_videos"] == len(split) == 30 and results["steps"] == 5
+
+
+def _test_shards(root: Path, out: Path, label: str = "action") -> Path:
+    """Shards (of 5) of the synthetic collection's test split, labelled by ``label``; the index."""
+    overrides = fast_overrides(root, out / "unused", **{"dataset.label": label})
+    cfg = load_config(FinetuneConfig, CONFIG, overrides)
+    write_manifest(to_manifest_rows(load_split(cfg.dataset, "test")), out / "test.csv")
+    write_shards(out / "test.csv", out / "test_shards", ShardOptions(samples_per_shard=5), progress=False)
+    return out / "test_shards" / "index.json"
+
+
+def test_finetune_evaluates_test_shards_as_files(root: Path, tmp_path: Path) -> None:
+    index = _test_shards(root, tmp_path)
+    extra = {**QUIET, "epochs": 2, "warmup_classifier_epochs": 0, "eval.num_clips": 2, "max_steps": 2}
+    results = {}
+    for name, more in (("files", {}), ("shards", {"eval.shards": str(index), "data.num_workers": 2})):
+        run = tmp_path / name
+        overrides = fast_overrides(root, run, **extra, **more)
+        assert main(["--config", CONFIG, "--init", "scratch", *overrides]) == 0
+        results[name] = json.loads((run / "results.json").read_text())
+    timing = {"train_seconds", "eval_seconds", "config", "seconds"}
+    files, shards = ({k: v for k, v in r.items() if k not in timing} for r in results.values())
+    assert files["test_videos"] == 12 and files["num_clips"] == 24
+    assert shards == files
+
+
+def test_eval_shards_with_unknown_labels_are_refused(root: Path, tmp_path: Path) -> None:
+    from avlearn.config import ConfigError
+    from avlearn.train.finetune import eval_dataset
+
+    index = _test_shards(root, tmp_path, label="object")  # object names, not the action classes
+    cfg = load_config(FinetuneConfig, CONFIG, fast_overrides(root, tmp_path, **{"eval.shards": str(index)}))
+    classes = load_split(cfg.dataset, "test").class_to_idx
+    with pytest.raises(ConfigError, match="eval.shards.*not among the classes"):
+        eval_dataset(cfg, dict(classes))
+    ok = load_config(FinetuneConfig, CONFIG,
+                     fast_overrides(root, tmp_path, **{"eval.shards": str(index), "dataset.label": "object"}))
+    assert eval_dataset(ok, dict(load_split(ok.dataset, "test").class_to_idx)).num_videos == 12
