@@ -508,7 +508,7 @@ class Engine:
         if keys:
             # a task may log a CPU scalar beside its device ones: one device before stacking
             stacked = torch.stack([torch.stack(window.logs[k]).mean().to(self.device) for k in keys])
-            values = self.accelerator.reduce(stacked.to(self.device), "mean").cpu().tolist()
+            values = self.accelerator.reduce(stacked, "mean").cpu().tolist()
         seconds = max(time.perf_counter() - window.t0, 1e-9)
         scalars = {f"train/{k}": float(v) for k, v in zip(keys, values, strict=True)}
         scalars["train/lr"] = float(scheduler.get_last_lr()[0])
