@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)  # the initialisation both runs started from
     cfg = load_config(PretrainConfig, exp_plain.parent / "config.yaml")
     results["random_init_posthoc"] = score_model(build_av_model(cfg.model), inp, None, items)
-    grid = model_grid(loc_model, inp)  # the oracle at the learned localizer's own grid
+    grid = model_grid(loc_model, inp, learned)  # the oracle at the learned localizer's own grid
     results.update(references(tests, grid))
     t_eval = time.perf_counter() - t1
 

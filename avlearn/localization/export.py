@@ -9,8 +9,10 @@ the localizer file when it exists (:func:`find_localizer`) and fall back to the 
 
 The localizer file is safetensors (or a ``weights_only`` torch file for ``.pt``) with keys
 ``video_proj.*`` / ``audio_proj.*`` and metadata ``format``, ``grid_dim``, ``audio_dim``,
-``embed_dim`` and ``audio_input`` (``feat``: the localizer reads ``AVOutput.audio_feat``;
-``emb``: ``AVOutput.audio_emb``).
+``embed_dim``, ``audio_input`` (``feat``: the localizer reads ``AVOutput.audio_feat``;
+``emb``: ``AVOutput.audio_emb``) and ``grid_stage`` (empty: the encoder's last grid; a stage name
+such as ``layer3``: that stage's finer grid, ``AVOutput.video_stages``; files without it read the
+last grid).
 """
 
 from __future__ import annotations
@@ -37,9 +39,12 @@ __all__ = [
     "load_localizer",
     "localization_maps",
     "localizer_audio",
+    "localizer_grid",
     "localizer_path",
+    "needs_stages",
     "resolve_localizer",
     "save_localizer",
+    "stage_channels",
 ]
 
 FORMAT = "avlearn-localizer-v1"
@@ -55,31 +60,65 @@ class LocalizerSpec:
         audio_dim: size of the audio vector it reads.
         embed_dim: size of its joint space.
         audio_input: ``feat`` (``AVOutput.audio_feat``) or ``emb`` (``AVOutput.audio_emb``).
+        grid_stage: ``""``: the video encoder's last grid (``AVOutput.video_grid``); a stage name
+            (e.g. ``layer3``, stride 8 in R(2+1)D): that stage's output, a finer grid whose cells
+            see less of the frame.
     """
 
     grid_dim: int
     audio_dim: int
     embed_dim: int
     audio_input: AudioInput = "feat"
+    grid_stage: str = ""
 
     def __post_init__(self) -> None:
         if self.audio_input not in ("feat", "emb"):
             raise ValueError(f"audio_input must be 'feat' or 'emb', got {self.audio_input!r}")
 
     @classmethod
-    def for_model(cls, model: AVModel, embed_dim: int, audio_input: AudioInput = "feat") -> LocalizerSpec:
-        """The spec that fits ``model``'s grid and audio sizes."""
-        grid_dim = int(getattr(model.video_encoder, "grid_dim", 0))
+    def for_model(cls, model: AVModel, embed_dim: int, audio_input: AudioInput = "feat",
+                  grid_stage: str = "") -> LocalizerSpec:
+        """The spec that fits ``model``'s grid (or ``grid_stage``'s) and audio sizes."""
+        grid_dim = (stage_channels(model, grid_stage) if grid_stage
+                    else int(getattr(model.video_encoder, "grid_dim", 0)))
         audio_feat_dim = int(getattr(model.audio_encoder, "out_dim", 0))
         audio_dim = audio_feat_dim if audio_input == "feat" else model.embed_dim
         if grid_dim < 1:
             raise ValueError("the model's video encoder has no grid_dim; build the localizer by hand")
         if audio_dim < 1:
             raise ValueError("the model's audio head has no out_dim; use audio_input='feat'")
-        return cls(grid_dim, audio_dim, embed_dim, audio_input)
+        return cls(grid_dim, audio_dim, embed_dim, audio_input, grid_stage)
 
     def build(self) -> AVLocalizer:
         return AVLocalizer.learned(self.grid_dim, self.audio_dim, self.embed_dim)
+
+
+def stage_channels(model: AVModel, stage: str) -> int:
+    """Channels of the video encoder's stage ``stage`` (its last normalisation layer's width)."""
+    names = list(getattr(model.video_encoder, "stage_names", ()))
+    if stage not in names:
+        raise ValueError(f"localization.grid_stage: the video encoder has no stage {stage!r}; "
+                         f"valid: {', '.join(names) or 'none'} (or '' for the last grid)")
+    modules = getattr(model.video_encoder, stage).modules()
+    norms = [m for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ValueError(f"cannot tell the width of video stage {stage!r}: it has no BatchNorm")
+    return int(norms[-1].num_features)
+
+
+def localizer_grid(out: AVOutput, grid_stage: str = "") -> Tensor:
+    """The grid a learned localizer reads: ``out.video_grid`` or ``out.video_stages[grid_stage]``."""
+    if not grid_stage:
+        return out.video_grid
+    if grid_stage not in out.video_stages:
+        raise ValueError(f"the localizer reads video stage {grid_stage!r}: call the model with "
+                         "video_stages=True (see needs_stages)")
+    return out.video_stages[grid_stage]
+
+
+def needs_stages(learned: Learned | None) -> bool:
+    """Whether the model must return its video stages for ``learned`` (a finer-grid localizer)."""
+    return learned is not None and bool(learned[1].grid_stage)
 
 
 def localizer_audio(out: AVOutput, audio_input: AudioInput) -> Tensor:
@@ -109,16 +148,20 @@ class AVModelWithLocalizer(nn.Module):
         ``forward(video (B, C, T, H, W), audio (B, 1, F, T)) ->`` :class:`LocalizedOutput`.
     """
 
-    def __init__(self, model: AVModel, localizer: AVLocalizer, audio_input: AudioInput = "feat") -> None:
+    def __init__(self, model: AVModel, localizer: AVLocalizer, audio_input: AudioInput = "feat",
+                 grid_stage: str = "") -> None:
         super().__init__()
         self.model = model
         self.localizer = localizer
         self.audio_input: AudioInput = audio_input
+        self.grid_stage = grid_stage
 
     def forward(self, video: Tensor, audio: Tensor, audio_shifted: Tensor | None = None,
                 normalize: bool = True) -> LocalizedOutput:
-        out: AVOutput = self.model(video, audio, normalize=normalize, audio_shifted=audio_shifted)
-        grid_emb, audio_emb = self.localizer.project(out.video_grid, localizer_audio(out, self.audio_input))
+        out: AVOutput = self.model(video, audio, normalize=normalize, audio_shifted=audio_shifted,
+                                   video_stages=bool(self.grid_stage))
+        grid = localizer_grid(out, self.grid_stage)
+        grid_emb, audio_emb = self.localizer.project(grid, localizer_audio(out, self.audio_input))
         return LocalizedOutput(out, grid_emb, audio_emb)
 
 
@@ -159,7 +202,7 @@ def load_localizer(path: str | Path) -> tuple[AVLocalizer, LocalizerSpec]:
             if meta.get("format") != FORMAT:
                 raise CheckpointError(f"{path}: not an avlearn localizer (expected format '{FORMAT}')")
             spec = LocalizerSpec(int(meta["grid_dim"]), int(meta["audio_dim"]), int(meta["embed_dim"]),
-                                 meta["audio_input"])  # type: ignore[arg-type]
+                                 meta["audio_input"], meta.get("grid_stage", ""))  # type: ignore[arg-type]
         else:
             payload = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -192,10 +235,12 @@ def resolve_localizer(encoders: str | Path, choice: str = "auto") -> Learned | N
 def localization_maps(model: AVModel, out: AVOutput, learned: Learned | None = None) -> Tensor:
     """Cosine maps of a batch: the learned localizer's, or post hoc with the model's video head.
 
-    Shape: ``out.video_grid (B, C, T', H', W') -> (B, T', H', W')``. Put ``model`` (and the
-    localizer) in ``eval()`` mode first.
+    Shape: ``out.video_grid (B, C, T', H', W') -> (B, T', H', W')`` (a localizer with a
+    ``grid_stage`` reads that stage's grid: ``out`` must come from ``model(..., video_stages=True)``,
+    see :func:`needs_stages`). Put ``model`` (and the localizer) in ``eval()`` mode first.
     """
     if learned is None:
         return AVLocalizer.posthoc(model)(out.video_grid, out.audio_emb)  # type: ignore[no-any-return]
     localizer, spec = learned
-    return localizer(out.video_grid, localizer_audio(out, spec.audio_input))  # type: ignore[no-any-return]
+    grid = localizer_grid(out, spec.grid_stage)
+    return localizer(grid, localizer_audio(out, spec.audio_input))  # type: ignore[no-any-return]

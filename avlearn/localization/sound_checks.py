@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from avlearn.data.audio import build_spectrogram
 from avlearn.data.decode import DecodeError, decode_clip, read_audio
-from avlearn.localization.export import Learned, localization_maps
+from avlearn.localization.export import Learned, localization_maps, localizer_grid, needs_stages
 from avlearn.localization.inputs import ModelInput, normalize_video
 from avlearn.localization.metrics import LocalizationResult, evaluate_maps, gt_from_synth, pointing_hit
 from avlearn.localization.module import upsample_map
@@ -117,15 +117,17 @@ def middle_windows(root: Path, tests: list[dict[str, Any]], videos: list[dict[st
 
 
 @torch.no_grad()
-def model_grid(model: AVModel, inp: ModelInput) -> tuple[int, int]:
-    """``(H', W')`` of ``model``'s last video feature grid for ``inp``'s square clips: the resolution
-    its maps have before upsampling, read from one forward pass (not assumed from a stride)."""
+def model_grid(model: AVModel, inp: ModelInput, learned: Learned | None = None) -> tuple[int, int]:
+    """``(H', W')`` of the video feature grid ``model``'s maps come from for ``inp``'s square clips
+    (the last grid, or the stage ``learned`` reads): the resolution of the maps before upsampling,
+    read from one forward pass (not assumed from a stride)."""
     was_training = model.training
     model.eval()
     try:
         video = torch.zeros(1, 3, inp.num_frames, inp.size, inp.size)
         audio = build_spectrogram(inp.spec)(torch.zeros(1, round(inp.audio_seconds * inp.sample_rate)))
-        grid = model(video, audio).video_grid
+        out = model(video, audio, video_stages=needs_stages(learned))
+        grid = localizer_grid(out, learned[1].grid_stage if learned is not None else "")
     finally:
         model.train(was_training)
     return int(grid.shape[-2]), int(grid.shape[-1])
@@ -140,9 +142,10 @@ def heatmaps(model: AVModel, inp: ModelInput, learned: Learned | None, videos: S
     out_maps: list[np.ndarray] = []
     for k in range(0, len(videos), batch_size):
         out = model(torch.stack(list(videos[k : k + batch_size])),
-                    spectrogram(torch.stack(list(audios[k : k + batch_size]))))
-        size = (inp.num_frames, *out.video_grid.shape[-2:])
-        maps = upsample_map(localization_maps(model, out, learned), size)
+                    spectrogram(torch.stack(list(audios[k : k + batch_size]))),
+                    video_stages=needs_stages(learned))
+        maps = localization_maps(model, out, learned)
+        maps = upsample_map(maps, (inp.num_frames, *maps.shape[-2:]))
         out_maps += [maps[i, f].numpy() for i, f in enumerate(frames[k : k + batch_size])]
     return out_maps
 

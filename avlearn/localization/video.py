@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from avlearn.data.audio import build_spectrogram
 from avlearn.data.decode import ClipSpec, DecodeError, decode_clip, probe_duration, read_audio
-from avlearn.localization.export import Learned, localization_maps
+from avlearn.localization.export import Learned, localization_maps, needs_stages
 from avlearn.localization.inputs import ModelInput, normalize_video
 from avlearn.localization.module import upsample_map
 from avlearn.localization.overlay import OverlayWriter, normalize_maps, write_strip_png
@@ -102,7 +102,7 @@ def stream_maps(
         chunk = starts[b0 : b0 + batch_size]
         clips = torch.stack([_padded(read_window(s, min(length, total - s)), length) for s in chunk])
         wavs = torch.stack([audio_at(start + s / inp.fps) for s in chunk])
-        out = model(clips, spectrogram(wavs))
+        out = model(clips, spectrogram(wavs), video_stages=needs_stages(learned))
         grid_maps = localization_maps(model, out, learned)  # (b, T', H', W')
         window_maps = upsample_map(grid_maps, (length, *grid_maps.shape[-2:]))
         if maps is None:

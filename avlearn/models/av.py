@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,6 +50,8 @@ class AVOutput:
         audio_grid: last audio feature grid ``(B, C_a, F', T'')``.
         audio_shifted_emb: projected embedding ``(B, d)`` of each clip's time-shifted audio, only
             when the forward was given ``audio_shifted`` (hard negatives, see ``data.shifted_audio``).
+        video_stages: every named stage's output ``{name: (B, C_s, T_s, H_s, W_s)}``, only when the
+            forward was called with ``video_stages=True`` (a localizer on a finer grid reads one).
     """
 
     video_emb: Tensor
@@ -59,6 +61,7 @@ class AVOutput:
     video_grid: Tensor
     audio_grid: Tensor
     audio_shifted_emb: Tensor | None = None
+    video_stages: dict[str, Tensor] = field(default_factory=dict)
 
 
 class AVModel(nn.Module):
@@ -103,7 +106,7 @@ class AVModel(nn.Module):
         return out
 
     def forward(self, video: Tensor, audio: Tensor, normalize: bool = True,
-                audio_shifted: Tensor | None = None) -> AVOutput:
+                audio_shifted: Tensor | None = None, video_stages: bool = False) -> AVOutput:
         """Encode paired clips (and, optionally, each clip's time-shifted audio).
 
         Shape:
@@ -112,7 +115,9 @@ class AVModel(nn.Module):
         """
         if video.shape[0] != audio.shape[0]:
             raise ValueError(f"video and audio batch sizes differ: {video.shape[0]} vs {audio.shape[0]}")
-        v: VideoOutput = self.video_encoder(video)
+        # only ask for stages when needed: some encoders (e.g. test doubles) take the video alone
+        v: VideoOutput = (self.video_encoder(video, return_stages=True) if video_stages
+                          else self.video_encoder(video))
         b = audio.shape[0]
         if audio_shifted is not None:
             if audio_shifted.shape != audio.shape:
@@ -129,6 +134,7 @@ class AVModel(nn.Module):
             video_grid=v.grid,
             audio_grid=a.grid[:b],
             audio_shifted_emb=audio_emb[b:] if audio_shifted is not None else None,
+            video_stages=dict(v.stages) if video_stages else {},
         )
 
     @classmethod

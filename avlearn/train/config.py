@@ -197,12 +197,16 @@ class LocalizationConfig:
         embed_dim: size of the localizer's joint space.
         audio_input: what the localizer's audio projection reads: ``feat`` (the audio encoder's
             pooled feature ``AVOutput.audio_feat``) or ``emb`` (the projected ``audio_emb``).
+        grid_stage: the video grid it maps: ``""`` the encoder's last grid (stride 16 in
+            R(2+1)D), or a stage name such as ``layer3`` (stride 8: a 2x finer map whose cells
+            see less of the frame).
     """
 
     weight: float = 0.0
     temperature: float = 0.03
     embed_dim: int = 64
     audio_input: Literal["feat", "emb"] = "feat"
+    grid_stage: str = ""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.weight) and self.weight >= 0):

@@ -28,7 +28,7 @@ from accelerate.utils import gather_object, set_seed
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from avlearn.config import to_dict
+from avlearn.config import ConfigError, to_dict
 from avlearn.data.config import batch_augment, build_dataset, build_train_dataset
 from avlearn.data.dataset import av_collate
 from avlearn.eval.retrieval import evaluate_retrieval
@@ -100,7 +100,8 @@ class PretrainTask(Task):
         self.cfg, self.model, self.objective = cfg, model, objective
         self.localizer, self.loc_spec = localizer, loc_spec
         audio_input = cfg.localization.audio_input
-        self.net = AVModelWithLocalizer(model, localizer, audio_input) if localizer else model
+        self.net = (AVModelWithLocalizer(model, localizer, audio_input, cfg.localization.grid_stage)
+                    if localizer else model)
         self._last: tuple[AVOutput, Tensor] | None = None
         self.eval_loader = _eval_loader(cfg)
         self.device = torch.device("cpu")
@@ -199,7 +200,10 @@ def _build_task(cfg: PretrainConfig, num_items: int, world: int) -> PretrainTask
     loc = cfg.localization
     localizer, loc_spec = None, None
     if loc.enabled:  # the localizer trains with the model, as one module (DDP, clipping, optimiser)
-        loc_spec = LocalizerSpec.for_model(model, loc.embed_dim, loc.audio_input)
+        try:
+            loc_spec = LocalizerSpec.for_model(model, loc.embed_dim, loc.audio_input, loc.grid_stage)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         localizer = loc_spec.build()
     return PretrainTask(cfg, model, objective, localizer, loc_spec)
 
