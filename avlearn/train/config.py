@@ -200,6 +200,9 @@ class LocalizationConfig:
         grid_stage: the video grid it maps: ``""`` the encoder's last grid (stride 16 in
             R(2+1)D), or a stage name such as ``layer3`` (stride 8: a 2x finer map whose cells
             see less of the frame).
+        top_fraction: how a clip's locations score a sound in the loss: 0 their max (EZ-VSL),
+            ``f`` in (0, 1] the mean of the best ``f`` of them (the whole object is pulled
+            towards its sound; see :func:`~avlearn.objectives.localization.mil_scores`).
     """
 
     weight: float = 0.0
@@ -207,6 +210,7 @@ class LocalizationConfig:
     embed_dim: int = 64
     audio_input: Literal["feat", "emb"] = "feat"
     grid_stage: str = ""
+    top_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.weight) and self.weight >= 0):
@@ -215,6 +219,9 @@ class LocalizationConfig:
             raise ConfigError(f"localization.temperature must be > 0, got {self.temperature}")
         if self.embed_dim < 1:
             raise ConfigError(f"localization.embed_dim must be >= 1, got {self.embed_dim}")
+        if not (math.isfinite(self.top_fraction) and 0 <= self.top_fraction <= 1):
+            raise ConfigError(f"localization.top_fraction must be in [0, 1] (0: the max), "
+                              f"got {self.top_fraction}")
         if self.audio_input not in ("feat", "emb"):
             raise ConfigError(f"localization.audio_input must be 'feat' or 'emb', got {self.audio_input!r}")
 

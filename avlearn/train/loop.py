@@ -132,7 +132,8 @@ class PretrainTask(Task):
         loss, logs = self.objective.compute(out, index)
         if loc_out is not None:
             loc = self.cfg.localization
-            loc_loss, loc_logs = localization_loss(loc_out.grid_emb, loc_out.audio_emb, loc.temperature)
+            loc_loss, loc_logs = localization_loss(loc_out.grid_emb, loc_out.audio_emb, loc.temperature,
+                                                   loc.top_fraction)
             logs = {**logs, "objective_loss": logs["loss"], **{f"loc/{k}": v for k, v in loc_logs.items()}}
             loss = loss + loc.weight * loc_loss
             logs["loss"] = loss.detach()

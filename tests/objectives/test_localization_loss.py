@@ -21,12 +21,17 @@ def _inputs(b: int, d: int, t: int, h: int, w: int, seed: int) -> tuple[torch.Te
     return grid, audio
 
 
-def _reference(grid: torch.Tensor, audio: torch.Tensor, temperature: float) -> float:
-    """Plain loops: s[i][j] = max over locations of <grid_i(loc), audio_j>; mean of both CEs."""
+def _reference(grid: torch.Tensor, audio: torch.Tensor, temperature: float, top: int = 1) -> float:
+    """Plain loops: s[i][j] = mean of the ``top`` largest <grid_i(loc), audio_j> (1: the max);
+    mean of both CEs."""
     b, d, t, h, w = grid.shape
-    s = [[max(sum(float(grid[i, k, tt, y, x]) * float(audio[j, k]) for k in range(d))
-              for tt in range(t) for y in range(h) for x in range(w))
-          for j in range(b)] for i in range(b)]
+
+    def score(i: int, j: int) -> float:
+        dots = sorted((sum(float(grid[i, k, tt, y, x]) * float(audio[j, k]) for k in range(d))
+                       for tt in range(t) for y in range(h) for x in range(w)), reverse=True)
+        return sum(dots[:top]) / top
+
+    s = [[score(i, j) for j in range(b)] for i in range(b)]
 
     def ce(row: list[float], target: int) -> float:
         logits = [v / temperature for v in row]
@@ -49,6 +54,16 @@ def test_equals_naive_reference(b: int, d: int, shape: tuple[int, int, int], tem
     assert set(logs) >= {"loss", "loss_v2a", "loss_a2v", "pos_sim", "neg_sim", "acc_v2a", "acc_a2v"}
     scores = mil_scores(grid, audio)
     assert scores.shape == (b, b)
+
+
+@pytest.mark.parametrize(("fraction", "top"), [(0.25, 2), (0.4, 3), (1.0, 6)])
+def test_top_fraction_means_the_best_locations(fraction: float, top: int) -> None:
+    grid, audio = _inputs(4, 3, 1, 2, 3, seed=7)  # 6 locations: ceil(fraction * 6) of them
+    loss, _ = localization_loss(grid, audio, 0.1, top_fraction=fraction)
+    assert loss.item() == pytest.approx(_reference(grid, audio, 0.1, top), rel=1e-9)
+    assert loss.item() != pytest.approx(_reference(grid, audio, 0.1, 1), rel=1e-6)
+    with pytest.raises(ValueError, match="top_fraction"):
+        localization_loss(grid, audio, 0.1, top_fraction=1.5)
 
 
 def test_decreases_under_optimisation() -> None:
