@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -299,6 +300,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-frames", type=int, default=4)
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="several collection seeds: one report with the mean, spread and each seed's "
+                        "figures, and issue 15's goals checked on the means")
     p.add_argument("--cache", default=str(ROOT / ".cache" / "bench"))
     p.add_argument(
         "--reuse",
@@ -309,9 +313,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+def run_seed(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Train (or reuse) both runs on collection seed ``args.seed`` and score every method."""
     machine = _machine()
     t0 = time.perf_counter()
     root = make_collection(args)
@@ -340,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
 
     metrics = [json.loads(line) for line in (exp_loc.parent / "metrics.jsonl").read_text().splitlines()]
     start = next(m for m in metrics if m.get("event") == "start")
-    command = ["python", "benchmarks/localization_synth.py", *(argv if argv is not None else sys.argv[1:])]
+    loc_cfg = load_config(PretrainConfig, exp_loc.parent / "config.yaml").localization
     seconds = {
         "total": t_data + t_plain + t_loc + t_eval,
         "data": t_data,
@@ -368,9 +371,10 @@ def main(argv: list[str] | None = None) -> int:
         "fps": args.fps,
         "size": args.size,
         "grid": f"{grid[0]}x{grid[1]}",
+        "localization": dataclasses.asdict(loc_cfg),
     }
-    report = {
-        "command": " ".join(command),
+    return {
+        "command": command,
         "machine": machine,
         "seconds": seconds,
         "data": data,
@@ -378,10 +382,117 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "notes": [],
     }
+
+
+# what issue 15 asks of the learned localizer, mean over the collection seeds: (method, metric,
+# reference, factor): metric >= factor * reference's metric (a number: that value)
+GOALS: list[tuple[str, str, str | float, float]] = [
+    ("loc_learned", "ciou50", "oracle_grid", 0.85),
+    ("loc_learned", "ciou50", "center_box", 1.0),
+    ("loc_learned", "auc", "oracle_grid", 0.95),
+    ("loc_learned", "pointing", 0.95, 1.0),
+    ("loc_learned", "pair_pointing", 0.95, 1.0),
+]
+SUMMARY_METRICS = ("ciou50", "auc", "pointing", "on_distractor", "pair_pointing")
+
+
+def summarize(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean, standard deviation and per-seed values of every method's metrics over the seeds."""
+    out: dict[str, Any] = {}
+    for key, _ in ROWS:
+        per = [r["results"].get(key) or {} for r in reports]
+        if not all(per):
+            continue
+        out[key] = {}
+        for metric in SUMMARY_METRICS:
+            values = [m.get(metric) for m in per]
+            if any(v is None for v in values):
+                continue
+            arr = np.asarray(values, dtype=float)
+            out[key][metric] = {"mean": float(arr.mean()), "std": float(arr.std()),
+                                "values": [float(v) for v in arr]}
+    return out
+
+
+def goal_lines(summary: dict[str, Any]) -> list[str]:
+    """Each goal of the learned localizer, met or not, with the figures (means over the seeds)."""
+    lines = []
+    for method, metric, ref, factor in GOALS:
+        value = summary[method][metric]["mean"]
+        target = factor * (summary[ref][metric]["mean"] if isinstance(ref, str) else ref)
+        what = (f"{factor:g} x {ref} ({summary[ref][metric]['mean']:.3f})" if isinstance(ref, str)
+                else f"{ref:g}")
+        lines.append(f"{metric} {value:.3f} {'>=' if value >= target else '<'} {what} = {target:.3f}: "
+                     f"{'met' if value >= target else 'NOT met'}")
+    dis = summary["loc_learned"]["on_distractor"]["mean"]
+    lines.append(f"peak on a silent distractor {dis:.3f} {'<=' if dis <= 0.02 else '>'} 0.02: "
+                 f"{'met' if dis <= 0.02 else 'NOT met'}")
+    return lines
+
+
+def markdown_seeds(report: dict[str, Any]) -> str:
+    """The multi-seed report: mean +- standard deviation (per-seed values) of each method."""
+    first = report["per_seed"][0]
+    seeds = report["seeds"]
+    lines = [
+        f"# Sound localization on the synthetic collection: {len(seeds)} collection seeds",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {first['machine']['platform']}, {first['machine']['cpu_count']} CPU cores, torch "
+        f"{first['machine']['torch']}  ",
+        f"Run time: {report['seconds']:.0f} s for all seeds (reused runs count their own training time)  ",
+        f"Seeds: {', '.join(map(str, seeds))} (each: its own collection of {first['data']['num_videos']} "
+        f"videos, generator version {first['data']['generator_version']}, and training seed); "
+        f"{first['data']['test_videos']} test videos each, middle frame. Training: "
+        f"{first['train']['epochs']} epochs x {first['train']['steps_per_epoch']} steps of batch "
+        f"{first['train']['batch_size']}; learned localizer on a {first['train']['grid']} grid "
+        f"(localization: {', '.join(f'{k}={v}' for k, v in first['train']['localization'].items())}).",
+        "",
+        "Mean +- standard deviation over the seeds (per-seed values in brackets, in seed order).",
+        "",
+        "| method | " + " | ".join(SUMMARY_METRICS) + " |",
+        "|---|" + "---|" * len(SUMMARY_METRICS),
+    ]
+    objective = OBJECTIVES[first["train"].get("objective", "infonce")]
+    for key, label in ROWS:
+        row = report["summary"].get(key)
+        if not row:
+            continue
+        cells = []
+        for metric in SUMMARY_METRICS:
+            m = row.get(metric)
+            cells.append("-" if m is None else
+                         f"{m['mean']:.3f} +- {m['std']:.3f} ({' / '.join(f'{v:.2f}' for v in m['values'])})")
+        lines.append(f"| {label.format(objective=objective)} | " + " | ".join(cells) + " |")
+    lines += ["", "Goals of the learned localizer (issue 15; means over the seeds):", "",
+              *[f"- {g}" for g in goal_lines(report["summary"])], "",
+              "Per-seed readings:", ""]
+    for r in report["per_seed"]:
+        lines.append(f"- seed {r['data']['seed']}: " + " ".join(verdict(r["results"])[:1]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    command = " ".join(["python", "benchmarks/localization_synth.py",
+                        *(argv if argv is not None else sys.argv[1:])])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
+    if not args.seeds:
+        report = run_seed(args, command)
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        text = markdown(report)
+    else:
+        reports = []
+        for seed in args.seeds:
+            args.seed = seed
+            reports.append(run_seed(args, command))
+        report = {"command": command, "seeds": list(args.seeds),
+                  "seconds": sum(r["seconds"]["total"] for r in reports),
+                  "summary": summarize(reports), "per_seed": reports}
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        text = markdown_seeds(report)
     out.with_suffix(".md").write_text(text + "\n")
     print(text)
     return 0
