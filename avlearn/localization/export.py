@@ -12,13 +12,15 @@ The localizer file is safetensors (or a ``weights_only`` torch file for ``.pt``)
 ``embed_dim``, ``audio_input`` (``feat``: the localizer reads ``AVOutput.audio_feat``;
 ``emb``: ``AVOutput.audio_emb``) and ``grid_stage`` (empty: the encoder's last grid; a stage name
 such as ``layer3``: that stage's finer grid, ``AVOutput.video_stages``; files without it read the
-last grid).
+last grid) and ``floor`` (empty: the maps are cosines; a number ``f``: the maps are
+``max(cosine - f, 0)``, see :func:`calibrate_floor`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +37,7 @@ __all__ = [
     "Learned",
     "LocalizedOutput",
     "LocalizerSpec",
+    "calibrate_floor",
     "find_localizer",
     "load_localizer",
     "localization_maps",
@@ -63,6 +66,9 @@ class LocalizerSpec:
         grid_stage: ``""``: the video encoder's last grid (``AVOutput.video_grid``); a stage name
             (e.g. ``layer3``, stride 8 in R(2+1)D): that stage's output, a finer grid whose cells
             see less of the frame.
+        floor: ``None``: maps are cosine similarities; a number: maps are ``max(cosine - floor, 0)``,
+            zero wherever a location matches the sound no better than another clip's sound matches
+            the best location of a clip (:func:`calibrate_floor`).
     """
 
     grid_dim: int
@@ -70,6 +76,7 @@ class LocalizerSpec:
     embed_dim: int
     audio_input: AudioInput = "feat"
     grid_stage: str = ""
+    floor: float | None = None
 
     def __post_init__(self) -> None:
         if self.audio_input not in ("feat", "emb"):
@@ -201,8 +208,10 @@ def load_localizer(path: str | Path) -> tuple[AVLocalizer, LocalizerSpec]:
             state, meta = read_safetensors(path)
             if meta.get("format") != FORMAT:
                 raise CheckpointError(f"{path}: not an avlearn localizer (expected format '{FORMAT}')")
+            floor = meta.get("floor", "None")
             spec = LocalizerSpec(int(meta["grid_dim"]), int(meta["audio_dim"]), int(meta["embed_dim"]),
-                                 meta["audio_input"], meta.get("grid_stage", ""))  # type: ignore[arg-type]
+                                 meta["audio_input"], meta.get("grid_stage", ""),  # type: ignore[arg-type]
+                                 None if floor in ("", "None") else float(floor))
         else:
             payload = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -243,4 +252,50 @@ def localization_maps(model: AVModel, out: AVOutput, learned: Learned | None = N
         return AVLocalizer.posthoc(model)(out.video_grid, out.audio_emb)  # type: ignore[no-any-return]
     localizer, spec = learned
     grid = localizer_grid(out, spec.grid_stage)
-    return localizer(grid, localizer_audio(out, spec.audio_input))  # type: ignore[no-any-return]
+    maps: Tensor = localizer(grid, localizer_audio(out, spec.audio_input))
+    return maps if spec.floor is None else (maps - spec.floor).clamp_min(0)
+
+
+@torch.no_grad()
+def calibrate_floor(model: AVModel, learned: Learned, batches: Iterable[dict[str, Tensor]],
+                    max_clips: int = 256) -> float:
+    """The cosine another clip's sound reaches at a clip's best location, averaged over pairs.
+
+    For each batch of ``video (B, C, T, H, W)`` and ``audio (B, 1, F, T)`` clips (unlabelled,
+    e.g. the training set, centre-cropped), every clip is scored with every *other* clip's sound
+    by its best location (the max of its map, :func:`~avlearn.objectives.localization.mil_scores`);
+    the floor is the mean of those ``B (B - 1)`` scores over up to ``max_clips`` clips. A location
+    below it matches this sound no better than a wrong sound typically matches anything, so a
+    floored map is zero there: it marks the source's extent instead of half the frame (the cIoU
+    protocol predicts the pixels above the map's median, or its non-zero pixels when more than
+    half of the map is zero). Runs ``model`` and the localizer in ``eval()`` mode.
+    """
+    from avlearn.objectives.localization import mil_scores
+
+    localizer, spec = learned
+    was = model.training, localizer.training
+    model.eval()
+    localizer.eval()
+    total, count, seen = 0.0, 0, 0
+    try:
+        device = next(model.parameters()).device
+        for batch in batches:
+            video, audio = batch["video"].to(device), batch["audio"].to(device)
+            if video.shape[0] < 2:
+                continue
+            out = model(video, audio, video_stages=bool(spec.grid_stage))
+            grid_emb, audio_emb = localizer.project(localizer_grid(out, spec.grid_stage),
+                                                    localizer_audio(out, spec.audio_input))
+            scores = mil_scores(grid_emb, audio_emb).float()  # (B, B): clip i, sound j
+            wrong = ~torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
+            total += float(scores[wrong].sum())
+            count += int(wrong.sum())
+            seen += video.shape[0]
+            if seen >= max_clips:
+                break
+    finally:
+        model.train(was[0])
+        localizer.train(was[1])
+    if count == 0:
+        raise ValueError("calibrate_floor needs batches of at least 2 clips")
+    return total / count

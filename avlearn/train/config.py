@@ -203,6 +203,11 @@ class LocalizationConfig:
         top_fraction: how a clip's locations score a sound in the loss: 0 their max (EZ-VSL),
             ``f`` in (0, 1] the mean of the best ``f`` of them (the whole object is pulled
             towards its sound; see :func:`~avlearn.objectives.localization.mil_scores`).
+        floor: ``none``: the exported localizer's maps are cosines; ``wrong_sound``: after
+            training, the mean cosine another clip's sound reaches at a clip's best location is
+            measured on centre crops of the training clips and stored with the localizer, whose
+            maps are then ``max(cosine - floor, 0)``: zero where a location matches the sound no
+            better than a wrong sound (see :func:`~avlearn.localization.export.calibrate_floor`).
     """
 
     weight: float = 0.0
@@ -211,6 +216,7 @@ class LocalizationConfig:
     audio_input: Literal["feat", "emb"] = "feat"
     grid_stage: str = ""
     top_fraction: float = 0.0
+    floor: Literal["none", "wrong_sound"] = "none"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.weight) and self.weight >= 0):
@@ -224,6 +230,8 @@ class LocalizationConfig:
                               f"got {self.top_fraction}")
         if self.audio_input not in ("feat", "emb"):
             raise ConfigError(f"localization.audio_input must be 'feat' or 'emb', got {self.audio_input!r}")
+        if self.floor not in ("none", "wrong_sound"):
+            raise ConfigError(f"localization.floor must be 'none' or 'wrong_sound', got {self.floor!r}")
 
     @property
     def enabled(self) -> bool:

@@ -36,6 +36,7 @@ from avlearn.localization.export import (
     AVModelWithLocalizer,
     LocalizedOutput,
     LocalizerSpec,
+    calibrate_floor,
     localizer_path,
     save_localizer,
 )
@@ -184,7 +185,25 @@ class PretrainTask(Task):
     def export(self, path: Path) -> None:
         save_encoders(self.model, path, to_dict(self.cfg))
         if self.localizer is not None and self.loc_spec is not None:
-            save_localizer(self.localizer, self.loc_spec, localizer_path(path))
+            spec = self.loc_spec
+            if self.cfg.localization.floor == "wrong_sound":
+                spec = dataclasses.replace(spec, floor=self._wrong_sound_floor(spec))
+            save_localizer(self.localizer, spec, localizer_path(path))
+
+    def _wrong_sound_floor(self, spec: LocalizerSpec) -> float | None:
+        """localization.floor=wrong_sound: measured on centre crops of the training manifest."""
+        assert self.localizer is not None
+        if self.cfg.data.source != "files":
+            logger.warning("localization.floor=wrong_sound is measured on data.manifest's files; with "
+                           "data.source=%s the localizer is exported without a floor", self.cfg.data.source)
+            return None
+        data = dataclasses.replace(self.cfg.data, clips_per_video=1)
+        ds = build_dataset(data, train=False)
+        loader = DataLoader(ds, batch_size=32, shuffle=False, num_workers=0, collate_fn=av_collate)
+        floor = calibrate_floor(self.model, (self.localizer, spec), loader)
+        logger.info("localizer map floor (mean cosine of a wrong sound at a clip's best location): %.4f",
+                    floor)
+        return floor
 
 
 def _build_task(cfg: PretrainConfig, num_items: int, world: int) -> PretrainTask:

@@ -57,11 +57,13 @@ PREVIOUS_DIR = "previous"
 RUN_FILES = ("checkpoints", "metrics.jsonl", "metrics.jsonl.tmp", "tb", "config.yaml")  # the engine's
 # Keys whose change a resumed run honours: its length, logging, checkpoint cadence, evaluation,
 # where the export goes, loader processes (a clip does not depend on which worker decodes it), and
-# how the same computation is run (memory layout, compilation, cuDNN's algorithm search).
+# how the same computation is run (memory layout, compilation, cuDNN's algorithm search), and the
+# localizer's map floor (measured after training, at export).
 RESUMABLE_KEYS = (
     "epochs", "max_steps", "run_dir", "train.log_every", "train.progress", "train.tensorboard",
     "train.ckpt_every_steps", "train.keep_checkpoints", "train.export", "data.num_workers", "eval.",
     "train.channels_last", "train.compile", "train.compile_backend", "train.cudnn_benchmark",
+    "localization.floor",
 )  # fmt: skip
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 

@@ -135,3 +135,42 @@ def test_a_localizer_on_a_finer_stage_trains_exports_and_maps_at_that_stage(
         bad = {**LOC, "localization.grid_stage": "layer9"}
         cfg = load_config(PretrainConfig, SYNTH_CPU, fast_overrides(synth_train, tmp_path / "bad", **bad))
         pretrain(cfg, resume=False)
+
+
+def test_wrong_sound_floor_is_measured_at_export_and_floors_the_maps(
+    synth_train: Path, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from torch.utils.data import DataLoader
+
+    from avlearn.data.config import build_dataset
+    from avlearn.data.dataset import av_collate
+    from avlearn.localization.export import calibrate_floor, localization_maps
+
+    run = tmp_path / "floor"
+    assert _run(synth_train, run, max_steps=2, **LOC, **{"localization.floor": "wrong_sound"}) == 0
+    export = run / "encoders.safetensors"
+    localizer, spec = load_localizer(localizer_path(export))
+    assert spec.floor is not None and -1 < spec.floor < 1
+    cfg = load_config(PretrainConfig, run / "config.yaml")
+    model = load_av_model(export)[0].eval()
+    loader = DataLoader(build_dataset(dataclasses.replace(cfg.data, clips_per_video=1), train=False),
+                        batch_size=32, collate_fn=av_collate)
+    raw = (localizer, dataclasses.replace(spec, floor=None))
+    assert calibrate_floor(model, raw, loader) == pytest.approx(spec.floor, rel=1e-5)
+
+    # by hand: every clip against every other clip's sound, best location, mean
+    batch = next(iter(loader))
+    with torch.no_grad():
+        out = model(batch["video"], batch["audio"])
+        grid_emb, audio_emb = localizer.eval().project(out.video_grid, out.audio_feat)
+        best = torch.einsum("bdthw,nd->bnthw", grid_emb, audio_emb).flatten(2).max(-1).values
+        n = best.shape[0]
+        by_hand = float((best.sum() - best.diagonal().sum()) / (n * (n - 1)))
+        assert calibrate_floor(model, raw, [batch]) == pytest.approx(by_hand, rel=1e-5)
+
+        floored = localization_maps(model, out, (localizer, spec))
+        cosine = localization_maps(model, out, raw)
+    torch.testing.assert_close(floored, (cosine - spec.floor).clamp_min(0))
+    assert (floored == 0).any() and (floored > 0).any()
