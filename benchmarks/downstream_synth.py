@@ -242,6 +242,70 @@ with the same collection, test split and probe):
 """
 
 
+# (label, section, key): the figures the multi-seed summary averages (video-level top-1 or recall)
+SUMMARY_ROWS = [
+    ("linear probe, action, AV", "linear_probe", "av_action"),
+    ("linear probe, action, random", "linear_probe", "random_action"),
+    ("linear probe, object class, AV", "linear_probe", "av_object"),
+    ("linear probe, object class, random", "linear_probe", "random_object"),
+    ("fine-tune, 10 % of action labels, AV init", "finetune", "av_10pct"),
+    ("fine-tune, 10 % of action labels, scratch", "finetune", "scratch_10pct"),
+    ("fine-tune, 100 % of action labels, AV init", "finetune", "av_100pct"),
+    ("fine-tune, 100 % of action labels, scratch", "finetune", "scratch_100pct"),
+]
+# issue 15's goals: (what, AV key, baseline key, points the AV figure must be above the baseline)
+GOALS = [
+    ("action linear probe: AV features >= 30 points above random ones", "av_action", "random_action", 30.0),
+    ("fine-tuning with 10 % of the labels: AV init >= 15 points above scratch", "av_10pct", "scratch_10pct",
+     15.0),
+    ("fine-tuning with 100 % of the labels: AV init above scratch", "av_100pct", "scratch_100pct", 1e-9),
+]
+
+
+def summarize(out: Path, names: list[str]) -> int:
+    """One report over several seeds' results files (``OUT/NAME.json``): mean, spread, each seed."""
+    import numpy as np
+
+    runs = [json.loads((out / f"{name}.json").read_text()) for name in names]
+    seeds = [r["setup"]["seed"] for r in runs]
+    table: dict[str, dict[str, Any]] = {}
+    for label, section, key in SUMMARY_ROWS:
+        values = [100 * float(r[section][key]["video_top1"]) for r in runs]
+        table[key] = {"label": label, "mean": float(np.mean(values)), "std": float(np.std(values)),
+                      "values": values}
+    for direction in ("v2a", "a2v"):
+        values = [100 * float(r["retrieval"]["av"][f"{direction}_r1"]) for r in runs]
+        table[f"retrieval_{direction}_r1"] = {"label": f"held-out retrieval {direction} R@1, AV", "mean":
+                                             float(np.mean(values)), "std": float(np.std(values)),
+                                             "values": values}
+    goals = []
+    for what, av, base, points in GOALS:
+        gap = table[av]["mean"] - table[base]["mean"]
+        gaps = [a - b for a, b in zip(table[av]["values"], table[base]["values"], strict=True)]
+        goals.append({"goal": what, "gap_mean": gap, "gaps": gaps, "met": gap >= points})
+    command = "python benchmarks/downstream_synth.py --summarize " + " ".join(names)
+    report = {"command": command, "seeds": seeds, "files": [f"{name}.json" for name in names],
+              "run_seconds": [r["run_seconds"] for r in runs], "table": table, "goals": goals}
+    (out / "downstream_synth_seeds.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = ["# Downstream evaluation on the synthetic collection: several collection seeds", "",
+             f"Command: `{command}` (after one run per seed; each file holds its own command and machine)  ",
+             f"Seeds: {', '.join(map(str, seeds))}; run times "
+             + ", ".join(f"{t:.0f} s" for t in report["run_seconds"]) + ".", "",
+             "Video-level top-1 (%) on each seed's 48 test videos (one video is 2.1 points); mean +- "
+             "standard deviation over the seeds, each seed's figure in brackets (seed order).", "",
+             "| evaluation | mean +- std | per seed |", "|---|---:|---|"]
+    for row in table.values():
+        lines.append(f"| {row['label']} | {row['mean']:.1f} +- {row['std']:.1f} | "
+                     + " / ".join(f"{v:.1f}" for v in row["values"]) + " |")
+    lines += ["", "Goals (issue 15), on the means:", ""]
+    for g in goals:
+        lines.append(f"- {g['goal']}: {g['gap_mean']:+.1f} points (per seed "
+                     + " / ".join(f"{v:+.1f}" for v in g["gaps"]) + f"): {'met' if g['met'] else 'NOT met'}")
+    (out / "downstream_synth_seeds.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def relative_paths(x: Any, root: Path = ROOT) -> Any:
     """``x`` with every path under ``root`` written relative to it (results hold no machine's paths)."""
     if isinstance(x, dict):
@@ -279,10 +343,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="reuse a finished pretraining run of the same config (its time from its log)")
     p.add_argument("--investigate", action="store_true",
                    help="only the action-probe variants, on the cached pretraining run")
+    p.add_argument("--summarize", nargs="+", metavar="NAME", default=None,
+                   help="only write OUT/downstream_synth_seeds.{json,md} from the runs OUT/NAME.json "
+                        "(e.g. downstream_synth downstream_synth_seed1 downstream_synth_seed2)")
     p.add_argument("--quick", action="store_true",
                    help="a ~10x smaller budget for comparisons (pretraining 12 epochs x 2 clips, "
                         "fine-tuning 3 epochs x 4 clips, 2 test clips); explicit options still apply")
     args = p.parse_args(argv)
+    if args.summarize:
+        return summarize(Path(args.out), args.summarize)
     if args.quick:
         for key, value in QUICK.items():
             if getattr(args, key) == p.get_default(key):
