@@ -1,0 +1,243 @@
+"""Which levers move the learned localizer? One training run per lever and collection seed.
+
+    python benchmarks/localization_levers.py            # reuses finished runs of the same config
+
+Each lever is a set of overrides of ``avlearn/configs/pretrain/synth_cpu_loc.yaml`` on top of
+``benchmarks/localization_synth.py``'s runs (same collections, split, test frames and metrics;
+in-batch InfoNCE + the localization objective), with every localization key written out, so a
+lever means the same run whatever the config file's defaults are. A run is reused only when its
+stored config equals the one the lever asks for (``run_dir`` aside); otherwise it is trained.
+
+For each run the learned localizer is scored on the test split (middle frame, as the benchmark)
+twice: its cosine map as trained, and the same map floored at the wrong-sound level
+(:func:`avlearn.localization.export.calibrate_floor`, measured on centre crops of the training
+clips, as ``localization.floor=wrong_sound`` does at export). Also the grid-resolution oracle
+and the centre box of that seed.
+
+Writes ``benchmarks/results/localization_levers.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import localization_synth as base  # the script folder is on the path when run as a script
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from avlearn.config import load_config, to_dict
+from avlearn.data.config import build_dataset
+from avlearn.data.dataset import av_collate
+from avlearn.localization.export import calibrate_floor
+from avlearn.localization.inputs import load_for_localization
+from avlearn.localization.sound_checks import middle_windows, model_grid, score_model
+from avlearn.train.config import PretrainConfig
+from avlearn.train.loop import pretrain
+
+# slug: (what, overrides beyond the localization defaults below, seeds, epochs)
+LEVERS: dict[str, tuple[str, dict[str, Any], tuple[int, ...], int]] = {
+    "l4w1": ("layer4 grid (4x4), weight 1: before", {}, (0, 1, 2), 30),
+    "l3": ("layer3 grid (8x8), weight 1", {"localization.grid_stage": "layer3"}, (0, 1, 2), 30),
+    "l2": ("layer2 grid (16x16), weight 1", {"localization.grid_stage": "layer2"}, (0, 2), 30),
+    "l3t07": (
+        "layer3, weight 1, temperature 0.07",
+        {"localization.grid_stage": "layer3", "localization.temperature": 0.07},
+        (0, 2),
+        30,
+    ),
+    "l3w2": (
+        "layer3, weight 2",
+        {"localization.grid_stage": "layer3", "localization.weight": 2.0},
+        (0, 1, 2),
+        30,
+    ),
+    "l3w2t07": (
+        "layer3, weight 2, temperature 0.07",
+        {"localization.grid_stage": "layer3", "localization.weight": 2.0, "localization.temperature": 0.07},
+        (0,),
+        30,
+    ),
+    "l3w2tf25": (
+        "layer3, weight 2, mean of the top 25 % of locations",
+        {"localization.grid_stage": "layer3", "localization.weight": 2.0, "localization.top_fraction": 0.25},
+        (0,),
+        30,
+    ),
+    "l3w2f16": (
+        "layer3, weight 2, 4 frames at 16 fps",
+        {"localization.grid_stage": "layer3", "localization.weight": 2.0, "data.fps": 16.0},
+        (1, 2),
+        30,
+    ),
+    "l3w2e60": (
+        "layer3, weight 2, 60 epochs",
+        {"localization.grid_stage": "layer3", "localization.weight": 2.0},
+        (1, 2),
+        60,
+    ),
+}
+# every localization key, so the config file's defaults do not change what a lever means
+DEFAULTS = {
+    "localization.weight": 1.0,
+    "localization.grid_stage": "",
+    "localization.temperature": 0.03,
+    "localization.top_fraction": 0.0,
+    "localization.floor": "none",
+    "localization.embed_dim": 64,
+    "localization.audio_input": "feat",
+    "data.fps": 8.0,
+}
+METRICS = ("pointing", "ciou50", "auc", "pair_pointing", "on_distractor")
+
+
+def run_dir(cache: Path, slug: str, seed: int, epochs: int) -> Path:
+    # the e60 lever shares its runs' folders with l3w2 (same overrides, more epochs)
+    return cache / f"exp_{'l3w2' if slug == 'l3w2e60' else slug}_seed{seed}_e{epochs}"
+
+
+def lever_config(args: argparse.Namespace, root: Path, slug: str, seed: int) -> tuple[PretrainConfig, Path]:
+    _, extra, _, epochs = LEVERS[slug]
+    args.seed, args.epochs = seed, epochs
+    overrides = base.run_overrides(args, root, "loc", None)
+    folder = run_dir(Path(args.cache), slug, seed, epochs)
+    values = {**overrides, **DEFAULTS, **extra, "run_dir": folder}
+    return load_config(PretrainConfig, base.CONFIG, [f"{k}={v}" for k, v in values.items()]), folder
+
+
+def same_run(cfg: PretrainConfig, folder: Path) -> bool:
+    """A finished run in ``folder`` whose stored config is ``cfg`` (the folder aside)."""
+    if not (folder / "encoders.safetensors").is_file() or not (folder / "config.yaml").is_file():
+        return False
+    stored = to_dict(load_config(PretrainConfig, folder / "config.yaml"))
+    wanted = to_dict(cfg)
+    stored.pop("run_dir")
+    wanted.pop("run_dir")
+    return bool(stored == wanted)
+
+
+def score(cfg: PretrainConfig, folder: Path, root: Path) -> dict[str, Any]:
+    videos = json.loads((root / "annotations.json").read_text())["videos"]
+    tests = [v for v in videos if v["split"] == "test"]
+    model, inp, learned = load_for_localization(folder / "encoders.safetensors", "auto")
+    assert learned is not None, f"{folder} has no localizer"
+    localizer, spec = learned
+    raw = (localizer, dataclasses.replace(spec, floor=None))
+    clips = build_dataset(dataclasses.replace(cfg.data, clips_per_video=1), train=False)
+    floor = calibrate_floor(model, raw, DataLoader(clips, batch_size=32, collate_fn=av_collate))
+    items = middle_windows(root, tests, videos, inp, progress=False)
+    maps = {
+        "raw": score_model(model, inp, raw, items),
+        "floored": score_model(model, inp, (localizer, dataclasses.replace(spec, floor=floor)), items),
+    }
+    refs = base.references(tests, model_grid(model, inp, raw))
+    keep = ("ciou50", "auc", "pointing")
+    return {
+        "floor": floor,
+        **{k: {m: v[m] for m in METRICS} for k, v in maps.items()},
+        "oracle_grid": {m: refs["oracle_grid"][m] for m in keep},
+        "center_box": {m: refs["center_box"][m] for m in keep},
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# Levers for the learned localizer (synthetic collection with silent distractors)",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['machine']['platform']}, {report['machine']['cpu_count']} CPU cores, torch "
+        f"{report['machine']['torch']}; {report['seconds']:.0f} s (reused runs cost only their scoring)",
+        "",
+        "Each lever trains `avlearn/configs/pretrain/synth_cpu_loc.yaml` with the overrides in the JSON "
+        "on `localization_synth.py`'s collections (seed = collection and training seed), 4 frames, 64 px, "
+        "batch 16, 12 steps per epoch, and scores the learned localizer on the 48 test videos' middle "
+        "frames. Figures: mean over the lever's seeds, then each seed's. *Floored*: the same map at "
+        "`max(cosine - floor, 0)`, the floor measured on the training clips "
+        "(`localization.floor=wrong_sound`).",
+        "",
+        "| lever | seeds | pointing | pairs | on a distractor | cIoU50 | AUC | cIoU50 floored | AUC floored "
+        "| oracle cIoU50 / AUC |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(rows: list[dict[str, Any]], part: str, metric: str) -> str:
+        values = [r[part][metric] for r in rows]
+        return f"{np.mean(values):.3f} ({' / '.join(f'{v:.2f}' for v in values)})"
+
+    for slug, runs in report["levers"].items():
+        rows = list(runs.values())
+        oracle = (
+            f"{np.mean([r['oracle_grid']['ciou50'] for r in rows]):.3f} / "
+            f"{np.mean([r['oracle_grid']['auc'] for r in rows]):.3f}"
+        )
+        lines.append(
+            f"| {LEVERS[slug][0]}, {LEVERS[slug][3]} epochs | {', '.join(runs)} | "
+            f"{cell(rows, 'raw', 'pointing')} | {cell(rows, 'raw', 'pair_pointing')} | "
+            f"{cell(rows, 'raw', 'on_distractor')} | {cell(rows, 'raw', 'ciou50')} | "
+            f"{cell(rows, 'raw', 'auc')} | {cell(rows, 'floored', 'ciou50')} | "
+            f"{cell(rows, 'floored', 'auc')} | {oracle} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--levers", nargs="+", choices=sorted(LEVERS), default=list(LEVERS))
+    p.add_argument("--cache", default=str(base.ROOT / ".cache" / "bench"))
+    p.add_argument("--out", default=str(base.RESULTS / "localization_levers"))
+    a = p.parse_args(argv)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    args = base.parser().parse_args(["--cache", a.cache])
+    t0 = time.perf_counter()
+    levers: dict[str, dict[str, Any]] = {}
+    for slug in a.levers:
+        levers[slug] = {}
+        for seed in LEVERS[slug][2]:
+            args.seed = seed
+            root = base.make_collection(args)
+            cfg, folder = lever_config(args, root, slug, seed)
+            trained = not same_run(cfg, folder)
+            if trained:
+                pretrain(cfg, resume=False)
+            result = score(cfg, folder, root)
+            result["trained_now"] = trained
+            levers[slug][str(seed)] = result
+            print(
+                slug,
+                seed,
+                "pointing",
+                result["raw"]["pointing"],
+                "floored cIoU50",
+                result["floored"]["ciou50"],
+                flush=True,
+            )
+    command = " ".join(
+        ["python", "benchmarks/localization_levers.py", *(argv if argv is not None else sys.argv[1:])]
+    )
+    report = {
+        "command": command,
+        "machine": base._machine(),
+        "seconds": time.perf_counter() - t0,
+        "levers": levers,
+        "definitions": {
+            k: {"what": v[0], "overrides": {**DEFAULTS, **v[1]}, "seeds": v[2], "epochs": v[3]}
+            for k, v in LEVERS.items()
+        },
+    }
+    out = Path(a.out)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown(report)
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
