@@ -207,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pretrain-epochs",
         type=int,
-        default=40,
+        default=60,
         help="pretraining epochs over train + val (default: %(default)s)",
     )
     parser.add_argument(

@@ -254,7 +254,11 @@ def write_report(out: Path, summary: Mapping[str, Any]) -> Path:
             "distractor's; the fraction of map peaks that move onto the distractor. *Pair*: "
             f"{loc.get('pairs', 0)} pairs of test videos side by side, each one's sound played in turn; "
             "the fraction of peaks on the object whose sound plays (a map that ignores the sound: "
-            "at most 0.5).",
+            "at most 0.5)."
+            + (f" The learned localizer's maps are max(cosine - {loc['localizer_floor']:.3f}, 0): the floor "
+               "is the mean cosine a wrong sound reaches at a clip's best location on the training clips "
+               "(localization.floor), so a map is zero where no sound matches better than a wrong one."
+               if loc.get("localizer_floor") is not None else ""),
             "",
             "| method | cIoU50 | AUC | pointing | mean cIoU | peak follows a swapped sound | pair |",
             "|---|---:|---:|---:|---:|---:|---:|",

@@ -346,6 +346,7 @@ def localize_stage(out: Path, synth_dir: Path, overlays: int) -> dict[str, Any]:
         "swap_frames": scores["trained, learned localizer"]["n_swap"],
         "pairs": scores["trained, learned localizer"]["n_pairs"],
         "grid": "x".join(map(str, model_grid(model, inp, learned))),
+        "localizer_floor": None if learned is None else learned[1].floor,
         "input": f"{inp.num_frames} frames at {inp.fps:g} fps, {inp.size} px, {inp.audio_seconds:g} s audio",
         "methods": scores,
         "overlays": made,
