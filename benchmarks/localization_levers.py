@@ -78,7 +78,7 @@ LEVERS: dict[str, tuple[str, dict[str, Any], tuple[int, ...], int]] = {
         30,
     ),
     "l3w2e60": (
-        "layer3, weight 2, 60 epochs",
+        "layer3, weight 2",
         {"localization.grid_stage": "layer3", "localization.weight": 2.0},
         (1, 2),
         60,

@@ -307,6 +307,8 @@ def parser() -> argparse.ArgumentParser:
     # stayed (0.77 / 0.58 -> 0.79 / 0.56)
     p.add_argument("--fps", type=float, default=16.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                   help="torch threads (1 lets two seeds train side by side on 2 cores)")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="several collection seeds: one report with the mean, spread and each seed's "
                         "figures, and issue 15's goals checked on the means")
@@ -485,7 +487,7 @@ def markdown_seeds(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
     command = " ".join(["python", "benchmarks/localization_synth.py",
                         *(argv if argv is not None else sys.argv[1:])])
     out = Path(args.out)

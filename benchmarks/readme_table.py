@@ -155,6 +155,41 @@ def _localization(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _localization_seeds(d: dict[str, Any]) -> list[Row]:
+    """benchmarks/localization_synth.py --seeds: means over the collection seeds and the goals."""
+    sm, first = d["summary"], d["per_seed"][0]["train"]
+    steps = first["epochs"] * first["steps_per_epoch"]
+
+    def m(key: str, metric: str) -> str:
+        v = sm[key][metric]
+        return f"{_num(v['mean'], 2)} ({' / '.join(_num(x, 2) for x in v['values'])})"
+
+    return [(f"sound localization, {len(d['seeds'])} collection seeds ({', '.join(map(str, d['seeds']))}), "
+             f"{steps} steps, learned localizer on a {first['grid']} grid, mean (per seed): pointing "
+             f"{m('loc_learned', 'pointing')}, side-by-side pairs {m('loc_learned', 'pair_pointing')}, "
+             f"peak on a silent distractor {m('loc_learned', 'on_distractor')}, cIoU50 "
+             f"{m('loc_learned', 'ciou50')} vs centre box {m('center_box', 'ciou50')} and grid oracle "
+             f"{m('oracle_grid', 'ciou50')}, AUC {m('loc_learned', 'auc')} vs {m('center_box', 'auc')} and "
+             f"{m('oracle_grid', 'auc')}", "", "")]
+
+
+def _levers(d: dict[str, Any]) -> list[Row]:
+    """benchmarks/localization_levers.py: mean pointing and floored cIoU50 / AUC of each lever."""
+    parts = []
+    for slug, runs in d["levers"].items():
+        rows = list(runs.values())
+        what = d["definitions"][slug]
+
+        def mean(part: str, metric: str, rows: list[dict[str, Any]] = rows) -> str:
+            return _num(sum(r[part][metric] for r in rows) / len(rows), 2)
+
+        parts.append(f"{what['what'].split(':')[0]}, {what['epochs']} epochs (seeds "
+                     f"{', '.join(runs)}): {mean('raw', 'pointing')} / {mean('floored', 'ciou50')} / "
+                     f"{mean('floored', 'auc')}")
+    return [("levers for the learned localizer, mean pointing / floored cIoU50 / floored AUC: "
+             + "; ".join(parts), "", "")]
+
+
 def _negatives(d: dict[str, Any]) -> list[Row]:
     names = {"loc_learned": "learned localizer", "loc_posthoc": "post hoc",
              "random_init_posthoc": "random init", "center_box": "centre box"}
@@ -334,7 +369,9 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "train_throughput_": _train_throughput,
     "downstream_synth.actions": _downstream_actions,
     "downstream_synth": _downstream,
+    "localization_synth_seeds": _localization_seeds,
     "localization_synth": _localization,
+    "localization_levers": _levers,
     "localization_negatives": _negatives,
     "scaling_cpu": _scaling,
 }
