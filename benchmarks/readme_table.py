@@ -126,6 +126,23 @@ def _downstream(d: dict[str, Any]) -> list[Row]:
         f"{_pct(ret['random']['v2a_r5'])}", "", "")]
 
 
+def _downstream_seeds(d: dict[str, Any]) -> list[Row]:
+    """benchmarks/downstream_synth.py --summarize: means over the seeds and the action goals."""
+    t = d["table"]
+
+    def pair(av: str, base: str) -> str:
+        return f"{t[av]['mean']:.1f} vs {t[base]['mean']:.1f}"
+
+    goals = "; ".join(
+        f"{g['goal'].split(':')[0]} {g['gap_mean']:+.1f} points ({'met' if g['met'] else 'not met'})"
+        for g in d["goals"])
+    seeds = ", ".join(map(str, d["seeds"]))
+    return [(f"downstream on synthetic data, {len(d['seeds'])} collection seeds ({seeds}), mean video "
+             f"top-1 %, AV vs random / scratch: probe action {pair('av_action', 'random_action')}, object "
+             f"{pair('av_object', 'random_object')}; fine-tune 10 % {pair('av_10pct', 'scratch_10pct')}, "
+             f"100 % {pair('av_100pct', 'scratch_100pct')}; goals: {goals}", "", "")]
+
+
 def _downstream_actions(d: dict[str, Any]) -> list[Row]:
     variants = "; ".join(f"{name}: {_pct(r['av'])} vs {_pct(r['random'])}"
                          for name, r in d["action_video_top1"].items())
@@ -368,6 +385,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "data_loading": _data_loading,
     "train_throughput_": _train_throughput,
     "downstream_synth.actions": _downstream_actions,
+    "downstream_synth_seeds": _downstream_seeds,
     "downstream_synth": _downstream,
     "localization_synth_seeds": _localization_seeds,
     "localization_synth": _localization,
