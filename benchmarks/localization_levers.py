@@ -31,16 +31,13 @@ from typing import Any
 import localization_synth as base  # the script folder is on the path when run as a script
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from avlearn.config import load_config, to_dict
-from avlearn.data.config import build_dataset
-from avlearn.data.dataset import av_collate
 from avlearn.localization.export import calibrate_floor
 from avlearn.localization.inputs import load_for_localization
 from avlearn.localization.sound_checks import middle_windows, model_grid, score_model
 from avlearn.train.config import PretrainConfig
-from avlearn.train.loop import pretrain
+from avlearn.train.loop import centre_crop_loader, pretrain
 
 # slug: (what, overrides beyond the localization defaults below, seeds, epochs)
 LEVERS: dict[str, tuple[str, dict[str, Any], tuple[int, ...], int]] = {
@@ -130,8 +127,7 @@ def score(cfg: PretrainConfig, folder: Path, root: Path) -> dict[str, Any]:
     assert learned is not None, f"{folder} has no localizer"
     localizer, spec = learned
     raw = (localizer, dataclasses.replace(spec, floor=None))
-    clips = build_dataset(dataclasses.replace(cfg.data, clips_per_video=1), train=False)
-    floor = calibrate_floor(model, raw, DataLoader(clips, batch_size=32, collate_fn=av_collate))
+    floor = calibrate_floor(model, raw, centre_crop_loader(cfg))
     items = middle_windows(root, tests, videos, inp, progress=False)
     maps = {
         "raw": score_model(model, inp, raw, items),

@@ -80,6 +80,12 @@ def _init_from(path: str, model: AVModel, objective: Objective, localizer: AVLoc
     logger.info("initialised model and objective state from %s", src)
 
 
+def centre_crop_loader(cfg: PretrainConfig) -> DataLoader[dict[str, Any]]:
+    """One centre-cropped clip per video of ``data.manifest`` (what the localizer floor is measured on)."""
+    ds = build_dataset(dataclasses.replace(cfg.data, clips_per_video=1), train=False)
+    return DataLoader(ds, batch_size=32, shuffle=False, num_workers=0, collate_fn=av_collate)
+
+
 def _eval_loader(cfg: PretrainConfig) -> DataLoader[dict[str, Any]] | None:
     if not cfg.eval.manifest:
         return None
@@ -197,10 +203,7 @@ class PretrainTask(Task):
             logger.warning("localization.floor=wrong_sound is measured on data.manifest's files; with "
                            "data.source=%s the localizer is exported without a floor", self.cfg.data.source)
             return None
-        data = dataclasses.replace(self.cfg.data, clips_per_video=1)
-        ds = build_dataset(data, train=False)
-        loader = DataLoader(ds, batch_size=32, shuffle=False, num_workers=0, collate_fn=av_collate)
-        floor = calibrate_floor(self.model, (self.localizer, spec), loader)
+        floor = calibrate_floor(self.model, (self.localizer, spec), centre_crop_loader(self.cfg))
         logger.info("localizer map floor (mean cosine of a wrong sound at a clip's best location): %.4f",
                     floor)
         return floor
