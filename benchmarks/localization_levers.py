@@ -80,6 +80,14 @@ LEVERS: dict[str, tuple[str, dict[str, Any], tuple[int, ...], int]] = {
         (1, 2),
         60,
     ),
+    # the benchmark's preset (layer3, weight 2, 16 fps, 60 epochs) with a hypercolumn grid: layer2's
+    # 16x16 cells for the extent, layer3's wider view on each to choose the sounding object
+    "l23w2f16e60": (
+        "layer2+layer3 hypercolumn, weight 2, 4 frames at 16 fps",
+        {"localization.grid_stage": "layer2+layer3", "localization.weight": 2.0, "data.fps": 16.0},
+        (0, 1, 2),
+        60,
+    ),
 }
 # every localization key, so the config file's defaults do not change what a lever means
 DEFAULTS = {
@@ -187,15 +195,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--levers", nargs="+", choices=sorted(LEVERS), default=list(LEVERS))
     p.add_argument("--cache", default=str(base.ROOT / ".cache" / "bench"))
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="only these of each lever's seeds (e.g. one seed per process, side by side)")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads")
     p.add_argument("--out", default=str(base.RESULTS / "localization_levers"))
     a = p.parse_args(argv)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(a.threads)
     args = base.parser().parse_args(["--cache", a.cache])
     t0 = time.perf_counter()
     levers: dict[str, dict[str, Any]] = {}
     for slug in a.levers:
         levers[slug] = {}
         for seed in LEVERS[slug][2]:
+            if a.seeds is not None and seed not in a.seeds:
+                continue
             args.seed = seed
             root = base.make_collection(args)
             cfg, folder = lever_config(args, root, slug, seed)

@@ -11,8 +11,9 @@ The localizer file is safetensors (or a ``weights_only`` torch file for ``.pt``)
 ``video_proj.*`` / ``audio_proj.*`` and metadata ``format``, ``grid_dim``, ``audio_dim``,
 ``embed_dim``, ``audio_input`` (``feat``: the localizer reads ``AVOutput.audio_feat``;
 ``emb``: ``AVOutput.audio_emb``) and ``grid_stage`` (empty: the encoder's last grid; a stage name
-such as ``layer3``: that stage's finer grid, ``AVOutput.video_stages``; files without it read the
-last grid) and ``floor`` (empty: the maps are cosines; a number ``f``: the maps are
+such as ``layer3``: that stage's finer grid, ``AVOutput.video_stages``; stages joined by ``+``,
+e.g. ``layer2+layer3``: their hypercolumn grid, :func:`localizer_grid`; files without it read
+the last grid) and ``floor`` (empty: the maps are cosines; a number ``f``: the maps are
 ``max(cosine - f, 0)``, see :func:`calibrate_floor`).
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avlearn.localization.module import AVLocalizer
@@ -48,6 +50,7 @@ __all__ = [
     "resolve_localizer",
     "save_localizer",
     "stage_channels",
+    "stage_names",
 ]
 
 FORMAT = "avlearn-localizer-v1"
@@ -65,7 +68,8 @@ class LocalizerSpec:
         audio_input: ``feat`` (``AVOutput.audio_feat``) or ``emb`` (``AVOutput.audio_emb``).
         grid_stage: ``""``: the video encoder's last grid (``AVOutput.video_grid``); a stage name
             (e.g. ``layer3``, stride 8 in R(2+1)D): that stage's output, a finer grid whose cells
-            see less of the frame.
+            see less of the frame; stages joined by ``+`` (``layer2+layer3``): the finest stage's
+            grid with the coarser stages' channels resized onto it (:func:`localizer_grid`).
         floor: ``None``: maps are cosine similarities; a number: maps are ``max(cosine - floor, 0)``,
             zero wherever a location matches the sound no better than another clip's sound matches
             the best location of a clip (:func:`calibrate_floor`).
@@ -100,12 +104,21 @@ class LocalizerSpec:
         return AVLocalizer.learned(self.grid_dim, self.audio_dim, self.embed_dim)
 
 
+def stage_names(grid_stage: str) -> list[str]:
+    """The stages of a ``grid_stage``: ``"layer3"`` -> ``["layer3"]``, ``"layer2+layer3"`` -> both."""
+    return [name.strip() for name in grid_stage.split("+")] if grid_stage else []
+
+
 def stage_channels(model: AVModel, stage: str) -> int:
-    """Channels of the video encoder's stage ``stage`` (its last normalisation layer's width)."""
+    """Channels of the video encoder's stage ``stage`` (its last normalisation layer's width);
+    for several stages joined by ``+``, the sum of their widths."""
+    if "+" in stage:
+        return sum(stage_channels(model, name) for name in stage_names(stage))
     names = list(getattr(model.video_encoder, "stage_names", ()))
     if stage not in names:
         raise ValueError(f"localization.grid_stage: the video encoder has no stage {stage!r}; "
-                         f"valid: {', '.join(names) or 'none'} (or '' for the last grid)")
+                         f"valid: {', '.join(names) or 'none'}, several joined by '+' "
+                         f"(e.g. layer2+layer3), or '' for the last grid")
     modules = getattr(model.video_encoder, stage).modules()
     norms = [m for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -114,13 +127,27 @@ def stage_channels(model: AVModel, stage: str) -> int:
 
 
 def localizer_grid(out: AVOutput, grid_stage: str = "") -> Tensor:
-    """The grid a learned localizer reads: ``out.video_grid`` or ``out.video_stages[grid_stage]``."""
+    """The grid a learned localizer reads: ``out.video_grid``, ``out.video_stages[grid_stage]``, or
+    for ``grid_stage = "a+b"`` a hypercolumn grid: each stage resized (trilinear, half-pixel
+    centres) to the finest stage's ``(T', H', W')`` and the channels concatenated, so every cell
+    of the fine grid also sees its coarser stages' wider context.
+
+    Shape: ``(B, C, T', H', W')``; a hypercolumn's ``C`` is the sum of its stages' channels.
+    """
     if not grid_stage:
         return out.video_grid
-    if grid_stage not in out.video_stages:
-        raise ValueError(f"the localizer reads video stage {grid_stage!r}: call the model with "
+    names = stage_names(grid_stage)
+    missing = [name for name in names if name not in out.video_stages]
+    if missing:
+        raise ValueError(f"the localizer reads video stage {missing[0]!r}: call the model with "
                          "video_stages=True (see needs_stages)")
-    return out.video_stages[grid_stage]
+    grids = [out.video_stages[name] for name in names]
+    if len(grids) == 1:
+        return grids[0]
+    size = max((tuple(g.shape[-3:]) for g in grids), key=lambda s: s[0] * s[1] * s[2])
+    resized = [g if tuple(g.shape[-3:]) == size else
+               F.interpolate(g, size=size, mode="trilinear", align_corners=False) for g in grids]
+    return torch.cat(resized, dim=1)
 
 
 def needs_stages(learned: Learned | None) -> bool:

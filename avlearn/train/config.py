@@ -198,8 +198,9 @@ class LocalizationConfig:
         audio_input: what the localizer's audio projection reads: ``feat`` (the audio encoder's
             pooled feature ``AVOutput.audio_feat``) or ``emb`` (the projected ``audio_emb``).
         grid_stage: the video grid it maps: ``""`` the encoder's last grid (stride 16 in
-            R(2+1)D), or a stage name such as ``layer3`` (stride 8: a 2x finer map whose cells
-            see less of the frame).
+            R(2+1)D), a stage name such as ``layer3`` (stride 8: a 2x finer map whose cells
+            see less of the frame), or stages joined by ``+`` such as ``layer2+layer3`` (a
+            hypercolumn: layer2's 4x finer grid, each cell with layer3's wider view too).
         top_fraction: how a clip's locations score a sound in the loss: 0 their max (EZ-VSL),
             ``f`` in (0, 1] the mean of the best ``f`` of them (the whole object is pulled
             towards its sound; see :func:`~avlearn.objectives.localization.mil_scores`).

@@ -89,3 +89,27 @@ def test_bad_inputs_raise() -> None:
         loc(torch.randn(2, 4, 1, 3, 3), torch.randn(2, 4, 1))
     with pytest.raises(ValueError):
         AVLocalizer.learned(0, 4, 4)
+
+
+def test_hypercolumn_grid_puts_each_coarse_stage_on_the_finest_grid() -> None:
+    from avlearn.localization.export import localizer_grid
+    from avlearn.models.av import AVOutput
+
+    fine = torch.randn(2, 3, 2, 8, 8)
+    # a coarse stage that varies along the width only: its hypercolumn channels must vary the same
+    # way on the fine grid, keep their order left to right and stay within the coarse values
+    ramp = torch.arange(4.0).view(1, 1, 1, 1, 4).expand(2, 5, 1, 4, 4).contiguous()
+    zero = torch.zeros(2, 1, 2, 2)
+    out = AVOutput(zero[:, 0, :1, 0], zero[:, 0, :1, 0], zero[:, 0, :1, 0], zero[:, 0, :1, 0],
+                   fine, zero, video_stages={"layer2": fine, "layer3": ramp})
+    grid = localizer_grid(out, "layer2+layer3")
+    assert grid.shape == (2, 8, 2, 8, 8)
+    torch.testing.assert_close(grid[:, :3], fine)
+    coarse = grid[:, 3:]
+    assert torch.equal(coarse, coarse[:, :1, :1, :1, :].expand_as(coarse))  # same along C, T, H
+    row = coarse[0, 0, 0, 0]
+    assert bool((row[1:] >= row[:-1]).all()) and row[0] == 0 and row[-1] == 3
+    torch.testing.assert_close(row[::2] + row[1::2], 2 * torch.arange(4.0), atol=0.5, rtol=0)
+    assert localizer_grid(out, "layer3") is ramp
+    with pytest.raises(ValueError, match="'layer4'.*video_stages=True"):
+        localizer_grid(out, "layer2+layer4")

@@ -109,27 +109,31 @@ def test_localization_config_is_validated() -> None:
     assert cfg.localization.enabled and not load_config(PretrainConfig, SYNTH_CPU).localization.enabled
 
 
+@pytest.mark.parametrize(("stage", "finer"), [("layer3", 2), ("layer2+layer3", 4)])
 def test_a_localizer_on_a_finer_stage_trains_exports_and_maps_at_that_stage(
-    synth_train: Path, tmp_path: Path
+    synth_train: Path, tmp_path: Path, stage: str, finer: int
 ) -> None:
+    from avlearn.localization.export import stage_channels
     from avlearn.localization.inputs import load_for_localization
     from avlearn.localization.sound_checks import heatmaps, middle_windows, model_grid
 
-    run = tmp_path / "layer3"
-    assert _run(synth_train, run, max_steps=2, **LOC, **{"localization.grid_stage": "layer3"}) == 0
+    run = tmp_path / "finer"
+    assert _run(synth_train, run, max_steps=2, **LOC, **{"localization.grid_stage": stage}) == 0
     export = run / "encoders.safetensors"
     _, spec = load_localizer(localizer_path(export))
-    assert spec.grid_stage == "layer3"
+    assert spec.grid_stage == stage
     model, inp, learned = load_for_localization(export, "auto")
     assert learned is not None
-    last = model_grid(model, inp)  # 32 px crops: 2x2 at stride 16, 4x4 at layer3's stride 8
-    assert model_grid(model, inp, learned) == (2 * last[0], 2 * last[1])
+    # a hypercolumn reads both stages' channels
+    assert spec.grid_dim == sum(stage_channels(model, s) for s in stage.split("+"))
+    last = model_grid(model, inp)  # 32 px crops: 2x2 at stride 16, 4x4 at stride 8, 8x8 at stride 4
+    assert model_grid(model, inp, learned) == (finer * last[0], finer * last[1])
     synth = synth_train.parent
     entries = json.loads((synth / "annotations.json").read_text())["videos"][:2]
     items = middle_windows(synth, entries, None, inp, progress=False)
     maps = heatmaps(model.eval(), inp, learned, [it.video for it in items], [it.frame for it in items],
                     [it.audio for it in items])
-    assert maps[0].shape == (2 * last[0], 2 * last[1])
+    assert maps[0].shape == (finer * last[0], finer * last[1])
 
     with pytest.raises(ConfigError, match=r"no stage 'layer9'(.|\n)*layer3"):
         bad = {**LOC, "localization.grid_stage": "layer9"}
