@@ -75,3 +75,51 @@ def test_shifted_audio_adds_the_batch_shifted_windows_to_the_video_negatives() -
     assert logs["acc_v2a"] == plain_logs["acc_v2a"]  # retrieval accuracy over the true audio only
     with pytest.raises(ValueError, match="audio_shifted_emb"):
         infonce_loss(video, audio, temperature, audio_shifted_emb=shifted * 2)
+
+
+def _hcl_reference(sim: torch.Tensor, temperature: float, beta: float) -> float:
+    """HCL's hard estimator (tau_plus = 0, no clamp) by its formula, one anchor at a time:
+    ``-log(pos / (pos + N * sum_j imp_j neg_j / sum_j imp_j))``, ``neg_j = exp(s_j / t)``,
+    ``imp_j = neg_j ** beta``."""
+    losses = []
+    for i in range(sim.shape[0]):
+        pos = torch.exp(sim[i, i] / temperature)
+        neg = torch.exp(torch.cat([sim[i, :i], sim[i, i + 1 :]]) / temperature)
+        imp = neg**beta
+        ng = len(neg) * (imp * neg).sum() / imp.sum()
+        losses.append(-torch.log(pos / (pos + ng)))
+    return float(torch.stack(losses).mean())
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_hard_negatives_equal_hcl_in_both_directions(beta: float) -> None:
+    video, audio = _unit(6, 8, seed=3), _unit(6, 8, seed=4)
+    t = 0.2
+    value, _ = infonce_loss(video, audio, t, hard_negative_beta=beta)
+    sim = video @ audio.T
+    expected = (_hcl_reference(sim, t, beta) + _hcl_reference(sim.T, t, beta)) / 2
+    assert value.item() == pytest.approx(expected, rel=1e-9)
+    if beta == 0:
+        assert value.item() == pytest.approx(ref.infonce(video, audio, t), rel=1e-9)
+
+
+def test_hard_negatives_push_hardest_negatives_hardest() -> None:
+    # the closest negative takes a larger share of the gradient on the negatives with beta > 0
+    video, audio = _unit(8, 16, seed=5), _unit(8, 16, seed=6)
+    from avlearn.objectives.infonce import hard_negative_logits
+
+    ratios = []
+    for beta in (0.0, 1.0):
+        sim = (video @ audio.T).requires_grad_(True)
+        targets = torch.arange(8)
+        F.cross_entropy(hard_negative_logits(sim, targets, 0.2, beta), targets).backward()
+        assert sim.grad is not None
+        g, s = sim.grad[0], sim.detach()[0].clone()
+        s[0] = float("nan")
+        hard = int(torch.nan_to_num(s, nan=-2).argmax())
+        ratios.append(float(g[hard] / g[1:].abs().sum()))  # the hardest negative's share of the push
+    assert ratios[1] > ratios[0] > 0
+    with pytest.raises(Exception, match="hard_negative_beta"):
+        from avlearn.objectives.infonce import InfoNCEConfig
+
+        InfoNCEConfig(hard_negative_beta=-1.0)
