@@ -86,22 +86,24 @@ def manifests(root: Path) -> dict[str, Path]:
 
 
 def pretrain(train_manifest: Path, epochs: int, reuse: bool = False, clips: int = 2,
-             shifted_audio: float = 0.5, objective: str = "infonce") -> tuple[Path, float]:
+             shifted_audio: float = 0.5, objective: str = "infonce", extra: tuple[str, ...] = (),
+             name: str = "") -> tuple[Path, float]:
     """Pretrain on the train split; return the run and its training seconds.
 
     ``reuse``: keep an existing finished run whose stored config equals this one (its seconds then
-    come from its own log), so the evaluations can be re-run without pretraining again.
+    come from its own log), so the evaluations can be re-run without pretraining again. ``extra``:
+    more config overrides (``benchmarks/downstream_levers.py``), in the run folder ``name``.
     """
     from avlearn.train import pretrain as pretrain_cli
     from avlearn.train.config import PretrainConfig
 
-    run = CACHE / ("pretrain" if objective == "infonce" else f"pretrain_{objective}")
+    run = CACHE / (name or ("pretrain" if objective == "infonce" else f"pretrain_{objective}"))
     config = ROOT / "avlearn/configs/pretrain/synth_cpu.yaml"
     overrides = [f"run_dir={run}", f"objective.name={objective}", f"data.manifest={train_manifest}", *CLIP,
                  "data.batch_size=16",
                  f"data.clips_per_video={clips}", f"data.shifted_audio={shifted_audio}",
                  "data.num_workers=1", f"epochs={epochs}", "train.progress=false", "train.tensorboard=false",
-                 "train.ckpt_every_steps=0", "eval.manifest=", *seeds()]
+                 "train.ckpt_every_steps=0", "eval.manifest=", *seeds(), *extra]
     if reuse and (run / "encoders.safetensors").is_file() and (run / "config.yaml").is_file():
         stored, wanted = (dataclasses.asdict(load_config(PretrainConfig, *a)) for a in
                           ((run / "config.yaml", []), (config, overrides)))
