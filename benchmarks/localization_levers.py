@@ -156,6 +156,8 @@ def markdown(report: dict[str, Any]) -> str:
         "# Levers for the learned localizer (synthetic collection with silent distractors)",
         "",
         f"Command: `{report['command']}`  ",
+        *([f"Runs merged from the reports of: {'; '.join(f'`{c}`' for c in report['merged'])}  "]
+          if report.get("merged") else []),
         f"Machine: {report['machine']['platform']}, {report['machine']['cpu_count']} CPU cores, torch "
         f"{report['machine']['torch']}; {report['seconds']:.0f} s (reused runs cost only their scoring)",
         "",
@@ -199,13 +201,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="only these of each lever's seeds (e.g. one seed per process, side by side)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads")
     p.add_argument("--out", default=str(base.RESULTS / "localization_levers"))
+    p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
+                   help="start from these reports' runs (default with no file: OUT.json) and replace "
+                        "only the runs scored now, e.g. to add one lever or one seed per process")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     args = base.parser().parse_args(["--cache", a.cache])
     t0 = time.perf_counter()
     levers: dict[str, dict[str, Any]] = {}
+    merged: list[str] = []
+    if a.merge is not None:
+        for path in a.merge or [str(Path(a.out).with_suffix(".json"))]:
+            previous = json.loads(Path(path).read_text())
+            merged += [*previous.get("merged", []), previous["command"]]
+            for slug, runs in previous["levers"].items():
+                levers.setdefault(slug, {}).update(runs)
     for slug in a.levers:
-        levers[slug] = {}
+        levers.setdefault(slug, {})
         for seed in LEVERS[slug][2]:
             if a.seeds is not None and seed not in a.seeds:
                 continue
@@ -232,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     report = {
         "command": command,
+        "merged": merged,  # the commands of the reports whose runs this one started from
         "machine": base._machine(),
         "seconds": time.perf_counter() - t0,
         "levers": levers,
