@@ -85,6 +85,23 @@ def manifests(root: Path) -> dict[str, Path]:
     return out
 
 
+def same_run(cfg: Any, preferred: Path) -> Path | None:
+    """A finished pretraining run in this seed's cache (``preferred`` first, then every folder of
+    ``CACHE``) whose stored config equals ``cfg`` (a ``PretrainConfig``) but for its ``run_dir``."""
+    from avlearn.train.config import PretrainConfig
+
+    wanted = dataclasses.asdict(cfg)
+    wanted.pop("run_dir")
+    for found in [preferred, *sorted(c.parent for c in CACHE.glob("*/config.yaml") if c.parent != preferred)]:
+        if not (found / "encoders.safetensors").is_file() or not (found / "config.yaml").is_file():
+            continue
+        stored = dataclasses.asdict(load_config(PretrainConfig, found / "config.yaml"))
+        stored.pop("run_dir")
+        if stored == wanted:
+            return found
+    return None
+
+
 def pretrain(train_manifest: Path, epochs: int, reuse: bool = False, clips: int = 2,
              shifted_audio: float = 0.5, objective: str = "infonce", extra: tuple[str, ...] = (),
              name: str = "") -> tuple[Path, float]:
@@ -105,20 +122,14 @@ def pretrain(train_manifest: Path, epochs: int, reuse: bool = False, clips: int 
                  f"data.clips_per_video={clips}", f"data.shifted_audio={shifted_audio}",
                  "data.num_workers=1", f"epochs={epochs}", "train.progress=false", "train.tensorboard=false",
                  "train.ckpt_every_steps=0", "eval.manifest=", *seeds(), *extra]
-    if reuse:  # any finished run in this seed's cache whose config is this one, its folder aside
-        wanted = dataclasses.asdict(load_config(PretrainConfig, config, overrides))
-        wanted.pop("run_dir")
-        for found in [run, *sorted(c.parent for c in CACHE.glob("*/config.yaml") if c.parent != run)]:
-            if not (found / "encoders.safetensors").is_file() or not (found / "config.yaml").is_file():
-                continue
-            stored = dataclasses.asdict(load_config(PretrainConfig, found / "config.yaml"))
-            stored.pop("run_dir")
-            if stored == wanted:
-                log = [json.loads(line) for line in (found / "metrics.jsonl").read_text().splitlines()]
-                start = next(r["time"] for r in log if r.get("event") == "start")
-                end = next(r["time"] for r in log if r.get("event") == "end")
-                logging.info("reusing the finished pretraining run %s (same config)", found)
-                return found, round(end - start, 1)
+    if reuse:
+        found = same_run(load_config(PretrainConfig, config, overrides), run)
+        if found is not None:
+            log = [json.loads(line) for line in (found / "metrics.jsonl").read_text().splitlines()]
+            start = next(r["time"] for r in log if r.get("event") == "start")
+            end = next(r["time"] for r in log if r.get("event") == "end")
+            logging.info("reusing the finished pretraining run %s (same config)", found)
+            return found, round(end - start, 1)
         logging.info("no finished run of this config in %s: pretraining", CACHE)
     t = time.perf_counter()
     code = pretrain_cli.main(["--config", str(config), "--fresh", *overrides])

@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["floored"]["ciou50"],
                 flush=True,
             )
+    levers = {slug: runs for slug, runs in levers.items() if runs}  # a lever none of whose seeds ran
     command = " ".join(
         ["python", "benchmarks/localization_levers.py", *(argv if argv is not None else sys.argv[1:])]
     )

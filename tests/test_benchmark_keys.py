@@ -48,3 +48,58 @@ def test_downstream_benchmark_caches_each_seed_apart() -> None:
     assert zero[0] != bench.CACHE and zero[1] != bench.COLLECTION
     assert bench.COLLECTION.is_relative_to(bench.CACHE)
     assert bench.seeds() == ["seed=3", "data.seed=3"] and zero[2] == ["seed=0", "data.seed=0"]
+
+
+def test_downstream_reuse_finds_a_finished_run_of_the_same_config_in_any_folder(tmp_path: Path) -> None:
+    from avlearn.config import load_config
+    from avlearn.train.config import PretrainConfig
+    from avlearn.train.engine import write_config
+
+    bench = _load("downstream_synth")
+    bench.CACHE = tmp_path / "seed0"
+    config = ROOT / "avlearn/configs/pretrain/synth_cpu.yaml"
+
+    def cfg(run: Path, *extra: str) -> PretrainConfig:
+        return load_config(PretrainConfig, config, [f"run_dir={run}", "epochs=120", *extra])
+
+    def finished(run: Path, *extra: str) -> None:
+        write_config(cfg(run, *extra), run)
+        (run / "encoders.safetensors").write_bytes(b"")
+
+    wanted = cfg(bench.CACHE / "pretrain")
+    assert bench.same_run(wanted, bench.CACHE / "pretrain") is None
+    finished(bench.CACHE / "exp_other", "objective.temperature=0.2")  # another config
+    assert bench.same_run(wanted, bench.CACHE / "pretrain") is None
+    (bench.CACHE / "exp_unfinished").mkdir()
+    write_config(cfg(bench.CACHE / "exp_unfinished"), bench.CACHE / "exp_unfinished")  # no encoders yet
+    assert bench.same_run(wanted, bench.CACHE / "pretrain") is None
+    finished(bench.CACHE / "exp_e120")  # the same config in a lever's folder
+    assert bench.same_run(wanted, bench.CACHE / "pretrain") == bench.CACHE / "exp_e120"
+    finished(bench.CACHE / "pretrain")  # the benchmark's own folder comes first
+    assert bench.same_run(wanted, bench.CACHE / "pretrain") == bench.CACHE / "pretrain"
+
+
+def test_levers_merge_keeps_earlier_runs_and_names_their_command(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # localization_levers imports its sibling script
+    try:
+        levers = _load("localization_levers")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    part = {m: 0.5 for m in levers.METRICS}
+    run = {"floor": 0.6, "raw": part, "floored": part,
+           "center_box": {"ciou50": 0.6, "auc": 0.5, "pointing": 0.3},
+           "oracle_grid": {"ciou50": 1.0, "auc": 0.7, "pointing": 1.0}}
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"command": "python benchmarks/localization_levers.py --levers l3",
+                                   "levers": {"l3": {"0": run, "1": run}}}))
+    out = tmp_path / "merged"
+    # seed 99 is no lever's: nothing is trained or scored, the report is the earlier one's runs
+    assert levers.main(["--levers", "l2", "--seeds", "99", "--merge", str(earlier), "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["levers"] == {"l3": {"0": run, "1": run}}
+    assert report["merged"] == ["python benchmarks/localization_levers.py --levers l3"]
+    assert "Runs merged from the reports of: `python benchmarks/localization_levers.py --levers l3`" in (
+        out.with_suffix(".md").read_text())
