@@ -1,18 +1,19 @@
 """Sound localization with negatives on the synthetic collection: AP and max-F1 (SLAVC's protocol).
 
-    python benchmarks/localization_negatives.py                   # two collection seeds, 14 epochs each
-    python benchmarks/localization_negatives.py --seeds 0 --epochs 30
+    python benchmarks/localization_negatives.py --reuse       # after localization_synth.py --seeds 0 1 2
 
 For each seed: the collection of ``benchmarks/localization_synth.py`` (240 videos, 64 px, 3 s,
 large objects, 0-2 silent distractors) with its fixed negatives list (``avlearn synth
 --negatives``: every test video played with the sound of a test video whose sounding class is
-not in view, an off-screen source), one pretraining with the localization objective
-(``avlearn/configs/pretrain/synth_cpu_loc.yaml``, in-batch InfoNCE), then every test video's
-middle frame scored (:mod:`avlearn.localization.protocol`) as a positive with its own sound, as
-a negative with the off-screen sound, and as a negative with silence. Methods: the learned
-localizer, the same model post hoc, a random-init model post hoc, a centre box (confidence
-constant). Positives: cIoU50 / AUC / pointing (LVS); with each negative category: SLAVC's AP
-and max-F1 over positives and those negatives (:mod:`avlearn.localization.negatives`).
+not in view, an off-screen source; the list changes no video), and the same pretraining run as
+that benchmark (``avlearn/configs/pretrain/synth_cpu_loc.yaml`` as it stands, in-batch InfoNCE,
+same epochs, frames and cache, so ``--reuse`` scores its trained runs without training again),
+then every test video's middle frame scored (:mod:`avlearn.localization.protocol`) as a positive
+with its own sound, as a negative with the off-screen sound, and as a negative with silence.
+Methods: the learned localizer, the same model post hoc, a random-init model post hoc, a centre
+box (confidence constant). Positives: cIoU50 / AUC / pointing (LVS); with each negative
+category: SLAVC's AP and max-F1 over positives and those negatives
+(:mod:`avlearn.localization.negatives`).
 
 Writes ``benchmarks/results/localization_negatives.{json,md}``.
 """
@@ -47,8 +48,8 @@ METHODS = {
 
 
 def collection(args: argparse.Namespace, seed: int) -> Path:
-    """The localization_synth collection of ``seed`` (its own cache folder) with its negatives list."""
-    args.seed, args.cache = seed, str(Path(args.cache_root) / f"seed{seed}")
+    """The localization_synth collection of ``seed`` (the same folder) with its negatives list."""
+    args.seed = seed
     root = base.make_collection(args)
     generate(base.synth_config(args, negatives=True), progress=False)  # resumes: writes only the list
     return root
@@ -127,26 +128,19 @@ def reading(results: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--num-videos", type=int, default=240)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--object-scale", type=float, default=0.6)
-    p.add_argument("--max-distractors", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=14, help="pretraining epochs per seed (12 steps each)")
-    p.add_argument("--num-frames", type=int, default=4)
-    p.add_argument("--fps", type=float, default=8.0)
-    p.add_argument("--cache-root", default=str(base.ROOT / ".cache" / "bench_negatives"))
-    p.add_argument("--reuse", action="store_true", help="reuse trained runs of the same settings")
-    p.add_argument("--out", default=str(RESULTS / "localization_negatives"))
+    # the main benchmark's options (collection, epochs, frames, cache): the same runs serve both
+    p = base.parser()
+    p.description = __doc__.split("\n\n")[0]
+    p.set_defaults(seeds=[0, 1, 2], out=str(RESULTS / "localization_negatives"))
     args = p.parse_args(argv)
-    args.objective = "infonce"
-    torch.set_num_threads(2)
+    if args.objective != "infonce":
+        p.error("the negatives benchmark trains with in-batch InfoNCE (--objective infonce)")
+    torch.set_num_threads(args.threads)
     machine, runs = base._machine(), {}
     for seed in args.seeds:
         t0 = time.perf_counter()
         root = collection(args, seed)
-        export, t_train = base.train(args, root, "loc", 1.0)
+        export, t_train = base.train(args, root, "loc", None)  # the config's localization weight
         t1 = time.perf_counter()
         runs[str(seed)] = {
             **evaluate(root, export, seed),
