@@ -149,6 +149,17 @@ def _downstream_actions(d: dict[str, Any]) -> list[Row]:
     return [(f"action linear probes, AV-pretrained vs random init, video top-1: {variants}", "", "")]
 
 
+def _downstream_levers(d: dict[str, Any]) -> list[Row]:
+    """benchmarks/downstream_levers.py: the action probe of each pretraining lever, AV vs random."""
+    parts = []
+    for slug, runs in d["levers"].items():
+        figures = ", ".join(f"seed {seed} {_pct(r['action'])} vs {_pct(d['random'][seed]['action'])}"
+                            for seed, r in runs.items())
+        parts.append(f"{d['definitions'][slug]['what']}: {figures}")
+    return [("pretraining levers for actions, linear probe on frozen features, action top-1 AV vs random "
+             "init: " + "; ".join(parts), "", "")]
+
+
 def _localization(d: dict[str, Any]) -> list[Row]:
     r, t = d["results"], d["train"]
     steps = t["epochs"] * t["steps_per_epoch"]
@@ -386,6 +397,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "train_throughput_": _train_throughput,
     "downstream_synth.actions": _downstream_actions,
     "downstream_synth_seeds": _downstream_seeds,
+    "downstream_levers": _downstream_levers,
     "downstream_synth": _downstream,
     "localization_synth_seeds": _localization_seeds,
     "localization_synth": _localization,
