@@ -97,7 +97,12 @@ def test_levers_merge_keeps_earlier_runs_and_names_their_command(tmp_path: Path)
                                    "levers": {"l3": {"0": run, "1": run}}}))
     out = tmp_path / "merged"
     # seed 99 is no lever's: nothing is trained or scored, the report is the earlier one's runs
-    assert levers.main(["--levers", "l2", "--seeds", "99", "--merge", str(earlier), "--out", str(out)]) == 0
+    import torch
+
+    threads = str(torch.get_num_threads())  # main sets torch's threads: keep this worker's
+    assert levers.main(["--levers", "l2", "--seeds", "99", "--merge", str(earlier), "--out", str(out),
+                        "--threads", threads]) == 0
+    assert torch.get_num_threads() == int(threads)
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["levers"] == {"l3": {"0": run, "1": run}}
     assert report["merged"] == ["python benchmarks/localization_levers.py --levers l3"]
