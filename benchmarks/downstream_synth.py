@@ -178,14 +178,14 @@ VARIANTS = {
     "layer2-4, time kept, 16 frames at 8 fps (2 s)": ("features.stages=[layer2,layer3,layer4]",
                                                       "features.pool=avg_space", "data.num_frames=16",
                                                       "data.fps=8"),
+    "layer3+layer4 avg (the benchmark's probe), 16 frames at 8 fps (2 s)": (
+        "features.stages=[layer3,layer4]", "features.pool=avg", "data.num_frames=16", "data.fps=8"),
 }
 
 
-def investigate(out: Path, test_clips: int) -> int:
-    """Action probes of the cached pretraining run with other pooling / clip lengths."""
-    run = CACHE / "pretrain"
-    if not (run / "encoders.safetensors").is_file():
-        raise SystemExit(f"{run}/encoders.safetensors missing: run the benchmark without --investigate first")
+def investigate(out: Path, test_clips: int, run: Path, name: str, command: str) -> int:
+    """Action probes of the pretraining run ``run`` with other pooling / clip lengths; writes
+    ``OUT/NAME.actions.{json,md}``."""
     t0 = time.perf_counter()
     rows, results = [], {}
     for i, (what, extra) in enumerate(VARIANTS.items()):
@@ -194,15 +194,16 @@ def investigate(out: Path, test_clips: int) -> int:
         results[what] = pair
         rows.append(f"| {what} | {_pct(pair['av'])} | {_pct(pair['random'])} |")
     total = round(time.perf_counter() - t0, 1)
-    command = "python benchmarks/downstream_synth.py --investigate"
-    (out / "downstream_synth.actions.json").write_text(json.dumps(
-        {"command": command, "run_seconds": total, "action_video_top1": results}, indent=2))
+    (out / f"{name}.actions.json").write_text(json.dumps(
+        {"command": command, "seed": SEED, "run": relative_paths(str(run)), "run_seconds": total,
+         "action_video_top1": results}, indent=2))
     lines = ["# Action linear probes: AV-pretrained vs random features, other pooling", "",
-             f"Command: `{command}` (after the main benchmark; reuses its pretraining run). "
-             f"Run time: {total:.0f} s.",
-             "Video-level top-1 (%) on the 48 test videos, 6 actions (chance 16.7 %).", "",
+             f"Command: `{command}` (reuses the benchmark's pretraining run of these settings, "
+             f"`{relative_paths(str(run))}`). Run time: {total:.0f} s.",
+             f"Video-level top-1 (%) on collection seed {SEED}'s 48 test videos, 6 actions (chance 16.7 %).",
+             "",
              "| features | AV-pretrained | random init |", "|---|---:|---:|", *rows]
-    (out / "downstream_synth.actions.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.actions.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
@@ -363,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="store_true",
                    help="reuse a finished pretraining run of the same config (its time from its log)")
     p.add_argument("--investigate", action="store_true",
-                   help="only the action-probe variants, on the cached pretraining run")
+                   help="only the action-probe variants, on the pretraining run of these settings "
+                        "(reused from the cache, else trained); writes OUT/NAME.actions.{json,md}")
     p.add_argument("--summarize", nargs="+", metavar="NAME", default=None,
                    help="only write OUT/downstream_synth_seeds.{json,md} from the runs OUT/NAME.json "
                         "(e.g. downstream_synth downstream_synth_seed1 downstream_synth_seed2)")
@@ -382,7 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         args.name = f"{args.name}_seed{args.seed}"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.investigate:
-        return investigate(Path(args.out), args.test_clips)
+        found = manifests(collection())
+        run, _ = pretrain(found["train"], args.pretrain_epochs, True, args.pretrain_clips, args.shifted_audio,
+                          args.objective)
+        given = argv if argv is not None else sys.argv[1:]
+        command = " ".join(["python", "benchmarks/downstream_synth.py", *given])
+        return investigate(Path(args.out), args.test_clips, run, args.name, command)
     times: dict[str, float] = {}
 
     def lap(name: str, start: float) -> None:

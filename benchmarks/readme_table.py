@@ -146,7 +146,8 @@ def _downstream_seeds(d: dict[str, Any]) -> list[Row]:
 def _downstream_actions(d: dict[str, Any]) -> list[Row]:
     variants = "; ".join(f"{name}: {_pct(r['av'])} vs {_pct(r['random'])}"
                          for name, r in d["action_video_top1"].items())
-    return [(f"action linear probes, AV-pretrained vs random init, video top-1: {variants}", "", "")]
+    seed = f", collection seed {d['seed']}" if "seed" in d else ""
+    return [(f"action linear probes{seed}, AV-pretrained vs random init, video top-1: {variants}", "", "")]
 
 
 def _downstream_levers(d: dict[str, Any]) -> list[Row]:
@@ -433,6 +434,8 @@ def rows_for(path: Path) -> list[str]:
     except (OSError, ValueError) as err:
         return [f"| {link} | {_cell(f'unreadable: {err}')} | - | - |"]
     render = next((f for prefix, f in RENDERERS.items() if name.startswith(prefix)), None)
+    if name.endswith(".actions"):  # downstream_synth.py --investigate, any seed
+        render = _downstream_actions
     rows = generic(data)
     if render is not None and isinstance(data, dict):
         try:
