@@ -7,8 +7,8 @@ collection per seed, train split without labels, InfoNCE, 60 epochs x 2 clips, s
 audio as extra negatives). For each run: the linear probes of ``downstream_synth.py`` (layer3 +
 layer4, averaged; 3 test clips per video) on actions and object classes, and the same probes on
 random-init features. Only the probes: fine-tuning costs ten times more and follows the probe
-(``downstream_synth_seeds.md``). ``base`` is the benchmark's own pretraining run (reused from its
-cache when its config is unchanged). A lever's run is reused only when its stored config equals
+(``downstream_synth_seeds.md``). ``base`` is the benchmark's earlier 60-epoch run (reused from the
+cache when it is there). A lever's run is reused only when its stored config equals
 the one the lever asks for.
 
 Writes ``benchmarks/results/downstream_levers.{json,md}``.
@@ -31,7 +31,7 @@ import torch
 
 # slug: (what, overrides on top of the benchmark's pretraining, seeds)
 LEVERS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
-    "base": ("the benchmark's pretraining (60 epochs, 1260 steps)", [], (0,)),
+    "base": ("60 epochs (1260 steps), the benchmark's earlier budget", [], (0,)),
     "hcl05": ("hard negatives, objective.hard_negative_beta=0.5 (HCL)", ["objective.hard_negative_beta=0.5"],
               (0,)),
     "e120": ("twice the budget: 120 epochs (2520 steps; now the benchmark's default)", ["epochs=120"],
