@@ -36,7 +36,7 @@ LEVERS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
               (0,)),
     "e120": ("twice the budget: 120 epochs (2520 steps; now the benchmark's default)", ["epochs=120"],
              (0, 1, 2)),
-    "e240": ("four times the budget: 240 epochs (5040 steps)", ["epochs=240"], (1,)),
+    "e240": ("four times the budget: 240 epochs (5040 steps)", ["epochs=240"], (1, 2)),
 }
 
 
