@@ -1,6 +1,6 @@
 """Which pretraining levers move the frozen features' action probe? One run per lever and seed.
 
-    python benchmarks/downstream_levers.py [--levers base e120] [--seeds 0] [--threads 1]
+    python benchmarks/downstream_levers.py [--levers base e120] [--seeds 0] [--threads 1] [--merge]
 
 Each lever is a set of overrides on top of ``benchmarks/downstream_synth.py``'s pretraining (same
 collection per seed, train split without labels, InfoNCE, 60 epochs x 2 clips, same-video shifted
@@ -36,7 +36,7 @@ LEVERS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
               (0,)),
     "e120": ("twice the budget: 120 epochs (2520 steps; now the benchmark's default)", ["epochs=120"],
              (0, 1, 2)),
-    "e240": ("four times the budget: 240 epochs (5040 steps)", ["epochs=240"], (1, 2)),
+    "e240": ("four times the budget: 240 epochs (5040 steps)", ["epochs=240"], (0, 1, 2)),
 }
 
 
@@ -55,6 +55,8 @@ def probes(init: str, name: str) -> dict[str, float]:
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Pretraining levers for actions (frozen features, linear probe)", "",
              f"Command: `{report['command']}`  ",
+             *([f"Rows merged from the reports of: {'; '.join(f'`{c}`' for c in report['merged'])}  "]
+               if report.get("merged") else []),
              f"Machine: {report['machine']}; {report['seconds']:.0f} s (reused runs cost only their "
              "probes)", "",
              "Video-level top-1 (%) on each seed's 48 test videos (one video is 2.1 points; 6 actions, "
@@ -68,6 +70,14 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {LEVERS[slug][0]} | {seed} | {r['pretrain_seconds']:.0f} | "
                          f"{100 * r['action']:.1f} | {100 * random['action']:.1f} | "
                          f"{100 * (r['action'] - random['action']):+.1f} | {100 * r['object']:.1f} |")
+    lines += ["", "Action gap (AV - random, points) per lever: mean +- standard deviation over its seeds, "
+              "and the goal checked on the mean for a lever probed on three seeds or more.", ""]
+    for slug, runs in report["levers"].items():
+        gaps = [100 * (r["action"] - report["random"][s]["action"]) for s, r in runs.items()]
+        met = "met" if np.mean(gaps) >= 30 else "NOT met"
+        verdict = "" if len(gaps) < 3 else f": goal (>= +30 on the mean of {len(gaps)} seeds) {met}"
+        lines.append(f"- {LEVERS[slug][0]}: {np.mean(gaps):+.1f} +- {np.std(gaps):.1f} "
+                     f"(seeds {', '.join(runs)}: {' / '.join(f'{g:+.1f}' for g in gaps)}){verdict}")
     return "\n".join(lines) + "\n"
 
 
@@ -77,14 +87,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="only these of each lever's seeds")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads")
     p.add_argument("--out", default=str(ds.ROOT / "benchmarks" / "results" / "downstream_levers"))
+    p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
+                   help="start from these reports' rows (default with no file: OUT.json) and replace "
+                        "only the runs probed now, e.g. to add one seed without its cached runs")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
     levers: dict[str, dict[str, Any]] = {}
     random: dict[str, dict[str, float]] = {}
+    merged: list[str] = []
+    if a.merge is not None:
+        for path in a.merge or [str(Path(a.out).with_suffix(".json"))]:
+            previous = json.loads(Path(path).read_text())
+            merged += [*previous.get("merged", []), previous["command"]]
+            random.update(previous["random"])
+            for slug, runs in previous["levers"].items():
+                levers.setdefault(slug, {}).update(runs)
+    fresh_random: set[str] = set()  # seeds whose random-init probe ran in this process
     for slug in a.levers:
-        levers[slug] = {}
+        levers.setdefault(slug, {})
         for seed in LEVERS[slug][2]:
             if a.seeds is not None and seed not in a.seeds:
                 continue
@@ -92,13 +114,16 @@ def main(argv: list[str] | None = None) -> int:
             found = ds.manifests(ds.collection())
             run, seconds = lever_run(slug, found["train"])
             levers[slug][str(seed)] = {"pretrain_seconds": seconds, **probes(str(run), slug)}
-            if str(seed) not in random:
+            if str(seed) not in fresh_random:
                 random[str(seed)] = probes("scratch", "random")
+                fresh_random.add(str(seed))
             print(slug, seed, levers[slug][str(seed)], flush=True)
+    levers = {slug: runs for slug, runs in levers.items() if runs}  # a lever none of whose seeds ran
     args = argv if argv is not None else sys.argv[1:]
     command = " ".join(["python", "benchmarks/downstream_levers.py", *args])
     report = {
         "command": command,
+        "merged": merged,  # the commands of the reports whose rows this one started from
         "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__} ({a.threads} threads)",
         "seconds": time.perf_counter() - t0,
         "levers": levers,
