@@ -65,7 +65,7 @@ def markdown(report: dict[str, Any]) -> str:
              "| lever | seed | pretraining s | action, AV | action, random | gap | object, AV |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for slug, runs in report["levers"].items():
-        for seed, r in runs.items():
+        for seed, r in sorted(runs.items(), key=lambda kv: int(kv[0])):
             random = report["random"][seed]
             lines.append(f"| {LEVERS[slug][0]} | {seed} | {r['pretrain_seconds']:.0f} | "
                          f"{100 * r['action']:.1f} | {100 * random['action']:.1f} | "
@@ -73,6 +73,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "Action gap (AV - random, points) per lever: mean +- standard deviation over its seeds, "
               "and the goal checked on the mean for a lever probed on three seeds or more.", ""]
     for slug, runs in report["levers"].items():
+        runs = dict(sorted(runs.items(), key=lambda kv: int(kv[0])))
         gaps = [100 * (r["action"] - report["random"][s]["action"]) for s, r in runs.items()]
         met = "met" if np.mean(gaps) >= 30 else "NOT met"
         verdict = "" if len(gaps) < 3 else f": goal (>= +30 on the mean of {len(gaps)} seeds) {met}"

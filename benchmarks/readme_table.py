@@ -154,9 +154,12 @@ def _downstream_levers(d: dict[str, Any]) -> list[Row]:
     """benchmarks/downstream_levers.py: the action probe of each pretraining lever, AV vs random."""
     parts = []
     for slug, runs in d["levers"].items():
+        runs = dict(sorted(runs.items(), key=lambda kv: int(kv[0])))
         figures = ", ".join(f"seed {seed} {_pct(r['action'])} vs {_pct(d['random'][seed]['action'])}"
                             for seed, r in runs.items())
-        parts.append(f"{d['definitions'][slug]['what']}: {figures}")
+        gaps = [100 * (r["action"] - d["random"][seed]["action"]) for seed, r in runs.items()]
+        mean = f" (mean gap {sum(gaps) / len(gaps):+.1f} points)" if len(gaps) > 1 else ""
+        parts.append(f"{d['definitions'][slug]['what']}: {figures}{mean}")
     return [("pretraining levers for actions, linear probe on frozen features, action top-1 AV vs random "
              "init: " + "; ".join(parts), "", "")]
 
