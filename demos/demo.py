@@ -207,7 +207,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pretrain-epochs",
         type=int,
-        default=60,
+        # 120 (1080 steps, ~200 s on 2 cores): the learned localizer went from cIoU50 0.42 / AUC 0.49
+        # at 60 epochs to 0.67 / 0.55, above the centre box's 0.44 / 0.53 on both
+        default=120,
         help="pretraining epochs over train + val (default: %(default)s)",
     )
     parser.add_argument(
