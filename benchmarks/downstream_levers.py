@@ -17,7 +17,6 @@ Writes ``benchmarks/results/downstream_levers.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 import downstream_synth as ds  # the script folder is on the path when run as a script
 import numpy as np
 import torch
+from lever_reports import previous_reports, write_report
 
 # slug: (what, overrides on top of the benchmark's pretraining, seeds)
 LEVERS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
@@ -98,14 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     levers: dict[str, dict[str, Any]] = {}
     random: dict[str, dict[str, float]] = {}
-    merged: list[str] = []
-    if a.merge is not None:
-        for path in a.merge or [str(Path(a.out).with_suffix(".json"))]:
-            previous = json.loads(Path(path).read_text())
-            merged += [*previous.get("merged", []), previous["command"]]
-            random.update(previous["random"])
-            for slug, runs in previous["levers"].items():
-                levers.setdefault(slug, {}).update(runs)
+    merged, previous = previous_reports(a.merge, Path(a.out))
+    for earlier in previous:
+        random.update(earlier["random"])
+        for slug, runs in earlier["levers"].items():
+            levers.setdefault(slug, {}).update(runs)
     fresh_random: set[str] = set()  # seeds whose random-init probe ran in this process
     for slug in a.levers:
         levers.setdefault(slug, {})
@@ -134,11 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                      for slug, runs in levers.items() if runs},
         "definitions": {k: {"what": v[0], "overrides": v[1], "seeds": v[2]} for k, v in LEVERS.items()},
     }
-    out = Path(a.out)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
-    out.with_suffix(".md").write_text(text)
-    print(text)
+    write_report(Path(a.out), report, markdown(report))
     return 0
 
 

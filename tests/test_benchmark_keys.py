@@ -108,3 +108,39 @@ def test_levers_merge_keeps_earlier_runs_and_names_their_command(tmp_path: Path)
     assert report["merged"] == ["python benchmarks/localization_levers.py --levers l3"]
     assert "Runs merged from the reports of: `python benchmarks/localization_levers.py --levers l3`" in (
         out.with_suffix(".md").read_text())
+
+
+def test_downstream_levers_merge_keeps_rows_and_checks_the_goal_on_the_mean(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # downstream_levers imports its sibling scripts
+    try:
+        levers = _load("downstream_levers")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    random = {s: {"action": 0.25, "object": 0.5} for s in ("0", "1", "2")}
+    rows = {"2": {"pretrain_seconds": 1.0, "action": 0.75, "object": 1.0},
+            "0": {"pretrain_seconds": 1.0, "action": 0.5, "object": 1.0},
+            "1": {"pretrain_seconds": 1.0, "action": 0.5, "object": 1.0}}
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"command": "python benchmarks/downstream_levers.py --levers e240",
+                                   "merged": ["python benchmarks/downstream_levers.py"],
+                                   "levers": {"e240": rows, "e120": {"0": rows["0"]}}, "random": random}))
+    out = tmp_path / "merged"
+    threads = str(torch.get_num_threads())  # main sets torch's threads: keep this worker's
+    # seed 99 is no lever's: nothing is trained or probed, the report is the earlier one's rows
+    assert levers.main(["--levers", "hcl05", "--seeds", "99", "--merge", str(earlier), "--out", str(out),
+                        "--threads", threads]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["levers"] == {"e240": rows, "e120": {"0": rows["0"]}}
+    assert report["random"] == random
+    assert report["merged"] == ["python benchmarks/downstream_levers.py",
+                                "python benchmarks/downstream_levers.py --levers e240"]
+    text = out.with_suffix(".md").read_text()
+    # gaps +25 / +25 / +50 points: mean +33.3 on three seeds meets the +30 goal, listed in seed order
+    assert ("+33.3 +- 11.8 (seeds 0, 1, 2: +25.0 / +25.0 / +50.0): goal (>= +30 on the mean of 3 seeds) "
+            "met") in text
+    assert "goal" not in next(line for line in text.splitlines() if line.startswith("- twice"))
