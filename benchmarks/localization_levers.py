@@ -92,7 +92,7 @@ LEVERS: dict[str, tuple[str, dict[str, Any], tuple[int, ...], int]] = {
     # the benchmark's preset with twice its budget: on the demo's collection 120 epochs instead of 60
     # took the learned localizer's AUC from 0.49 to 0.55 (benchmarks/results/demo.json)
     "l3w2f16e120": (
-        "layer3, weight 2, 4 frames at 16 fps (the preset), 120 epochs",
+        "layer3, weight 2, 4 frames at 16 fps (the preset)",
         {"localization.grid_stage": "layer3", "localization.weight": 2.0, "data.fps": 16.0},
         (0, 1, 2),
         120,
@@ -199,7 +199,32 @@ def markdown(report: dict[str, Any]) -> str:
             f"{cell(rows, 'raw', 'auc')} | {cell(rows, 'floored', 'ciou50')} | "
             f"{cell(rows, 'floored', 'auc')} | {oracle} |"
         )
+    lines += ["", "Goals of issue 15 on the means of the floored maps, for each lever run on three seeds or "
+              "more (as `localization_synth.py --seeds` checks them):", ""]
+    for slug, runs in report["levers"].items():
+        if len(runs) >= 3:
+            checks = "; ".join(goals(list(runs.values())))
+            lines.append(f"- {LEVERS[slug][0]}, {LEVERS[slug][3]} epochs: {checks}")
     return "\n".join(lines) + "\n"
+
+
+def goals(rows: list[dict[str, Any]]) -> list[str]:
+    """Issue 15's localization goals checked on the means over ``rows`` (one per seed)."""
+
+    def mean(part: str, metric: str) -> float:
+        return float(np.mean([r[part][metric] for r in rows]))
+
+    checks = [  # (what, value, bound, at least?)
+        ("cIoU50 >= 0.85 x oracle", mean("floored", "ciou50"), 0.85 * mean("oracle_grid", "ciou50"), True),
+        ("cIoU50 >= centre box", mean("floored", "ciou50"), mean("center_box", "ciou50"), True),
+        ("AUC >= 0.95 x oracle", mean("floored", "auc"), 0.95 * mean("oracle_grid", "auc"), True),
+        ("pointing >= 0.95", mean("floored", "pointing"), 0.95, True),
+        ("pairs >= 0.95", mean("floored", "pair_pointing"), 0.95, True),
+        ("on a distractor <= 0.02", mean("floored", "on_distractor"), 0.02, False),
+    ]
+    return [f"{what} ({value:.3f} vs {bound:.3f}) "
+            f"{'met' if (value >= bound if at_least else value <= bound) else 'NOT met'}"
+            for what, value, bound, at_least in checks]
 
 
 def main(argv: list[str] | None = None) -> int:
