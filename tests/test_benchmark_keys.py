@@ -17,6 +17,17 @@ def _load(name: str) -> ModuleType:
     return module
 
 
+def _load_script(name: str) -> ModuleType:
+    """A benchmark script that imports its sibling scripts, as when it runs from benchmarks/."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return _load(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
 def test_localization_benchmark_keys_collections_and_runs_by_seed(tmp_path: Path) -> None:
     bench = _load("localization_synth")
     p = bench.parser()
@@ -81,13 +92,8 @@ def test_downstream_reuse_finds_a_finished_run_of_the_same_config_in_any_folder(
 
 def test_levers_merge_keeps_earlier_runs_and_names_their_command(tmp_path: Path) -> None:
     import json
-    import sys
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # localization_levers imports its sibling script
-    try:
-        levers = _load("localization_levers")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    levers = _load_script("localization_levers")
     part = {m: 0.5 for m in levers.METRICS}
     run = {"floor": 0.6, "raw": part, "floored": part,
            "center_box": {"ciou50": 0.6, "auc": 0.5, "pointing": 0.3},
@@ -112,15 +118,10 @@ def test_levers_merge_keeps_earlier_runs_and_names_their_command(tmp_path: Path)
 
 def test_downstream_levers_merge_keeps_rows_and_checks_the_goal_on_the_mean(tmp_path: Path) -> None:
     import json
-    import sys
 
     import torch
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # downstream_levers imports its sibling scripts
-    try:
-        levers = _load("downstream_levers")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    levers = _load_script("downstream_levers")
     random = {s: {"action": 0.25, "object": 0.5} for s in ("0", "1", "2")}
     rows = {"2": {"pretrain_seconds": 1.0, "action": 0.75, "object": 1.0},
             "0": {"pretrain_seconds": 1.0, "action": 0.5, "object": 1.0},
