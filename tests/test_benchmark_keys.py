@@ -145,3 +145,18 @@ def test_downstream_levers_merge_keeps_rows_and_checks_the_goal_on_the_mean(tmp_
     assert ("+33.3 +- 11.8 (seeds 0, 1, 2: +25.0 / +25.0 / +50.0): goal (>= +30 on the mean of 3 seeds) "
             "met") in text
     assert "goal" not in next(line for line in text.splitlines() if line.startswith("- twice"))
+
+
+def test_localization_levers_check_the_goals_on_the_means() -> None:
+    levers = _load_script("localization_levers")
+
+    def seed(ciou: float, auc: float) -> dict[str, dict[str, float]]:
+        return {"floored": {"ciou50": ciou, "auc": auc, "pointing": 1.0, "pair_pointing": 0.9,
+                            "on_distractor": 0.02},
+                "oracle_grid": {"ciou50": 1.0, "auc": 0.6}, "center_box": {"ciou50": 0.7, "auc": 0.5}}
+
+    # cIoU50 mean 0.8 (< 0.85 x 1.0, > centre 0.7); AUC mean 0.58 (>= 0.95 x 0.6 = 0.57)
+    checks = levers.goals([seed(0.7, 0.56), seed(0.9, 0.60), seed(0.8, 0.58)])
+    verdicts = [c.rsplit(") ", 1)[1] for c in checks]
+    assert verdicts == ["NOT met", "met", "met", "met", "NOT met", "met"], checks
+    assert checks[2].startswith("AUC >= 0.95 x oracle (0.580 vs 0.570)")
