@@ -157,6 +157,6 @@ def test_localization_levers_check_the_goals_on_the_means() -> None:
 
     # cIoU50 mean 0.8 (< 0.85 x 1.0, > centre 0.7); AUC mean 0.58 (>= 0.95 x 0.6 = 0.57)
     checks = levers.goals([seed(0.7, 0.56), seed(0.9, 0.60), seed(0.8, 0.58)])
-    verdicts = [c.rsplit(") ", 1)[1] for c in checks]
+    verdicts = [c.rsplit(": ", 1)[1] for c in checks]
     assert verdicts == ["NOT met", "met", "met", "met", "NOT met", "met"], checks
-    assert checks[2].startswith("AUC >= 0.95 x oracle (0.580 vs 0.570)")
+    assert checks[2].startswith("auc 0.580 >= 0.95 x oracle_grid (0.600) = 0.570")
