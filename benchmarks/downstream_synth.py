@@ -155,17 +155,18 @@ def probe(init: str, name: str, label: str, cache_dir: Path | None, test_clips: 
 
 
 def tune(init: str, name: str, fraction: float, epochs: int, test_clips: int,
-         clips: int = 8) -> dict[str, Any]:
+         clips: int = 8, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Fine-tune with ``clips`` clips per labelled video per epoch at 100 % of the labels.
 
     Equal steps for every label fraction: with 10 % of the videos each gives ten times the clips.
+    ``extra``: more config overrides (``benchmarks/finetune_levers.py``).
     """
     overrides = [f"run_dir={CACHE / 'finetune' / name}", f"dataset.root={COLLECTION}",
                  f"dataset.label_fraction={fraction}", *CLIP, f"epochs={epochs}",
                  "warmup_classifier_epochs=1",
                  f"data.clips_per_video={max(1, round(clips / fraction))}", "data.num_workers=1",
                  "train.progress=false", "train.tensorboard=false", "train.ckpt_every_steps=0",
-                 f"eval.num_clips={test_clips}", *seeds()]
+                 f"eval.num_clips={test_clips}", *seeds(), *extra]
     cfg = load_config(FinetuneConfig, ROOT / "avlearn/configs/finetune/synth_cpu.yaml", overrides)
     return finetune(cfg, init, resume=False)
 

@@ -25,8 +25,9 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +78,13 @@ class FinetuneConfig:
         max_steps: stop after this many optimiser steps (0: no limit; the schedule is unchanged).
         warmup_classifier_epochs: first epochs train the classifier only (encoder frozen).
         dropout: before the linear classifier (AVID: 0.5).
+        head_init: the classifier's start: ``random`` (AVID), or ``probe``: a linear probe (L2-regularised
+            logistic regression, :func:`~avlearn.train.linear_probe.fit_linear`) of the frozen encoder's
+            embeddings of one pass over the training clips, so fine-tuning starts from the probe's
+            solution (LP-FT, Kumar et al. ICLR 2022) instead of moving the encoder to fit a random head.
+        encoder_lr_scale: the encoder's learning rate as a fraction of ``optim.lr`` (the classifier
+            keeps ``optim.lr``); below 1 a pretrained encoder moves less when few labels would pull
+            it towards the training clips (1: AVID's single rate).
         model: architecture for ``--init scratch`` (a pretrained init brings its own).
         dataset: labelled splits (:class:`~avlearn.data.splits.DatasetConfig`).
         data: decoding, augmentation and batching (audio fields unused).
@@ -88,6 +96,8 @@ class FinetuneConfig:
     max_steps: int = 0
     warmup_classifier_epochs: int = 2
     dropout: float = 0.5
+    head_init: Literal["random", "probe"] = "random"
+    encoder_lr_scale: float = 1.0
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     dataset: DatasetConfig = dataclasses.field(default_factory=DatasetConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -103,6 +113,12 @@ class FinetuneConfig:
                               f"[0, epochs={self.epochs})")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.head_init not in ("random", "probe"):
+            raise ConfigError(f"head_init must be 'random' or 'probe', got {self.head_init!r}")
+        if not 0 < self.encoder_lr_scale <= 1:
+            raise ConfigError(f"encoder_lr_scale must be in (0, 1], got {self.encoder_lr_scale}: the "
+                              "encoder's learning rate as a fraction of optim.lr (freeze it with "
+                              "warmup_classifier_epochs instead of 0)")
 
 
 class VideoClassifier(nn.Module):
@@ -221,6 +237,47 @@ class FinetuneTask(Task):
         self.model.load_state_dict(state["model"])
 
 
+def probe_head(model: VideoClassifier, dataset: Any, batch_size: int, num_workers: int = 0,
+               progress: bool = False) -> dict[str, float]:
+    """Set ``model.classifier`` to a linear probe of the frozen encoder's embeddings of ``dataset``.
+
+    The probe is fitted on standardised embeddings (``emb (N, D)``) and the standardisation folded
+    into the classifier (``W / std``, ``b - (W / std) mean``), so the model needs no extra layer.
+    Returns the probe's training accuracy and clip count.
+    """
+    from torch.utils.data import DataLoader
+
+    from avlearn.data.dataset import av_collate
+    from avlearn.eval.inference import run_inference
+    from avlearn.train.linear_probe import ClassifierConfig, fit_linear
+
+    device = next(model.parameters()).device
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=av_collate)
+
+    def embed(b: Mapping[str, Any]) -> dict[str, Tensor]:
+        return {"emb": model.encoder(b["video"].to(device)).emb.float(), "label": b["label"]}
+
+    out = run_inference(model.encoder, loader, embed, progress, desc="probe the classifier's start")
+    x, y = out["emb"].cpu().double(), out["label"].long()
+    mean, std = x.mean(0), x.std(0, unbiased=False).clamp(min=1e-6)
+    fit = fit_linear(((x - mean) / std).float(), y, model.classifier.out_features, ClassifierConfig())
+    weight = fit.weight.detach().double() / std
+    bias = fit.bias.detach().double() - weight @ mean
+    accuracy = float(((x @ weight.T + bias).argmax(1) == y).double().mean())
+    with torch.no_grad():
+        model.classifier.weight.copy_(weight)
+        model.classifier.bias.copy_(bias)
+    return {"probe_train_top1": accuracy, "probe_clips": len(y)}
+
+
+def param_groups(model: VideoClassifier, lr: float, encoder_lr_scale: float) -> list[dict[str, Any]]:
+    """The optimiser's groups: the encoder at ``lr * encoder_lr_scale``, the classifier at ``lr``."""
+    head = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    return [{"params": list(model.encoder.parameters()), "lr": lr * encoder_lr_scale},
+            {"params": head, "lr": lr}]
+
+
 def _same_init(a: str, b: str) -> bool:
     """Whether two ``--init`` sources name the same file (``scratch`` only equals itself)."""
     if "scratch" in (a, b):
@@ -283,13 +340,19 @@ def _finetune(cfg: FinetuneConfig, init: str, resume: bool, engine: Engine, t_st
 
         convert_global_batchnorm(model)
     task = FinetuneTask(cfg, model, source.source)
-    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    start_fields: dict[str, Any] = {"init": source.source, "train_videos": dataset.num_videos}
+    if cfg.head_init == "probe":  # a resumed run loads its checkpoint's classifier over this one
+        model.to(engine.device)
+        start_fields.update(probe_head(model, dataset, batch_size, cfg.data.num_workers, cfg.train.progress))
+        logger.info("classifier started from a linear probe: %.1f %% of %d training clips right",
+                    100 * start_fields["probe_train_top1"], start_fields["probe_clips"])
+    optimizer = build_optimizer(param_groups(model, cfg.optim.lr, cfg.encoder_lr_scale), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, plan.steps_per_epoch, plan.total_steps)
     logger.info("fine-tuning %s from %s: %d training videos, %d classes", run_dir, source.source,
                 dataset.num_videos, len(dataset.class_names))
     pos, log = engine.fit(task, optimizer, scheduler, (dataset, loader, sampler), plan, config=cfg,
                           seed=cfg.seed, resume=resume,
-                          start_fields={"init": source.source, "train_videos": dataset.num_videos})
+                          start_fields=start_fields)
     train_seconds = time.perf_counter() - t_start
 
     results: dict[str, Any] = {}

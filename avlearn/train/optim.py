@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -44,14 +44,16 @@ class OptimConfig:
             raise bad("betas", "must be [beta1, beta2], each in [0, 1)")
 
 
-def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Adam / AdamW / SGD (Nesterov-free, as AVID) over ``params``."""
-    params = list(params)
+def build_optimizer(params: Iterable[nn.Parameter] | Iterable[dict[str, Any]],
+                    cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Adam / AdamW / SGD (Nesterov-free, as AVID) over ``params`` (tensors, or groups with their
+    own ``lr``; ``cfg.lr`` is the default)."""
+    groups: list[Any] = list(params)
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(step: int, steps_per_epoch: int, total_steps: int, cfg: OptimConfig) -> float:

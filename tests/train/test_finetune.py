@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from avlearn.config import load_config
+from avlearn.config import ConfigError, load_config
 from avlearn.data.splits import DatasetConfig, load_split, subsample_per_class
 from avlearn.models.checkpoint import save_encoders
 from avlearn.models.registry import ModelConfig, build_av_model
@@ -151,3 +151,49 @@ def test_test_evaluation_shows_progress(capsys: pytest.CaptureFixture[str]) -> N
     assert logits.shape == (6, 3) and labels.tolist() == [0, 1] * 3
     err = capsys.readouterr().err
     assert "evaluate test clips" in err and "3/3" in err
+
+
+def test_encoder_lr_scale_slows_the_encoder_only() -> None:
+    from avlearn.models.registry import build_video_encoder
+    from avlearn.train.finetune import VideoClassifier, param_groups
+    from avlearn.train.optim import OptimConfig, build_optimizer, build_scheduler
+
+    torch.manual_seed(0)
+    model = VideoClassifier(build_video_encoder(ModelConfig(video_arch="r2plus1d_tiny")), 3)
+    cfg = OptimConfig(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="cosine")
+    opt = build_optimizer(param_groups(model, cfg.lr, 0.25), cfg)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=4, total_steps=4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    sched.step()
+    for n, p in model.named_parameters():  # plain SGD on a unit gradient moves a weight by its lr
+        want = 0.1 * (0.25 if n.startswith("encoder.") else 1.0)
+        assert torch.allclose(before[n] - p.detach(), torch.full_like(p, want), atol=1e-6), n
+    enc, head = (g["lr"] for g in opt.param_groups)
+    assert 0 < enc < 0.025 and enc / head == pytest.approx(0.25)  # the schedule keeps the ratio
+    with pytest.raises(ConfigError, match="encoder_lr_scale"):
+        load_config(FinetuneConfig, CONFIG, ["encoder_lr_scale=0"])
+
+
+def test_probe_head_starts_the_classifier_from_a_linear_probe() -> None:
+    from avlearn.models.registry import build_video_encoder
+    from avlearn.train.finetune import VideoClassifier, probe_head
+
+    # three classes of clips told apart by brightness, with noise; the standardisation of the probe
+    # is folded into the classifier, so the model itself (eval mode) must give the probe's answers
+    g = torch.Generator().manual_seed(0)
+    data = [{"video": 0.5 * k + 0.3 * torch.randn(3, 4, 16, 16, generator=g), "label": k}
+            for k in (0, 1, 2) for _ in range(8)]
+    torch.manual_seed(0)
+    model = VideoClassifier(build_video_encoder(ModelConfig(video_arch="r2plus1d_tiny")), 3).eval()
+    random_start = model.classifier.weight.detach().clone()
+    fit = probe_head(model, data, batch_size=5)
+    assert fit["probe_clips"] == 24
+    with torch.no_grad():
+        pred = model(torch.stack([d["video"] for d in data])).argmax(1)
+    labels = torch.tensor([d["label"] for d in data])
+    assert (pred == labels).double().mean().item() == pytest.approx(fit["probe_train_top1"])
+    assert fit["probe_train_top1"] > 0.9  # separable: a random classifier gets about a third
+    assert not torch.allclose(model.classifier.weight, random_start)
