@@ -82,6 +82,9 @@ class FinetuneConfig:
             logistic regression, :func:`~avlearn.train.linear_probe.fit_linear`) of the frozen encoder's
             embeddings of one pass over the training clips, so fine-tuning starts from the probe's
             solution (LP-FT, Kumar et al. ICLR 2022) instead of moving the encoder to fit a random head.
+        freeze_bn: the encoder's batch-norm layers keep their pretrained running statistics (eval
+            mode) while the encoder trains; with few labels the statistics of a few videos' augmented
+            clips would otherwise replace them (their scale and shift still train).
         encoder_lr_scale: the encoder's learning rate as a fraction of ``optim.lr`` (the classifier
             keeps ``optim.lr``); below 1 a pretrained encoder moves less when few labels would pull
             it towards the training clips (1: AVID's single rate).
@@ -97,6 +100,7 @@ class FinetuneConfig:
     warmup_classifier_epochs: int = 2
     dropout: float = 0.5
     head_init: Literal["random", "probe"] = "random"
+    freeze_bn: bool = False
     encoder_lr_scale: float = 1.0
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     dataset: DatasetConfig = dataclasses.field(default_factory=DatasetConfig)
@@ -212,11 +216,15 @@ class FinetuneTask(Task):
 
     def __init__(self, cfg: FinetuneConfig, model: VideoClassifier, init: str) -> None:
         self.cfg, self.model, self.init, self.net = cfg, model, init, model
+        self.norms = [m for m in model.encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
     def step(self, batch: dict[str, Any], device: torch.device, epoch: int) -> StepOutput:
         video = batch["video"].to(device, non_blocking=True)
         label = batch["label"].to(device)
         frozen = epoch < self.cfg.warmup_classifier_epochs
+        if self.cfg.freeze_bn:  # every step: the engine may switch the whole net back to train mode
+            for norm in self.norms:
+                norm.eval()
         logits = self.net(video, freeze_encoder=frozen)
         loss = F.cross_entropy(logits.float(), label)
         logs = {"loss": loss.detach(), "top1": (logits.detach().argmax(1) == label).float().mean(),

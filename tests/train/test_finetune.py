@@ -184,16 +184,35 @@ def test_probe_head_starts_the_classifier_from_a_linear_probe() -> None:
     # three classes of clips told apart by brightness, with noise; the standardisation of the probe
     # is folded into the classifier, so the model itself (eval mode) must give the probe's answers
     g = torch.Generator().manual_seed(0)
-    data = [{"video": 0.5 * k + 0.3 * torch.randn(3, 4, 16, 16, generator=g), "label": k}
-            for k in (0, 1, 2) for _ in range(8)]
+    labels = torch.arange(3).repeat_interleave(8)
+    videos = [0.5 * int(k) + 0.3 * torch.randn(3, 4, 16, 16, generator=g) for k in labels]
+    data = [{"video": v, "label": int(k)} for v, k in zip(videos, labels, strict=True)]
     torch.manual_seed(0)
     model = VideoClassifier(build_video_encoder(ModelConfig(video_arch="r2plus1d_tiny")), 3).eval()
     random_start = model.classifier.weight.detach().clone()
     fit = probe_head(model, data, batch_size=5)
     assert fit["probe_clips"] == 24
     with torch.no_grad():
-        pred = model(torch.stack([d["video"] for d in data])).argmax(1)
-    labels = torch.tensor([d["label"] for d in data])
+        pred = model(torch.stack(videos)).argmax(1)
     assert (pred == labels).double().mean().item() == pytest.approx(fit["probe_train_top1"])
     assert fit["probe_train_top1"] > 0.9  # separable: a random classifier gets about a third
     assert not torch.allclose(model.classifier.weight, random_start)
+
+
+@pytest.mark.parametrize("freeze_bn", [False, True])
+def test_freeze_bn_keeps_the_pretrained_statistics(freeze_bn: bool) -> None:
+    from avlearn.models.registry import build_video_encoder
+    from avlearn.train.finetune import FinetuneTask, VideoClassifier
+
+    torch.manual_seed(0)
+    model = VideoClassifier(build_video_encoder(ModelConfig(video_arch="r2plus1d_tiny")), 3).train()
+    cfg = load_config(FinetuneConfig, CONFIG, [f"freeze_bn={str(freeze_bn).lower()}"])
+    task = FinetuneTask(cfg, model, "scratch")
+    norm = task.norms[0]
+    before = norm.running_mean.clone()  # type: ignore[union-attr]
+    batch = {"video": 3.0 + torch.randn(4, 3, 4, 16, 16), "label": torch.tensor([0, 1, 2, 0])}
+    out = task.step(batch, torch.device("cpu"), epoch=cfg.warmup_classifier_epochs)  # encoder trains
+    out.loss.backward()  # type: ignore[no-untyped-call]
+    assert norm.weight.grad is not None  # the scale and shift still learn
+    moved = not torch.equal(norm.running_mean, before)  # type: ignore[arg-type]
+    assert moved != freeze_bn
