@@ -164,6 +164,22 @@ def _downstream_levers(d: dict[str, Any]) -> list[Row]:
              "init: " + "; ".join(parts), "", "")]
 
 
+def _finetune_levers(d: dict[str, Any]) -> list[Row]:
+    """benchmarks/finetune_levers.py: few-label fine-tuning recipes, AV init vs scratch."""
+    parts = []
+    for slug, per_seed in d["gaps"].items():
+        if not per_seed:
+            continue
+        same = [v["same"] for v in per_seed.values()]
+        best = [v["best"] for v in per_seed.values()]
+        av = [100 * d["levers"][slug][s]["av"]["video_top1"] for s in per_seed]
+        parts.append(f"{d['definitions'][slug]['what']}: AV {sum(av) / len(av):.1f} %, gap "
+                     f"{sum(same) / len(same):+.1f} (to the best scratch {sum(best) / len(best):+.1f}) on "
+                     f"seed{'s' if len(same) > 1 else ''} {', '.join(per_seed)}")
+    return [(f"fine-tuning levers with {round(100 * d['fraction'])} % of the action labels, mean video "
+             "top-1 and gap to scratch in points: " + "; ".join(parts), "", "")]
+
+
 def _localization(d: dict[str, Any]) -> list[Row]:
     r, t = d["results"], d["train"]
     steps = t["epochs"] * t["steps_per_epoch"]
@@ -403,6 +419,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "downstream_synth_seeds": _downstream_seeds,
     "downstream_levers": _downstream_levers,
     "downstream_synth": _downstream,
+    "finetune_levers": _finetune_levers,
     "localization_synth_seeds": _localization_seeds,
     "localization_synth": _localization,
     "localization_levers": _levers,

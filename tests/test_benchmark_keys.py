@@ -160,3 +160,45 @@ def test_localization_levers_check_the_goals_on_the_means() -> None:
     verdicts = [c.rsplit(": ", 1)[1] for c in checks]
     assert verdicts == ["NOT met", "met", "met", "met", "NOT met", "met"], checks
     assert checks[2].startswith("auc 0.580 >= 0.95 x oracle_grid (0.600) = 0.570")
+
+
+def test_finetune_levers_gaps_to_own_and_best_scratch(tmp_path: Path) -> None:
+    import json
+
+    import torch
+
+    levers = _load_script("finetune_levers")
+
+    def run(top1: float) -> dict[str, float]:
+        return {"video_top1": top1, "train_seconds": 1.0, "steps": 135, "train_videos": 18}
+
+    # lever "short" helps AV and hurts scratch; "base" has the better scratch on seeds 0 and 1
+    rows = {"base": {s: {"av": run(0.4), "scratch": run(0.3)} for s in ("0", "1", "2")},
+            "short": {"1": {"av": run(0.6), "scratch": run(0.2)}, "0": {"av": run(0.5), "scratch": run(0.25)},
+                      "2": {"av": run(0.5), "scratch": run(0.35)}}}
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"command": "python benchmarks/finetune_levers.py", "fraction": 0.1,
+                                   "levers": rows}))
+    out = tmp_path / "merged"
+    threads = str(torch.get_num_threads())
+    # seed 99 is no lever's: nothing is trained, the report is the earlier one's rows
+    assert levers.main(["--levers", "short", "--seeds", "99", "--merge", str(earlier), "--out", str(out),
+                        "--threads", threads]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    short = report["gaps"]["short"]
+    assert list(short) == ["0", "1", "2"]  # seed order
+    assert [round(v["same"], 1) for v in short.values()] == [25.0, 40.0, 15.0]
+    # the best scratch of any lever: 30 / 30 / 35
+    assert [round(v["best"], 1) for v in short.values()] == [20.0, 30.0, 15.0]
+    text = out.with_suffix(".md").read_text()
+    assert ("+26.7 +- 10.3 (seeds 0, 1, 2: +25.0 / +40.0 / +15.0); to the best scratch +21.7 +- 6.2: goal "
+            "met against its own scratch, met against the best scratch") in text
+    assert "+10.0 +- 0.0" in text and "NOT met against its own scratch" in text  # base: +10 on each seed
+    bad = tmp_path / "other_fraction.json"
+    bad.write_text(json.dumps({"command": "x", "fraction": 1.0, "levers": rows}))
+    try:
+        levers.main(["--seeds", "99", "--merge", str(bad), "--out", str(out), "--threads", threads])
+    except SystemExit as stop:
+        assert "of the labels" in str(stop)
+    else:
+        raise AssertionError("a report of another label fraction was merged")
