@@ -121,7 +121,10 @@ def _downstream(d: dict[str, Any]) -> list[Row]:
         f"{_pct(lp['av_object']['video_top1'])} vs {_pct(lp['random_object']['video_top1'])}, action "
         f"{_pct(lp['av_action']['video_top1'])} vs {_pct(lp['random_action']['video_top1'])}; "
         f"fine-tune action 10 % labels {_pct(ft['av_10pct']['video_top1'])} vs "
-        f"{_pct(ft['scratch_10pct']['video_top1'])}, 100 % {_pct(ft['av_100pct']['video_top1'])} vs "
+        f"{_pct(ft['scratch_10pct']['video_top1'])}"
+        + (f" (few-label recipe {_pct(ft['av_10pct_lpft']['video_top1'])} vs "
+           f"{_pct(ft['scratch_10pct_lpft']['video_top1'])})" if "av_10pct_lpft" in ft else "")
+        + f", 100 % {_pct(ft['av_100pct']['video_top1'])} vs "
         f"{_pct(ft['scratch_100pct']['video_top1'])}; v2a R@5 {_pct(ret['av']['v2a_r5'])} vs "
         f"{_pct(ret['random']['v2a_r5'])}", "", "")]
 
@@ -139,7 +142,9 @@ def _downstream_seeds(d: dict[str, Any]) -> list[Row]:
     seeds = ", ".join(map(str, d["seeds"]))
     return [(f"downstream on synthetic data, {len(d['seeds'])} collection seeds ({seeds}), mean video "
              f"top-1 %, AV vs random / scratch: probe action {pair('av_action', 'random_action')}, object "
-             f"{pair('av_object', 'random_object')}; fine-tune 10 % {pair('av_10pct', 'scratch_10pct')}, "
+             f"{pair('av_object', 'random_object')}; fine-tune 10 % {pair('av_10pct', 'scratch_10pct')}"
+             + (f" (few-label recipe {pair('av_10pct_lpft', 'scratch_10pct_lpft')})" if "av_10pct_lpft" in t
+                else "") + ", "
              f"100 % {pair('av_100pct', 'scratch_100pct')}; goals: {goals}", "", "")]
 
 
