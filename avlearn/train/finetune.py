@@ -281,7 +281,10 @@ def probe_head(model: VideoClassifier, dataset: Any, batch_size: int, num_worker
 
 
 def param_groups(model: VideoClassifier, lr: float, encoder_lr_scale: float) -> list[dict[str, Any]]:
-    """The optimiser's groups: the encoder at ``lr * encoder_lr_scale``, the classifier at ``lr``."""
+    """The optimiser's groups: the encoder at ``lr * encoder_lr_scale``, the classifier at ``lr`` (one
+    group at scale 1, so that runs made before the option train as they did)."""
+    if encoder_lr_scale == 1:
+        return [{"params": list(model.parameters()), "lr": lr}]
     head = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
     return [{"params": list(model.encoder.parameters()), "lr": lr * encoder_lr_scale},
             {"params": head, "lr": lr}]
