@@ -27,7 +27,7 @@ from typing import Any
 import downstream_synth as ds  # the script folder is on the path when run as a script
 import numpy as np
 import torch
-from lever_reports import previous_reports, write_report
+from lever_reports import add_lever_arguments, merged_levers, previous_reports, write_report
 
 # slug: (what, overrides on top of the benchmark's pretraining, seeds)
 LEVERS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
@@ -85,24 +85,17 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--levers", nargs="+", choices=sorted(LEVERS), default=list(LEVERS))
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="only these of each lever's seeds")
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads")
-    p.add_argument("--out", default=str(ds.ROOT / "benchmarks" / "results" / "downstream_levers"))
-    p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
-                   help="start from these reports' rows (default with no file: OUT.json) and replace "
-                        "only the runs probed now, e.g. to add one seed without its cached runs")
+    add_lever_arguments(p, LEVERS, ds.ROOT / "benchmarks" / "results" / "downstream_levers",
+                        "runs probed now")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
-    levers: dict[str, dict[str, Any]] = {}
     random: dict[str, dict[str, float]] = {}
     merged, previous = previous_reports(a.merge, Path(a.out))
     for earlier in previous:
         random.update(earlier["random"])
-        for slug, runs in earlier["levers"].items():
-            levers.setdefault(slug, {}).update(runs)
+    levers = merged_levers(previous)
     fresh_random: set[str] = set()  # seeds whose random-init probe ran in this process
     for slug in a.levers:
         levers.setdefault(slug, {})

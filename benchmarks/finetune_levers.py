@@ -27,7 +27,7 @@ from typing import Any
 import downstream_synth as ds  # the script folder is on the path when run as a script
 import numpy as np
 import torch
-from lever_reports import previous_reports, write_report
+from lever_reports import add_lever_arguments, merged_levers, previous_reports, write_report
 
 GOAL = 15.0  # points above scratch with 10 % of the labels (issue 15)
 ALL = (0, 1, 2)
@@ -125,25 +125,17 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--levers", nargs="+", choices=sorted(LEVERS), default=list(LEVERS))
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="only these of each lever's seeds")
+    add_lever_arguments(p, LEVERS, ds.ROOT / "benchmarks" / "results" / "finetune_levers", "runs made now")
     p.add_argument("--fraction", type=float, default=0.1, help="fraction of the labelled training videos")
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads")
-    p.add_argument("--out", default=str(ds.ROOT / "benchmarks" / "results" / "finetune_levers"))
-    p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
-                   help="start from these reports' rows (default with no file: OUT.json) and replace "
-                        "only the runs made now")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
     merged, previous = previous_reports(a.merge, Path(a.out))
-    levers: dict[str, dict[str, Any]] = {}
     for earlier in previous:
         if earlier["fraction"] != a.fraction:
             raise SystemExit(f"--merge: a report of {earlier['fraction']} of the labels, not {a.fraction}")
-        for slug, runs in earlier["levers"].items():
-            levers.setdefault(slug, {}).update(runs)
+    levers = merged_levers(previous)
     for seed in sorted({s for slug in a.levers for s in LEVERS[slug][2]}):
         if a.seeds is not None and seed not in a.seeds:
             continue

@@ -3,7 +3,10 @@ from earlier reports (``--merge``) and writing a report as JSON and markdown."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,3 +26,25 @@ def write_report(out: Path, report: dict[str, Any], text: str) -> None:
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     out.with_suffix(".md").write_text(text)
     print(text)
+
+
+def add_lever_arguments(p: argparse.ArgumentParser, levers: Iterable[str], out: Path, what: str) -> None:
+    """The options every lever script takes: ``--levers``, ``--seeds``, ``--threads``, ``--out`` and
+    ``--merge`` (``what``: the runs a merge replaces, e.g. "runs probed now")."""
+    p.add_argument("--levers", nargs="+", choices=sorted(levers), default=list(levers))
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="only these of each lever's seeds (e.g. one seed per process, side by side)")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads")
+    p.add_argument("--out", default=str(out))
+    p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
+                   help="start from these reports' rows (default with no file: OUT.json) and replace only "
+                        f"the {what}, e.g. to add one lever or one seed")
+
+
+def merged_levers(previous: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The earlier reports' runs per lever and seed, a later report's run replacing an earlier one's."""
+    levers: dict[str, dict[str, Any]] = {}
+    for earlier in previous:
+        for slug, runs in earlier["levers"].items():
+            levers.setdefault(slug, {}).update(runs)
+    return levers

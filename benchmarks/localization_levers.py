@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import localization_synth as base  # the script folder is on the path when run as a script
 import numpy as np
 import torch
-from lever_reports import previous_reports, write_report
+from lever_reports import add_lever_arguments, merged_levers, previous_reports, write_report
 
 from avlearn.config import load_config, to_dict
 from avlearn.localization.export import calibrate_floor
@@ -220,24 +219,14 @@ def goals(rows: list[dict[str, Any]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--levers", nargs="+", choices=sorted(LEVERS), default=list(LEVERS))
+    add_lever_arguments(p, LEVERS, base.RESULTS / "localization_levers", "runs scored now")
     p.add_argument("--cache", default=str(base.ROOT / ".cache" / "bench"))
-    p.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="only these of each lever's seeds (e.g. one seed per process, side by side)")
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads")
-    p.add_argument("--out", default=str(base.RESULTS / "localization_levers"))
-    p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
-                   help="start from these reports' runs (default with no file: OUT.json) and replace "
-                        "only the runs scored now, e.g. to add one lever or one seed per process")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     args = base.parser().parse_args(["--cache", a.cache])
     t0 = time.perf_counter()
-    levers: dict[str, dict[str, Any]] = {}
     merged, previous = previous_reports(a.merge, Path(a.out))
-    for earlier in previous:
-        for slug, runs in earlier["levers"].items():
-            levers.setdefault(slug, {}).update(runs)
+    levers = merged_levers(previous)
     for slug in a.levers:
         levers.setdefault(slug, {})
         for seed in LEVERS[slug][2]:
