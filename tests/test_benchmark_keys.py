@@ -175,7 +175,9 @@ def test_finetune_levers_gaps_to_own_and_best_scratch(tmp_path: Path) -> None:
     # lever "short" helps AV and hurts scratch; "base" has the better scratch on seeds 0 and 1
     rows = {"base": {s: {"av": run(0.4), "scratch": run(0.3)} for s in ("0", "1", "2")},
             "short": {"1": {"av": run(0.6), "scratch": run(0.2)}, "0": {"av": run(0.5), "scratch": run(0.25)},
-                      "2": {"av": run(0.5), "scratch": run(0.35)}}}
+                      "2": {"av": run(0.5), "scratch": run(0.35)}},
+            # another draw of the labelled videos: its scratch is no rival for draw 0's levers
+            "base_draw1": {s: {"av": run(0.9), "scratch": run(0.8)} for s in ("0", "1", "2")}}
     earlier = tmp_path / "earlier.json"
     earlier.write_text(json.dumps({"command": "python benchmarks/finetune_levers.py", "fraction": 0.1,
                                    "levers": rows}))
@@ -188,8 +190,9 @@ def test_finetune_levers_gaps_to_own_and_best_scratch(tmp_path: Path) -> None:
     short = report["gaps"]["short"]
     assert list(short) == ["0", "1", "2"]  # seed order
     assert [round(v["same"], 1) for v in short.values()] == [25.0, 40.0, 15.0]
-    # the best scratch of any lever: 30 / 30 / 35
+    # the best scratch of any lever on the same draw: 30 / 30 / 35
     assert [round(v["best"], 1) for v in short.values()] == [20.0, 30.0, 15.0]
+    assert [round(v["best"], 1) for v in report["gaps"]["base_draw1"].values()] == [10.0, 10.0, 10.0]
     text = out.with_suffix(".md").read_text()
     assert ("+26.7 +- 10.3 (seeds 0, 1, 2: +25.0 / +40.0 / +15.0); to the best scratch +21.7 +- 6.2: goal "
             "met against its own scratch, met against the best scratch") in text

@@ -258,7 +258,7 @@ def probe_head(model: VideoClassifier, dataset: Any, batch_size: int, num_worker
 
     from avlearn.data.dataset import av_collate
     from avlearn.eval.inference import run_inference
-    from avlearn.train.linear_probe import ClassifierConfig, fit_linear
+    from avlearn.eval.linear_classifier import ClassifierConfig, fit_linear
 
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,

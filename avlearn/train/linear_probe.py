@@ -36,7 +36,6 @@ from typing import Any, Literal
 
 import einops
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -45,6 +44,7 @@ from avlearn.data.config import DataConfig
 from avlearn.data.splits import DatasetConfig, LabelledSplit, load_split
 from avlearn.eval.classification import ClassificationReport, topk_accuracy
 from avlearn.eval.inference import run_inference
+from avlearn.eval.linear_classifier import ClassifierConfig, fit_linear
 from avlearn.eval.results import write_report
 from avlearn.models.checkpoint import CheckpointError
 from avlearn.models.registry import ModelConfig
@@ -90,29 +90,6 @@ class FeatureConfig:
         for field in ("train_clips", "test_clips", "batch_size"):
             if getattr(self, field) < 1:
                 raise InvalidValue(field, getattr(self, field), "must be >= 1", "features")
-
-
-@dataclasses.dataclass(frozen=True)
-class ClassifierConfig:
-    """The linear classifier: ``lbfgs`` (full batch, ``steps`` iterations) or ``adam`` (``steps`` epochs)."""
-
-    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
-    lr: float = 1.0
-    weight_decay: float = 1e-3
-    steps: int = 200
-    batch_size: int = 256
-    standardize: bool = True
-
-    def __post_init__(self) -> None:
-        allowed = {
-            "lr": (self.lr > 0, "must be > 0"),
-            "weight_decay": (self.weight_decay >= 0, "must be >= 0"),
-            "steps": (self.steps >= 1, "must be >= 1"),
-            "batch_size": (self.batch_size >= 1, "must be >= 1"),
-        }
-        for field, (ok, rule) in allowed.items():
-            if not ok:
-                raise InvalidValue(field, getattr(self, field), rule, "classifier")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,38 +300,6 @@ def cached_features(path: Path, key: str, compute: Any) -> tuple[dict[str, Tenso
 
 
 # ------------------------------------------------------------------------------------- classifier
-
-
-def fit_linear(x: Tensor, y: Tensor, num_classes: int, cfg: ClassifierConfig, seed: int = 0) -> nn.Linear:
-    """Multinomial logistic regression ``x (N, D) -> (N, C)`` with L2 weight decay on the weights."""
-    torch.manual_seed(seed)
-    model = nn.Linear(x.shape[1], num_classes)
-    nn.init.zeros_(model.weight)
-    nn.init.zeros_(model.bias)
-
-    def objective(xb: Tensor, yb: Tensor) -> Tensor:
-        return F.cross_entropy(model(xb), yb) + 0.5 * cfg.weight_decay * model.weight.pow(2).sum()
-
-    if cfg.optimizer == "lbfgs":
-        opt = torch.optim.LBFGS(model.parameters(), lr=cfg.lr, max_iter=cfg.steps, history_size=20,
-                                line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
-
-        def closure() -> Tensor:
-            opt.zero_grad()
-            loss = objective(x, y)
-            loss.backward()  # type: ignore[no-untyped-call]
-            return loss
-
-        opt.step(closure)  # type: ignore[no-untyped-call]
-    else:
-        adam = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        g = torch.Generator().manual_seed(seed)
-        for _ in range(cfg.steps):
-            for idx in torch.randperm(len(y), generator=g).split(cfg.batch_size):  # type: ignore[no-untyped-call]
-                adam.zero_grad()
-                objective(x[idx], y[idx]).backward()  # type: ignore[no-untyped-call]
-                adam.step()
-    return model
 
 
 def _existing(split: LabelledSplit) -> LabelledSplit:
