@@ -81,7 +81,8 @@ class FinetuneConfig:
         head_init: the classifier's start: ``random`` (AVID), or ``probe``: a linear probe (L2-regularised
             logistic regression, :func:`~avlearn.train.linear_probe.fit_linear`) of the frozen encoder's
             embeddings of one pass over the training clips, so fine-tuning starts from the probe's
-            solution (LP-FT, Kumar et al. ICLR 2022) instead of moving the encoder to fit a random head.
+            solution (in the manner of LP-FT, Kumar et al. ICLR 2022; README says what differs) instead
+            of moving the encoder to fit a random head.
         freeze_bn: the encoder's batch-norm layers keep their pretrained running statistics (eval
             mode) while the encoder trains; with few labels the statistics of a few videos' augmented
             clips would otherwise replace them (their scale and shift still train).
