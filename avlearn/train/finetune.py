@@ -79,8 +79,9 @@ class FinetuneConfig:
         warmup_classifier_epochs: first epochs train the classifier only (encoder frozen).
         dropout: before the linear classifier (AVID: 0.5).
         head_init: the classifier's start: ``random`` (AVID), or ``probe``: a linear probe (L2-regularised
-            logistic regression, :func:`~avlearn.train.linear_probe.fit_linear`) of the frozen encoder's
-            embeddings of one pass over the training clips, so fine-tuning starts from the probe's
+            logistic regression, :func:`~avlearn.eval.linear_classifier.fit_linear`) of the frozen
+            encoder's embeddings of the training videos' ``eval.num_clips`` centre-cropped clips (the
+            augmented training clips when they come from shards), so fine-tuning starts from the probe's
             solution (in the manner of LP-FT, Kumar et al. ICLR 2022; README says what differs) instead
             of moving the encoder to fit a random head.
         freeze_bn: the encoder's batch-norm layers keep their pretrained running statistics (eval
