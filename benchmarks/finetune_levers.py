@@ -48,8 +48,7 @@ LEVERS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
                     "data.clips_per_video=8"], ALL),
     "probeenc01short": ("LP-FT: the classifier starts from that probe, the encoder at 0.1 x, 135 steps "
                         "(the benchmark's few-label recipe)",
-                        ["head_init=probe", "warmup_classifier_epochs=0", "encoder_lr_scale=0.1",
-                         "data.clips_per_video=8"], ALL),
+                        [*ds.FEW_LABEL, "data.clips_per_video=8"], ALL),
     "probesgdshort": ("LP-FT with SGD (lr 0.01, momentum 0.9: steps follow the fitted head's small "
                       "gradients, where Adam normalises them), 135 steps",
                       ["head_init=probe", "warmup_classifier_epochs=0", "optim.name=sgd", "optim.lr=0.01",
