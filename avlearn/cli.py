@@ -69,7 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     module_name, _ = COMMANDS[name]
     entry: Callable[[list[str]], int | None] = importlib.import_module(module_name).main
     rest = args[len(name.split()) :]
-    return int(entry(rest) or 0)
+    try:
+        return int(entry(rest) or 0)
+    finally:
+        if "torch.distributed" in sys.modules:  # a command that ran (torchrun / accelerate launch)
+            from avlearn.distributed import leave_process_group
+
+            leave_process_group()
 
 
 if __name__ == "__main__":
