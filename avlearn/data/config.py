@@ -54,6 +54,9 @@ class DataConfig:
             not on ``num_workers``.
         backend: video decoder, ``pyav`` or ``decord`` (audio always comes through PyAV).
         num_frames, fps: frames per clip and their sampling rate (AVID: 8 frames at 16 fps).
+        fps_choices: pretraining only: each training clip's frame rate is drawn uniformly from these
+            (a temporal-scale augmentation: the same ``num_frames`` span several durations, e.g.
+            ``[4, 16]``: 1 s or 0.25 s); empty: always ``fps``. Evaluation clips keep ``fps``.
         decode_size: short side frames are resized to when decoded; crops of
             ``video_aug.size`` are taken from it.
         audio_seconds, sample_rate: audio window per clip (AVID: 2 s).
@@ -84,6 +87,7 @@ class DataConfig:
     backend: str = "pyav"
     num_frames: int = 8
     fps: float = 16.0
+    fps_choices: list[float] = dataclasses.field(default_factory=list)
     decode_size: int = 128
     audio_seconds: float = 2.0
     sample_rate: int = 16000
@@ -114,6 +118,8 @@ class DataConfig:
                 raise bad(name, getattr(self, name), "must be >= 1")
         if self.fps <= 0:
             raise bad("fps", self.fps, "must be > 0 (frames per second)")
+        if any(f <= 0 for f in self.fps_choices):
+            raise bad("fps_choices", self.fps_choices, "must all be > 0 (frames per second)")
         for name in ("audio_seconds", "num_workers", "max_av_offset", "shifted_audio", "shuffle_buffer"):
             if getattr(self, name) < 0:
                 raise bad(name, getattr(self, name), "must be >= 0")
@@ -192,6 +198,7 @@ def _dataset(cfg: DataConfig, train: bool, source: str | Path | list[VideoInfo],
         clips_per_video=cfg.clips_per_video,
         max_av_offset=cfg.max_av_offset if train else 0.0,
         shifted_audio=cfg.shifted_audio if train else 0.0,
+        fps_choices=cfg.fps_choices if train else (),
         video_transform=video_transform,
         audio_transform=audio_transform,
         seed=cfg.seed,
@@ -231,6 +238,7 @@ def build_shard_dataset(cfg: DataConfig, train: bool, require_audio: bool = True
             clips_per_video=cfg.clips_per_video,
             max_av_offset=cfg.max_av_offset if train and with_audio else 0.0,
             shifted_audio=cfg.shifted_audio if train and with_audio else 0.0,
+            fps_choices=cfg.fps_choices if train and with_audio else (),
             video_transform=video_transform,
             audio_transform=audio_transform,
             seed=cfg.seed,

@@ -111,6 +111,9 @@ class AVClipDataset(Dataset[dict[str, Any]]):
             hard negative in the style of AVTS: only features that follow the motion in time can
             tell it from the true audio, whereas other clips' audio differs in content.
         class_to_idx: label name -> class index; default: sorted label names of the kept rows.
+        fps_choices: when given, each clip's frame rate is drawn uniformly from these instead of
+            ``spec.fps`` (temporal-scale augmentation; the clip keeps ``spec.num_frames`` frames and
+            its start is drawn so that the clip at the drawn rate fits the video).
 
     Sample (a dict):
         ``video``: ``(C, T, H, W)`` float32 (or the video transform's output);
@@ -146,6 +149,7 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         max_retries: int = 10,
         class_to_idx: Mapping[str, int] | None = None,
         shifted_audio: float = 0.0,
+        fps_choices: Sequence[float] = (),
     ) -> None:
         if clips_per_video < 1:
             raise ValueError(f"clips_per_video must be >= 1, got {clips_per_video}")
@@ -155,6 +159,8 @@ class AVClipDataset(Dataset[dict[str, Any]]):
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if shifted_audio < 0:
             raise ValueError(f"shifted_audio must be >= 0 seconds, got {shifted_audio}")
+        if any(f <= 0 for f in fps_choices):
+            raise ValueError(f"fps_choices must all be > 0 frames per second, got {list(fps_choices)}")
         get_decoder(backend)  # unknown backend -> error listing the valid ones, now rather than in a worker
         source = "manifest"
         if isinstance(manifest, (str, os.PathLike)):
@@ -178,6 +184,7 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         self.clips_per_video = clips_per_video
         self.max_av_offset = float(max_av_offset)
         self.shifted_audio = float(shifted_audio)
+        self.fps_choices = tuple(float(f) for f in fps_choices)
         self.video_transform = video_transform
         self.audio_transform = audio_transform
         self.seed = int(seed)
@@ -238,16 +245,19 @@ class AVClipDataset(Dataset[dict[str, Any]]):
             self._durations[row.path] = probe_duration(row.path if source is None else source)
         return self._durations[row.path]
 
-    def _span(self) -> tuple[float, float]:
+    def _span(self, spec: ClipSpec | None = None) -> tuple[float, float]:
         """Seconds the clip (video and synchronised audio) reaches before and after its start."""
-        rel = audio_window_start(0.0, dataclasses.replace(self.spec, audio_offset=0.0))
+        spec = self.spec if spec is None else spec
+        rel = audio_window_start(0.0, dataclasses.replace(spec, audio_offset=0.0))
         before = max(0.0, -rel)
-        after = max(self.spec.video_seconds, rel + self.spec.audio_seconds)
+        after = max(spec.video_seconds, rel + spec.audio_seconds)
         return before, after
 
-    def sample_start(self, duration: float, generator: torch.Generator) -> float:
-        """Clip start uniform over the starts whose clip fits in ``duration`` (0 for short videos)."""
-        before, after = self._span()
+    def sample_start(self, duration: float, generator: torch.Generator,
+                     spec: ClipSpec | None = None) -> float:
+        """Clip start uniform over the starts whose clip (``spec``, default the dataset's) fits in
+        ``duration`` (0 for short videos)."""
+        before, after = self._span(spec)
         high = duration - after
         if high <= before:
             return 0.0
@@ -275,11 +285,15 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         ``row.path``; :class:`~avlearn.data.decode.MediaBytes` for a shard's member); returns
         ``(clip, offset, shifted)``, ``shifted`` a clip whose ``audio`` is the shifted window."""
         duration = self._duration(row, source)
-        start = self.sample_start(duration, generator)
-        offset = self.spec.audio_offset
+        spec = self.spec
+        if self.fps_choices:  # drawn first: the start must leave room for the clip at this rate
+            pick = int(torch.randint(len(self.fps_choices), (), generator=generator))
+            spec = dataclasses.replace(spec, fps=self.fps_choices[pick])
+        start = self.sample_start(duration, generator, spec)
+        offset = spec.audio_offset
         if self.max_av_offset > 0:
             offset += _uniform(-self.max_av_offset, self.max_av_offset, generator)
-        spec = dataclasses.replace(self.spec, audio_offset=offset)
+        spec = dataclasses.replace(spec, audio_offset=offset)
         if not row.has_audio:  # only when require_audio=False: silent audio of the right length
             spec = dataclasses.replace(spec, audio_seconds=0.0)
         # the shifted window depends only on where the clip's own audio starts, so it is drawn first

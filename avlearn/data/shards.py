@@ -62,7 +62,7 @@ import logging
 import os
 import tarfile
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -245,7 +245,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
     Args:
         index: ``index.json`` of ``avlearn prepare shard``: a path or an fsspec URL.
         spec, backend, clips_per_video, max_av_offset, video_transform, audio_transform, seed,
-            require_audio, max_retries, class_to_idx, shifted_audio: as for
+            require_audio, max_retries, class_to_idx, shifted_audio, fps_choices: as for
             :class:`~avlearn.data.dataset.AVClipDataset`.
         shuffle_buffer: raw samples each reader holds in memory to shuffle (0 or 1: stream order).
         streams: readers per process; the DataLoader's workers share them, so their number must
@@ -274,6 +274,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         shifted_audio: float = 0.0,
         shuffle_buffer: int = 64,
         streams: int = 4,
+        fps_choices: Sequence[float] = (),
     ) -> None:
         if shuffle_buffer < 0 or streams < 1:
             raise ValueError(f"need shuffle_buffer >= 0 and streams >= 1, got {shuffle_buffer}, {streams}")
@@ -295,7 +296,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             [stand_in], spec, backend, clips_per_video=clips_per_video, max_av_offset=max_av_offset,
             video_transform=video_transform, audio_transform=audio_transform, seed=seed,
             require_audio=require_audio, max_retries=max_retries, class_to_idx=classes,
-            shifted_audio=shifted_audio,
+            shifted_audio=shifted_audio, fps_choices=fps_choices,
         )
         self.require_audio = require_audio
         self.shuffle_buffer = shuffle_buffer

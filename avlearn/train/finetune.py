@@ -125,6 +125,9 @@ class FinetuneConfig:
             raise ConfigError(f"encoder_lr_scale must be in (0, 1], got {self.encoder_lr_scale}: the "
                               "encoder's learning rate as a fraction of optim.lr (freeze it with "
                               "warmup_classifier_epochs instead of 0)")
+        if self.data.fps_choices:
+            raise ConfigError(f"data.fps_choices={self.data.fps_choices} is for pretraining; fine-tuning "
+                              "clips are taken at data.fps: remove the key", key="data.fps_choices")
 
 
 class VideoClassifier(nn.Module):

@@ -105,6 +105,11 @@ class ProbeConfig:
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
     classifier: ClassifierConfig = dataclasses.field(default_factory=ClassifierConfig)
 
+    def __post_init__(self) -> None:
+        if self.data.fps_choices:
+            raise ConfigError(f"data.fps_choices={self.data.fps_choices} is for pretraining; the probe's "
+                              "clips are taken at data.fps: remove the key", key="data.fps_choices")
+
 
 # ------------------------------------------------------------------------------------- data
 

@@ -92,3 +92,16 @@ def test_manifest_with_only_path_and_status_keeps_its_videos(
     assert ds.num_videos == 2  # not "dropped 2 without a video track"
     assert "has no has_video or has_audio column" in caplog.text
     assert ds[1]["video"].shape[1] == 4
+
+
+def test_fps_choices_are_for_pretraining_only() -> None:
+    from avlearn.train.finetune import FinetuneConfig
+    from avlearn.train.linear_probe import ProbeConfig
+
+    with pytest.raises(ConfigError, match="fps_choices"):
+        DataConfig(fps_choices=[4.0, -1.0])
+    assert DataConfig(fps_choices=[4.0, 16.0]).fps_choices == [4.0, 16.0]
+    for cls in (FinetuneConfig, ProbeConfig):
+        with pytest.raises(ConfigError, match="data.fps_choices.*pretraining") as err:
+            load_config(cls, None, ["data.fps_choices=[4, 16]"])
+        assert err.value.key == "data.fps_choices"

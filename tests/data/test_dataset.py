@@ -359,3 +359,22 @@ def test_clips_with_padded_silence_are_counted_and_named(tmp_path: Path) -> None
     report = tracker.report(0)
     assert f"{expected} of 12 clips had silence padded into their audio" in report
     assert f"{row.video_id} x{expected}" in report
+
+
+def test_fps_choices_draw_each_clips_rate_and_keep_it_in_the_video(collection: dict[str, object]) -> None:
+    """4 frames at 2 fps (2 s) or 8 fps (0.5 s) from a 3 s file: both rates occur, every clip fits."""
+    row = next(r for r in _rows(collection) if r.path.endswith("good2.mp4"))
+    spec = dataclasses.replace(SPEC, audio_seconds=0.0)
+    mixed = AVClipDataset([row], spec, "pyav", fps_choices=(2, 8))
+    plain = AVClipDataset([row], spec, "pyav")
+    steps: dict[str, set[float]] = {"mixed": set(), "plain": set()}
+    for i in range(24):
+        for name, ds in (("mixed", mixed), ("plain", plain)):
+            clip, _, _ = ds._decode(row, torch.Generator().manual_seed(i))
+            assert clip.video.shape[1] == 4 and clip.frame_times[-1] <= 3.0
+            step = float(np.diff(clip.frame_times).mean())  # the file's 25 fps frames nearest each time
+            steps[name].add(min((0.5, 0.125), key=lambda s: abs(s - step)))
+            assert min(abs(step - 0.5), abs(step - 0.125)) < 0.02
+    assert steps == {"mixed": {0.5, 0.125}, "plain": {0.125}}
+    with pytest.raises(ValueError, match="fps_choices"):
+        AVClipDataset([row], spec, "pyav", fps_choices=(0, 8))
