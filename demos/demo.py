@@ -211,7 +211,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         # 160 (1920 steps, ~330 s on 2 cores): on the default 240 videos the learned localizer scores
         # cIoU50 0.75 / AUC 0.56 (centre box 0.46 / 0.54); at 120 epochs 0.60 / 0.52, below the box on
-        # AUC. On 180 videos: 0.42 / 0.49 at 60 epochs, 0.67 / 0.55 at 120
+        # AUC. On 180 videos: 0.42 / 0.49 at 60 epochs, 0.67 / 0.55 at 120. Those were clips at 16 fps
+        # only; with both rates (pretrain.yaml's fps_choices) 160 epochs gave 0.83 / 0.58
         default=160,
         help="pretraining epochs over train + val (default: %(default)s)",
     )

@@ -216,7 +216,9 @@ def write_report(out: Path, summary: Mapping[str, Any]) -> Path:
             "",
             f"Video-level top-1 (%) on the {n} test videos ({down.get('test_clips_per_video')} clips "
             f"per video); linear probes on frozen layer3 + layer4 features, fine-tuning for "
-            f"{down.get('finetune_epochs')} epochs with all action labels of the train split.",
+            f"{down.get('finetune_epochs')} epochs with all action labels of the train split"
+            + (f" ({down['finetune_recipe']}); clips of {down['clips']['finetune']}"
+               if "clips" in down else "") + ".",
             "",
             "| evaluation | AV-pretrained | random init / scratch | chance |",
             "|---|---:|---:|---:|",

@@ -196,7 +196,6 @@ def downstream_stage(
                 f"dataset.root={synth_dir}",
                 f"epochs={finetune_epochs}",
                 f"eval.num_clips={test_clips}",
-                f"warmup_classifier_epochs={min(1, finetune_epochs - 1)}",
             ]
             tune_cfg = load_config(FinetuneConfig, CONFIGS / "finetune.yaml", overrides)
             result["finetune"]["action"][name] = _brief(finetune(tune_cfg, init, resume=False))
@@ -206,6 +205,18 @@ def downstream_stage(
         "object": 1 / len(doc["classes"]),
         "retrieval_r1": 1 / max(1, _rows(splits["test"])),
     }
+    tune = load_config(FinetuneConfig, CONFIGS / "finetune.yaml")
+    probe = load_config(ProbeConfig, CONFIGS / "probe.yaml")
+    result["clips"] = {
+        "probe": f"{probe.data.num_frames} frames at {probe.data.fps:g} fps",
+        "finetune": f"{tune.data.num_frames} frames at {tune.data.fps:g} fps",
+    }
+    result["finetune_recipe"] = (
+        "LP-FT: classifier from a linear probe, encoder at "
+        f"{tune.encoder_lr_scale:g} x the learning rate" if tune.head_init == "probe" else
+        f"classifier alone for {tune.warmup_classifier_epochs} epoch(s), encoder at "
+        f"{tune.encoder_lr_scale:g} x the learning rate"
+    )
     result["test_videos"] = _rows(splits["test"])
     result["test_clips_per_video"] = test_clips
     result["finetune_epochs"] = finetune_epochs
