@@ -317,6 +317,10 @@ def _demo_figures(d: dict[str, Any]) -> dict[str, str]:
         "ft_av": _p1(ft["av"]["video_top1"]), "ft_scratch": _p1(ft["random"]["video_top1"]),
         "ft_steps": str(ft["av"]["steps"]),
         "ft_how": (f", {down['finetune_recipe']}, on {down['clips']['finetune']}" if "clips" in down else ""),
+        "ft_avid": "".join(
+            f"; AVID's recipe, a random classifier trained alone for an epoch: "
+            f"{_p1(a['av']['video_top1'])} vs {_p1(a['random']['video_top1'])}"
+            for a in [down["finetune"].get("action_avid_recipe")] if a),
         "point_learned": f"{learned['pointing']:.2f}", "point_posthoc": f"{posthoc['pointing']:.2f}",
         "point_centre": f"{centre['pointing']:.2f}", "point_random": f"{rand['pointing']:.2f}",
         "ciou_learned": f"{learned['ciou50']:.2f}", "ciou_posthoc": f"{posthoc['ciou50']:.2f}",
@@ -357,8 +361,9 @@ def demo_paragraph(d: dict[str, Any]) -> str:
         f"{f['object_av']} vs {f['object_random']} for random features; actions {f['action_av']} vs "
         f"{f['action_random']} (chance {f['action_chance']}); fine-tuning on actions {f['ft_av']} from "
         f"the pretrained start vs {f['ft_scratch']} from scratch in the demo's budget ({f['ft_steps']} "
-        f"steps{f['ft_how']}; the downstream benchmark below gives fine-tuning 1260 steps); localization "
-        f"pointing {f['point_learned']} for the learned localizer ({f['point_posthoc']} post hoc) vs "
+        f"steps{f['ft_how']}{f['ft_avid']}; the downstream benchmark below gives fine-tuning 1260 steps); "
+        f"localization pointing {f['point_learned']} for the learned localizer ({f['point_posthoc']} "
+        f"post hoc) vs "
         f"{f['point_centre']} for the centre box and {f['point_random']} for a random-init model; cIoU50 "
         f"{f['ciou_learned']} learned ({f['ciou_verdict']} the centre box's {f['ciou_centre']}; post hoc "
         f"{f['ciou_posthoc']}) and AUC {f['auc_learned']} ({f['auc_verdict']} the centre box's "

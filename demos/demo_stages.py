@@ -165,11 +165,14 @@ def downstream_stage(
         shutil.rmtree(work)
     inits = {"av": str(run), "random": "scratch"}
     jobs = [("retrieval", name) for name in inits] + [("probe", name) for name in inits]
-    jobs += [("finetune", name) for name in inits]
+    # finetune: the demo's recipe (finetune.yaml: LP-FT); finetune_avid: AVID's, a random classifier
+    # trained alone for an epoch, then everything at one learning rate (a fair start for scratch,
+    # whose LP-FT head is a probe of random features)
+    jobs += [(kind, name) for kind in ("finetune", "finetune_avid") for name in inits]
     result: dict[str, Any] = {
         "retrieval": {},
         "linear_probe": {"action": {}, "object": {}},
-        "finetune": {"action": {}},
+        "finetune": {"action": {}, "action_avid_recipe": {}},
     }
     bar = tqdm(jobs, desc="downstream", unit="job", dynamic_ncols=True)
     for kind, name in bar:
@@ -192,13 +195,17 @@ def downstream_stage(
                 result["linear_probe"][label][name] = _brief(linear_probe(cfg, init))
         else:
             overrides = [
-                f"run_dir={work / 'finetune' / name}",
+                f"run_dir={work / kind / name}",
                 f"dataset.root={synth_dir}",
                 f"epochs={finetune_epochs}",
                 f"eval.num_clips={test_clips}",
             ]
+            if kind == "finetune_avid":
+                overrides += ["head_init=random", "encoder_lr_scale=1",
+                              f"warmup_classifier_epochs={min(1, finetune_epochs - 1)}"]
             tune_cfg = load_config(FinetuneConfig, CONFIGS / "finetune.yaml", overrides)
-            result["finetune"]["action"][name] = _brief(finetune(tune_cfg, init, resume=False))
+            key = "action" if kind == "finetune" else "action_avid_recipe"
+            result["finetune"][key][name] = _brief(finetune(tune_cfg, init, resume=False))
     doc = json.loads((synth_dir / "annotations.json").read_text())
     result["chance"] = {
         "action": 1 / len(doc["actions"]),
