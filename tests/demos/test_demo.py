@@ -242,3 +242,18 @@ def test_overlay_rule_prefers_a_video_whose_peak_follows_the_sound() -> None:
     hits["d"]["swap"] = False  # nobody meets both: the first video with a swap sound, and it says so
     swap, own, sel = pick_overlays(tests, videos, hits)
     assert swap is not None and swap[0]["video_id"] == "a" and not sel["swap_example_meets_rule"]
+
+
+def test_demo_probes_and_fine_tunes_at_one_of_the_pretraining_rates() -> None:
+    """The downstream clips must be clips the encoder was pretrained on: same frames, a drawn rate."""
+    from avlearn.config import load_config
+    from avlearn.train.config import PretrainConfig
+    from avlearn.train.finetune import FinetuneConfig
+    from avlearn.train.linear_probe import ProbeConfig
+    from demos.demo_stages import CONFIGS
+
+    pre = load_config(PretrainConfig, CONFIGS / "pretrain.yaml").data
+    rates = pre.fps_choices or [pre.fps]
+    for cls, name in ((ProbeConfig, "probe"), (FinetuneConfig, "finetune")):
+        data = load_config(cls, CONFIGS / f"{name}.yaml").data
+        assert data.num_frames == pre.num_frames and data.fps in rates, name
