@@ -39,6 +39,17 @@ from tests.torchrun import free_port
 from tests.train.pretrain_helpers import SYNTH_CPU, fast_overrides, read_metrics
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Any:
+    """Every run here, in this process or in a fork, uses one torch thread (the forks must, see
+    ``_child``): exact resume is only bit-identical at one thread count, so the uninterrupted
+    reference run uses the same count as the killed and resumed ones, however pytest was started."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _argv(manifest: Path, run_dir: Path, *args: str, **extra: object) -> list[str]:
     return ["--config", str(SYNTH_CPU), *args, *fast_overrides(manifest, run_dir, **extra)]
 
@@ -366,7 +377,8 @@ def test_two_processes_agree_on_the_stop_step(synth_train: Path, tmp_path: Path)
 
 def test_killed_at_random_steps_and_resumed_matches_uninterrupted(synth_train: Path, tmp_path: Path) -> None:
     """``kill -9`` at random steps, three times, each followed by a resume, then run to the end."""
-    seed = int(os.environ.get("AVLEARN_FAULT_SEED", random.SystemRandom().randrange(2**32)))
+    # A fixed default draw, so that a run of the suite is repeatable; set AVLEARN_FAULT_SEED to explore.
+    seed = int(os.environ.get("AVLEARN_FAULT_SEED", "20261207"))
     rng = random.Random(seed)
     common = {"epochs": 2, "train.ckpt_every_steps": 2}  # 4 steps per epoch: 8 steps
     straight, killed = tmp_path / "straight", tmp_path / "killed"
