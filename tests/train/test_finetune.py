@@ -12,10 +12,15 @@ import torch
 from avlearn.config import ConfigError, load_config
 from avlearn.data.splits import DatasetConfig, load_split, subsample_per_class
 from avlearn.models.checkpoint import save_encoders
-from avlearn.models.registry import ModelConfig, build_av_model
-from avlearn.models.weights import WeightsError, load_encoder, load_weights
-from avlearn.train.finetune import FinetuneConfig, main
-from tests.train.downstream_helpers import fast_overrides, small_collection
+from avlearn.models.classifier import VideoClassifier
+from avlearn.models.registry import ModelConfig, build_av_model, build_video_encoder
+from avlearn.models.weights import Weights, WeightsError, load_encoder, load_weights
+from avlearn.train.finetune import FinetuneConfig, FinetuneTask, main
+from avlearn.train.finetune.evaluate import predict
+from avlearn.train.finetune.probe_head import probe_head
+from avlearn.train.finetune.task import param_groups
+from avlearn.train.optim import OptimConfig, build_optimizer, build_scheduler
+from tests.train.downstream_helpers import fast_overrides, one_video_layout, small_collection
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "avlearn" / "configs" / "finetune" / "synth_cpu.yaml")
@@ -129,8 +134,6 @@ def test_label_fraction_is_validated() -> None:
 def test_an_empty_or_missing_test_split_stops_before_training(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], test_list: str
 ) -> None:
-    from tests.train.downstream_helpers import one_video_layout
-
     root = one_video_layout(tmp_path / "ds", test_list)
     run = tmp_path / "run"
     assert main(["--config", CONFIG, "--init", "scratch", *fast_overrides(root, run, **QUIET)]) == 2
@@ -140,9 +143,6 @@ def test_an_empty_or_missing_test_split_stops_before_training(
 
 
 def test_test_evaluation_shows_progress(capsys: pytest.CaptureFixture[str]) -> None:
-    from avlearn.models.weights import Weights
-    from avlearn.train.finetune import VideoClassifier, predict
-
     encoder = load_encoder(Weights(None, ModelConfig(video_arch="r2plus1d_tiny"), "scratch"), "video")
     model = VideoClassifier(encoder, num_classes=3)
     batches = [{"video": torch.rand(2, 3, 4, 16, 16), "label": torch.tensor([0, 1]),
@@ -154,10 +154,6 @@ def test_test_evaluation_shows_progress(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_encoder_lr_scale_slows_the_encoder_only() -> None:
-    from avlearn.models.registry import build_video_encoder
-    from avlearn.train.finetune import VideoClassifier, param_groups
-    from avlearn.train.optim import OptimConfig, build_optimizer, build_scheduler
-
     torch.manual_seed(0)
     model = VideoClassifier(build_video_encoder(ModelConfig(video_arch="r2plus1d_tiny")), 3)
     cfg = OptimConfig(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="cosine")
@@ -178,9 +174,6 @@ def test_encoder_lr_scale_slows_the_encoder_only() -> None:
 
 
 def test_probe_head_starts_the_classifier_from_a_linear_probe() -> None:
-    from avlearn.models.registry import build_video_encoder
-    from avlearn.train.finetune import VideoClassifier, probe_head
-
     # three classes of clips told apart by brightness, with noise; the standardisation of the probe
     # is folded into the classifier, so the model itself (eval mode) must give the probe's answers
     g = torch.Generator().manual_seed(0)
@@ -201,9 +194,6 @@ def test_probe_head_starts_the_classifier_from_a_linear_probe() -> None:
 
 @pytest.mark.parametrize("freeze_bn", [False, True])
 def test_freeze_bn_keeps_the_pretrained_statistics(freeze_bn: bool) -> None:
-    from avlearn.models.registry import build_video_encoder
-    from avlearn.train.finetune import FinetuneTask, VideoClassifier
-
     torch.manual_seed(0)
     model = VideoClassifier(build_video_encoder(ModelConfig(video_arch="r2plus1d_tiny")), 3).train()
     cfg = load_config(FinetuneConfig, CONFIG, [f"freeze_bn={str(freeze_bn).lower()}"])

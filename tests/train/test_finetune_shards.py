@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from avlearn.config import load_config
+from avlearn.config import ConfigError, load_config
 from avlearn.data.manifest import write_manifest
 from avlearn.data.splits import load_split, to_manifest_rows
 from avlearn.train.finetune import FinetuneConfig, main
+from avlearn.train.finetune.datasets import eval_dataset
 from data_prep.shard import ShardOptions, write_shards
 from tests.train.downstream_helpers import fast_overrides, small_collection
 from tests.train.test_finetune import CONFIG, QUIET
@@ -69,9 +70,6 @@ def test_finetune_evaluates_test_shards_as_files(root: Path, tmp_path: Path) -> 
 
 
 def test_eval_shards_with_unknown_labels_are_refused(root: Path, tmp_path: Path) -> None:
-    from avlearn.config import ConfigError
-    from avlearn.train.finetune import eval_dataset
-
     index = _test_shards(root, tmp_path, label="object")  # object names, not the action classes
     cfg = load_config(FinetuneConfig, CONFIG, fast_overrides(root, tmp_path, **{"eval.shards": str(index)}))
     classes = load_split(cfg.dataset, "test").class_to_idx
