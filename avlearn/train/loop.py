@@ -71,7 +71,7 @@ def centre_crop_loader(cfg: PretrainConfig) -> DataLoader[dict[str, Any]]:
     return DataLoader(ds, batch_size=32, shuffle=False, num_workers=0, collate_fn=av_collate)
 
 
-def floor_clips(cfg: PretrainConfig) -> DataLoader[dict[str, Any]] | None:
+def _floor_clips(cfg: PretrainConfig) -> DataLoader[dict[str, Any]] | None:
     """What ``localization.floor=wrong_sound`` is measured on: :func:`centre_crop_loader`, or ``None``
     (no floor) when the clips are not files."""
     if cfg.data.source != "files":
@@ -172,7 +172,7 @@ def _build_task(cfg: PretrainConfig, num_items: int, world: int) -> PretrainTask
     objective = cfg.objective.build(ctx)
     if cfg.train.sync_batchnorm and world > 1:
         convert_global_batchnorm(objective)
-    objective = cfg.localization.wrap(objective, model, functools.partial(floor_clips, cfg))
+    objective = cfg.localization.wrap(objective, model, functools.partial(_floor_clips, cfg))
     return PretrainTask(cfg, model, objective)
 
 
