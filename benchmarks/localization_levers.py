@@ -10,7 +10,7 @@ stored config equals the one the lever asks for (``run_dir`` aside); otherwise i
 
 For each run the learned localizer is scored on the test split (middle frame, as the benchmark)
 twice: its cosine map as trained, and the same map floored at the wrong-sound level
-(:func:`avlearn.localization.export.calibrate_floor`, measured on centre crops of the training
+(:func:`avlearn.localization.calibration.calibrate_floor`, measured on centre crops of the training
 clips, as ``localization.floor=wrong_sound`` does at export). Also the grid-resolution oracle
 and the centre box of that seed.
 
@@ -33,7 +33,7 @@ import torch
 from lever_reports import add_lever_arguments, merged_levers, previous_reports, write_report
 
 from avlearn.config import load_config, to_dict
-from avlearn.localization.export import calibrate_floor
+from avlearn.localization.calibration import calibrate_floor
 from avlearn.localization.inputs import load_for_localization
 from avlearn.localization.sound_checks import middle_windows, model_grid, score_model
 from avlearn.train.config import PretrainConfig

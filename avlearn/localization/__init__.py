@@ -1,15 +1,24 @@
-"""Sound localization: similarity maps of audio with video feature grids, their training objective,
-the published cIoU / AUC evaluation, and heatmap overlays."""
+"""Sound localization: similarity maps of audio with video feature grids, a learned localizer trained
+with the encoders around any objective, its file, the published cIoU / AUC evaluation, and
+heatmap overlays.
+
+* :mod:`.module` -- :class:`AVLocalizer` (post hoc or learned projections) and the maps.
+* :mod:`.learned` -- what a learned localizer is built from and reads (:class:`LocalizerSpec`).
+* :mod:`.objective` -- :class:`WithLocalizer`, the objective wrapper that trains one, and its
+  config section :class:`LocalizationConfig`.
+* :mod:`.export` -- its file next to the encoders; :mod:`.calibration` -- the floor of its maps.
+"""
 
 from avlearn.localization.metrics import LocalizationResult, evaluate_maps
 from avlearn.localization.module import AVLocalizer, similarity_map, upsample_map
-from avlearn.objectives.localization import LocalizationLoss, LocalizationObjectiveConfig, localization_loss
+from avlearn.localization.objective import LocalizationConfig, WithLocalizer
+from avlearn.objectives.localization import localization_loss
 
 __all__ = [
     "AVLocalizer",
-    "LocalizationLoss",
-    "LocalizationObjectiveConfig",
+    "LocalizationConfig",
     "LocalizationResult",
+    "WithLocalizer",
     "evaluate_maps",
     "localization_loss",
     "similarity_map",

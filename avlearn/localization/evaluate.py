@@ -30,8 +30,8 @@ from typing import Any
 
 from avlearn.data.decode import DecodeError
 from avlearn.localization.benchmarks import AnnotationError, benchmark_items
-from avlearn.localization.export import Learned
 from avlearn.localization.inputs import CHECKPOINT_HELP, LOCALIZER_HELP, ModelInput, load_for_localization
+from avlearn.localization.learned import Learned
 from avlearn.localization.metrics import center_box_map, gt_from_synth
 from avlearn.localization.protocol import Trial, image_trial, score_maps, synth_trials, trial_maps
 from avlearn.models.av import AVModel

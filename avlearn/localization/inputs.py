@@ -23,7 +23,8 @@ from avlearn.data.audio import SpecConfig
 from avlearn.data.config import DataConfig
 from avlearn.data.decode import ClipSpec
 from avlearn.data.transforms import KINETICS_MEAN, KINETICS_STD
-from avlearn.localization.export import Learned, resolve_localizer
+from avlearn.localization.export import resolve_localizer
+from avlearn.localization.learned import Learned
 from avlearn.models.av import AVModel
 from avlearn.models.weights import load_model, load_weights
 

@@ -19,7 +19,7 @@ one) and summed over the recall steps, ``sum_i pmax_i (r_{i+1} - r_i)`` (no poin
 Both as SLAVC's evaluation code computes them. The **confidence** (:func:`map_confidence`) is theirs
 too: the mean of the highest quarter of the map's values at the ground-truth resolution (SLAVC
 first maps scores linearly to a fixed range, which changes no ranking). It needs maps on an
-absolute scale (cosine similarities, as :func:`~avlearn.localization.export.localization_maps`
+absolute scale (cosine similarities, as :func:`~avlearn.localization.learned.localization_maps`
 gives), not maps normalised per item. The cIoU of a positive is the one of
 :mod:`avlearn.localization.metrics` (LVS's upper-median threshold).
 """

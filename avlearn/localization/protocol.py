@@ -26,8 +26,8 @@ from torch import Tensor
 
 from avlearn.data.decode import DecodeError, read_audio
 from avlearn.localization.benchmarks import AnnotationError, BenchmarkItem, Kind, read_extended_list
-from avlearn.localization.export import Learned
 from avlearn.localization.inputs import ModelInput, normalize_video
+from avlearn.localization.learned import Learned
 from avlearn.localization.metrics import ciou, evaluate_maps, median_prediction
 from avlearn.localization.negatives import Scored, average_precision, detection_scores, map_confidence
 from avlearn.localization.sound_checks import heatmaps, middle_windows

@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 from avlearn.data.audio import build_spectrogram
 from avlearn.data.decode import DecodeError, decode_clip, read_audio
-from avlearn.localization.export import Learned, localization_maps, localizer_grid, needs_stages
 from avlearn.localization.inputs import ModelInput, normalize_video
+from avlearn.localization.learned import Learned, localization_maps, localizer_grid, needs_stages
 from avlearn.localization.metrics import LocalizationResult, evaluate_maps, gt_from_synth, pointing_hit
 from avlearn.localization.module import upsample_map
 from avlearn.models.av import AVModel

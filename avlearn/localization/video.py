@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from avlearn.data.audio import build_spectrogram
 from avlearn.data.decode import ClipSpec, DecodeError, decode_clip, probe_duration, read_audio
-from avlearn.localization.export import Learned, localization_maps, needs_stages
 from avlearn.localization.inputs import ModelInput, normalize_video
+from avlearn.localization.learned import Learned, localization_maps, needs_stages
 from avlearn.localization.module import upsample_map
 from avlearn.localization.overlay import OverlayWriter, normalize_maps, write_strip_png
 from avlearn.media import MediaError, media_info

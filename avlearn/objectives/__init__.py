@@ -5,7 +5,8 @@
 * :mod:`.infonce` -- in-batch symmetric cross-modal InfoNCE with negatives from all processes.
 * :mod:`.vicreg` -- cross-modal VICReg (no negatives: invariance, variance, covariance).
 * :mod:`.memory_bank` -- the per-modality memory bank and negative sampling.
-* :mod:`.localization` -- EZ-VSL's max-over-locations contrast, added to any of them for a localizer.
+* :mod:`.localization` -- EZ-VSL's max-over-locations contrast of a localizer's maps; added to any
+  of them by :class:`avlearn.localization.objective.WithLocalizer`.
 * :mod:`.base` -- the :class:`Objective` interface the training engine calls.
 
 Adding an objective: one file with its config dataclass and an :class:`Objective` subclass, and one

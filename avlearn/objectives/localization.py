@@ -21,38 +21,21 @@ the mean over its local anchors, as for InfoNCE.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import einops
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from avlearn.distributed import gather_with_grad, rank_offset_targets
-from avlearn.objectives._checks import check_normalized, check_temperature, check_weight, upcast
+from avlearn.objectives._checks import check_normalized, check_temperature, upcast
 
-__all__ = ["LocalizationLoss", "LocalizationObjectiveConfig", "localization_loss", "mil_scores"]
-
-
-@dataclasses.dataclass(frozen=True)
-class LocalizationObjectiveConfig:
-    """Attributes:
-    weight: factor on the loss when added to a training objective (0 disables it).
-    temperature: softmax temperature of the cross-entropy (EZ-VSL uses 0.03).
-    """
-
-    weight: float = 1.0
-    temperature: float = 0.03
-    top_fraction: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_weight("LocalizationObjectiveConfig.weight", self.weight)
-        check_temperature(self.temperature)
-        check_top_fraction(self.top_fraction)
+__all__ = ["check_top_fraction", "localization_loss", "mil_scores"]
 
 
 def check_top_fraction(top_fraction: float) -> None:
+    """Raise ``ValueError`` unless ``top_fraction`` lies in ``[0, 1]``."""
     if not 0 <= top_fraction <= 1:
         raise ValueError(f"top_fraction must be in [0, 1] (0: the max over locations), got {top_fraction}")
 
@@ -126,22 +109,3 @@ def localization_loss(
             "acc_a2v": (s_a2v.detach().argmax(1) == targets).float().mean(),
         }
     return value, logs
-
-
-class LocalizationLoss(nn.Module):
-    """Module form: ``(grid_emb (B, D, T', H', W'), audio_emb (B, D)) -> (weight * loss, logs)``.
-
-    ``logs["loss"]`` is the unweighted loss.
-    """
-
-    def __init__(self, cfg: LocalizationObjectiveConfig | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg or LocalizationObjectiveConfig()
-
-    def forward(self, grid_emb: Tensor, audio_emb: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        loss, logs = localization_loss(grid_emb, audio_emb, self.cfg.temperature, self.cfg.top_fraction)
-        return self.cfg.weight * loss, logs
-
-    def extra_repr(self) -> str:
-        return (f"weight={self.cfg.weight}, temperature={self.cfg.temperature}, "
-                f"top_fraction={self.cfg.top_fraction}")

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from typing import Any, Literal
 
 from avlearn.config import ConfigError, from_dict, to_dict
 from avlearn.data.config import DataConfig
+from avlearn.localization.objective import LocalizationConfig  # the section lives with its objective wrapper
 from avlearn.models.registry import ModelConfig
 from avlearn.objectives import OBJECTIVES, Objective, ObjectiveContext, RunFacts
 from avlearn.train.optim import OptimConfig
@@ -179,64 +179,6 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.every_epochs < 0 or self.batch_size < 1:
             raise ConfigError("eval.every_epochs must be >= 0 and eval.batch_size >= 1")
-
-
-@dataclasses.dataclass(frozen=True)
-class LocalizationConfig:
-    """A sound localizer trained with the encoders (off while ``weight`` is 0).
-
-    When on, the loop adds ``weight *`` :func:`avlearn.objectives.localization.localization_loss`
-    (EZ-VSL's max-over-locations contrast) of an :meth:`AVLocalizer.learned
-    <avlearn.localization.module.AVLocalizer.learned>` localizer to the objective's loss; the
-    localizer is checkpointed with the model and exported next to the encoders (see
-    :func:`avlearn.localization.export.localizer_path`).
-
-    Attributes:
-        weight: factor on the localization loss (0: no localizer, the run is unchanged).
-        temperature: softmax temperature of the localization loss (EZ-VSL: 0.03).
-        embed_dim: size of the localizer's joint space.
-        audio_input: what the localizer's audio projection reads: ``feat`` (the audio encoder's
-            pooled feature ``AVOutput.audio_feat``) or ``emb`` (the projected ``audio_emb``).
-        grid_stage: the video grid it maps: ``""`` the encoder's last grid (stride 16 in
-            R(2+1)D), a stage name such as ``layer3`` (stride 8: a 2x finer map whose cells
-            see less of the frame), or stages joined by ``+`` such as ``layer2+layer3`` (a
-            hypercolumn: layer2's 4x finer grid, each cell with layer3's wider view too).
-        top_fraction: how a clip's locations score a sound in the loss: 0 their max (EZ-VSL),
-            ``f`` in (0, 1] the mean of the best ``f`` of them (the whole object is pulled
-            towards its sound; see :func:`~avlearn.objectives.localization.mil_scores`).
-        floor: ``none``: the exported localizer's maps are cosines; ``wrong_sound``: after
-            training, the mean cosine another clip's sound reaches at a clip's best location is
-            measured on centre crops of the training clips and stored with the localizer, whose
-            maps are then ``max(cosine - floor, 0)``: zero where a location matches the sound no
-            better than a wrong sound (see :func:`~avlearn.localization.export.calibrate_floor`).
-    """
-
-    weight: float = 0.0
-    temperature: float = 0.03
-    embed_dim: int = 64
-    audio_input: Literal["feat", "emb"] = "feat"
-    grid_stage: str = ""
-    top_fraction: float = 0.0
-    floor: Literal["none", "wrong_sound"] = "none"
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.weight) and self.weight >= 0):
-            raise ConfigError(f"localization.weight must be >= 0 (0 = off), got {self.weight}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ConfigError(f"localization.temperature must be > 0, got {self.temperature}")
-        if self.embed_dim < 1:
-            raise ConfigError(f"localization.embed_dim must be >= 1, got {self.embed_dim}")
-        if not (math.isfinite(self.top_fraction) and 0 <= self.top_fraction <= 1):
-            raise ConfigError(f"localization.top_fraction must be in [0, 1] (0: the max), "
-                              f"got {self.top_fraction}")
-        if self.audio_input not in ("feat", "emb"):
-            raise ConfigError(f"localization.audio_input must be 'feat' or 'emb', got {self.audio_input!r}")
-        if self.floor not in ("none", "wrong_sound"):
-            raise ConfigError(f"localization.floor must be 'none' or 'wrong_sound', got {self.floor!r}")
-
-    @property
-    def enabled(self) -> bool:
-        return self.weight > 0
 
 
 @dataclasses.dataclass(frozen=True)

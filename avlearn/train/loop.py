@@ -1,25 +1,22 @@
-"""Pretraining: the encoders (and optionally a localizer) trained with an objective, on the engine.
+"""Pretraining: the encoders trained with an objective, on the engine.
 
 ``pretrain(cfg)`` builds the parts from a :class:`PretrainConfig` and hands them to the
 :class:`~avlearn.train.engine.Engine`, which resumes from the newest checkpoint in
 ``run_dir/checkpoints`` (when ``resume``), trains, checkpoints every ``train.ckpt_every_steps``
-optimiser steps and at the end; then the encoders are exported. The loss of a batch is the
-objective's (:class:`~avlearn.objectives.Objective`, whichever ``objective.name`` picks: the
-task never asks which) plus, with a localizer, the localization loss.
-
-Localization (``localization.weight > 0``): the model and a learned localizer train as one module
-(:class:`~avlearn.localization.export.AVModelWithLocalizer`); the loss is the objective's plus
-``weight *`` :func:`~avlearn.objectives.localization.localization_loss` (logged as ``loc/*``), the
-checkpoint holds the localizer under ``"localizer"`` (the ``"model"`` entry keeps
-:class:`AVModel`'s keys), and the localizer is exported next to the encoders
-(:func:`~avlearn.localization.export.localizer_path`).
+optimiser steps and at the end; then the encoders are exported. The objective
+(:class:`~avlearn.objectives.Objective`, whichever ``objective.name`` picks, wrapped by
+``localization.weight > 0`` in :class:`~avlearn.localization.objective.WithLocalizer`) gives the
+network that trains, the loss of a batch, its checkpoint entries and its exported files: the task
+never asks which objective it holds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +25,17 @@ from accelerate.utils import gather_object, set_seed
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from avlearn.config import ConfigError, to_dict
+from avlearn.config import to_dict
 from avlearn.data.config import batch_augment, build_dataset, build_train_dataset
 from avlearn.data.dataset import av_collate
 from avlearn.eval.retrieval import evaluate_retrieval
-from avlearn.localization.export import (
-    AVModelWithLocalizer,
-    LocalizedOutput,
-    LocalizerSpec,
-    calibrate_floor,
-    localizer_path,
-    save_localizer,
-)
-from avlearn.localization.module import AVLocalizer
+from avlearn.localization.export import localizer_path
 from avlearn.models.av import AVModel, AVOutput
 from avlearn.models.checkpoint import save_encoders
 from avlearn.models.registry import build_av_model
 from avlearn.models.sync_bn import convert_global_batchnorm
 from avlearn.models.weights import weights_file
 from avlearn.objectives import Objective, ObjectiveContext
-from avlearn.objectives.localization import localization_loss
 from avlearn.train.checkpoint import CheckpointManager
 from avlearn.train.config import PretrainConfig
 from avlearn.train.engine import Engine, NonFiniteLossError, StepOutput, Task
@@ -58,25 +46,22 @@ __all__ = ["NonFiniteLossError", "PretrainTask", "pretrain", "state_digest"]
 logger = logging.getLogger(__name__)
 
 
-def state_digest(module: nn.Module) -> str:
-    """SHA-256 of a module's state (e.g. memory banks), to compare processes or runs."""
+def state_digest(state: nn.Module | Mapping[str, Tensor]) -> str:
+    """SHA-256 of a module's state (e.g. memory banks) or of a state dict, to compare processes or runs."""
     h = hashlib.sha256()
-    for key, value in sorted(module.state_dict().items()):
+    for key, value in sorted((state.state_dict() if isinstance(state, nn.Module) else state).items()):
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
-def _init_from(path: str, model: AVModel, objective: Objective, localizer: AVLocalizer | None = None) -> None:
-    """Model weights, objective state (what it holds, e.g. banks) and a localizer, when both have
-    one, from a run checkpoint or run dir."""
+def _init_from(path: str, model: AVModel, objective: Objective) -> None:
+    """Model weights and the objective's entries (what the checkpoint holds of them, e.g. banks and
+    a localizer) from a run checkpoint or run dir."""
     src = weights_file(path, "objective.init_from", export=False)  # a run checkpoint: it has the banks
     state = CheckpointManager.load(src)
     model.load_state_dict(state["model"])
-    if localizer is not None and "localizer" in state:
-        localizer.load_state_dict(state["localizer"])
-    if "objective" in state:
-        objective.load_objective_state(state["objective"], partial=True)
+    objective.load_checkpoint_state(state, str(src), partial=True)
     logger.info("initialised model and objective state from %s", src)
 
 
@@ -84,6 +69,16 @@ def centre_crop_loader(cfg: PretrainConfig) -> DataLoader[dict[str, Any]]:
     """One centre-cropped clip per video of ``data.manifest`` (what the localizer floor is measured on)."""
     ds = build_dataset(dataclasses.replace(cfg.data, clips_per_video=1), train=False)
     return DataLoader(ds, batch_size=32, shuffle=False, num_workers=0, collate_fn=av_collate)
+
+
+def _floor_clips(cfg: PretrainConfig) -> DataLoader[dict[str, Any]] | None:
+    """What ``localization.floor=wrong_sound`` is measured on: :func:`centre_crop_loader`, or ``None``
+    (no floor) when the clips are not files."""
+    if cfg.data.source != "files":
+        logger.warning("localization.floor=wrong_sound is measured on data.manifest's files; with "
+                       "data.source=%s the localizer is exported without a floor", cfg.data.source)
+        return None
+    return centre_crop_loader(cfg)
 
 
 def _eval_loader(cfg: PretrainConfig) -> DataLoader[dict[str, Any]] | None:
@@ -96,26 +91,24 @@ def _eval_loader(cfg: PretrainConfig) -> DataLoader[dict[str, Any]] | None:
 
 
 class PretrainTask(Task):
-    """The model (with its localizer, if any) and the objective: the loss of a batch, their state.
+    """The model and the objective: the network that trains, the loss of a batch, their state.
 
-    Shape of a batch: ``video (B, C, T, H, W)``, ``audio (B, 1, F, T)``, ``index (B,)``, optionally
-    ``audio_shifted (B, 1, F, T)``.
+    Shape of a batch (on the device): ``video (B, C, T, H, W)``, ``audio (B, 1, F, T)``,
+    ``index (B,)``, optionally ``audio_shifted (B, 1, F, T)``.
     """
 
-    def __init__(self, cfg: PretrainConfig, model: AVModel, objective: Objective,
-                 localizer: AVLocalizer | None, loc_spec: LocalizerSpec | None) -> None:
+    def __init__(self, cfg: PretrainConfig, model: AVModel, objective: Objective) -> None:
         self.cfg, self.model, self.objective = cfg, model, objective
-        self.localizer, self.loc_spec = localizer, loc_spec
-        audio_input = cfg.localization.audio_input
-        self.net = (AVModelWithLocalizer(model, localizer, audio_input, cfg.localization.grid_stage)
-                    if localizer else model)
+        self.net = objective.network(model)
+        in_net = {id(p) for p in self.net.parameters()}
+        self._own = [p for p in objective.parameters() if id(p) not in in_net]
         self._last: tuple[AVOutput, Tensor] | None = None
         self.eval_loader = _eval_loader(cfg)
         self.device = torch.device("cpu")
         self.augment = batch_augment(cfg.data)  # data.augment_on: device: the batch's pixels are ours
 
     def own_parameters(self) -> list[nn.Parameter]:
-        return list(self.objective.parameters())
+        return list(self._own)
 
     def to_device(self, device: torch.device) -> None:
         self.device = device
@@ -126,27 +119,10 @@ class PretrainTask(Task):
     def step(self, batch: dict[str, Any], device: torch.device, epoch: int) -> StepOutput:
         if self.augment is not None and "video_aug" in batch:
             batch = self.augment(batch, device)
-        video = batch["video"].to(device, non_blocking=True)
-        audio = batch["audio"].to(device, non_blocking=True)
-        index = batch["index"].to(device)
-        shifted = batch.get("audio_shifted")
-        if shifted is not None:
-            shifted = shifted.to(device, non_blocking=True)
-        out = self.net(video, audio, audio_shifted=shifted, normalize=self.objective.normalize_embeddings)
-        loc_out = out if isinstance(out, LocalizedOutput) else None
-        if loc_out is not None:
-            out = loc_out.av
-        loss, logs = self.objective.compute(out, index)
-        if loc_out is not None:
-            loc = self.cfg.localization
-            loc_loss, loc_logs = localization_loss(loc_out.grid_emb, loc_out.audio_emb, loc.temperature,
-                                                   loc.top_fraction)
-            logs = {**logs, "objective_loss": logs["loss"], **{f"loc/{k}": v for k, v in loc_logs.items()}}
-            loss = loss + loc.weight * loc_loss
-            logs["loss"] = loss.detach()
-        self._last = (out, index)
+        loss, logs, out = self.objective.forward_loss(self.net, batch)
+        self._last = (out, batch["index"])
         finite = out.video_emb.isfinite().all() & out.audio_emb.isfinite().all()
-        return StepOutput(loss, logs, finite, video.shape[0])
+        return StepOutput(loss, logs, finite, batch["video"].shape[0])
 
     def after_finite(self) -> None:
         assert self._last is not None
@@ -158,21 +134,12 @@ class PretrainTask(Task):
         return [event] if event else []
 
     def checkpoint_state(self) -> dict[str, Any]:
-        extra = {"localizer": self.localizer.state_dict()} if self.localizer is not None else {}
-        return {**extra, "model": self.model.state_dict(), "objective": self.objective.state_dict(),
+        return {"model": self.model.state_dict(), **self.objective.checkpoint_state(),
                 "objective_name": self.cfg.objective.name}
 
     def load_checkpoint(self, state: dict[str, Any], path: Path) -> None:
         self.model.load_state_dict(state["model"])
-        if (self.localizer is not None) != ("localizer" in state):
-            raise ValueError(
-                f"{path} was saved {'with' if 'localizer' in state else 'without'} a localizer but "
-                f"localization.weight={self.cfg.localization.weight}; keep the run's setting, start a new "
-                "run_dir, or pass --fresh with objective.init_from to start from its weights"
-            )
-        if self.localizer is not None:
-            self.localizer.load_state_dict(state["localizer"])
-        self.objective.load_objective_state(state["objective"])
+        self.objective.load_checkpoint_state(state, str(path))
 
     def evaluate(self, tag: str, epoch: int) -> dict[str, float]:
         if self.eval_loader is None:
@@ -185,32 +152,17 @@ class PretrainTask(Task):
         return bool(every) and epoch % every == 0
 
     def outputs(self) -> list[str]:
-        export = self.cfg.train.export
+        export = self.cfg.train.export  # a localizer file of an earlier run is set aside too
         return [export, str(localizer_path(export))]
 
     def export(self, path: Path) -> None:
         save_encoders(self.model, path, to_dict(self.cfg))
-        if self.localizer is not None and self.loc_spec is not None:
-            spec = self.loc_spec
-            if self.cfg.localization.floor == "wrong_sound":
-                spec = dataclasses.replace(spec, floor=self._wrong_sound_floor(spec))
-            save_localizer(self.localizer, spec, localizer_path(path))
-
-    def _wrong_sound_floor(self, spec: LocalizerSpec) -> float | None:
-        """localization.floor=wrong_sound: measured on centre crops of the training manifest."""
-        assert self.localizer is not None
-        if self.cfg.data.source != "files":
-            logger.warning("localization.floor=wrong_sound is measured on data.manifest's files; with "
-                           "data.source=%s the localizer is exported without a floor", self.cfg.data.source)
-            return None
-        floor = calibrate_floor(self.model, (self.localizer, spec), centre_crop_loader(self.cfg))
-        logger.info("localizer map floor (mean cosine of a wrong sound at a clip's best location): %.4f",
-                    floor)
-        return floor
+        self.objective.export(self.model, path)
 
 
 def _build_task(cfg: PretrainConfig, num_items: int, world: int) -> PretrainTask:
-    """Model, objective and localizer, in this order from ``cfg.seed`` (identical on every process)."""
+    """Model, objective and its wrapper's localizer, in this order from ``cfg.seed`` (identical on
+    every process)."""
     set_seed(cfg.seed)
     model = build_av_model(cfg.model)
     if cfg.train.sync_batchnorm and world > 1:
@@ -220,15 +172,8 @@ def _build_task(cfg: PretrainConfig, num_items: int, world: int) -> PretrainTask
     objective = cfg.objective.build(ctx)
     if cfg.train.sync_batchnorm and world > 1:
         convert_global_batchnorm(objective)
-    loc = cfg.localization
-    localizer, loc_spec = None, None
-    if loc.enabled:  # the localizer trains with the model, as one module (DDP, clipping, optimiser)
-        try:
-            loc_spec = LocalizerSpec.for_model(model, loc.embed_dim, loc.audio_input, loc.grid_stage)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-        localizer = loc_spec.build()
-    return PretrainTask(cfg, model, objective, localizer, loc_spec)
+    objective = cfg.localization.wrap(objective, model, functools.partial(_floor_clips, cfg))
+    return PretrainTask(cfg, model, objective)
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = True, dataset: Any = None) -> dict[str, Any]:
@@ -259,7 +204,7 @@ def _pretrain(cfg: PretrainConfig, engine: Engine, resume: bool, dataset: Any) -
     optimizer = build_optimizer([*task.net.parameters(), *task.own_parameters()], cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, plan.steps_per_epoch, plan.total_steps)
     if not (resume and engine.ckpts.latest() is not None) and cfg.objective.init_from:
-        _init_from(cfg.objective.init_from, task.model, task.objective, task.localizer)
+        _init_from(cfg.objective.init_from, task.model, task.objective)
     if engine.is_main:
         logger.info("pretraining %s: %d videos, objective %s", cfg.run_dir, dataset.num_videos,
                     cfg.objective.name)
@@ -272,7 +217,7 @@ def _pretrain(cfg: PretrainConfig, engine: Engine, resume: bool, dataset: Any) -
     if engine.is_main:
         task.export(export)
     engine.evaluate_final(task, log, pos)
-    digest = state_digest(task.objective)
+    digest = state_digest(task.objective.checkpoint_state()["objective"])
     summaries = gather_object([{"rank": engine.rank, "world_size": engine.world, "step": pos.step,
                                 "objective_digest": digest}])
     log.event("end", step=pos.step, epoch=pos.epoch, finished=finished, export=str(export),

@@ -92,7 +92,7 @@ def test_bad_inputs_raise() -> None:
 
 
 def test_hypercolumn_grid_puts_each_coarse_stage_on_the_finest_grid() -> None:
-    from avlearn.localization.export import localizer_grid
+    from avlearn.localization.learned import localizer_grid
     from avlearn.models.av import AVOutput
 
     fine = torch.randn(2, 3, 2, 8, 8)

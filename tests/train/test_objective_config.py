@@ -88,3 +88,37 @@ def test_training_code_never_asks_which_objective_it_holds() -> None:
             if isinstance(node, ast.Compare) and any(
                     isinstance(c, ast.Constant) and c.value in OBJECTIVES for c in node.comparators):
                 raise AssertionError(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_default_forward_loss_is_one_forward_then_compute(name: str) -> None:
+    """The default :meth:`Objective.forward_loss`: the model once, on the batch, then ``compute``."""
+    import torch
+
+    from avlearn.models.registry import ModelConfig, build_av_model
+    from avlearn.objectives import ObjectiveContext
+
+    torch.manual_seed(0)
+    model = build_av_model(ModelConfig(video_arch="r2plus1d_tiny", audio_arch="avid_spec_cnn9_tiny",
+                                       embed_dim=16, proj_hidden=32))
+    cls = OBJECTIVES[name]
+    params = cls.config_cls(num_negatives=8) if name in ("avid", "cma") else cls.config_cls()
+    objective = cls.build(params, ObjectiveContext(num_items=40, embed_dim=16))
+    objective.on_epoch_start(0)  # CMA: its positive sets
+    gen = torch.Generator().manual_seed(1)
+    batch = {"video": torch.randn(4, 3, 4, 32, 32, generator=gen),
+             "audio": torch.randn(4, 1, 40, 100, generator=gen), "index": torch.tensor([0, 3, 6, 9])}
+    calls: list[dict[str, object]] = []
+
+    def net(*args: torch.Tensor, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return model(*args, **kwargs)
+
+    torch.manual_seed(2)  # bank objectives sample negatives
+    loss, logs, out = objective.forward_loss(net, batch)
+    torch.manual_seed(2)
+    ref_loss, ref_logs = objective.compute(model(batch["video"], batch["audio"],
+                                                 normalize=cls.normalize_embeddings), batch["index"])
+    assert calls == [{"audio_shifted": None, "normalize": cls.normalize_embeddings}]
+    torch.testing.assert_close(loss, ref_loss)
+    assert set(logs) == set(ref_logs) and out.video_emb.shape == (4, 16)

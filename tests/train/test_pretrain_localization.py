@@ -113,8 +113,8 @@ def test_localization_config_is_validated() -> None:
 def test_a_localizer_on_a_finer_stage_trains_exports_and_maps_at_that_stage(
     synth_train: Path, tmp_path: Path, stage: str, finer: int
 ) -> None:
-    from avlearn.localization.export import stage_channels
     from avlearn.localization.inputs import load_for_localization
+    from avlearn.localization.learned import stage_channels
     from avlearn.localization.sound_checks import heatmaps, middle_windows, model_grid
 
     run = tmp_path / "finer"
@@ -150,7 +150,8 @@ def test_wrong_sound_floor_is_measured_at_export_and_floors_the_maps(
 
     from avlearn.data.config import build_dataset
     from avlearn.data.dataset import av_collate
-    from avlearn.localization.export import calibrate_floor, localization_maps
+    from avlearn.localization.calibration import calibrate_floor
+    from avlearn.localization.learned import localization_maps
 
     run = tmp_path / "floor"
     assert _run(synth_train, run, max_steps=2, **LOC, **{"localization.floor": "wrong_sound"}) == 0
