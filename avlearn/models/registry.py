@@ -11,18 +11,18 @@ imports each architecture file, which fills the registries. What an encoder prom
 
 from __future__ import annotations
 
-import difflib
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from torch import nn
 
-from avlearn.config import ConfigError, InvalidValue, from_dict
+from avlearn.config import InvalidValue, from_dict
 from avlearn.models.av import AVModel
 from avlearn.models.contract import AudioEncoder, VideoEncoder
 from avlearn.models.heads import AVIDHead, IdentityHead, LinearHead, MLPHead
+from avlearn.registry import Registry
 
 __all__ = [
     "AUDIO_ENCODERS",
@@ -38,48 +38,7 @@ __all__ = [
     "register_video_encoder",
 ]
 
-T = TypeVar("T")
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
-
-
-class Registry(Mapping[str, T], Generic[T]):
-    """A read-mostly name -> builder mapping whose lookups fail with the list of valid names."""
-
-    def __init__(self, kind: str, entries: dict[str, T] | None = None) -> None:
-        self.kind = kind
-        self._entries: dict[str, T] = dict(entries or {})
-
-    def register(self, name: str, value: T) -> T:
-        """Add ``name``; registering a taken name is an error (no silent overrides)."""
-        if name in self._entries:
-            raise ValueError(f"{self.kind} '{name}' is already registered")
-        self._entries[name] = value
-        return value
-
-    def __getitem__(self, name: str) -> T:
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise ConfigError(f"unknown {self.kind} '{name}'.{self.choices(name)}") from None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
-    def choices(self, name: str) -> str:
-        """`` Did you mean 'x'? Valid <kind> names: a, b, c`` for a name that is not registered."""
-        valid = sorted(self._entries)
-        close = difflib.get_close_matches(name, valid, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        return f"{hint} Valid {self.kind} names: {', '.join(valid)}"
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __repr__(self) -> str:
-        return f"Registry({self.kind!r}, {sorted(self._entries)})"
 
 
 # filled by the architecture files (avlearn.models.video, .video_avid, .audio) as they are imported
