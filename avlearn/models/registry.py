@@ -124,8 +124,8 @@ class ModelConfig:
         if self.zero_init_residual and not takes(VIDEO_ENCODERS[self.video_arch], option):
             able = sorted(name for name, build in VIDEO_ENCODERS.items() if takes(build, option))
             raise InvalidValue("zero_init_residual", True, f"video_arch {self.video_arch} has no residual "
-                               f"branch ending in a norm to zero (see its docstring); it is for "
-                               f"{', '.join(able)}; set model.zero_init_residual: false", "model")
+                               f"branch ending in a norm to zero (see its builder); encoders that take "
+                               f"it: {', '.join(able)}; set model.zero_init_residual: false", "model")
 
 
 def build_video_encoder(cfg: ModelConfig) -> nn.Module:

@@ -102,6 +102,18 @@ def test_audio_probe_on_esc50(esc50: Path, tmp_path: Path) -> None:
     assert results["video_top1"] == 1.0  # a tone and noise are apart even in random features
 
 
+def test_the_default_stage_is_the_encoders_last(esc50: Path, tmp_path: Path) -> None:
+    """No ``features.stages``: the last stage the encoder states (audio: ``block4``, not ``layer4``)."""
+    run = tmp_path / "esc"
+    code = main(["--config", str(ROOT / "avlearn/configs/probe/esc50_audio.yaml"), "--init", "scratch",
+                 "--modality", "audio", f"run_dir={run}", f"dataset.root={esc50}", "features.stages=[]",
+                 "data.audio_seconds=1.0", "data.num_workers=0", "features.test_clips=1",
+                 "features.train_clips=1", "model.audio_arch=avid_spec_cnn9_tiny"])
+    assert code == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["stages"] == ["block4"] and results["feature_dim"] == 128
+
+
 def test_bad_init_path_is_named(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nothing" / "encoders.safetensors"
     assert main(["--config", CONFIG, "--init", str(missing), *fast_overrides(root, tmp_path / "p")]) == 2
