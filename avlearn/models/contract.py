@@ -109,26 +109,25 @@ class AudioOutput:
     stages: dict[str, Tensor] = field(default_factory=dict)
 
 
-@runtime_checkable
-class VideoEncoder(Protocol):
-    """Maps ``(B, C, T, H, W)`` clips to a :class:`VideoOutput` and states its stages (module doc)."""
+class _Stated(Protocol):
+    """What both encoders state (module doc)."""
 
     in_channels: int
     out_dim: int
     grid_dim: int
     stages: tuple[Stage, ...]
+
+
+@runtime_checkable
+class VideoEncoder(_Stated, Protocol):
+    """Maps ``(B, C, T, H, W)`` clips to a :class:`VideoOutput` and states its stages (module doc)."""
 
     def __call__(self, video: Tensor, return_stages: bool = False) -> VideoOutput: ...
 
 
 @runtime_checkable
-class AudioEncoder(Protocol):
+class AudioEncoder(_Stated, Protocol):
     """Maps ``(B, 1, F, T)`` spectrograms to an :class:`AudioOutput` and states its stages (module doc)."""
-
-    in_channels: int
-    out_dim: int
-    grid_dim: int
-    stages: tuple[Stage, ...]
 
     def __call__(self, spec: Tensor, return_stages: bool = False) -> AudioOutput: ...
 
