@@ -69,7 +69,7 @@ def register_audio_encoder(name: str) -> Callable[[Builder], Builder]:
     return add
 
 
-def takes(builder: Callable[..., Any], option: str) -> bool:
+def _takes(builder: Callable[..., Any], option: str) -> bool:
     """Whether ``builder`` has a parameter named ``option`` (an encoder's own setting)."""
     return option in inspect.signature(builder).parameters
 
@@ -121,8 +121,8 @@ class ModelConfig:
             if getattr(self, field) < 1:
                 raise InvalidValue(field, getattr(self, field), "must be >= 1", "model")
         option = "zero_init_residual"
-        if self.zero_init_residual and not takes(VIDEO_ENCODERS[self.video_arch], option):
-            able = sorted(name for name, build in VIDEO_ENCODERS.items() if takes(build, option))
+        if self.zero_init_residual and not _takes(VIDEO_ENCODERS[self.video_arch], option):
+            able = sorted(name for name, build in VIDEO_ENCODERS.items() if _takes(build, option))
             raise InvalidValue("zero_init_residual", True, f"video_arch {self.video_arch} has no residual "
                                f"branch ending in a norm to zero (see its builder); encoders that take "
                                f"it: {', '.join(able)}; set model.zero_init_residual: false", "model")

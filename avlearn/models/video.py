@@ -19,6 +19,7 @@ The paper's network is ``r2plus1d_18_avid`` in :mod:`avlearn.models.video_avid`;
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -112,9 +113,8 @@ class VideoBackbone(nn.Module):
     @classmethod
     def grid_size(cls, t: int, h: int, w: int) -> tuple[int, int, int]:
         """Grid size ``(T', H', W')`` for an input clip of ``t`` frames at ``h x w``."""
-        name, stride = cls.stage_strides[-1]
-        t, h, w = Stage(name, 1, stride).grid_size(t, h, w)
-        return t, h, w
+        st, sh, sw = cls.stage_strides[-1][1]
+        return math.ceil(t / st), math.ceil(h / sh), math.ceil(w / sw)
 
     def forward(self, video: Tensor, return_stages: bool = False) -> VideoOutput:
         """Encode a batch of clips.
