@@ -1,24 +1,24 @@
 """Per-block features of the two encoders of audio-visual models, read with forward hooks.
 
-:func:`encoder_blocks` names the blocks of an encoder (its stem, then every residual block of a
-stage, or the stage itself when it has no residual blocks); :func:`block_features` runs models over
+:func:`encoder_blocks` names the blocks of an encoder from its contract (:mod:`avlearn.models.contract`:
+each stage, or the blocks a stage lists); :func:`block_features` runs models over
 clips through the one inference loop (:func:`~avlearn.eval.inference.run_inference`) and returns
 every block's output per clip, pooled over positions or flattened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import einops
 import torch
 from torch import Tensor, nn
-from torchvision.models.video.resnet import BasicBlock
 
 from avlearn.eval.inference import run_inference
 from avlearn.models.av import AVModel
+from avlearn.models.contract import encoder_stages
 
 __all__ = ["Pool", "block_features", "encoder_blocks", "model_blocks"]
 
@@ -28,23 +28,17 @@ Pool = Literal["mean", "flatten"]
 def encoder_blocks(encoder: nn.Module) -> dict[str, nn.Module]:
     """``{name: module}`` of an encoder's blocks, input to output.
 
-    An encoder lists its stages in ``stage_names`` (:class:`~avlearn.models.video.R2Plus1D`:
-    ``stem, layer1..4``; :class:`~avlearn.models.audio.SpecCNN`: ``stem, block1..4``). A stage
-    made of residual blocks gives each of them (``layer1.0``, ``layer1.1``, ...); any other
-    stage is one block.
+    The encoder states its stages (:class:`~avlearn.models.contract.Stage`;
+    :class:`~avlearn.models.video.R2Plus1D`: ``stem, layer1..4``, :class:`~avlearn.models.audio.SpecCNN`:
+    ``stem, block1..4``). A stage that lists blocks gives each of them (``layer1.0``, ``layer1.1``,
+    ...); any other stage is one block. Names are module paths inside the encoder.
     """
-    names: Sequence[str] | None = getattr(encoder, "stage_names", None)
-    if not names:
-        raise ValueError(f"{type(encoder).__name__} lists no stage_names: cannot name its blocks")
-    blocks: dict[str, nn.Module] = {}
-    for stage in names:
-        module: nn.Module = getattr(encoder, stage)
-        children = list(module.children()) if isinstance(module, nn.Sequential) else []
-        if children and all(isinstance(c, BasicBlock) for c in children):
-            blocks.update({f"{stage}.{i}": child for i, child in enumerate(children)})
-        else:
-            blocks[stage] = module
-    return blocks
+    try:
+        stages = encoder_stages(encoder).values()
+    except TypeError as err:
+        raise ValueError(f"cannot name the blocks of {type(encoder).__name__}: {err}") from None
+    names = [name for stage in stages for name in (stage.blocks or (stage.name,))]
+    return {name: encoder.get_submodule(name) for name in names}
 
 
 def model_blocks(model: AVModel) -> dict[str, nn.Module]:

@@ -20,8 +20,11 @@ folder per class       :func:`folder_split` (``root/<class>/*.mp4``)
 =====================  =====================================================================
 
 :class:`DatasetConfig` (the ``dataset:`` section of the downstream configs) names a format, its
-folder and fold; :func:`load_split` reads its train or test split through the parser above,
-the train split subsampled to ``label_fraction``.
+folder and fold; :func:`load_split` reads its train or test split through the format's reader in
+:data:`SPLIT_FORMATS`, the train split subsampled to ``label_fraction``. A new format is one
+function ``(DatasetConfig, "train" | "test") -> LabelledSplit`` registered with
+``@SPLIT_FORMATS.add("name")`` in this file; an unknown ``dataset.format`` is refused at load,
+naming the valid ones.
 
 Then :func:`to_manifest_rows` turns a split into :class:`~avlearn.data.manifest.VideoInfo`
 rows (``label`` = class name) that the datasets read, and :func:`subsample_per_class` draws
@@ -53,10 +56,11 @@ import numpy as np
 from avlearn.config import ConfigError, InvalidValue
 from avlearn.data.manifest import VideoInfo
 from avlearn.data.probe import probe_many
+from avlearn.registry import Registry
 
 __all__ = [
-    "KINETICS_LAYOUTS", "DatasetConfig", "LabelledSplit", "SplitFormatError", "esc50_split", "folder_split",
-    "hmdb51_split", "kinetics_split", "load_split", "read_class_index", "subsample_per_class",
+    "KINETICS_LAYOUTS", "SPLIT_FORMATS", "DatasetConfig", "LabelledSplit", "SplitFormatError", "esc50_split",
+    "folder_split", "hmdb51_split", "kinetics_split", "load_split", "read_class_index", "subsample_per_class",
     "synthetic_split", "to_manifest_rows", "ucf101_split",
 ]
 
@@ -539,7 +543,9 @@ def subsample_per_class(items: Any, fraction: float, seed: int, label: Any = Non
 # ------------------------------------------------------------------------------------- dataset config
 
 
-DatasetFormat = Literal["synthetic", "ucf101", "hmdb51", "kinetics", "folder", "esc50"]
+Which = Literal["train", "test"]
+SplitReader = Callable[["DatasetConfig", Which], "LabelledSplit"]
+SPLIT_FORMATS: Registry[SplitReader] = Registry("split format")  # filled below, one reader per format
 
 
 @dataclasses.dataclass(frozen=True)
@@ -547,8 +553,8 @@ class DatasetConfig:
     """A labelled dataset and its train/test splits.
 
     Attributes:
-        format: ``synthetic`` (``data_prep.synth`` collection), ``ucf101``, ``hmdb51``,
-            ``kinetics``, ``folder`` or ``esc50``.
+        format: a key of :data:`SPLIT_FORMATS`: ``synthetic`` (``data_prep.synth`` collection),
+            ``ucf101``, ``hmdb51``, ``kinetics``, ``folder`` or ``esc50``.
         root: the dataset folder. ``synthetic``: the collection folder; ``ucf101``: holds
             ``ucfTrainTestlist/`` and ``UCF-101/``; ``hmdb51``: holds ``testTrainMulti_7030_splits/``
             and ``hmdb51/``; ``kinetics``: holds ``<split>.csv`` and the videos;
@@ -563,7 +569,7 @@ class DatasetConfig:
         fraction_seed: seed of that subsample (nested: 1 % is inside 10 % for one seed).
     """
 
-    format: DatasetFormat = "synthetic"
+    format: str = "synthetic"
     root: str = ""
     splits_dir: str = ""
     video_root: str = ""
@@ -575,11 +581,65 @@ class DatasetConfig:
     fraction_seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.format not in SPLIT_FORMATS:
+            valid = SPLIT_FORMATS.choices(self.format)
+            raise InvalidValue("format", self.format, f"must name a split format.{valid}", "dataset")
         if not 0 < self.label_fraction <= 1:
             raise InvalidValue("label_fraction", self.label_fraction, "must be in (0, 1]", "dataset")
         if self.label == "object" and self.format != "synthetic":
             raise InvalidValue("label", self.label, f"'object' exists only for format: synthetic, not "
                                f"{self.format!r}; use label: action", "dataset")
+
+
+def _split_name(cfg: DatasetConfig, which: Which) -> str:
+    return cfg.train_split if which == "train" else cfg.test_split
+
+
+@SPLIT_FORMATS.add("synthetic")
+def _synthetic(cfg: DatasetConfig, which: Which) -> LabelledSplit:
+    split = synthetic_split(cfg.root, _split_name(cfg, which))  # type: ignore[arg-type]
+    return _object_split(split, Path(cfg.root)) if cfg.label == "object" else split
+
+
+@SPLIT_FORMATS.add("ucf101")
+def _ucf101(cfg: DatasetConfig, which: Which) -> LabelledSplit:
+    root = Path(cfg.root)
+    return ucf101_split(cfg.splits_dir or root / "ucfTrainTestlist", cfg.fold, _split_name(cfg, which),  # type: ignore[arg-type]
+                        cfg.video_root or root / "UCF-101")
+
+
+@SPLIT_FORMATS.add("hmdb51")
+def _hmdb51(cfg: DatasetConfig, which: Which) -> LabelledSplit:
+    root = Path(cfg.root)
+    return hmdb51_split(cfg.splits_dir or root / "testTrainMulti_7030_splits", cfg.fold,
+                        _split_name(cfg, which), cfg.video_root or root / "hmdb51")  # type: ignore[arg-type]
+
+
+@SPLIT_FORMATS.add("kinetics")
+def _kinetics(cfg: DatasetConfig, which: Which) -> LabelledSplit:
+    root = Path(cfg.root)
+    classes = kinetics_split(root / f"{cfg.train_split}.csv", cfg.video_root or root).classes
+    return kinetics_split(root / f"{_split_name(cfg, which)}.csv", cfg.video_root or root, classes=classes)
+
+
+@SPLIT_FORMATS.add("folder")
+def _folder(cfg: DatasetConfig, which: Which) -> LabelledSplit:
+    root, name = Path(cfg.root), _split_name(cfg, which)
+    split = folder_split(root / name)
+    if which == "train":
+        return split
+    train_classes = folder_split(root / cfg.train_split).classes  # class ids follow the train folder's
+    index = {c: i for i, c in enumerate(train_classes)}
+    unknown = sorted(set(split.classes) - set(index))
+    if unknown:
+        raise ValueError(f"{root / name} has classes not in {root / cfg.train_split}: {unknown}")
+    return LabelledSplit(train_classes, [(p, index[split.classes[y]]) for p, y in split.items], split.root,
+                         split.name)
+
+
+@SPLIT_FORMATS.add("esc50")
+def _esc50(cfg: DatasetConfig, which: Which) -> LabelledSplit:
+    return esc50_split(cfg.root, cfg.fold, train=which == "train")
 
 
 def _object_split(split: LabelledSplit, root: Path) -> LabelledSplit:
@@ -613,40 +673,13 @@ def _require_files(split: LabelledSplit, cfg: DatasetConfig, which: str) -> None
                           "dataset.video_root", key=key)
 
 
-def load_split(cfg: DatasetConfig, which: Literal["train", "test"]) -> LabelledSplit:
+def load_split(cfg: DatasetConfig, which: Which) -> LabelledSplit:
     """The train or test split of ``cfg``; the train split is subsampled to ``label_fraction``.
 
     Raises :class:`ConfigError` when the split lists no file or none of its files exists."""
     if not cfg.root:
         raise ConfigError("dataset.root is empty: set it to the dataset folder, e.g. dataset.root=data/synth")
-    root = Path(cfg.root)
-    name = cfg.train_split if which == "train" else cfg.test_split
-    split: LabelledSplit
-    if cfg.format == "synthetic":
-        split = synthetic_split(root, name)  # type: ignore[arg-type]
-        if cfg.label == "object":
-            split = _object_split(split, root)
-    elif cfg.format == "ucf101":
-        split = ucf101_split(cfg.splits_dir or root / "ucfTrainTestlist", cfg.fold, name,  # type: ignore[arg-type]
-                             cfg.video_root or root / "UCF-101")
-    elif cfg.format == "hmdb51":
-        split = hmdb51_split(cfg.splits_dir or root / "testTrainMulti_7030_splits", cfg.fold, name,  # type: ignore[arg-type]
-                             cfg.video_root or root / "hmdb51")
-    elif cfg.format == "kinetics":
-        classes = kinetics_split(root / f"{cfg.train_split}.csv", cfg.video_root or root).classes
-        split = kinetics_split(root / f"{name}.csv", cfg.video_root or root, classes=classes)
-    elif cfg.format == "folder":
-        split = folder_split(root / name)
-        if which == "test":  # class ids must agree with the train folder's
-            train_classes = folder_split(root / cfg.train_split).classes
-            index = {c: i for i, c in enumerate(train_classes)}
-            unknown = sorted(set(split.classes) - set(index))
-            if unknown:
-                raise ValueError(f"{root / name} has classes not in {root / cfg.train_split}: {unknown}")
-            split = LabelledSplit(train_classes, [(p, index[split.classes[y]]) for p, y in split.items],
-                                  split.root, split.name)
-    else:
-        split = esc50_split(root, cfg.fold, train=which == "train")
+    split = SPLIT_FORMATS[cfg.format](cfg, which)
     _require_files(split, cfg, which)
     if which == "train" and cfg.label_fraction < 1:
         full = len(split)

@@ -16,7 +16,10 @@ Layouts read (as released, and as the LVS and SLAVC evaluation code reads them):
     <name>_test_plus_silent.csv     SLAVC's extended list: "video,audio,label" with a header; rows
                                     labelled non-sounding pair a test frame with another clip's sound
 
-Ground truth maps are ``224 x 224`` (:func:`~avlearn.localization.metrics.gt_from_boxes_vggss`,
+Each format is one reader in :data:`BENCHMARK_FORMATS` (registered with
+``@BENCHMARK_FORMATS.add("name")``): from the annotations it gives every test id's ground truth; an
+unknown format is an error naming the valid ones. Ground truth maps are ``224 x 224``
+(:func:`~avlearn.localization.metrics.gt_from_boxes_vggss`,
 :func:`~avlearn.localization.metrics.gt_from_boxes_flickr`). A malformed annotation stops with
 the file and the entry; a test id without its frame or sound is counted as missing and left out
 (as SLAVC, which keeps the ids whose files exist).
@@ -28,20 +31,25 @@ import csv
 import dataclasses
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from avlearn.localization.metrics import gt_from_boxes_flickr, gt_from_boxes_vggss
+from avlearn.registry import Registry
 
-__all__ = ["GT_SIZE", "AnnotationError", "BenchmarkItem", "Kind", "benchmark_items",
+__all__ = ["BENCHMARK_FORMATS", "GT_SIZE", "AnnotationError", "BenchmarkItem", "Kind", "benchmark_items",
            "read_extended_list", "read_flickr_annotation", "read_test_list", "read_vggss_annotations"]
 
 GT_SIZE = 224  # the benchmarks' ground-truth maps are 224 x 224
 Kind = Literal["positive", "non-sounding", "silent"]
 Box = list[float]
+GroundTruth = Callable[[str], np.ndarray]  # test id -> its (224, 224) ground-truth map
+# a format: (annotations, test list) -> GroundTruth; the test list only names itself in errors
+BENCHMARK_FORMATS: Registry[Callable[[str | Path, str | Path], GroundTruth]] = Registry(
+    "localization benchmark format")
 
 
 class AnnotationError(ValueError):
@@ -134,27 +142,42 @@ def read_extended_list(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def _gt(fmt: str, boxes: Sequence[Box]) -> np.ndarray:
-    if fmt == "vggss":
-        return gt_from_boxes_vggss(boxes, GT_SIZE, GT_SIZE)
-    return gt_from_boxes_flickr(boxes, GT_SIZE, GT_SIZE, box_size=(256, 256))
+@BENCHMARK_FORMATS.add("vggss")
+def _vggss(annotations: str | Path, test_list: str | Path) -> GroundTruth:
+    """``annotations``: VGG-SS's ``vggss.json``, read at once."""
+    boxes = read_vggss_annotations(annotations)
+
+    def gt(name: str) -> np.ndarray:
+        if name not in boxes:
+            raise AnnotationError(f"{annotations}: no entry for test id {name} of {test_list}")
+        return gt_from_boxes_vggss(boxes[name], GT_SIZE, GT_SIZE)
+    return gt
 
 
-def benchmark_items(fmt: Literal["vggss", "flickr"], root: str | Path, annotations: str | Path,
+@BENCHMARK_FORMATS.add("flickr")
+def _flickr(annotations: str | Path, test_list: str | Path) -> GroundTruth:
+    """``annotations``: the folder of Flickr-SoundNet's ``<id>.xml`` files, read one by one."""
+    def gt(name: str) -> np.ndarray:
+        boxes = read_flickr_annotation(Path(annotations) / f"{name}.xml")
+        return gt_from_boxes_flickr(boxes, GT_SIZE, GT_SIZE, box_size=(256, 256))
+    return gt
+
+
+def benchmark_items(fmt: str, root: str | Path, annotations: str | Path,
                     test_list: str | Path, extended: str | Path | None = None,
                     silent: bool = False) -> tuple[list[BenchmarkItem], dict[str, int]]:
     """The test items of a benchmark and the counts of ids left out (``missing_files``).
 
     Args:
-        fmt: ``vggss`` (``annotations`` = ``vggss.json``) or ``flickr`` (``annotations`` = the
-            folder of ``<id>.xml`` files).
+        fmt: a key of :data:`BENCHMARK_FORMATS`: ``vggss`` (``annotations`` = ``vggss.json``) or
+            ``flickr`` (``annotations`` = the folder of ``<id>.xml`` files).
         root: the folder with ``frames/`` and ``audio/``.
         test_list: the ids of the positives (first column).
         extended: SLAVC's extended list: its non-sounding rows become negatives.
         silent: add every positive's frame with silence, as its own category.
     """
+    ground_truth = BENCHMARK_FORMATS[fmt](annotations, test_list)  # an unknown format stops here
     frames, sounds = Path(root) / "frames", Path(root) / "audio"
-    vggss = read_vggss_annotations(annotations) if fmt == "vggss" else {}
     missing = 0
     items: list[BenchmarkItem] = []
     for name in read_test_list(test_list):
@@ -162,13 +185,7 @@ def benchmark_items(fmt: Literal["vggss", "flickr"], root: str | Path, annotatio
         if not (frame.is_file() and audio.is_file()):
             missing += 1
             continue
-        if fmt == "vggss":
-            if name not in vggss:
-                raise AnnotationError(f"{annotations}: no entry for test id {name} of {test_list}")
-            boxes = vggss[name]
-        else:
-            boxes = read_flickr_annotation(Path(annotations) / f"{name}.xml")
-        items.append(BenchmarkItem(name, frame, audio, _gt(fmt, boxes), "positive"))
+        items.append(BenchmarkItem(name, frame, audio, ground_truth(name), "positive"))
     for video, audio_id in read_extended_list(extended) if extended else []:
         frame, audio = frames / f"{video}.jpg", sounds / f"{audio_id}.wav"
         if not (frame.is_file() and audio.is_file()):

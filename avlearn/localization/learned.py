@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from avlearn.localization.module import AVLocalizer
 from avlearn.models.av import AVModel, AVOutput
@@ -91,20 +91,16 @@ def stage_names(grid_stage: str) -> list[str]:
 
 
 def stage_channels(model: AVModel, stage: str) -> int:
-    """Channels of the video encoder's stage ``stage`` (its last normalisation layer's width);
-    for several stages joined by ``+``, the sum of their widths."""
+    """Channels of the video encoder's stage ``stage``, as its contract states them
+    (:mod:`avlearn.models.contract`); for several stages joined by ``+``, the sum of their widths."""
     if "+" in stage:
         return sum(stage_channels(model, name) for name in stage_names(stage))
-    names = list(getattr(model.video_encoder, "stage_names", ()))
-    if stage not in names:
+    stages = {s.name: s for s in getattr(model.video_encoder, "stages", ())}
+    if stage not in stages:
         raise ValueError(f"localization.grid_stage: the video encoder has no stage {stage!r}; "
-                         f"valid: {', '.join(names) or 'none'}, several joined by '+' "
+                         f"valid: {', '.join(stages) or 'none'}, several joined by '+' "
                          f"(e.g. layer2+layer3), or '' for the last grid")
-    modules = getattr(model.video_encoder, stage).modules()
-    norms = [m for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        raise ValueError(f"cannot tell the width of video stage {stage!r}: it has no BatchNorm")
-    return int(norms[-1].num_features)
+    return int(stages[stage].channels)
 
 
 def localizer_grid(out: AVOutput, grid_stage: str = "") -> Tensor:

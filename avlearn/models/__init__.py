@@ -2,6 +2,10 @@
 
 Shapes: video ``(B, C, T, H, W)``, spectrogram ``(B, 1, F, T)``, embeddings ``(B, D)``,
 video grid ``(B, C, T', H', W')``, audio grid ``(B, C, F', T')``.
+
+Importing this package registers every encoder: each architecture file registers its builders
+(:func:`register_video_encoder`), and a new one adds its import line below. What an encoder
+promises (stages, widths, grids): :mod:`avlearn.models.contract`.
 """
 
 from avlearn.models.audio import (
@@ -11,7 +15,7 @@ from avlearn.models.audio import (
     avid_spec_cnn9_small,
     avid_spec_cnn9_tiny,
 )
-from avlearn.models.av import AudioEncoder, AVModel, AVOutput, VideoEncoder
+from avlearn.models.av import AVModel, AVOutput
 from avlearn.models.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -19,6 +23,7 @@ from avlearn.models.checkpoint import (
     save_encoders,
     write_safetensors,
 )
+from avlearn.models.contract import AudioEncoder, Stage, VideoEncoder, encoder_stages
 from avlearn.models.heads import AVIDHead, IdentityHead, LinearHead, MLPHead
 from avlearn.models.registry import (
     AUDIO_ENCODERS,
@@ -30,6 +35,8 @@ from avlearn.models.registry import (
     build_av_model,
     build_head,
     build_video_encoder,
+    register_audio_encoder,
+    register_video_encoder,
 )
 from avlearn.models.video import (
     R2Plus1D,
@@ -70,6 +77,7 @@ __all__ = [
     "R2Plus1DAVID",
     "Registry",
     "SpecCNN",
+    "Stage",
     "VideoBackbone",
     "VideoEncoder",
     "VideoOutput",
@@ -82,6 +90,7 @@ __all__ = [
     "build_av_model",
     "build_head",
     "build_video_encoder",
+    "encoder_stages",
     "init_weights",
     "load_audio_encoder",
     "load_av_model",
@@ -95,6 +104,8 @@ __all__ = [
     "r2plus1d_small",
     "r2plus1d_tiny",
     "read_safetensors",
+    "register_audio_encoder",
+    "register_video_encoder",
     "save_encoders",
     "write_safetensors",
     "zero_init_residual_bn",

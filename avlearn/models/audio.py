@@ -8,20 +8,22 @@ embedding (4,725,696 parameters, the same as the reference's ``Conv2D(depth=10)`
 spectrogram out ``T x F``, this network ``F x T``: released weights load with their 2D kernels
 transposed (:mod:`avlearn.models.convert_avid`) and then give the same embedding.
 
-Strides: the grid has ``F' = ceil(F / 16)`` and ``T' = ceil(T / 16)``; 257x200 gives 17x13.
+Strides: the grid has ``F' = ceil(F / 16)`` and ``T' = ceil(T / 16)``; 257x200 gives 17x13. Every
+stage's width and stride is stated in ``stages`` (the contract of :mod:`avlearn.models.contract`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Literal
 
 import einops
 from torch import Tensor, nn
 
+from avlearn.models.contract import AudioOutput, Stage
 from avlearn.models.explicit_padding import use_explicit_padding
+from avlearn.models.registry import register_audio_encoder
 from avlearn.models.weight_init import init_weights
 
 __all__ = [
@@ -33,22 +35,6 @@ __all__ = [
 ]
 
 Pool = Literal["max", "avg"]
-
-
-@dataclass
-class AudioOutput:
-    """What an audio encoder returns.
-
-    Attributes:
-        emb: pooled embedding, shape ``(B, D)`` with ``D = encoder.out_dim``.
-        grid: last feature map before pooling, shape ``(B, C, F', T')`` with ``C = encoder.grid_dim``.
-        stages: only with ``return_stages=True``: ``"stem"``, ``"block1"`` ... ``"block4"`` outputs,
-            each ``(B, C_i, F_i, T_i)``.
-    """
-
-    emb: Tensor
-    grid: Tensor
-    stages: dict[str, Tensor] = field(default_factory=dict)
 
 
 class ConvBlock2d(nn.Sequential):
@@ -85,6 +71,7 @@ class SpecCNN(nn.Module):
     """
 
     stage_names: tuple[str, ...] = ("stem", "block1", "block2", "block3", "block4")
+    stages: tuple[Stage, ...]
 
     def __init__(
         self,
@@ -110,6 +97,10 @@ class SpecCNN(nn.Module):
         chans = [stem_width, *widths]
         for i in range(4):
             self.add_module(f"block{i + 1}", ConvBlock2d(chans[i], chans[i + 1], strides[i]))
+        # a block's stride applies to both axes; the stem strides 2; the blocks are not residual
+        strides_so_far = accumulate((2, *strides), lambda a, b: a * b)
+        self.stages = tuple(Stage(name, width, (s, s)) for name, width, s
+                            in zip(self.stage_names, (stem_width, *widths), strides_so_far, strict=True))
         self.out_dim: int = widths[-1]
         self.grid_dim: int = widths[-1]
         use_explicit_padding(self)  # CPU bf16 weight gradients: see avlearn.models.explicit_padding
@@ -117,8 +108,7 @@ class SpecCNN(nn.Module):
 
     def grid_size(self, f: int, t: int) -> tuple[int, int]:
         """Grid size ``(F', T')`` for a spectrogram of ``f`` bins by ``t`` frames."""
-        for s in (2, *self.strides):
-            f, t = math.ceil(f / s), math.ceil(t / s)
+        f, t = self.stages[-1].grid_size(f, t)
         return f, t
 
     def forward(self, spec: Tensor, return_stages: bool = False) -> AudioOutput:
@@ -140,16 +130,19 @@ class SpecCNN(nn.Module):
         return AudioOutput(emb=emb, grid=x, stages=stages)
 
 
+@register_audio_encoder("avid_spec_cnn9")
 def avid_spec_cnn9(in_channels: int = 1, pool: Pool = "max") -> SpecCNN:
     """AVID-CMA's audio network: stem 64, blocks 64-128-256-512, 512-d embedding."""
     return SpecCNN((64, 128, 256, 512), 64, (2, 2, 2, 1), in_channels, pool)
 
 
+@register_audio_encoder("avid_spec_cnn9_small")
 def avid_spec_cnn9_small(in_channels: int = 1, pool: Pool = "max") -> SpecCNN:
     """Half width: stem 32, blocks 32-64-128-256, 256-d embedding."""
     return SpecCNN((32, 64, 128, 256), 32, (2, 2, 2, 1), in_channels, pool)
 
 
+@register_audio_encoder("avid_spec_cnn9_tiny")
 def avid_spec_cnn9_tiny(in_channels: int = 1, pool: Pool = "max") -> SpecCNN:
     """Quarter width: stem 16, blocks 16-32-64-128, 128-d embedding. Pairs with ``r2plus1d_tiny``."""
     return SpecCNN((16, 32, 64, 128), 16, (2, 2, 2, 1), in_channels, pool)

@@ -3,38 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from avlearn.models.audio import AudioOutput
-from avlearn.models.video import VideoOutput
+from avlearn.models.contract import AudioEncoder, AudioOutput, VideoEncoder, VideoOutput
 from avlearn.models.weight_init import init_weights, zero_init_residual_bn
 
-if TYPE_CHECKING:
-    from avlearn.models.registry import ModelConfig
-
 __all__ = ["AVModel", "AVOutput", "AudioEncoder", "VideoEncoder", "init_weights", "zero_init_residual_bn"]
-
-
-class VideoEncoder(Protocol):
-    """Anything that maps ``(B, C, T, H, W)`` clips to a :class:`VideoOutput`."""
-
-    out_dim: int
-    grid_dim: int
-
-    def __call__(self, video: Tensor, return_stages: bool = False) -> VideoOutput: ...
-
-
-class AudioEncoder(Protocol):
-    """Anything that maps ``(B, 1, F, T)`` spectrograms to an :class:`AudioOutput`."""
-
-    out_dim: int
-    grid_dim: int
-
-    def __call__(self, spec: Tensor, return_stages: bool = False) -> AudioOutput: ...
 
 
 @dataclass
@@ -66,6 +42,9 @@ class AVOutput:
 
 class AVModel(nn.Module):
     """Video and audio encoders with their projection heads (built elsewhere, passed in).
+
+    The encoders keep the contract of :mod:`avlearn.models.contract`. A model with its weights comes
+    from :func:`avlearn.models.weights.load_av_model` (a run dir, an export or a run checkpoint).
 
     Args:
         video_encoder: ``(B, C, T, H, W) -> VideoOutput(emb (B, D_v), grid)``.
@@ -136,12 +115,3 @@ class AVModel(nn.Module):
             audio_shifted_emb=audio_emb[b:] if audio_shifted is not None else None,
             video_stages=dict(v.stages) if video_stages else {},
         )
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, config: ModelConfig | dict[str, Any] | None = None) -> AVModel:
-        """Build the model described by ``config`` (default: the one stored with the weights) and load
-        them; ``path``: an export, a run checkpoint or a run dir (see :mod:`avlearn.models.weights`)."""
-        from avlearn.models.weights import load_av_model  # weights imports this module
-
-        model, _ = load_av_model(path, config)
-        return model

@@ -11,7 +11,7 @@ running_mean``, ``module.video_proj.projection.4.bias`` ...). They are in PyTorc
 
 The weights are mapped onto the paper architectures -- ``r2plus1d_18_avid``, ``avid_spec_cnn9``
 and ``avid_mlp`` heads -- and written with :func:`~avlearn.models.checkpoint.save_encoders` to
-``DIR/encoders.safetensors``, which ``AVModel.from_checkpoint``, ``--init`` and ``--checkpoint``
+``DIR/encoders.safetensors``, which ``load_av_model``, ``--init`` and ``--checkpoint``
 accept. The audio network's 2D kernels are transposed, because the reference lays its
 spectrogram out time x frequency and avlearn frequency x time (``(B, 1, F, T)``); with square
 kernels and equal strides the converted network gives the same embedding on the transposed

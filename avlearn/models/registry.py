@@ -2,23 +2,27 @@
 
 Only :func:`build_av_model` (and the ``build_*`` helpers) turn names into modules; the modules
 themselves take built parts. An unknown name stops with an error listing the valid ones.
+
+Encoders register themselves in their own files (:func:`register_video_encoder`,
+:func:`register_audio_encoder`), so this module imports none of them: ``avlearn/models/__init__.py``
+imports each architecture file, which fills the registries. What an encoder promises is written in
+:mod:`avlearn.models.contract`.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterator, Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from torch import nn
 
-from avlearn.config import ConfigError, InvalidValue, from_dict
-from avlearn.models.audio import SpecCNN, avid_spec_cnn9, avid_spec_cnn9_small, avid_spec_cnn9_tiny
+from avlearn.config import InvalidValue, from_dict
 from avlearn.models.av import AVModel
+from avlearn.models.contract import AudioEncoder, VideoEncoder
 from avlearn.models.heads import AVIDHead, IdentityHead, LinearHead, MLPHead
-from avlearn.models.video import VideoBackbone, r2plus1d_18, r2plus1d_small, r2plus1d_tiny
-from avlearn.models.video_avid import r2plus1d_18_avid
+from avlearn.registry import Registry
 
 __all__ = [
     "AUDIO_ENCODERS",
@@ -30,71 +34,44 @@ __all__ = [
     "build_av_model",
     "build_head",
     "build_video_encoder",
+    "register_audio_encoder",
+    "register_video_encoder",
 ]
 
-T = TypeVar("T")
+Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
 
-class Registry(Mapping[str, T], Generic[T]):
-    """A read-mostly name -> builder mapping whose lookups fail with the list of valid names."""
-
-    def __init__(self, kind: str, entries: dict[str, T] | None = None) -> None:
-        self.kind = kind
-        self._entries: dict[str, T] = dict(entries or {})
-
-    def register(self, name: str, value: T) -> T:
-        """Add ``name``; registering a taken name is an error (no silent overrides)."""
-        if name in self._entries:
-            raise ValueError(f"{self.kind} '{name}' is already registered")
-        self._entries[name] = value
-        return value
-
-    def __getitem__(self, name: str) -> T:
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise ConfigError(f"unknown {self.kind} '{name}'.{self.choices(name)}") from None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
-    def choices(self, name: str) -> str:
-        """`` Did you mean 'x'? Valid <kind> names: a, b, c`` for a name that is not registered."""
-        valid = sorted(self._entries)
-        close = difflib.get_close_matches(name, valid, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        return f"{hint} Valid {self.kind} names: {', '.join(valid)}"
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __repr__(self) -> str:
-        return f"Registry({self.kind!r}, {sorted(self._entries)})"
-
-
-VIDEO_ENCODERS: Registry[Callable[..., VideoBackbone]] = Registry(
-    "video encoder",
-    {
-        "r2plus1d_18": r2plus1d_18,  # torchvision's layout (31.3 M parameters)
-        "r2plus1d_18_avid": r2plus1d_18_avid,  # AVID-CMA's (15.4 M), see avlearn.models.video_avid
-        "r2plus1d_small": r2plus1d_small,
-        "r2plus1d_tiny": r2plus1d_tiny,
-    },
-)
-AUDIO_ENCODERS: Registry[Callable[..., SpecCNN]] = Registry(
-    "audio encoder",
-    {
-        "avid_spec_cnn9": avid_spec_cnn9,
-        "avid_spec_cnn9_small": avid_spec_cnn9_small,
-        "avid_spec_cnn9_tiny": avid_spec_cnn9_tiny,
-    },
-)
+# filled by the architecture files (avlearn.models.video, .video_avid, .audio) as they are imported
+VIDEO_ENCODERS: Registry[Callable[..., nn.Module]] = Registry("video encoder")
+AUDIO_ENCODERS: Registry[Callable[..., nn.Module]] = Registry("audio encoder")
 HEADS: Registry[Callable[..., nn.Module]] = Registry(
     "head", {"mlp": MLPHead, "avid_mlp": AVIDHead, "linear": LinearHead, "identity": IdentityHead}
 )
+
+
+def register_video_encoder(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: add a builder of a :class:`~avlearn.models.contract.VideoEncoder` as ``name``.
+
+    The builder takes ``in_channels`` and ``pool`` and, when it names it, ``zero_init_residual``.
+    """
+    def add(builder: Builder) -> Builder:
+        VIDEO_ENCODERS.register(name, builder)
+        return builder
+    return add
+
+
+def register_audio_encoder(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: add a builder of an :class:`~avlearn.models.contract.AudioEncoder` (``in_channels``,
+    ``pool``) as ``name``."""
+    def add(builder: Builder) -> Builder:
+        AUDIO_ENCODERS.register(name, builder)
+        return builder
+    return add
+
+
+def _takes(builder: Callable[..., Any], option: str) -> bool:
+    """Whether ``builder`` has a parameter named ``option`` (an encoder's own setting)."""
+    return option in inspect.signature(builder).parameters
 
 
 @dataclass(frozen=True)
@@ -115,7 +92,8 @@ class ModelConfig:
         proj_hidden: hidden width of the MLP head.
         video_pool / audio_pool: global pooling of each grid into the encoder embedding.
         video_in_channels / audio_in_channels: input channels (3 for RGB, 1 for mono spectrograms).
-        zero_init_residual: zero the last BN gamma of each residual block of the video encoder.
+        zero_init_residual: zero the last BN gamma of each residual block of the video encoder
+            (only for encoders whose builder takes it: the R(2+1)D in torchvision's layout).
     """
 
     video_arch: str = "r2plus1d_18"
@@ -142,18 +120,34 @@ class ModelConfig:
         for field in ("embed_dim", "proj_hidden", "video_in_channels", "audio_in_channels"):
             if getattr(self, field) < 1:
                 raise InvalidValue(field, getattr(self, field), "must be >= 1", "model")
+        option = "zero_init_residual"
+        if self.zero_init_residual and not _takes(VIDEO_ENCODERS[self.video_arch], option):
+            able = sorted(name for name, build in VIDEO_ENCODERS.items() if _takes(build, option))
+            raise InvalidValue("zero_init_residual", True, f"video_arch {self.video_arch} has no residual "
+                               f"branch ending in a norm to zero (see its builder); encoders that take "
+                               f"it: {', '.join(able)}; set model.zero_init_residual: false", "model")
 
 
-def build_video_encoder(cfg: ModelConfig) -> VideoBackbone:
-    """The video encoder named by ``cfg.video_arch``."""
-    return VIDEO_ENCODERS[cfg.video_arch](
-        in_channels=cfg.video_in_channels, pool=cfg.video_pool, zero_init_residual=cfg.zero_init_residual
-    )
+def build_video_encoder(cfg: ModelConfig) -> nn.Module:
+    """The video encoder named by ``cfg.video_arch`` (a :class:`~avlearn.models.contract.VideoEncoder`)."""
+    options = {"zero_init_residual": True} if cfg.zero_init_residual else {}  # only encoders that take it
+    build = VIDEO_ENCODERS[cfg.video_arch]
+    encoder = build(in_channels=cfg.video_in_channels, pool=cfg.video_pool, **options)
+    return _checked(encoder, VideoEncoder, cfg.video_arch)
 
 
-def build_audio_encoder(cfg: ModelConfig) -> SpecCNN:
-    """The audio encoder named by ``cfg.audio_arch``."""
-    return AUDIO_ENCODERS[cfg.audio_arch](in_channels=cfg.audio_in_channels, pool=cfg.audio_pool)
+def build_audio_encoder(cfg: ModelConfig) -> nn.Module:
+    """The audio encoder named by ``cfg.audio_arch`` (an :class:`~avlearn.models.contract.AudioEncoder`)."""
+    encoder = AUDIO_ENCODERS[cfg.audio_arch](in_channels=cfg.audio_in_channels, pool=cfg.audio_pool)
+    return _checked(encoder, AudioEncoder, cfg.audio_arch)
+
+
+def _checked(encoder: nn.Module, contract: type, name: str) -> nn.Module:
+    """``encoder``, once it is seen to state what ``contract`` asks (stages, widths)."""
+    if not isinstance(encoder, contract):
+        raise TypeError(f"encoder {name!r} ({type(encoder).__name__}) does not keep the {contract.__name__} "
+                        "contract of avlearn.models.contract (in_channels, out_dim, grid_dim, stages)")
+    return encoder
 
 
 def build_head(cfg: ModelConfig, in_dim: int) -> nn.Module:
@@ -166,7 +160,8 @@ def build_av_model(cfg: ModelConfig | Mapping[str, Any] | None = None) -> AVMode
     cfg = as_model_config(cfg)
     video = build_video_encoder(cfg)
     audio = build_audio_encoder(cfg)
-    return AVModel(video, audio, build_head(cfg, video.out_dim), build_head(cfg, audio.out_dim))
+    v_dim, a_dim = cast(VideoEncoder, video).out_dim, cast(AudioEncoder, audio).out_dim
+    return AVModel(video, audio, build_head(cfg, v_dim), build_head(cfg, a_dim))
 
 
 def as_model_config(cfg: ModelConfig | Mapping[str, Any] | None) -> ModelConfig:

@@ -6,7 +6,8 @@ torchvision's model without ``fc``: its state dict loads directly. Smaller varia
 stage widths and blocks per stage.
 
 Strides: the grid has ``T' = ceil(T / 8)``, ``H' = ceil(H / 16)``, ``W' = ceil(W / 16)``; for 8
-frames at 112x112 that is a ``1 x 7 x 7`` grid of ``grid_dim`` channels.
+frames at 112x112 that is a ``1 x 7 x 7`` grid of ``grid_dim`` channels. Every stage's width and
+stride is stated in ``stages`` (the contract of :mod:`avlearn.models.contract`).
 
 This is *not* AVID-CMA's video network: torchvision widens each (2+1)D convolution (the
 intermediate width keeps the parameter count of a full 3x3x3 conv), uses a factorised stem
@@ -20,14 +21,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
 import einops
 from torch import Tensor, nn
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D
 
+from avlearn.models.contract import Stage, VideoOutput
 from avlearn.models.explicit_padding import use_explicit_padding
+from avlearn.models.registry import register_video_encoder
 from avlearn.models.weight_init import init_weights
 
 __all__ = [
@@ -40,22 +42,6 @@ __all__ = [
 ]
 
 Pool = Literal["max", "avg"]
-
-
-@dataclass
-class VideoOutput:
-    """What a video encoder returns.
-
-    Attributes:
-        emb: pooled embedding, shape ``(B, D)`` with ``D = encoder.out_dim``.
-        grid: last feature map before pooling, shape ``(B, C, T', H', W')`` with ``C = encoder.grid_dim``.
-        stages: only with ``return_stages=True``: every stage's output by name
-            (``"stem"``, ``"layer1"`` ... ``"layer4"``), each ``(B, C_i, T_i, H_i, W_i)``.
-    """
-
-    emb: Tensor
-    grid: Tensor
-    stages: dict[str, Tensor] = field(default_factory=dict)
 
 
 class R2Plus1DStem(nn.Sequential):
@@ -89,32 +75,46 @@ def _make_stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Seq
 
 
 class VideoBackbone(nn.Module):
-    """What every registered video encoder shares: named stages, a grid, a pooled embedding.
+    """Our convolutional video encoders: stages run in order, the last one pooled into the embedding.
 
-    Subclasses build the modules named in ``stage_names`` (run in that order) and set
-    ``in_channels``, ``pool``, ``out_dim`` and ``grid_dim``; ``temporal_stride`` and
-    ``spatial_stride`` give the grid size.
+    A subclass lists ``stage_strides`` (each stage's name and its output's stride ``(t, h, w)``
+    relative to the clip), builds a module under each name, sets ``in_channels`` and ``pool``, and
+    states its widths with :meth:`_state_stages`; that fills the contract
+    (:class:`~avlearn.models.contract.VideoEncoder`): ``stages``, ``grid_dim``, ``out_dim``.
 
     Shape:
         ``video (B, C, T, H, W) -> emb (B, out_dim), grid (B, grid_dim, T', H', W')``
     """
 
-    stage_names: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
-    temporal_stride = 8
-    spatial_stride = 16
+    stage_strides: tuple[tuple[str, tuple[int, int, int]], ...] = (
+        ("stem", (1, 2, 2)), ("layer1", (1, 2, 2)), ("layer2", (2, 4, 4)), ("layer3", (4, 8, 8)),
+        ("layer4", (8, 16, 16)),
+    )
     in_channels: int
     pool: Pool
     out_dim: int
     grid_dim: int
+    stages: tuple[Stage, ...]
+
+    def _state_stages(self, widths: Sequence[int], blocks: Sequence[int]) -> None:
+        """Set ``stages`` from each stage's width and residual blocks (0: the stage is one block),
+        in ``stage_strides`` order; the last stage is the grid and its pooled embedding."""
+        self.stages = tuple(
+            Stage(name, width, stride, tuple(f"{name}.{i}" for i in range(count)))
+            for (name, stride), width, count in zip(self.stage_strides, widths, blocks, strict=True)
+        )
+        self.out_dim = self.grid_dim = self.stages[-1].channels
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """Names of the stages, input to output."""
+        return tuple(stage.name for stage in self.stages)
 
     @classmethod
     def grid_size(cls, t: int, h: int, w: int) -> tuple[int, int, int]:
         """Grid size ``(T', H', W')`` for an input clip of ``t`` frames at ``h x w``."""
-        return (
-            math.ceil(t / cls.temporal_stride),
-            math.ceil(h / cls.spatial_stride),
-            math.ceil(w / cls.spatial_stride),
-        )
+        st, sh, sw = cls.stage_strides[-1][1]
+        return math.ceil(t / st), math.ceil(h / sh), math.ceil(w / sw)
 
     def forward(self, video: Tensor, return_stages: bool = False) -> VideoOutput:
         """Encode a batch of clips.
@@ -174,8 +174,7 @@ class R2Plus1D(VideoBackbone):
         self.layer2 = _make_stage(widths[0], widths[1], blocks[1], stride=2)
         self.layer3 = _make_stage(widths[1], widths[2], blocks[2], stride=2)
         self.layer4 = _make_stage(widths[2], widths[3], blocks[3], stride=2)
-        self.out_dim = widths[3]
-        self.grid_dim = widths[3]
+        self._state_stages((widths[0], *widths), (0, *blocks))
         use_explicit_padding(self)  # CPU bf16 weight gradients: see avlearn.models.explicit_padding
         init_weights(self, zero_init_residual=zero_init_residual)
 
@@ -185,6 +184,7 @@ def _global_pool(grid: Tensor, pool: Pool) -> Tensor:
     return einops.reduce(grid, "b c t h w -> b c", "max" if pool == "max" else "mean")
 
 
+@register_video_encoder("r2plus1d_18")
 def r2plus1d_18(in_channels: int = 3, pool: Pool = "max", zero_init_residual: bool = False) -> R2Plus1D:
     """torchvision's R(2+1)D-18: widths 64-128-256-512, 2 blocks per stage, 512-d, 31.3 M parameters.
 
@@ -192,11 +192,13 @@ def r2plus1d_18(in_channels: int = 3, pool: Pool = "max", zero_init_residual: bo
     return R2Plus1D((64, 128, 256, 512), (2, 2, 2, 2), 45, in_channels, pool, zero_init_residual)
 
 
+@register_video_encoder("r2plus1d_small")
 def r2plus1d_small(in_channels: int = 3, pool: Pool = "max", zero_init_residual: bool = False) -> R2Plus1D:
     """Half-width, one block per stage: widths 32-64-128-256, 256-d. For quick experiments."""
     return R2Plus1D((32, 64, 128, 256), (1, 1, 1, 1), 22, in_channels, pool, zero_init_residual)
 
 
+@register_video_encoder("r2plus1d_tiny")
 def r2plus1d_tiny(in_channels: int = 3, pool: Pool = "max", zero_init_residual: bool = False) -> R2Plus1D:
     """Quarter-width, one block per stage: widths 16-32-64-128, 128-d. Trains in minutes on CPU."""
     return R2Plus1D((16, 32, 64, 128), (1, 1, 1, 1), 11, in_channels, pool, zero_init_residual)

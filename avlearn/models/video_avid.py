@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from avlearn.config import ConfigError
 from avlearn.models.explicit_padding import use_explicit_padding
+from avlearn.models.registry import register_video_encoder
 from avlearn.models.video import Pool, VideoBackbone
 from avlearn.models.weight_init import init_weights
 
@@ -88,8 +88,10 @@ class R2Plus1DAVID(VideoBackbone):
         ``video (B, C, T, H, W) -> emb (B, out_dim), grid (B, grid_dim, ceil(T/8), ceil(H/32), ceil(W/32))``
     """
 
-    temporal_stride = 8
-    spatial_stride = 32
+    stage_strides = (  # the stem's max-pool halves the frame once more than torchvision's layout
+        ("stem", (1, 4, 4)), ("layer1", (1, 4, 4)), ("layer2", (2, 8, 8)), ("layer3", (4, 16, 16)),
+        ("layer4", (8, 32, 32)),
+    )
 
     def __init__(
         self,
@@ -114,22 +116,17 @@ class R2Plus1DAVID(VideoBackbone):
         self.layer2 = _stage(widths[0], widths[1], blocks[1], 2)
         self.layer3 = _stage(widths[1], widths[2], blocks[2], 2)
         self.layer4 = _stage(widths[2], widths[3], blocks[3], 2)
-        self.out_dim = self.grid_dim = widths[3]
+        self._state_stages((widths[0], *widths), (0, *blocks))
         use_explicit_padding(self)  # CPU bf16 weight gradients: see avlearn.models.explicit_padding
         init_weights(self)
 
 
-def r2plus1d_18_avid(
-    in_channels: int = 3, pool: Pool = "max", zero_init_residual: bool = False
-) -> R2Plus1DAVID:
+@register_video_encoder("r2plus1d_18_avid")
+def r2plus1d_18_avid(in_channels: int = 3, pool: Pool = "max") -> R2Plus1DAVID:
     """AVID-CMA's R(2+1)D-18: 64-128-256-512, two blocks per stage, 512-d, 15.4 M parameters.
 
-    ``zero_init_residual`` is refused: the block's last BN follows the residual sum, so zeroing it
-    would zero the block's output rather than make it the identity.
+    It takes no ``zero_init_residual`` (a config that sets it is refused at load): the block's last
+    BN follows the residual sum, so zeroing it would zero the block's output rather than make it
+    the identity.
     """
-    if zero_init_residual:
-        raise ConfigError(
-            "model.zero_init_residual: r2plus1d_18_avid normalises after the residual sum, so it has no "
-            "last-BN-of-the-branch to zero; set model.zero_init_residual: false"
-        )
     return R2Plus1DAVID((64, 128, 256, 512), (2, 2, 2, 2), in_channels, pool)

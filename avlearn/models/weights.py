@@ -24,13 +24,12 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from avlearn.config import ConfigError
-from avlearn.models.audio import SpecCNN
 from avlearn.models.av import AVModel
 from avlearn.models.checkpoint import CheckpointError, load_checkpoint, load_state_into
 from avlearn.models.registry import (
@@ -40,7 +39,6 @@ from avlearn.models.registry import (
     build_av_model,
     build_video_encoder,
 )
-from avlearn.models.video import VideoBackbone
 
 __all__ = [
     "EXPORT_NAMES",
@@ -190,15 +188,9 @@ def load_av_model(
     return load_model(weights, cfg), cfg
 
 
-@overload
-def load_encoder(weights: Weights, modality: Literal["video"]) -> VideoBackbone: ...
-@overload
-def load_encoder(weights: Weights, modality: Literal["audio"]) -> SpecCNN: ...
-@overload
-def load_encoder(weights: Weights, modality: Literal["video", "audio"]) -> nn.Module: ...
 def load_encoder(weights: Weights, modality: Literal["video", "audio"]) -> nn.Module:
-    """The video (``VideoBackbone``) or audio (``SpecCNN``) encoder of ``weights`` (no heads), loaded
-    strictly; randomly initialised for scratch."""
+    """The video or audio encoder of ``weights`` (no heads; see :mod:`avlearn.models.contract`),
+    loaded strictly; randomly initialised for scratch."""
     encoder: nn.Module = (build_video_encoder(weights.model) if modality == "video"
                           else build_audio_encoder(weights.model))
     if weights.state is not None:
@@ -206,13 +198,13 @@ def load_encoder(weights: Weights, modality: Literal["video", "audio"]) -> nn.Mo
     return encoder
 
 
-def load_video_encoder(path: str | Path) -> tuple[VideoBackbone, ModelConfig]:
+def load_video_encoder(path: str | Path) -> tuple[nn.Module, ModelConfig]:
     """The video encoder alone (no heads), e.g. for fine-tuning; returns ``(encoder, config)``."""
     weights = load_weights(path, what="checkpoint")
     return load_encoder(weights, "video"), weights.model
 
 
-def load_audio_encoder(path: str | Path) -> tuple[SpecCNN, ModelConfig]:
+def load_audio_encoder(path: str | Path) -> tuple[nn.Module, ModelConfig]:
     """The audio encoder alone (no heads); returns ``(encoder, config)``."""
     weights = load_weights(path, what="checkpoint")
     return load_encoder(weights, "audio"), weights.model

@@ -47,6 +47,7 @@ from avlearn.eval.inference import run_inference
 from avlearn.eval.linear_classifier import ClassifierConfig, fit_linear
 from avlearn.eval.results import write_report
 from avlearn.models.checkpoint import CheckpointError
+from avlearn.models.contract import encoder_stages
 from avlearn.models.registry import ModelConfig
 from avlearn.models.weights import Weights, load_encoder, load_weights
 
@@ -63,8 +64,10 @@ class FeatureConfig:
     """Which frozen features, from how many clips.
 
     Attributes:
-        stages: encoder stages to pool and concatenate. Video: ``stem``, ``layer1`` .. ``layer4``;
-            audio: ``stem``, ``block1`` .. ``block4``.
+        stages: encoder stages to pool and concatenate, as the encoder states them
+            (:mod:`avlearn.models.contract`). Video: ``stem``, ``layer1`` .. ``layer4``; audio: ``stem``,
+            ``block1`` .. ``block4``. Empty (the default): the encoder's last stage, the grid it
+            pools into its embedding (``layer4``, ``block4``).
         pool: ``max`` / ``avg`` over every position, or ``avg_space`` (keep the time axis).
         train_clips, test_clips: uniformly spaced clips per video (AVID evaluates 10).
         batch_size: extraction batch size.
@@ -75,7 +78,7 @@ class FeatureConfig:
             ``data.source: shards``. Video only; labels must be among the split's classes.
     """
 
-    stages: list[str] = dataclasses.field(default_factory=lambda: ["layer4"])
+    stages: list[str] = dataclasses.field(default_factory=list)
     pool: Pool = "avg"
     train_clips: int = 3
     test_clips: int = 10
@@ -84,9 +87,6 @@ class FeatureConfig:
     test_shards: str = ""
 
     def __post_init__(self) -> None:
-        if not self.stages:
-            raise InvalidValue("stages", self.stages, "must name at least one stage, e.g. [layer4]",
-                               "features")
         for field in ("train_clips", "test_clips", "batch_size"):
             if getattr(self, field) < 1:
                 raise InvalidValue(field, getattr(self, field), "must be >= 1", "features")
@@ -316,6 +316,11 @@ def _existing(split: LabelledSplit) -> LabelledSplit:
     return split.with_items(kept)
 
 
+def _with_stages(cfg: ProbeConfig, stages: list[str]) -> ProbeConfig:
+    """``cfg`` probing ``stages``."""
+    return dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, stages=stages))
+
+
 def linear_probe(cfg: ProbeConfig, init: str) -> dict[str, Any]:
     """Extract (or load) features, fit the classifier, evaluate; returns ``results.json``'s content."""
     t0 = time.perf_counter()
@@ -330,6 +335,9 @@ def linear_probe(cfg: ProbeConfig, init: str) -> dict[str, Any]:
             torch.manual_seed(cfg.seed)  # the random init of --init scratch
             encoder = load_encoder(source, cfg.modality)
         return encoder
+
+    if not cfg.features.stages:  # the last stage the encoder states; named in the cache key and results
+        cfg = _with_stages(cfg, [list(encoder_stages(load()))[-1]])
 
     def features(split: LabelledSplit, which: str, num_clips: int) -> tuple[dict[str, Tensor], bool, int]:
         if _shard_source(cfg, which)[1]:

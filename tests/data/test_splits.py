@@ -8,14 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from avlearn.config import ConfigError, from_dict
 from avlearn.data.manifest import VideoInfo
 from avlearn.data.splits import (
+    SPLIT_FORMATS,
+    DatasetConfig,
     LabelledSplit,
     SplitFormatError,
     esc50_split,
     folder_split,
     hmdb51_split,
     kinetics_split,
+    load_split,
     read_class_index,
     subsample_per_class,
     synthetic_split,
@@ -218,6 +222,32 @@ def test_folder_split(tmp_path: Path) -> None:
     assert split.items == [("jump/x/c.mp4", 0), ("walk/a.mp4", 1), ("walk/b.mp4", 1)]
     with pytest.raises(ValueError, match="no file with suffix"):
         folder_split(tmp_path / "jump" / "x")
+
+
+# ------------------------------------------------------------------------------------- formats
+
+
+def test_every_format_is_registered_and_an_unknown_one_is_refused() -> None:
+    assert set(SPLIT_FORMATS) == {"synthetic", "ucf101", "hmdb51", "kinetics", "folder", "esc50"}
+    with pytest.raises(ConfigError, match=r"dataset.format='ucf-101' is invalid: .*Did you mean 'ucf101'\? "
+                                          r"Valid split format names: esc50, folder, hmdb51, kinetics, "
+                                          r"synthetic, ucf101"):
+        DatasetConfig(format="ucf-101")
+    with pytest.raises(ConfigError, match="Valid split format names"):
+        from_dict(DatasetConfig, {"format": "vggss"})
+
+
+def test_load_split_reads_through_the_format(tmp_path: Path) -> None:
+    for rel in ("train/walk/a.mp4", "train/jump/b.mp4", "test/walk/c.mp4"):
+        _write(tmp_path / rel, "x")
+    cfg = DatasetConfig(format="folder", root=str(tmp_path))
+    assert load_split(cfg, "train").items == folder_split(tmp_path / "train").items
+    test = load_split(cfg, "test")  # class ids follow the train folder's, not its own
+    assert test.classes == ["jump", "walk"] and test.items == [("walk/c.mp4", 1)]
+    esc = _esc50(tmp_path / "ESC-50")
+    _write(esc / "audio" / "2-1000-A-0.wav", "x")  # load_split wants at least one file present
+    got = load_split(DatasetConfig(format="esc50", root=str(esc), fold=2), "test")
+    assert got.items == esc50_split(esc, fold=2, train=False).items
 
 
 # ------------------------------------------------------------------------------------- manifest rows

@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 from avlearn.cli import main as avlearn_main
-from avlearn.config import to_dict
+from avlearn.config import ConfigError, to_dict
 from avlearn.localization.benchmarks import (
+    BENCHMARK_FORMATS,
     AnnotationError,
     BenchmarkItem,
     benchmark_items,
@@ -117,6 +118,15 @@ def _items_of(tmp_path: Path, fmt: Literal["vggss", "flickr"],
     test_list = tmp_path / "one.csv"
     test_list.write_text("".join(f"{n}\n" for n in boxes))
     return benchmark_items(fmt, root, root / "Annotations", test_list)
+
+
+def test_an_unknown_format_is_refused_not_read_as_flickr(tmp_path: Path) -> None:
+    assert set(BENCHMARK_FORMATS) == {"vggss", "flickr"}
+    with pytest.raises(ConfigError, match=r"unknown localization benchmark format 'vgg-ss'.*Did you mean "
+                                          r"'vggss'.*names: flickr, vggss"):
+        _items_of(tmp_path, "vgg-ss", {"a0001": [[0, 0, 128, 128]]})  # type: ignore[arg-type]
+    flickr, _ = _items_of(tmp_path, "flickr", {"a0001": [[0, 0, 128, 128]]})
+    assert len(flickr) == 1 and flickr[0].gt is not None
 
 
 def test_extended_list_keeps_non_sounding_rows(tmp_path: Path) -> None:

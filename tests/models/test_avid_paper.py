@@ -23,10 +23,10 @@ from avlearn.models import (
     HEADS,
     VIDEO_ENCODERS,
     AVIDHead,
-    AVModel,
     CheckpointError,
     ModelConfig,
     build_av_model,
+    load_av_model,
     load_video_encoder,
     load_weights,
 )
@@ -149,7 +149,7 @@ def test_converted_checkpoint_gives_the_reference_embeddings(tmp_path: Path) -> 
     assert (data.spec.kind, data.spec.normalize, data.spec.num_bins, data.sample_rate) == (
         "avid_db", "frequency", 257, 24000)
     assert Spectrogram(data.spec)(torch.zeros(48000)).shape == (1, 257, 200)
-    model = AVModel.from_checkpoint(tmp_path / "conv").eval()
+    model = load_av_model(tmp_path / "conv")[0].eval()
     video = torch.randn(2, 3, 8, 48, 48)
     spec_ft = torch.randn(2, 1, 65, 40)  # ours: (B, 1, F, T)
     with torch.no_grad():

@@ -267,7 +267,8 @@ def test_config_is_frozen_and_builds_sizes() -> None:
 def test_checkpoint_round_trip(tmp_path: Path, tiny_model: AVModel, suffix: str) -> None:
     path = save_encoders(tiny_model, tmp_path / f"enc{suffix}", TINY)
     video, audio = batch()
-    loaded = AVModel.from_checkpoint(path).eval()
+    loaded, _ = load_av_model(path)
+    loaded = loaded.eval()
     with torch.no_grad():
         a, b = tiny_model(video, audio), loaded(video, audio)
     for name in ("video_emb", "audio_emb", "video_feat", "audio_grid", "video_grid"):

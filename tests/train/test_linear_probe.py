@@ -6,6 +6,7 @@ import json
 import math
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,17 +90,29 @@ def esc50(tmp_path: Path) -> Path:
     return root
 
 
-def test_audio_probe_on_esc50(esc50: Path, tmp_path: Path) -> None:
-    run = tmp_path / "esc"
+def _probe_esc50(esc50: Path, run: Path, *overrides: str) -> dict[str, Any]:
+    """Results of an audio probe of a scratch tiny encoder on the ESC-50-shaped folder."""
     code = main(["--config", str(ROOT / "avlearn/configs/probe/esc50_audio.yaml"), "--init", "scratch",
-                 "--modality", "audio", f"run_dir={run}", f"dataset.root={esc50}", "dataset.fold=2",
-                 "data.audio_seconds=1.0", "data.num_workers=0", "features.test_clips=2",
-                 "model.audio_arch=avid_spec_cnn9_tiny", "model.video_arch=r2plus1d_tiny"])
+                 "--modality", "audio", f"run_dir={run}", f"dataset.root={esc50}", "data.audio_seconds=1.0",
+                 "data.num_workers=0", "model.audio_arch=avid_spec_cnn9_tiny", *overrides])
     assert code == 0
-    results = json.loads((run / "results.json").read_text())
+    results: dict[str, Any] = json.loads((run / "results.json").read_text())
+    return results
+
+
+def test_audio_probe_on_esc50(esc50: Path, tmp_path: Path) -> None:
+    results = _probe_esc50(esc50, tmp_path / "esc", "dataset.fold=2", "features.test_clips=2",
+                           "model.video_arch=r2plus1d_tiny")
     assert results["modality"] == "audio" and results["test_videos"] == 4 and results["num_clips"] == 8
     assert results["train_videos"] == 16
     assert results["video_top1"] == 1.0  # a tone and noise are apart even in random features
+
+
+def test_the_default_stage_is_the_encoders_last(esc50: Path, tmp_path: Path) -> None:
+    """No ``features.stages``: the last stage the encoder states (audio: ``block4``, not ``layer4``)."""
+    results = _probe_esc50(esc50, tmp_path / "esc", "features.stages=[]", "features.test_clips=1",
+                           "features.train_clips=1")
+    assert results["stages"] == ["block4"] and results["feature_dim"] == 128
 
 
 def test_bad_init_path_is_named(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
