@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ import torch
 
 from benchmarks.gpu import checks, layer_bench, peaks, smoke, step_bench
 from benchmarks.gpu.report import markdown
+from benchmarks.harness import full_size
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("peak", "tests", "smoke", "encoders", "layers", "loader")
@@ -327,11 +328,6 @@ STAGE_FNS: dict[str, Callable[[Run], dict[str, Any]]] = {
 
 
 # ----------------------------------------------------------------------------------- architectures
-
-
-def full_size(names: Iterable[str]) -> list[str]:
-    """Registered names without the CPU-sized ``_small`` / ``_tiny`` variants, in registry order."""
-    return [n for n in names if not re.search(r"_(small|tiny)$", n)]
 
 
 def by_size(names: list[str], registry: Mapping[str, Callable[..., torch.nn.Module]]) -> list[str]:
