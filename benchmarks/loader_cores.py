@@ -17,7 +17,7 @@ Cores per GPU = GPU clips/s / loader clips/s per core. The loader was timed at c
 bounds. With ``augment_on=device`` the GPU also spends time on the augmentation, which no GPU
 run here has measured yet (the ``loader`` stage of ``benchmarks/gpu`` does).
 
-    python benchmarks/loader_cores.py   # writes benchmarks/results/loader_cores.json and .md
+    python -m benchmarks.loader_cores   # writes benchmarks/results/loader_cores.json and .md
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks import harness
+
+NAME = "loader_cores"
 MODEL = ("r2plus1d_18_avid", "avid_spec_cnn9")
 LOADERS = {
     "pipeline": "worker pipeline (default)",
@@ -113,29 +115,47 @@ def markdown(loading: dict[str, Any], gpu: dict[str, Any], rows: list[dict[str, 
     return "\n".join(md) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--out", type=Path, default=RESULTS / "loader_cores")
-    args = parser.parse_args(argv)
+def parser() -> argparse.ArgumentParser:
+    p = harness.parser(__doc__, NAME)
+    p.add_argument("--results", type=Path, default=harness.RESULTS, help="where the measured figures are")
+    return p
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Cores per GPU from the loader and GPU results files (nothing is timed)."""
     loading = json.loads((args.results / "data_loading.json").read_text())
     gpu = gpu_rates(args.results)
     if not gpu["crops"]:
         raise SystemExit(f"no GPU run of {' + '.join(MODEL)} in {args.results}/gpu_*.json: "
                          "run benchmarks/gpu/run.sh on a GPU first")
-    rows = table(loading, gpu)
-    given = sys.argv[1:] if argv is None else argv
     rates, how = loader_rates(loading)
-    record = {"command": "python benchmarks/loader_cores.py " + " ".join(given),
-              "model": " + ".join(MODEL), "mfu_assumed": MFU,
-              "loader_clips_per_s_per_core": {k: v for k, v in rates.items() if k in LOADERS},
-              "loader_rate_kind": how,
-              "loader_source": loading["command"], "gpu": gpu, "rows": rows}
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    text = markdown(loading, gpu, rows)
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
+    return {"model": " + ".join(MODEL), "mfu_assumed": MFU,
+            "loader_clips_per_s_per_core": {k: v for k, v in rates.items() if k in LOADERS},
+            "loader_rate_kind": how, "loader_source": loading["command"], "gpu": gpu,
+            "rows": table(loading, gpu)}
+
+
+def headline(record: dict[str, Any]) -> str:
+    """Cores per GPU the default loader needs, per crop: at the measured GPU rates, and at the MFU assumed."""
+    measured: dict[int, list[str]] = {}
+    assumed: dict[int, list[str]] = {}
+    for r in record["rows"]:
+        into = measured if r["gpu_rate"].startswith("measured") else assumed
+        into.setdefault(r["crop"], []).append(f"{r['cores_per_gpu']['pipeline']:.0f}")
+
+    def text(cores: dict[int, list[str]]) -> str:
+        return ", ".join(f"{crop}² {' / '.join(c)}" for crop, c in cores.items())
+
+    return (f"CPU cores per GPU for {record['model']} with the default loader: {text(measured)} at the "
+            f"measured GPU rates; {text(assumed)} at {harness.pct(record['mfu_assumed'])} MFU")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    record = {**harness.record_for(NAME, argv), "machine": "measured loader (CPU) x measured GPU step",
+              **measure(args)}
+    loading = json.loads((args.results / "data_loading.json").read_text())
+    harness.write(args.out, record, markdown(loading, record["gpu"], record["rows"]))
     return 0
 
 

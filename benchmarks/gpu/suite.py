@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from benchmarks.gpu import checks, layer_bench, peaks, smoke, step_bench
+from benchmarks.gpu.report import headline as headline  # the results' headline, for readme_table
 from benchmarks.gpu.report import markdown
 from benchmarks.harness import full_size
 
@@ -452,11 +453,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compile-estimate-s", type=float, default=90.0,
                    help="budget a compiled setup needs before it is launched (default 90)")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line the results name
     args.out = args.out or str(ROOT / (".cache/gpu_dry_run" if args.dry_run else "benchmarks/results"))
     if args.dry_run:  # the CPU-sized variants: the full-size ones take minutes on a CPU
         args.video_archs = args.video_archs or ["r2plus1d_tiny"]
         args.audio_archs = args.audio_archs or ["avid_spec_cnn9_tiny"]
     return args
+
+
+def measure(run: Run) -> dict[str, Any]:
+    """Run the stages (``peak`` first, for MFU) and return the results record."""
+    stages = [s for s in (run.args.only or STAGES) if s not in run.args.skip]
+    if "peak" not in stages:  # MFU needs a peak: the table's, else a quick measurement
+        stages.insert(0, "peak")
+    command = "benchmarks/gpu/run.sh " + shlex.join(run.args.argv)
+    run.say(f"{command} on {device_name(run.device)}; stages {', '.join(stages)}; "
+            f"budget {run.sizes.budget_s:.0f} s")
+    for name in stages:
+        run.stage(name, STAGE_FNS[name])
+    run.say("done: " + ", ".join(f"{k} {v['status']}" for k, v in run.stages.items()))
+    return {"command": command, "dry_run": run.args.dry_run, "machine": machine_info(run.device),
+            "versions": versions(), "sizes": dataclasses.asdict(run.sizes),
+            "cudnn_benchmark": run.args.cudnn_benchmark,
+            "seconds": round(time.monotonic() - run.t0, 1), "stages": run.stages}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -471,21 +490,9 @@ def main(argv: list[str] | None = None) -> int:
                                 other_batches=tuple(args.batches or sizes.other_batches),
                                 budget_s=args.budget_s or sizes.budget_s)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
-    device = torch.device("cpu" if args.dry_run else "cuda")
-    run = Run(args, device, sizes)
-    stages = [s for s in (args.only or STAGES) if s not in args.skip]
-    if "peak" not in stages:  # MFU needs a peak: the table's, else a quick measurement
-        stages.insert(0, "peak")
-    command = "benchmarks/gpu/run.sh " + shlex.join(sys.argv[1:] if argv is None else argv)
-    run.say(f"{command} on {device_name(device)}; stages {', '.join(stages)}; budget {sizes.budget_s:.0f} s")
-    for name in stages:
-        run.stage(name, STAGE_FNS[name])
-    result = {"command": command, "dry_run": args.dry_run, "machine": machine_info(device),
-              "versions": versions(), "sizes": dataclasses.asdict(sizes),
-              "cudnn_benchmark": args.cudnn_benchmark,
-              "seconds": round(time.monotonic() - run.t0, 1), "stages": run.stages}
-    run.say("done: " + ", ".join(f"{k} {v['status']}" for k, v in run.stages.items()))
-    slug = device_slug(device, args.dry_run) + (f"_{args.tag}" if args.tag else "")
+    run = Run(args, torch.device("cpu" if args.dry_run else "cuda"), sizes)
+    result = measure(run)
+    slug = device_slug(run.device, args.dry_run) + (f"_{args.tag}" if args.tag else "")
     for path in write_results(run, result, slug):
         print(f"wrote {path}")
     return 1 if any(v["status"] == "failed" for v in run.stages.values()) else 0
