@@ -59,8 +59,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-def machine_text(record: dict[str, Any]) -> str:
-    """The record's machine in a few words, with the load average where one was recorded.
+def machine_text(record: dict[str, Any], with_load: bool = True) -> str:
+    """The record's machine in a few words, with the load average where one was recorded (and wanted).
 
     Reads today's :func:`machine` dict and the shapes older results files hold (a sentence, or a
     dict with ``threads`` or ``load_start``; load averages under several keys)."""
@@ -77,7 +77,7 @@ def machine_text(record: dict[str, Any]) -> str:
         text = ", ".join(p for p in parts if p)
     else:
         text = str(m) if m else "-"
-    load = _load(record)
+    load = _load(record) if with_load else None
     return f"{text}; load {load:.1f}" if load is not None and text != "-" else text
 
 
