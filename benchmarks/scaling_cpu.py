@@ -376,8 +376,8 @@ def analysis(record: dict[str, Any]) -> list[str]:
         out.append(
             "Global BatchNorm costs one all-gather per BatchNorm layer "
             f"({record['batchnorm_layers']} layers) in the forward and one in the backward pass, each a "
-            f"point where both processes wait for each other (a lone gloo all-gather of 129 floats takes {record['gloo_all_gather_us']:.0f} us here): "
-            f"with per-process statistics (train.sync_batchnorm=false) 2 processes make "
+            "point where both processes wait for each other (a lone gloo all-gather of 129 floats takes "
+            f"{record['gloo_all_gather_us']:.0f} us here): with per-process statistics (train.sync_batchnorm=false) 2 processes make "
             f"{local['clips_per_s']} clips/s ({local['step_s']} s per step) vs {two['clips_per_s']} "
             f"({two['step_s']} s) with them; per-process statistics make results depend on the process "
             "count (see step 1 above).")
@@ -470,7 +470,8 @@ def markdown(record: dict[str, Any]) -> str:
             f"workers, on {record['videos']} synthetic videos (3 s, 64 px). Threads (OMP_NUM_THREADS): 2 for "
             "the 1-process run, 1 per process for the 2-process run and 1 for the reference. "
             f"{harness.machine_text(record, with_load=False)}; load average "
-            f"{record['load_average_1min_at_start']:.2f} at the start, {record['load_average_1min_at_end']:.2f} at the end; `{record['command']}`")
+            f"{record['load_average_1min_at_start']:.2f} at the start, "
+            f"{record['load_average_1min_at_end']:.2f} at the end; `{record['command']}`")
     heading = "Analysis (measured)" + ("" if record["goal_met"] else "; the goal is not met")
     return ("# Pretraining on CPU, 1 vs 2 processes (gloo)\n\n" + "\n".join(lines) + "\n\n"
             + "\n".join(summary(record)) + "\n\n" + note + f"\n\n{heading}:\n\n"
