@@ -377,7 +377,8 @@ def analysis(record: dict[str, Any]) -> list[str]:
             "Global BatchNorm costs one all-gather per BatchNorm layer "
             f"({record['batchnorm_layers']} layers) in the forward and one in the backward pass, each a "
             "point where both processes wait for each other (a lone gloo all-gather of 129 floats takes "
-            f"{record['gloo_all_gather_us']:.0f} us here): with per-process statistics (train.sync_batchnorm=false) 2 processes make "
+            f"{record['gloo_all_gather_us']:.0f} us here): with per-process statistics "
+            "(train.sync_batchnorm=false) 2 processes make "
             f"{local['clips_per_s']} clips/s ({local['step_s']} s per step) vs {two['clips_per_s']} "
             f"({two['step_s']} s) with them; per-process statistics make results depend on the process "
             "count (see step 1 above).")
