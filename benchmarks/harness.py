@@ -121,16 +121,14 @@ def record_for(name: str, argv: Sequence[str] | None) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ the results
 def relative_paths(x: Any, root: Path = ROOT) -> Any:
-    """``x`` with every absolute path string under ``root`` written relative to it."""
+    """``x`` with every absolute path under ``root`` in its strings written relative to it."""
     if isinstance(x, dict):
         return {k: relative_paths(v, root) for k, v in x.items()}
     if isinstance(x, list | tuple):
         return [relative_paths(v, root) for v in x]
     if isinstance(x, Path):
         x = str(x)
-    if isinstance(x, str) and x.startswith(str(root) + "/"):
-        return x.removeprefix(str(root) + "/")
-    return x
+    return x.replace(f"{root}/", "") if isinstance(x, str) else x  # also inside a command line
 
 
 def write(out: Path, record: dict[str, Any], markdown: str | None = None) -> Path:
