@@ -473,7 +473,8 @@ def _setup_text(s: dict[str, Any]) -> str:
         "the classifier starts from a linear probe of the frozen embeddings (LP-FT), the encoder at 0.1 x "
         f"the learning rate, {s['finetune_clips_per_video']} clips per labelled video (a tenth of the "
         "steps), the same for both starts. Test accuracy is video-level top-1 "
-        f"(%, {s['test_clips_per_video']} clips per video); chance {100 / 6:.1f} % (6 actions) / 12.5 % (8 object classes).")
+        f"(%, {s['test_clips_per_video']} clips per video); chance {100 / 6:.1f} % (6 actions) / 12.5 % "
+        "(8 object classes).")
 
 
 def markdown(record: dict[str, Any]) -> str:
