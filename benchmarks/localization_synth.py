@@ -500,10 +500,10 @@ def headline(record: dict[str, Any]) -> str:
     if "summary" in record:
         sm = record["summary"]
         met = sum(line.endswith(": met") for line in goal_lines(sm))
-        loc = sm["loc_learned"]
+        loc, centre = sm["loc_learned"], sm["center_box"]
         return (f"{len(record['seeds'])} seeds, learned localizer, mean: pointing "
-                f"{loc['pointing']['mean']:.2f}, cIoU50 {loc['ciou50']['mean']:.2f} vs centre box {sm['center_box']['ciou50']['mean']:.2f}; "
-                f"goals met {met} of {len(GOALS) + 1}")
+                f"{loc['pointing']['mean']:.2f}, cIoU50 {loc['ciou50']['mean']:.2f} vs centre box "
+                f"{centre['ciou50']['mean']:.2f}; goals met {met} of {len(GOALS) + 1}")
     r, t = record["results"], record["train"]
     loc, centre = r["loc_learned"], r["center_box"]
     return (f"{t.get('objective', 'infonce')}, {t['epochs'] * t['steps_per_epoch']} steps, learned localizer "
