@@ -71,7 +71,7 @@ def machine_text(record: dict[str, Any], with_load: bool = True) -> str:
             parts.append(f"{m['cpu_count']} cores")
         threads = m.get("torch_threads", m.get("threads"))
         if threads is not None:
-            parts.append(f"{threads} threads")
+            parts.append(f"{threads} thread{'' if threads == 1 else 's'}")
         if m.get("cuda"):
             parts.append("CUDA")
         text = ", ".join(p for p in parts if p)
