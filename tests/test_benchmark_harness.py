@@ -19,7 +19,8 @@ from benchmarks import harness, readme_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = {"__init__", "harness", "lever_reports", "readme_table"}  # helpers, not benchmarks
-BENCHMARKS = [*sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem not in SHARED), "gpu.suite"]
+SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem not in SHARED)
+BENCHMARKS = [*SCRIPTS, "gpu.suite"]
 SOURCES = sorted((ROOT / "benchmarks").rglob("*.py"))
 
 
@@ -58,9 +59,10 @@ def test_no_sys_path_edits_and_no_bare_sibling_imports(path: Path) -> None:
             pytest.fail(f"{path.name}:{node.lineno} touches sys.path")
         if isinstance(node, ast.Import):
             bare = [a.name for a in node.names if a.name.split(".")[0] in siblings]
-            assert not bare, f"{path.name}:{node.lineno} imports {bare} by bare name: use from benchmarks import x"
+            assert not bare, f"{path.name}:{node.lineno} imports {bare}: use from benchmarks import x"
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            assert node.module.split(".")[0] not in siblings, f"{path.name}:{node.lineno} imports {node.module}"
+            where = f"{path.name}:{node.lineno}"
+            assert node.module.split(".")[0] not in siblings, f"{where} imports {node.module} by bare name"
 
 
 def test_a_quick_run_writes_a_record_the_table_reads(tmp_path: Path) -> None:
@@ -72,7 +74,8 @@ def test_a_quick_run_writes_a_record_the_table_reads(tmp_path: Path) -> None:
     record = json.loads(text)
     assert record["benchmark"] == "model_cost"
     assert "python -m benchmarks.model_cost --steps 0 --out" in record["command"]
-    assert {"processor", "cpu_count", "torch", "torch_threads", "load_average_at_start"} <= set(record["machine"])
+    facts = {"processor", "cpu_count", "torch", "torch_threads", "load_average_at_start"}
+    assert facts <= set(record["machine"])
     assert set(record["video"]) == set(VIDEO_ENCODERS)
     assert str(ROOT) + "/" not in text  # paths relative to the repository
     assert (tmp_path / "model_cost.md").read_text().startswith("# Encoder cost")
@@ -86,7 +89,8 @@ def test_relative_paths_and_machine_text_of_old_records() -> None:
         "a": ["benchmarks/results/x.json", "--out benchmarks/results/x.json"], "b": "/elsewhere/y"}
     assert harness.machine_text({"machine": "x86_64, 1 thread", "load_average_1min_at_end": 3.42}) == (
         "x86_64, 1 thread; load 3.4")
-    old = {"machine": {"platform": "Linux", "cpu_count": 2, "threads": 1, "load_average_at_start": [2.5, 1, 1]}}
+    old = {"machine": {"platform": "Linux", "cpu_count": 2, "threads": 1,
+                       "load_average_at_start": [2.5, 1.0, 1.0]}}
     assert harness.machine_text(old) == "Linux, 2 cores, 1 thread; load 2.5"
     assert harness.machine_text(old, with_load=False) == "Linux, 2 cores, 1 thread"
 
@@ -99,7 +103,8 @@ def test_objective_and_architecture_names_come_from_the_registries() -> None:
         assert list(objective.choices) == list(OBJECTIVES)
         with pytest.raises(SystemExit):
             bench.parser().parse_args(["--objective", "no_such_objective"])
-    assert model_cost.SPEED_ARCHS == [n for n in VIDEO_ENCODERS if not n.endswith(("_small", "_tiny"))]
+    full_size = [n for n in VIDEO_ENCODERS if not n.endswith(("_small", "_tiny"))]
+    assert full_size == model_cost.SPEED_ARCHS and "r2plus1d_18_avid" in full_size
     # every registered objective gets its run overrides (AVID with its own settings)
     args = localization_synth.parser().parse_args(["--cache", "/tmp/x", "--objective", "avid"])
     overrides = localization_synth.run_overrides(args, Path("/tmp/x/c"), "loc", 1.0)
