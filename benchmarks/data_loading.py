@@ -316,6 +316,12 @@ def _datasets(rows: list[VideoInfo]) -> dict[str, AVClipDataset]:
     }
 
 
+def _by_index(ds: AVClipDataset) -> Callable[[int, str, float], Any]:
+    """A loader of request ``(i, path, start)`` by ``ds[i]``: the dataset draws its own start in the
+    same video (the same cost)."""
+    return lambda i, path, start: ds[i]
+
+
 def _profiled(ds: AVClipDataset, indices: list[int], repeats: int) -> tuple[dict[str, float], float]:
     """Median profile of ``ds`` (stages by decreasing time) and its collate seconds per clip."""
     profile, collate = _median_profile([profile_pipeline(ds, indices) for _ in range(repeats)])
@@ -342,8 +348,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     gc.freeze()
     loaders: dict[str, Callable[[int, str, float], Any]] = {
-        # the dataset draws its own start in the same video (same cost)
-        **{name: (lambda i, p, s, ds=ds: ds[i]) for name, ds in datasets.items()},
+        **{name: _by_index(ds) for name, ds in datasets.items()},
         "decode_only": lambda i, p, s: decode_only(p, s),
         "straightforward": lambda i, p, s: ref(p, s),
     }

@@ -138,7 +138,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def measure(args: argparse.Namespace,
-            partial: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+            partial: Callable[[dict[str, Any]], object] | None = None) -> dict[str, Any]:
     """Train (or reuse) each seed's run and score it with negatives; ``partial`` gets the record after
     every seed, so a stopped run keeps its seeds."""
     runs: dict[str, Any] = {}
