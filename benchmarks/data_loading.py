@@ -43,7 +43,6 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import av
@@ -286,11 +285,7 @@ def _median_profile(runs: list[tuple[dict[str, float], float]]) -> tuple[dict[st
 
 def parser() -> argparse.ArgumentParser:
     p = harness.parser(__doc__, NAME)
-    p.add_argument("--manifest", type=Path, help="manifest of the collection (default: generate one)")
-    p.add_argument("--work", type=Path, default=Path(".cache/bench_data_loading"),
-                   help="where to generate the synthetic collection when --manifest is not given")
-    p.add_argument("--num-videos", type=int, default=12, help="videos to generate")
-    p.add_argument("--video-size", type=int, default=224, help="generated videos' frame size")
+    harness.add_collection_options(p, ".cache/bench_data_loading", num_videos=12, video_size=224)
     p.add_argument("--clips", type=int, default=60, help="clips timed per loader")
     p.add_argument("--repeats", type=int, default=1,
                    help="time and profile this many times; report medians (a shared machine)")
@@ -332,12 +327,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Clips/s per core of every loader, interleaved clip by clip, and where the pipeline's time goes."""
     torch.set_num_threads(1)
     random.seed(0)
-    if args.manifest:
-        manifest, source = args.manifest, str(args.manifest)
-    else:
-        manifest = harness.synthetic_collection(args.work, num_videos=args.num_videos,
-                                                size=args.video_size) / "manifest.csv"
-        source = f"synthetic: {args.num_videos} videos {args.video_size}px 25 fps, AAC 16 kHz"
+    manifest, source = harness.collection_manifest(args)
+    source += "" if args.manifest else " 25 fps, AAC 16 kHz"
     rows = [r for r in read_manifest(manifest) if r.usable_av]
     requests = _requests(rows, args.clips + 3, seed=0)
     datasets = _datasets(rows)
@@ -472,10 +463,7 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    record = {**harness.record_for(NAME, argv), **measure(args)}
-    harness.write(args.out, record, markdown(record))
-    return 0
+    return harness.run(NAME, argv, parser(), measure, markdown)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import argparse
 import random
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,11 +47,7 @@ def bench(rows: list[VideoInfo], backend: str, spec: ClipSpec, clips: int, seed:
 
 def parser() -> argparse.ArgumentParser:
     p = harness.parser(__doc__, NAME)
-    p.add_argument("--manifest", type=Path, help="manifest of the collection (default: generate one)")
-    p.add_argument("--work", type=Path, default=Path(".cache/bench_synth"),
-                   help="where to generate the synthetic collection when --manifest is not given")
-    p.add_argument("--num-videos", type=int, default=16, help="videos to generate")
-    p.add_argument("--video-size", type=int, default=112, help="generated videos' frame size")
+    harness.add_collection_options(p, ".cache/bench_synth", num_videos=16, video_size=112)
     p.add_argument("--clips", type=int, default=100, help="clips timed per backend")
     p.add_argument("--backends", nargs="+", default=sorted(DECODERS), choices=sorted(DECODERS))
     p.add_argument("--size", type=int, default=112, help="output short side")
@@ -62,12 +57,7 @@ def parser() -> argparse.ArgumentParser:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Clips/s per core of each backend on the collection (one torch thread)."""
     torch.set_num_threads(1)
-    if args.manifest:
-        manifest, source = args.manifest, str(args.manifest)
-    else:
-        root = harness.synthetic_collection(args.work, num_videos=args.num_videos, size=args.video_size,
-                                            seed=0)
-        manifest, source = root / "manifest.csv", f"synthetic: {args.num_videos} videos {args.video_size}px"
+    manifest, source = harness.collection_manifest(args)
     rows = [r for r in read_manifest(manifest) if r.usable_av]  # resolves the manifest's relative paths
     spec = ClipSpec(num_frames=8, fps=16, size=args.size, audio_seconds=2.0, sample_rate=16000)
     results = {b: bench(rows, b, spec, args.clips) for b in args.backends}
@@ -91,11 +81,7 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    record = {**harness.record_for(NAME, argv), **measure(args)}
-    harness.write(args.out, record)
-    print(markdown(record))
-    return 0
+    return harness.run(NAME, argv, parser(), measure, markdown)
 
 
 if __name__ == "__main__":

@@ -203,10 +203,7 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    record = {**harness.record_for(NAME, argv), **measure(args)}
-    harness.write(args.out, record, markdown(record))
-    return 0
+    return harness.run(NAME, argv, parser(), measure, markdown)
 
 
 if __name__ == "__main__":

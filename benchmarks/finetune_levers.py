@@ -17,14 +17,12 @@ Writes ``benchmarks/results/finetune_levers.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from benchmarks import downstream_synth as ds
 from benchmarks import harness
@@ -208,12 +206,7 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parser().parse_args(argv)
-    torch.set_num_threads(a.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    report = {**harness.record_for(NAME, argv), **measure(a)}
-    harness.write(a.out, report, markdown(report))
-    return 0
+    return harness.run(NAME, argv, parser(), measure, markdown, log=True)
 
 
 if __name__ == "__main__":

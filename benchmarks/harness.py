@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import re
 import shlex
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,42 @@ def write(out: Path, record: dict[str, Any], markdown: str | None = None) -> Pat
     return path
 
 
+def run(name: str, argv: Sequence[str] | None, parser: argparse.ArgumentParser,
+        measure: Callable[[argparse.Namespace], dict[str, Any]],
+        markdown: Callable[[dict[str, Any]], str] | None = None, log: bool = False) -> int:
+    """A benchmark's ``main``: parse ``argv``, set torch's threads (``--threads``, where the parser has
+    it) and, with ``log``, INFO logging; measure; write the record (and its markdown) to ``--out``."""
+    args = parser.parse_args(argv)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    if log:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    record = {**record_for(name, argv), **measure(args)}
+    write(args.out, record, markdown(record) if markdown else None)
+    return 0
+
+
 # ------------------------------------------------------------------------- collections and timing
+def add_collection_options(p: argparse.ArgumentParser, work: str, num_videos: int, video_size: int) -> None:
+    """``--manifest`` (a collection to measure on) or a synthetic one: ``--work``, ``--num-videos``,
+    ``--video-size``; :func:`collection_manifest` reads them."""
+    p.add_argument("--manifest", type=Path, help="manifest of the collection (default: generate one)")
+    p.add_argument("--work", type=Path, default=Path(work),
+                   help="where to generate the synthetic collection when --manifest is not given")
+    p.add_argument("--num-videos", type=int, default=num_videos, help="videos to generate")
+    p.add_argument("--video-size", type=int, default=video_size, help="generated videos' frame size")
+
+
+def collection_manifest(args: argparse.Namespace) -> tuple[Path, str]:
+    """The manifest :func:`add_collection_options` asked for (generated and indexed when synthetic)
+    and what it is, in words."""
+    if args.manifest:
+        return args.manifest, str(args.manifest)
+    root = synthetic_collection(args.work, num_videos=args.num_videos, size=args.video_size)
+    return root / "manifest.csv", f"synthetic: {args.num_videos} videos {args.video_size}px"
+
+
+
 def synthetic_collection(out: Path, index: bool = True, **options: Any) -> Path:
     """Generate (or complete: finished videos are kept) the synthetic collection ``options`` describe
     (:class:`data_prep.synth.SynthConfig` fields, two workers unless given) in ``out`` and index it

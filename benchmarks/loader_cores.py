@@ -94,8 +94,8 @@ def table(loading: dict[str, Any], gpu: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(loading: dict[str, Any], gpu: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    per_core, how = loader_rates(loading)
+def markdown(record: dict[str, Any]) -> str:
+    per_core, how, gpu = record["loader_clips_per_s_per_core"], record["loader_rate_kind"], record["gpu"]
     keys = [k for k in LOADERS if k in per_core]
     head = " | ".join(f"{LOADERS[k]} ({per_core[k]:.1f}/core)" for k in keys)
     md = ["Cores per GPU a loader needs to keep one H200 busy with AVID-CMA's model (r2plus1d_18_avid + "
@@ -103,15 +103,15 @@ def markdown(loading: dict[str, Any], gpu: dict[str, Any], rows: list[dict[str, 
           "`data_loading.json`; GPU rates from " + ", ".join(f"`{f}`" for f in gpu["files"]) + ".", "",
           f"| crop | GFLOP/clip | GPU rate | GPU clips/s | {head} |",
           "|---|---|---|---|" + "---|" * len(keys)]
-    for r in rows:
+    for r in record["rows"]:
         cores = " | ".join(f"{r['cores_per_gpu'][k]:.0f}" for k in keys)
         md.append(f"| {r['crop']}² | {r['gflop_per_clip']:.1f} | {r['gpu_rate']} "
                   f"| {r['gpu_clips_per_s']:.0f} | {cores} |")
     md += ["", "GFLOP/clip: forward + backward, `torch.utils.flop_counter` (multiply-add = 2). A node has "
            "12-24 cores per GPU. The loader was timed at crop 112 (decode short side 128): the 224² rows "
            "are lower bounds. With `augment_on=device` the GPU also does the augmentation (not yet measured "
-           "on a GPU).", "", f"Loader figures: `{loading['command']}` on {loading['machine']}"
-           + (f", median of {loading['repeats']} runs" if loading.get("repeats", 1) > 1 else "") + "."]
+           "on a GPU).", "", f"Loader figures: `{record['loader_source']}` on {record['loader_machine']}"
+           + (f", median of {record['loader_repeats']} runs" if record["loader_repeats"] > 1 else "") + "."]
     return "\n".join(md) + "\n"
 
 
@@ -129,9 +129,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"no GPU run of {' + '.join(MODEL)} in {args.results}/gpu_*.json: "
                          "run benchmarks/gpu/run.sh on a GPU first")
     rates, how = loader_rates(loading)
-    return {"model": " + ".join(MODEL), "mfu_assumed": MFU,
+    return {"machine": "measured loader (CPU) x measured GPU step",
+            "model": " + ".join(MODEL), "mfu_assumed": MFU,
             "loader_clips_per_s_per_core": {k: v for k, v in rates.items() if k in LOADERS},
-            "loader_rate_kind": how, "loader_source": loading["command"], "gpu": gpu,
+            "loader_rate_kind": how, "loader_source": loading["command"],
+            "loader_machine": harness.machine_text(loading), "loader_repeats": loading.get("repeats", 1),
+            "gpu": gpu,
             "rows": table(loading, gpu)}
 
 
@@ -151,12 +154,7 @@ def headline(record: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    record = {**harness.record_for(NAME, argv), "machine": "measured loader (CPU) x measured GPU step",
-              **measure(args)}
-    loading = json.loads((args.results / "data_loading.json").read_text())
-    harness.write(args.out, record, markdown(loading, record["gpu"], record["rows"]))
-    return 0
+    return harness.run(NAME, argv, parser(), measure, markdown)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from avlearn.config import load_config, to_dict
 from avlearn.localization.export import calibrate_floor
@@ -287,11 +286,7 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parser().parse_args(argv)
-    torch.set_num_threads(a.threads)
-    report = {**harness.record_for(NAME, argv), **measure(a)}
-    harness.write(a.out, report, markdown(report))
-    return 0
+    return harness.run(NAME, argv, parser(), measure, markdown)
 
 
 if __name__ == "__main__":

@@ -126,10 +126,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    record = {**harness.record_for(NAME, argv), **measure(args)}
-    harness.write(args.out, record, markdown(record))
-    return 0
+    return harness.run(NAME, argv, parser(), measure, markdown)
 
 
 if __name__ == "__main__":

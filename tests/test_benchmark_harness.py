@@ -24,22 +24,26 @@ BENCHMARKS = [*SCRIPTS, "gpu.suite"]
 SOURCES = sorted((ROOT / "benchmarks").rglob("*.py"))
 
 
+# runs each module as `python -m` does (runpy, as __main__), with --help: exits 0 after parsing
+HELP_EACH = """
+import runpy, sys
+for name in sys.argv[1:]:
+    sys.argv = [name, "--help"]
+    try:
+        runpy.run_module(f"benchmarks.{name}", run_name="__main__", alter_sys=True)
+    except SystemExit as stop:
+        assert stop.code in (0, None), (name, stop.code)
+    else:
+        raise AssertionError(f"{name} --help did not exit")
+    print("ok", name, flush=True)
+"""
+
+
 def test_every_script_runs_under_python_m() -> None:
-    """``python -m benchmarks.<name> --help`` for every script, in one interpreter (as ``-m`` runs it)."""
+    """``python -m benchmarks.<name> --help`` for every script, in one interpreter."""
     names = [*BENCHMARKS, "readme_table"]
-    code = (
-        "import runpy, sys\n"
-        f"for name in {names!r}:\n"
-        "    sys.argv = [name, '--help']\n"
-        "    try:\n"
-        "        runpy.run_module(f'benchmarks.{name}', run_name='__main__', alter_sys=True)\n"
-        "    except SystemExit as stop:\n"
-        "        assert stop.code in (0, None), (name, stop.code)\n"
-        "    else:\n"
-        "        raise AssertionError(f'{name} --help did not exit')\n"
-        "    print('ok', name, flush=True)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", HELP_EACH, *names], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ok ")] == names
 
