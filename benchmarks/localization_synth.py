@@ -321,16 +321,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_seed(args: argparse.Namespace) -> dict[str, Any]:
-    """Train (or reuse) both runs on collection seed ``args.seed`` and score every method."""
-    machine = harness.machine()
-    t0 = time.perf_counter()
-    root = make_collection(args)
-    t_data = time.perf_counter() - t0
-    exp_plain, t_plain = train(args, root, "plain", 0.0)
-    exp_loc, t_loc = train(args, root, "loc", None)
-
-    t1 = time.perf_counter()
+def score_methods(args: argparse.Namespace, root: Path, exp_plain: Path,
+                  exp_loc: Path) -> tuple[dict[str, Any], tuple[int, int], float | None, int]:
+    """Every method's scores on the test videos' middle frames; the learned localizer's grid and
+    floor; the number of test videos."""
     videos = json.loads((root / "annotations.json").read_text())["videos"]
     tests = [v for v in videos if v["split"] == "test"]
     results: dict[str, Any] = {}
@@ -350,49 +344,40 @@ def run_seed(args: argparse.Namespace) -> dict[str, Any]:
     results["random_init_posthoc"] = score_model(build_av_model(cfg.model), inp, None, items)
     grid = model_grid(loc_model, inp, learned)  # the oracle at the learned localizer's own grid
     results.update(references(tests, grid))
+    return results, grid, learned[1].floor, len(tests)
+
+
+def run_seed(args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or reuse) both runs on collection seed ``args.seed`` and score every method."""
+    machine = harness.machine()
+    t0 = time.perf_counter()
+    root = make_collection(args)
+    t_data = time.perf_counter() - t0
+    exp_plain, t_plain = train(args, root, "plain", 0.0)
+    exp_loc, t_loc = train(args, root, "loc", None)
+    t1 = time.perf_counter()
+    results, grid, floor, tests = score_methods(args, root, exp_plain, exp_loc)
     t_eval = time.perf_counter() - t1
 
     metrics = [json.loads(line) for line in (exp_loc.parent / "metrics.jsonl").read_text().splitlines()]
     start = next(m for m in metrics if m.get("event") == "start")
-    loc_cfg = load_config(PretrainConfig, exp_loc.parent / "config.yaml").localization
-    seconds = {
-        "total": t_data + t_plain + t_loc + t_eval,
-        "data": t_data,
-        "train_plain": t_plain,
-        "train_loc": t_loc,
-        "eval": t_eval,
-    }
+    loc_cfg = load_config(PretrainConfig, exp_loc.parent / "config.yaml")
+    seconds = {"total": t_data + t_plain + t_loc + t_eval, "data": t_data, "train_plain": t_plain,
+               "train_loc": t_loc, "eval": t_eval}
     data = {
         "dir": str(root.relative_to(ROOT)) if root.is_relative_to(ROOT) else root.name,
-        "seed": args.seed,
-        "generator_version": GENERATOR_VERSION,
-        "num_videos": args.num_videos,
-        "size": args.size,
-        "object_scale": args.object_scale,
-        "max_distractors": args.max_distractors,
-        "test_videos": len(tests),
+        "seed": args.seed, "generator_version": GENERATOR_VERSION, "num_videos": args.num_videos,
+        "size": args.size, "object_scale": args.object_scale, "max_distractors": args.max_distractors,
+        "test_videos": tests,
     }
     training = {
-        "config": str(CONFIG.relative_to(ROOT)),
-        "objective": args.objective,
-        "epochs": args.epochs,
-        "steps_per_epoch": start["steps_per_epoch"],
-        "batch_size": cfg.data.batch_size,
-        "num_frames": args.num_frames,
-        "fps": args.fps,
-        "size": args.size,
-        "grid": f"{grid[0]}x{grid[1]}",
-        "localization": dataclasses.asdict(loc_cfg),
-        "localizer_floor": learned[1].floor,
+        "config": str(CONFIG.relative_to(ROOT)), "objective": args.objective, "epochs": args.epochs,
+        "steps_per_epoch": start["steps_per_epoch"], "batch_size": loc_cfg.data.batch_size,
+        "num_frames": args.num_frames, "fps": args.fps, "size": args.size, "grid": f"{grid[0]}x{grid[1]}",
+        "localization": dataclasses.asdict(loc_cfg.localization), "localizer_floor": floor,
     }
-    return {
-        "machine": machine,
-        "seconds": seconds,
-        "data": data,
-        "train": training,
-        "results": results,
-        "notes": [],
-    }
+    return {"machine": machine, "seconds": seconds, "data": data, "train": training, "results": results,
+            "notes": []}
 
 
 # what issue 15 asks of the learned localizer, mean over the collection seeds: (method, metric,
