@@ -500,8 +500,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     report = {**harness.record_for(NAME, argv), **measure(args)}
-    if args.seeds:
-        del report["machine"]  # each seed's record holds it
     harness.write(args.out, report, markdown_seeds(report) if args.seeds else markdown(report))
     return 0
 
