@@ -136,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if "downstream" not in summary or "localization" not in summary:
         print(f"{args.summary}: not the summary of a full demo run (stages downstream and localize missing)")
         return 2
-    args.out.write_text(json.dumps(relative_paths(summary, args.summary.resolve().parent), indent=2) + "\n")
-    print(f"wrote {args.out}")
+    harness.write(args.out, relative_paths(summary, args.summary.resolve().parent))
     return 0
 
 
