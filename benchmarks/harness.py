@@ -7,9 +7,12 @@ A benchmark module ``benchmarks/<name>.py`` holds two functions the harness reli
 * ``headline(record) -> str``: the record's headline figures in one short line, which
   :mod:`benchmarks.readme_table` puts in the benchmark table of ``docs/benchmarks.md``.
 
-Its ``main(argv)`` parses the options (:func:`parser`), calls ``measure`` and writes the record
-with :func:`write`. Records name the module that wrote them (``"benchmark"``) and hold paths
-relative to the repository, never one machine's absolute paths.
+Its ``main(argv)`` is usually ``harness.run(NAME, argv, parser(), measure, markdown)``: parse the
+options (a :func:`parser` base), measure, and :func:`write` the record with the command and the
+machine (:func:`record_for`). Records name the module that wrote them (``"benchmark"``), which is
+how the table finds a file's headline, and hold paths relative to the repository, never one
+machine's absolute paths. A new benchmark is one file with these three functions; nothing else
+changes.
 """
 
 from __future__ import annotations
