@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from benchmarks import harness
 from benchmarks.gpu import checks, layer_bench, peaks, smoke, step_bench
 from benchmarks.gpu.report import headline as headline  # the results' headline, for readme_table
 from benchmarks.gpu.report import markdown
@@ -370,8 +371,8 @@ def device_slug(device: torch.device, dry_run: bool) -> str:
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"processor": device_name(device), "platform": platform.platform(),
-                            "cpu_count": os.cpu_count(), "load_average_at_start": list(os.getloadavg())}
+    """The harness's machine record with the device's name as the processor and, on CUDA, the GPU's facts."""
+    info: dict[str, Any] = {**harness.machine(), "processor": device_name(device)}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(cuda=True, gpu_memory_gib=round(props.total_memory / 2**30, 1),
@@ -472,7 +473,8 @@ def measure(run: Run) -> dict[str, Any]:
     for name in stages:
         run.stage(name, STAGE_FNS[name])
     run.say("done: " + ", ".join(f"{k} {v['status']}" for k, v in run.stages.items()))
-    return {"command": command, "dry_run": run.args.dry_run, "machine": machine_info(run.device),
+    return {"benchmark": "gpu.suite", "command": command, "dry_run": run.args.dry_run,
+            "machine": machine_info(run.device),
             "versions": versions(), "sizes": dataclasses.asdict(run.sizes),
             "cudnn_benchmark": run.args.cudnn_benchmark,
             "seconds": round(time.monotonic() - run.t0, 1), "stages": run.stages}
