@@ -5,8 +5,8 @@ is per core; a DataLoader with W workers scales it by about W on W free cores. E
 training request: 8 frames at 16 fps resized to 112 on the short side plus 2 s of 16 kHz mono
 audio, at a random start.
 
-    python benchmarks/decode_speed.py                       # generates a small synthetic collection
-    python benchmarks/decode_speed.py --manifest data/x/manifest.csv --clips 200
+    python -m benchmarks.decode_speed                   # generates a small synthetic collection
+    python -m benchmarks.decode_speed --manifest data/x/manifest.csv --clips 200
 
 Prints a table and writes ``benchmarks/results/decode_speed.json`` (with the command line).
 """
@@ -14,29 +14,18 @@ Prints a table and writes ``benchmarks/results/decode_speed.json`` (with the com
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import random
 import sys
 import time
-from pathlib import Path
+from typing import Any
 
 import torch
 
 from avlearn.data.decode import DECODERS, ClipSpec, decode_clip
 from avlearn.data.manifest import VideoInfo, read_manifest
+from benchmarks import harness
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _synthetic_manifest(root: Path, num_videos: int, size: int) -> list[VideoInfo]:
-    from data_prep.index import index_collection
-    from data_prep.synth import SynthConfig, generate
-
-    generate(SynthConfig(out=root, num_videos=num_videos, size=size, seed=0), progress=False)
-    index_collection([root / "videos"], root / "manifest.csv", workers=2, progress=False)
-    return read_manifest(root / "manifest.csv")  # resolves the manifest's relative paths
+NAME = "decode_speed"
 
 
 def bench(rows: list[VideoInfo], backend: str, spec: ClipSpec, clips: int, seed: int = 0) -> dict[str, float]:
@@ -56,51 +45,43 @@ def bench(rows: list[VideoInfo], backend: str, spec: ClipSpec, clips: int, seed:
     return {"clips": clips, "seconds": round(seconds, 3), "clips_per_s_per_core": round(clips / seconds, 2)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--manifest", type=Path, help="manifest of the collection (default: generate one)")
-    parser.add_argument(
-        "--work",
-        type=Path,
-        default=Path(".cache/bench_synth"),
-        help="where to generate the synthetic collection when --manifest is not given",
-    )
-    parser.add_argument("--num-videos", type=int, default=16, help="videos to generate")
-    parser.add_argument("--video-size", type=int, default=112, help="generated videos' frame size")
-    parser.add_argument("--clips", type=int, default=100, help="clips timed per backend")
-    parser.add_argument("--backends", nargs="+", default=sorted(DECODERS), choices=sorted(DECODERS))
-    parser.add_argument("--size", type=int, default=112, help="output short side")
-    parser.add_argument("--out", type=Path, default=RESULTS / "decode_speed.json")
-    args = parser.parse_args(argv)
+def parser() -> argparse.ArgumentParser:
+    p = harness.parser(__doc__, NAME)
+    harness.add_collection_options(p, ".cache/bench_synth", num_videos=16, video_size=112)
+    p.add_argument("--clips", type=int, default=100, help="clips timed per backend")
+    p.add_argument("--backends", nargs="+", default=sorted(DECODERS), choices=sorted(DECODERS))
+    p.add_argument("--size", type=int, default=112, help="output short side")
+    return p
 
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Clips/s per core of each backend on the collection (one torch thread)."""
     torch.set_num_threads(1)
-    if args.manifest:
-        rows = [r for r in read_manifest(args.manifest) if r.usable_av]
-        source = str(args.manifest)
-    else:
-        rows = _synthetic_manifest(args.work, args.num_videos, args.video_size)
-        rows = [r for r in rows if r.usable_av]
-        source = f"synthetic: {args.num_videos} videos {args.video_size}px"
+    manifest, source = harness.collection_manifest(args)
+    rows = [r for r in read_manifest(manifest) if r.usable_av]  # resolves the manifest's relative paths
     spec = ClipSpec(num_frames=8, fps=16, size=args.size, audio_seconds=2.0, sample_rate=16000)
     results = {b: bench(rows, b, spec, args.clips) for b in args.backends}
-    what = f"{args.clips} clips of 8x{args.size}px + 2 s audio; {source}"
-    print(f"{'backend':<8} {'clips/s/core':>12}  ({what})")
-    for name, r in results.items():
-        print(f"{name:<8} {r['clips_per_s_per_core']:>12.1f}")
-    record = {
-        "command": "python benchmarks/decode_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "source": source,
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread",
-        "load_average_1min_at_end": round(os.getloadavg()[0], 2),  # other work on the machine slows it
-        "spec": {"num_frames": 8, "fps": 16, "size": args.size, "audio_seconds": 2.0, "sample_rate": 16000},
-        "results": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    return 0
+    return {"source": source, "load_average_1min_at_end": harness.load_1min(),
+            "spec": {"num_frames": 8, "fps": 16, "size": args.size, "audio_seconds": 2.0,
+                     "sample_rate": 16000},
+            "results": results}
+
+
+def headline(record: dict[str, Any]) -> str:
+    spec = record["spec"]
+    figures = ", ".join(f"{name} {harness.num(r['clips_per_s_per_core'])}"
+                        for name, r in record["results"].items())
+    return f"clips/s per core ({spec['num_frames']}x{spec['size']} px + audio): {figures}"
+
+
+def markdown(record: dict[str, Any]) -> str:
+    lines = [f"{'backend':<8} {'clips/s/core':>12}  ({record['source']})"]
+    lines += [f"{name:<8} {r['clips_per_s_per_core']:>12.1f}" for name, r in record["results"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return harness.run(NAME, argv, parser(), measure, markdown)
 
 
 if __name__ == "__main__":

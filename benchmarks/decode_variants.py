@@ -16,7 +16,7 @@ process (all its threads; wall time is recorded beside it):
 * ``convert_X``: the frame conversion with a cheaper scaler (``bilinear``, ``fast_bilinear``):
   different pixels, so an option, not a default.
 
-    OMP_NUM_THREADS=1 python benchmarks/decode_variants.py --manifest .cache/bench_data_loading/manifest.csv
+    OMP_NUM_THREADS=1 python -m benchmarks.decode_variants --manifest .cache/bench_data_loading/manifest.csv
 
 Writes ``benchmarks/results/decode_variants.json`` and ``.md``.
 """
@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
-import platform
 import random
 import sys
 import time
@@ -41,8 +38,9 @@ import torch
 from avlearn.data import decode
 from avlearn.data.decode import ClipSpec, decode_clip, decode_clips, stage_times
 from avlearn.data.manifest import VideoInfo, read_manifest
+from benchmarks import harness
 
-RESULTS = Path(__file__).resolve().parent / "results"
+NAME = "decode_variants"
 SPEC = ClipSpec(num_frames=8, fps=16, size=128, audio_seconds=2.0, sample_rate=16000, uint8_frames=True)
 
 Request = tuple[str, list[float]]
@@ -143,14 +141,16 @@ def time_once(fns: dict[str, Callable[[Request], int]], reqs: list[Request]) -> 
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", type=Path, default=Path(".cache/bench_data_loading/manifest.csv"))
-    parser.add_argument("--clips", type=int, default=60, help="requests per variant and repeat")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=RESULTS / "decode_variants")
-    args = parser.parse_args(argv)
+def parser() -> argparse.ArgumentParser:
+    p = harness.parser(__doc__, NAME)
+    p.add_argument("--manifest", type=Path, default=Path(".cache/bench_data_loading/manifest.csv"))
+    p.add_argument("--clips", type=int, default=60, help="requests per variant and repeat")
+    p.add_argument("--repeats", type=int, default=3)
+    return p
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Per-stage ms per clip of each decode variant: the median of interleaved repeats."""
     torch.set_num_threads(1)
     rows = [r for r in read_manifest(args.manifest) if r.usable_av]
     fns = variants()
@@ -159,13 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = [time_once(fns, reqs) for _ in range(args.repeats)]
     median = {name: {k: float(np.median([r[name].get(k, 0.0) for r in runs])) for k in runs[0][name]}
               for name in fns}
-    load = os.getloadavg()
-    record = {
-        "command": "OMP_NUM_THREADS=1 python benchmarks/decode_variants.py "
-                   + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores; OMP_NUM_THREADS="
-                   f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, torch 1 thread",
-        "load_average_at_end": dict(zip(("1min", "5min", "15min"), (round(x, 2) for x in load), strict=True)),
+    return {
+        "load_average_at_end": dict(zip(("1min", "5min", "15min"), harness.load_average() or [0.0] * 3,
+                                        strict=True)),
         "source": str(args.manifest),
         "clip": "8 frames at 16 fps, uint8 at short side 128; 2 s of 16 kHz audio",
         "repeats": args.repeats, "requests": args.clips,
@@ -174,13 +170,24 @@ def main(argv: list[str] | None = None) -> int:
         "clips_per_s_wall": {n: round(1000 / m["wall_ms"], 1) for n, m in median.items()},
         "cores_used": {n: round(m["cpu_ms"] / m["wall_ms"], 2) for n, m in median.items()},
     }
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def headline(record: dict[str, Any]) -> str:
+    """Clips/s per core of the baseline decode and of the best variant."""
+    rates = record["clips_per_s_per_core"]
+    best = max(rates, key=lambda name: rates[name])
+    return (f"decode for augment_on=device, clips/s per core: baseline {harness.num(rates['baseline'])}, "
+            f"best {best} {harness.num(rates[best])}")
+
+
+def markdown(record: dict[str, Any]) -> str:
+    median, names = record["ms_per_clip"], list(record["ms_per_clip"])
     stages = sorted({k for m in median.values() for k in m if k.endswith(" ms")},
                     key=lambda k: -median["baseline"].get(k, 0.0))
-    names = list(median)
+    load = list(record["load_average_at_end"].values())
     md = ["Decode of one clip as `augment_on=device`'s worker does it, ms per clip (median of "
-          f"{args.repeats} interleaved runs of {args.clips} requests); `baseline` is before, the others are "
-          "one change each.", "",
+          f"{record['repeats']} interleaved runs of {record['requests']} requests); `baseline` is before, "
+          "the others are one change each.", "",
           "| stage | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for k in stages:
         cells = " | ".join(f"{median[n].get(k, 0.0):.2f}" for n in names)
@@ -188,13 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     md.append("| **wall** | " + " | ".join(f"**{median[n]['wall_ms']:.2f}**" for n in names) + " |")
     md.append("| CPU (all threads) | " + " | ".join(f"{median[n]['cpu_ms']:.2f}" for n in names) + " |")
     md.append("| cores used | " + " | ".join(f"{record['cores_used'][n]:.2f}" for n in names) + " |")
-    md.append("| clips/s per core | " + " | ".join(f"{record['clips_per_s_per_core'][n]:.1f}" for n in names)
-              + " |")
-    md += ["", f"`{record['command']}` on {record['machine']} (load average {load[0]:.2f} / {load[1]:.2f} / "
-           f"{load[2]:.2f} at the end: a shared machine); {record['source']}"]
-    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
-    return 0
+    rates = record["clips_per_s_per_core"]
+    md.append("| clips/s per core | " + " | ".join(f"{rates[n]:.1f}" for n in names) + " |")
+    md += ["", f"`{record['command']}` on {harness.machine_text(record)} (load average {load[0]:.2f} / "
+           f"{load[1]:.2f} / {load[2]:.2f} at the end: a shared machine); {record['source']}"]
+    return "\n".join(md)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return harness.run(NAME, argv, parser(), measure, markdown)
 
 
 if __name__ == "__main__":

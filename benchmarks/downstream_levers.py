@@ -1,8 +1,8 @@
 """Which pretraining levers move the frozen features' action probe? One run per lever and seed.
 
-    python benchmarks/downstream_levers.py [--levers base e120] [--seeds 0] [--threads 1] [--merge]
+    python -m benchmarks.downstream_levers [--levers base e120] [--seeds 0] [--threads 1] [--merge]
 
-Each lever is a set of overrides on top of ``benchmarks/downstream_synth.py``'s pretraining (same
+Each lever is a set of overrides on top of :mod:`benchmarks.downstream_synth`'s pretraining (same
 collection per seed, train split without labels, InfoNCE, 60 epochs x 2 clips, same-video shifted
 audio as extra negatives). For each run: the linear probes of ``downstream_synth.py`` (layer3 +
 layer4, averaged; 3 test clips per video) on actions and object classes, and the same probes on
@@ -17,17 +17,18 @@ Writes ``benchmarks/results/downstream_levers.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import downstream_synth as ds  # the script folder is on the path when run as a script
 import numpy as np
-import torch
-from lever_reports import add_lever_arguments, merged_levers, previous_reports, write_report
+
+from benchmarks import downstream_synth as ds
+from benchmarks import harness
+from benchmarks.lever_reports import lever_parser, merged_levers, previous_reports, wanted
+
+NAME = "downstream_levers"
 
 # slug: (what, overrides on top of the benchmark's pretraining, seeds)
 LEVERS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
@@ -58,8 +59,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"Command: `{report['command']}`  ",
              *([f"Rows merged from the reports of: {'; '.join(f'`{c}`' for c in report['merged'])}  "]
                if report.get("merged") else []),
-             f"Machine: {report['machine']}; {report['seconds']:.0f} s (reused runs cost only their "
-             "probes)", "",
+             f"Machine: {harness.machine_text(report, with_load=False)}; {report['seconds']:.0f} s (reused "
+             "runs cost only their probes)", "",
              "Video-level top-1 (%) on each seed's 48 test videos (one video is 2.1 points; 6 actions, "
              "8 object classes). Random: the same probe on random-init features of that seed. Goal "
              "(issue 15): the action probe on AV features >= 30 points above random.", "",
@@ -83,13 +84,21 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_lever_arguments(p, LEVERS, ds.ROOT / "benchmarks" / "results" / "downstream_levers",
-                        "runs probed now")
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def headline(report: dict[str, Any]) -> str:
+    """The mean action-probe gap (AV - random, points) of each lever, over its seeds."""
+    parts = []
+    for slug, runs in report["levers"].items():
+        gaps = [100 * (r["action"] - report["random"][seed]["action"]) for seed, r in runs.items()]
+        parts.append(f"{slug} {harness.mean(gaps):+.1f} ({len(gaps)} seed{'s' if len(gaps) > 1 else ''})")
+    return "action probe, AV - random init, mean points per lever: " + ", ".join(parts)
+
+
+def parser() -> argparse.ArgumentParser:
+    return lever_parser(__doc__, NAME, LEVERS, "runs probed now")
+
+
+def measure(a: argparse.Namespace) -> dict[str, Any]:
+    """Pretrain (or reuse) each lever's run per seed and probe it and random-init features."""
     t0 = time.perf_counter()
     random: dict[str, dict[str, float]] = {}
     merged, previous = previous_reports(a.merge, Path(a.out))
@@ -99,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     fresh_random: set[str] = set()  # seeds whose random-init probe ran in this process
     for slug in a.levers:
         levers.setdefault(slug, {})
-        for seed in LEVERS[slug][2]:
-            if a.seeds is not None and seed not in a.seeds:
-                continue
+        for seed in (s for s in LEVERS[slug][2] if wanted(s, a.seeds)):
             ds.use_seed(seed)
             found = ds.manifests(ds.collection())
             run, seconds = lever_run(slug, found["train"])
@@ -111,12 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                 fresh_random.add(str(seed))
             print(slug, seed, levers[slug][str(seed)], flush=True)
     levers = {slug: runs for slug, runs in levers.items() if runs}  # a lever none of whose seeds ran
-    args = argv if argv is not None else sys.argv[1:]
-    command = " ".join(["python", "benchmarks/downstream_levers.py", *args])
-    report = {
-        "command": command,
+    return {
         "merged": merged,  # the commands of the reports whose rows this one started from
-        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__} ({a.threads} threads)",
         "seconds": time.perf_counter() - t0,
         "levers": levers,
         "random": random,
@@ -124,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                      for slug, runs in levers.items() if runs},
         "definitions": {k: {"what": v[0], "overrides": v[1], "seeds": v[2]} for k, v in LEVERS.items()},
     }
-    write_report(Path(a.out), report, markdown(report))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return harness.run(NAME, argv, parser(), measure, markdown, log=True)
 
 
 if __name__ == "__main__":

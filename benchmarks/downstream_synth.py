@@ -1,6 +1,8 @@
 """Downstream benchmark on the synthetic collection: does audio-visual pretraining help actions?
 
-    .venv/bin/python benchmarks/downstream_synth.py [--quick] [--out benchmarks/results]
+    python -m benchmarks.downstream_synth [--quick] [--objective NAME] [--seed N]
+    python -m benchmarks.downstream_synth --investigate --reuse     # other action probes of the run
+    python -m benchmarks.downstream_synth --summarize downstream_synth downstream_synth_seed1
 
 1. Generate (once per ``--seed N``, default 0, cached in ``.cache/downstream_synth/seed<N>/synth``)
    240 videos of 3 s at 64 px with **no silent distractors** (``max_distractors=0``,
@@ -15,7 +17,7 @@
    features, fine-tuning with 10 % / 100 % of the action labels from AV init vs scratch (equal
    steps: the 10 % runs draw 10 clips per video per epoch), and held-out retrieval recall.
 
-Writes ``OUT/downstream_synth.json`` and ``OUT/downstream_synth.md`` (machine, command, run time).
+Writes ``benchmarks/results/downstream_synth.json`` and ``.md`` (machine, command, run time).
 Imports the library's commands; it copies none of their code.
 """
 
@@ -25,25 +27,24 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import torch  # noqa: E402
+from avlearn.config import load_config
+from avlearn.eval.retrieval_cli import evaluate as evaluate_retrieval
+from avlearn.objectives import OBJECTIVES
+from avlearn.train.finetune import FinetuneConfig, finetune
+from avlearn.train.linear_probe import ProbeConfig, linear_probe
+from benchmarks import harness
+from benchmarks.harness import ROOT
+from data_prep.synth import GENERATOR_VERSION
 
-from avlearn.config import load_config  # noqa: E402
-from avlearn.eval.retrieval_cli import evaluate as evaluate_retrieval  # noqa: E402
-from avlearn.train.finetune import FinetuneConfig, finetune  # noqa: E402
-from avlearn.train.linear_probe import ProbeConfig, linear_probe  # noqa: E402
-from data_prep.synth import GENERATOR_VERSION  # noqa: E402
-
-CACHE_ROOT = ROOT / ".cache" / "downstream_synth"
+NAME = "downstream_synth"
+CACHE_ROOT = harness.CACHE / NAME
 # set by main() for --seed: every cached file (collection, manifests, runs) lives under seed<N>/
 CACHE = CACHE_ROOT / "seed0"
 COLLECTION = CACHE / "synth"
@@ -65,11 +66,9 @@ CLIP = ["data.decode_size=40", "data.video_aug.size=32", "data.num_frames=8", "d
 
 
 def collection() -> Path:
-    from data_prep.synth import SynthConfig, generate
-
-    generate(SynthConfig(out=COLLECTION, num_videos=240, seed=SEED, duration=3.0, size=64, workers=2,
-                         max_distractors=0, object_scale=0.4), progress=False)
-    return COLLECTION
+    """This seed's collection (made once; the splits' manifests come from :func:`manifests`)."""
+    return harness.synthetic_collection(COLLECTION, index=False, num_videos=240, seed=SEED, duration=3.0,
+                                        size=64, max_distractors=0, object_scale=0.4)
 
 
 def manifests(root: Path) -> dict[str, Path]:
@@ -140,6 +139,7 @@ def pretrain(train_manifest: Path, epochs: int, reuse: bool = False, clips: int 
 
 QUICK = {"pretrain_epochs": 12, "pretrain_clips": 2, "finetune_epochs": 3, "finetune_clips": 4,
          "test_clips": 2}
+# How the report names an objective of the registry (with synth_cpu.yaml's settings); others by name.
 OBJECTIVE_NAMES = {"infonce": "InfoNCE", "vicreg": "cross-modal VICReg (25/25/1, expanders 256-256)"}
 DEFAULT_FEATURES = ("features.stages=[layer3,layer4]", "features.pool=avg")
 # The few-label recipe (benchmarks/finetune_levers.py): the classifier starts from a linear probe of
@@ -198,29 +198,31 @@ VARIANTS = {
 }
 
 
-def investigate(out: Path, test_clips: int, run: Path, name: str, command: str) -> int:
-    """Action probes of the pretraining run ``run`` with other pooling / clip lengths; writes
-    ``OUT/NAME.actions.{json,md}``."""
+def measure_actions(args: argparse.Namespace) -> dict[str, Any]:
+    """Action probes of this setting's pretraining run (reused, else trained) with other pooling and
+    clip lengths: AV-pretrained vs random features, video top-1 per variant."""
+    found = manifests(collection())
+    run, _ = pretrain(found["train"], args.pretrain_epochs, True, args.pretrain_clips, args.shifted_audio,
+                      args.objective)
     t0 = time.perf_counter()
-    rows, results = [], {}
+    results = {}
     for i, (what, extra) in enumerate(VARIANTS.items()):
-        pair = {name: probe(init, f"variant{i}_{name}", "action", None, test_clips, extra)["video_top1"]
-                for name, init in (("av", str(run)), ("random", "scratch"))}
-        results[what] = pair
-        rows.append(f"| {what} | {_pct(pair['av'])} | {_pct(pair['random'])} |")
-    total = round(time.perf_counter() - t0, 1)
-    (out / f"{name}.actions.json").write_text(json.dumps(
-        {"command": command, "seed": SEED, "run": relative_paths(str(run)), "run_seconds": total,
-         "action_video_top1": results}, indent=2))
-    lines = ["# Action linear probes: AV-pretrained vs random features, other pooling", "",
-             f"Command: `{command}` (reuses the benchmark's pretraining run of these settings, "
-             f"`{relative_paths(str(run))}`). Run time: {total:.0f} s.",
-             f"Video-level top-1 (%) on collection seed {SEED}'s 48 test videos, 6 actions (chance 16.7 %).",
-             "",
-             "| features | AV-pretrained | random init |", "|---|---:|---:|", *rows]
-    (out / f"{name}.actions.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+        results[what] = {name: probe(init, f"variant{i}_{name}", "action", None, args.test_clips, extra)[
+            "video_top1"] for name, init in (("av", str(run)), ("random", "scratch"))}
+    return {"seed": SEED, "run": str(run), "run_seconds": round(time.perf_counter() - t0, 1),
+            "action_video_top1": results}
+
+
+def actions_markdown(record: dict[str, Any]) -> str:
+    rows = [f"| {what} | {_pct(pair['av'])} | {_pct(pair['random'])} |"
+            for what, pair in record["action_video_top1"].items()]
+    return "\n".join([
+        "# Action linear probes: AV-pretrained vs random features, other pooling", "",
+        f"Command: `{record['command']}` (reuses the benchmark's pretraining run of these settings, "
+        f"`{harness.relative_paths(record['run'])}`). Run time: {record['run_seconds']:.0f} s.",
+        f"Video-level top-1 (%) on collection seed {record['seed']}'s 48 test videos, 6 actions (chance "
+        "16.7 %).", "",
+        "| features | AV-pretrained | random init |", "|---|---:|---:|", *rows])
 
 
 def reading(probes: dict[str, Any], tunes: dict[str, Any], retrieval: dict[str, Any]) -> list[str]:
@@ -308,12 +310,8 @@ GOALS = [
 ]
 
 
-def summarize(out: Path, names: list[str]) -> int:
-    """One report over several seeds' results files (``OUT/NAME.json``): mean, spread, each seed."""
-    import numpy as np
-
-    runs = [json.loads((out / f"{name}.json").read_text()) for name in names]
-    seeds = [r["setup"]["seed"] for r in runs]
+def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """The means over several seeds' records (results files ``names``), their spread and the goals."""
     table: dict[str, dict[str, Any]] = {}
     for label, section, key in SUMMARY_ROWS:
         values = [100 * float(r[section][key]["video_top1"]) for r in runs]
@@ -329,45 +327,39 @@ def summarize(out: Path, names: list[str]) -> int:
         gap = table[av]["mean"] - table[base]["mean"]
         gaps = [a - b for a, b in zip(table[av]["values"], table[base]["values"], strict=True)]
         goals.append({"goal": what, "gap_mean": gap, "gaps": gaps, "met": gap >= points})
-    command = "python benchmarks/downstream_synth.py --summarize " + " ".join(names)
-    report = {"command": command, "seeds": seeds, "files": [f"{name}.json" for name in names],
-              "run_seconds": [r["run_seconds"] for r in runs], "table": table, "goals": goals}
-    (out / "downstream_synth_seeds.json").write_text(json.dumps(report, indent=2) + "\n")
+    return {"seeds": [r["setup"]["seed"] for r in runs], "files": [f"{name}.json" for name in names],
+            "run_seconds": [r["run_seconds"] for r in runs], "table": table, "goals": goals}
+
+
+def seeds_markdown(report: dict[str, Any]) -> str:
     lines = ["# Downstream evaluation on the synthetic collection: several collection seeds", "",
-             f"Command: `{command}` (after one run per seed; each file holds its own command and machine)  ",
-             f"Seeds: {', '.join(map(str, seeds))}; run times "
+             f"Command: `{report['command']}` (after one run per seed; each file holds its own command and "
+             "machine)  ",
+             f"Seeds: {', '.join(map(str, report['seeds']))}; run times "
              + ", ".join(f"{t:.0f} s" for t in report["run_seconds"]) + ".", "",
              "Video-level top-1 (%) on each seed's 48 test videos (one video is 2.1 points); mean +- "
              "standard deviation over the seeds, each seed's figure in brackets (seed order).", "",
              "| evaluation | mean +- std | per seed |", "|---|---:|---|"]
-    for row in table.values():
+    for row in report["table"].values():
         lines.append(f"| {row['label']} | {row['mean']:.1f} +- {row['std']:.1f} | "
                      + " / ".join(f"{v:.1f}" for v in row["values"]) + " |")
     lines += ["", "Goals (issue 15), on the means:", ""]
-    for g in goals:
+    for g in report["goals"]:
         lines.append(f"- {g['goal']}: {g['gap_mean']:+.1f} points (per seed "
                      + " / ".join(f"{v:+.1f}" for v in g["gaps"]) + f"): {'met' if g['met'] else 'NOT met'}")
-    (out / "downstream_synth_seeds.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines)
 
 
-def relative_paths(x: Any, root: Path = ROOT) -> Any:
-    """``x`` with every path under ``root`` written relative to it (results hold no machine's paths)."""
-    if isinstance(x, dict):
-        return {k: relative_paths(v, root) for k, v in x.items()}
-    if isinstance(x, list):
-        return [relative_paths(v, root) for v in x]
-    return x.replace(f"{root}/", "") if isinstance(x, str) else x
+relative_paths = harness.relative_paths
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+def parser() -> argparse.ArgumentParser:
+    p = harness.parser(__doc__, NAME, out=harness.RESULTS)
+    p.set_defaults(out=harness.RESULTS)  # here a folder: OUT/NAME.json, OUT/NAME.md
     # 240 epochs (5040 steps): the action probe's gap over random features grew with the budget on
     # every seed, mean +18.8 (seed 0 only) at 60 epochs, +27.1 at 120, +38.9 at 240 over seeds 0-2
     # (benchmarks/results/downstream_levers.md); 30 epochs had given 39.6 % on seed 0
@@ -381,12 +373,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-clips", type=int, default=8,
                    help="clips per labelled video per fine-tuning epoch at 100 %% of the labels")
     p.add_argument("--test-clips", type=int, default=3)
-    p.add_argument("--objective", default="infonce", choices=["infonce", "vicreg"],
-                   help="pretraining objective (objective.name; each with synth_cpu.yaml's other settings)")
+    p.add_argument("--objective", default="infonce", choices=list(OBJECTIVES),
+                   help="pretraining objective, a name of avlearn.objectives.OBJECTIVES (objective.name; "
+                        "each with synth_cpu.yaml's other settings)")
     p.add_argument("--seed", type=int, default=0,
                    help="collection seed, also the seed of every training run and of clip sampling; "
                         "each seed caches under .cache/downstream_synth/seed<N>/")
-    p.add_argument("--name", default="downstream_synth",
+    p.add_argument("--name", default=NAME,
                    help="results file stem under --out (with --seed N != 0: NAME_seedN)")
     p.add_argument("--reuse", action="store_true",
                    help="reuse finished pretraining (its time from its log) and fine-tuning runs of the same "
@@ -400,51 +393,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="a ~10x smaller budget for comparisons (pretraining 12 epochs x 2 clips, "
                         "fine-tuning 3 epochs x 4 clips, 2 test clips); explicit options still apply")
-    args = p.parse_args(argv)
-    if args.summarize:
-        return summarize(Path(args.out), args.summarize)
-    if args.quick:
-        for key, value in QUICK.items():
-            if getattr(args, key) == p.get_default(key):
-                setattr(args, key, value)
-    use_seed(args.seed)
-    if args.seed != 0 and args.name == p.get_default("name"):
-        args.name = f"{args.name}_seed{args.seed}"
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.investigate:
-        found = manifests(collection())
-        run, _ = pretrain(found["train"], args.pretrain_epochs, True, args.pretrain_clips, args.shifted_audio,
-                          args.objective)
-        given = argv if argv is not None else sys.argv[1:]
-        command = " ".join(["python", "benchmarks/downstream_synth.py", *given])
-        return investigate(Path(args.out), args.test_clips, run, args.name, command)
-    times: dict[str, float] = {}
+    return p
 
-    def lap(name: str, start: float) -> None:
-        times[name] = round(time.perf_counter() - start, 1)
 
-    t = time.perf_counter()
-    root = collection()
-    found = manifests(root)
-    lap("collection", t)
-    run, times["pretrain"] = pretrain(found["train"], args.pretrain_epochs, args.reuse, args.pretrain_clips,
-                                      args.shifted_audio, args.objective)
-    av = str(run)
+def _brief(r: dict[str, Any]) -> dict[str, Any]:
+    keep = ("video_top1", "video_top5", "clip_top1", "mean_class_accuracy", "train_videos", "test_videos",
+            "steps", "train_clip_top1", "feature_dim", "per_class")
+    return {k: r[k] for k in keep if k in r}
 
-    t = time.perf_counter()
-    retrieval = {name: evaluate_retrieval(init, str(found["test"]), str(run / "config.yaml"))
-                 for name, init in (("av", av), ("random", "scratch"))}
-    lap("retrieval", t)
 
-    t = time.perf_counter()
-    probes = {}
-    for name, init in (("av", av), ("random", "scratch")):
-        probes[f"{name}_action"] = probe(init, f"{name}_action", "action", None, args.test_clips)
-        probes[f"{name}_object"] = probe(init, f"{name}_object", "object", CACHE / "probe" / f"{name}_action",
-                                         args.test_clips)
-    lap("probes", t)
-
-    t = time.perf_counter()
+def _tunes(av: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Fine-tuning from ``av`` and from scratch: 10 % and 100 % of the labels, then the few-label recipe."""
     tunes = {}
     for fraction in (0.1, 1.0):
         for name, init in (("av", av), ("scratch", "scratch")):
@@ -455,77 +414,92 @@ def main(argv: list[str] | None = None) -> int:
         key = f"{name}_10pct_lpft"
         tunes[key] = tune(init, key, 0.1, args.finetune_epochs, args.test_clips, args.finetune_clips,
                           (*FEW_LABEL, f"data.clips_per_video={args.finetune_clips}"), reuse=args.reuse)
-    lap("finetune", t)
-    times["finetune"] += sum(round(r["train_seconds"] + r.get("eval_seconds", 0.0), 1)
-                             for r in tunes.values() if r.get("reused"))
-    total = round(sum(times.values()), 1)  # a reused run counts with its logged time
+    return tunes
 
-    script = Path(sys.argv[0])
-    script_name = str(script.relative_to(ROOT)) if script.is_absolute() else str(script)
-    command = "python " + " ".join([script_name, *(argv or sys.argv[1:])])
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "torch": torch.__version__,
-               "torch_threads": torch.get_num_threads(),
-               "cuda": torch.cuda.is_available()}
 
-    def brief(r: dict[str, Any]) -> dict[str, Any]:
-        keep = ("video_top1", "video_top5", "clip_top1", "mean_class_accuracy", "train_videos", "test_videos",
-                "steps", "train_clip_top1", "feature_dim", "per_class")
-        return {k: r[k] for k in keep if k in r}
-
-    results = {
-        "command": command, "machine": machine, "run_seconds": total, "stage_seconds": times,
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Pretrain (or reuse), then retrieval, linear probes and fine-tuning, AV init vs random / scratch."""
+    laps = harness.Laps()
+    with laps("collection"):
+        found = manifests(collection())
+    run, pretrain_seconds = pretrain(found["train"], args.pretrain_epochs, args.reuse, args.pretrain_clips,
+                                     args.shifted_audio, args.objective)
+    av = str(run)
+    with laps("retrieval"):
+        retrieval = {name: evaluate_retrieval(init, str(found["test"]), str(run / "config.yaml"))
+                     for name, init in (("av", av), ("random", "scratch"))}
+    with laps("probes"):
+        probes = {}
+        for name, init in (("av", av), ("random", "scratch")):
+            probes[f"{name}_action"] = probe(init, f"{name}_action", "action", None, args.test_clips)
+            probes[f"{name}_object"] = probe(init, f"{name}_object", "object",
+                                             CACHE / "probe" / f"{name}_action", args.test_clips)
+    with laps("finetune"):
+        tunes = _tunes(av, args)
+    reused = sum(round(r["train_seconds"] + r.get("eval_seconds", 0.0), 1) for r in tunes.values()
+                 if r.get("reused"))
+    times = {"collection": laps.seconds["collection"], "pretrain": pretrain_seconds,
+             "retrieval": laps.seconds["retrieval"], "probes": laps.seconds["probes"],
+             "finetune": laps.seconds["finetune"] + reused}
+    return {
+        "run_seconds": round(sum(times.values()), 1),  # a reused run counts with its logged time
+        "stage_seconds": times,
         "setup": {"seed": args.seed, "generator_version": GENERATOR_VERSION, "videos": 240, "size": 64,
-                  "duration_s": 3.0, "max_distractors": 0,
-                  "object_scale": 0.4,
+                  "duration_s": 3.0, "max_distractors": 0, "object_scale": 0.4,
                   "crop": 32, "frames": 8, "fps": 8, "pretrain_epochs": args.pretrain_epochs,
                   "pretrain_clips_per_video": args.pretrain_clips, "shifted_audio": args.shifted_audio,
                   "objective": args.objective,
                   "finetune_epochs": args.finetune_epochs, "finetune_clips_per_video": args.finetune_clips,
                   "test_clips_per_video": args.test_clips},
         "retrieval": retrieval,
-        "linear_probe": {k: brief(v) for k, v in probes.items()},
-        "finetune": {k: brief(v) for k, v in tunes.items()},
+        "linear_probe": {k: _brief(v) for k, v in probes.items()},
+        "finetune": {k: _brief(v) for k, v in tunes.items()},
     }
-    results = relative_paths(results)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(results, indent=2))
-    chance = 100 / 6
+
+
+def _setup_text(s: dict[str, Any]) -> str:
+    """The collection, pretraining and fine-tuning settings of a record, in words."""
+    return (
+        f"240 videos (synthetic generator version {s['generator_version']}, collection seed "
+        f"{s['seed']}; 3 s, 64 px, no silent distractors), 168 train / 48 test; 32 px crops, "
+        f"8 frames at 8 fps (1 s, as the audio). Pretraining: "
+        f"{OBJECTIVE_NAMES.get(s['objective'], s['objective'])}, {s['pretrain_epochs']} epochs x "
+        f"{s['pretrain_clips_per_video']} clips per video on the unlabelled train split"
+        + (f", same-video audio >= {s['shifted_audio']:g} s away as extra negatives (data.shifted_audio)"
+           if s["shifted_audio"] > 0 else "")
+        + f". Fine-tuning: {s['finetune_epochs']} epochs x {s['finetune_clips_per_video']} clips per "
+        "labelled video (x10 with 10 % of the labels: equal steps; AVID's recipe: a random classifier "
+        "trained alone for the first epoch, one learning rate). The few-label recipe (10 % of the labels): "
+        "the classifier starts from a linear probe of the frozen embeddings (LP-FT), the encoder at 0.1 x "
+        f"the learning rate, {s['finetune_clips_per_video']} clips per labelled video (a tenth of the "
+        "steps), the same for both starts. Test accuracy is video-level top-1 "
+        f"(%, {s['test_clips_per_video']} clips per video); chance {100 / 6:.1f} % (6 actions) / 12.5 % "
+        "(8 object classes).")
+
+
+def markdown(record: dict[str, Any]) -> str:
+    probes, tunes, retrieval = record["linear_probe"], record["finetune"], record["retrieval"]
+    machine, times = record["machine"], record["stage_seconds"]
+
+    def row(what: str, labels: str, table: dict[str, Any], av: str, base: str) -> str:
+        return f"| {what} | {labels} | {_pct(table[av]['video_top1'])} | {_pct(table[base]['video_top1'])} |"
+
     lines = [
         "# Downstream evaluation on the synthetic collection", "",
-        f"Command: `{command}`  ",
+        f"Command: `{record['command']}`  ",
         f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, torch {machine['torch']} "
         f"({machine['torch_threads']} threads), CUDA {machine['cuda']}  ",
-        f"Run time: {total:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + ")", "",
-        f"240 videos (synthetic generator version {GENERATOR_VERSION}, collection seed "
-        f"{results['setup']['seed']}; 3 s, 64 px, no silent distractors), 168 train / 48 test; 32 px crops, "
-        f"8 frames at 8 fps (1 s, as the audio). Pretraining: {OBJECTIVE_NAMES[args.objective]}, "
-        f"{args.pretrain_epochs} epochs x "
-        f"{args.pretrain_clips} clips per video on the unlabelled train split"
-        + (f", same-video audio >= {args.shifted_audio:g} s away as extra negatives (data.shifted_audio)"
-           if args.shifted_audio > 0 else "")
-        + f". Fine-tuning: {args.finetune_epochs} epochs x {args.finetune_clips} clips per labelled video "
-        "(x10 with 10 % of the labels: equal steps; AVID's recipe: a random classifier trained alone for "
-        "the first epoch, one learning rate). The few-label recipe (10 % of the labels): the classifier "
-        "starts from a linear probe of the frozen embeddings (LP-FT), the encoder at 0.1 x the learning "
-        f"rate, {args.finetune_clips} clips per labelled video (a tenth of the steps), the same for both "
-        "starts. Test accuracy is video-level top-1 "
-        f"(%, {args.test_clips} clips per video); chance "
-        f"{chance:.1f} % (6 actions) / 12.5 % (8 object classes).", "",
+        f"Run time: {record['run_seconds']:.0f} s ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + ")", "",
+        _setup_text(record["setup"]), "",
         "| evaluation | labels | AV-pretrained | random init / scratch |", "|---|---|---:|---:|",
-        f"| linear probe (layer3+layer4 avg) | action, 100 % | {_pct(probes['av_action']['video_top1'])} "
-        f"| {_pct(probes['random_action']['video_top1'])} |",
-        "| linear probe (layer3+layer4 avg) | object class, 100 % | "
-        f"{_pct(probes['av_object']['video_top1'])} "
-        f"| {_pct(probes['random_object']['video_top1'])} |",
-        f"| fine-tune | action, 10 % | {_pct(tunes['av_10pct']['video_top1'])} "
-        f"| {_pct(tunes['scratch_10pct']['video_top1'])} |",
-        f"| fine-tune | action, 100 % | {_pct(tunes['av_100pct']['video_top1'])} "
-        f"| {_pct(tunes['scratch_100pct']['video_top1'])} |",
-        f"| fine-tune, few-label recipe (LP-FT, encoder lr x 0.1, {args.finetune_clips} clips per video) | "
-        f"action, 10 % | {_pct(tunes['av_10pct_lpft']['video_top1'])} "
-        f"| {_pct(tunes['scratch_10pct_lpft']['video_top1'])} |",
+        row("linear probe (layer3+layer4 avg)", "action, 100 %", probes, "av_action", "random_action"),
+        row("linear probe (layer3+layer4 avg)", "object class, 100 %", probes, "av_object", "random_object"),
+        row("fine-tune", "action, 10 %", tunes, "av_10pct", "scratch_10pct"),
+        row("fine-tune", "action, 100 %", tunes, "av_100pct", "scratch_100pct"),
+        row(f"fine-tune, few-label recipe (LP-FT, encoder lr x 0.1, "
+            f"{record['setup']['finetune_clips_per_video']} clips per video)", "action, 10 %", tunes,
+            "av_10pct_lpft", "scratch_10pct_lpft"),
         "", "| retrieval (48 test clips) | v2a R@1 | v2a R@5 | v2a R@10 | a2v R@1 | a2v R@5 | a2v R@10 |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -534,8 +508,56 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Reading (computed from the figures above):", "",
               *[f"- {line}" for line in reading(probes, tunes, retrieval)]]
-    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n" + NOTES)
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n" + NOTES
+
+
+def headline(record: dict[str, Any]) -> str:
+    """Action probe and few-label fine-tuning, AV init vs random / scratch (any of the three records)."""
+    if "action_video_top1" in record:  # --investigate
+        best = max(record["action_video_top1"].values(), key=lambda r: r["av"] - r["random"])
+        return (f"action probe variants, seed {record.get('seed', 0)}: best AV {harness.pct(best['av'])} vs "
+                f"random {harness.pct(best['random'])}")
+    if "table" in record:  # --summarize
+        t = record["table"]
+        met = sum(g["met"] for g in record["goals"])
+        return (f"{len(record['seeds'])} seeds, mean top-1 AV vs random / scratch: action probe "
+                f"{t['av_action']['mean']:.1f} vs {t['random_action']['mean']:.1f}, fine-tune 10 % "
+                f"{t['av_10pct']['mean']:.1f} vs {t['scratch_10pct']['mean']:.1f}; goals met "
+                f"{met} of {len(record['goals'])}")
+    lp, ft = record["linear_probe"], record["finetune"]
+    objective = record["setup"].get("objective", "infonce")
+    recipe = "_lpft" if "av_10pct_lpft" in ft else ""  # the few-label recipe, where it was measured
+    return (f"{objective}, {record['setup']['pretrain_epochs']} epochs, top-1 AV vs random / scratch: "
+            f"action probe {harness.pct(lp['av_action']['video_top1'])} vs "
+            f"{harness.pct(lp['random_action']['video_top1'])}, fine-tune 10 %{' (LP-FT)' if recipe else ''} "
+            f"{harness.pct(ft[f'av_10pct{recipe}']['video_top1'])} vs "
+            f"{harness.pct(ft[f'scratch_10pct{recipe}']['video_top1'])}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    head = harness.record_for(NAME, argv)
+    if args.summarize:
+        runs = [json.loads((out / f"{name}.json").read_text()) for name in args.summarize]
+        report = {**head, **summarize(runs, args.summarize)}
+        harness.write(out / "downstream_synth_seeds", report, seeds_markdown(report))
+        return 0
+    if args.quick:
+        for key, value in QUICK.items():
+            if getattr(args, key) == p.get_default(key):
+                setattr(args, key, value)
+    use_seed(args.seed)
+    if args.seed != 0 and args.name == p.get_default("name"):
+        args.name = f"{args.name}_seed{args.seed}"
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.investigate:
+        record = {**head, **measure_actions(args)}
+        harness.write(out / f"{args.name}.actions", record, actions_markdown(record))
+        return 0
+    record = {**head, **measure(args)}
+    harness.write(out / args.name, record, markdown(record))
     return 0
 
 

@@ -1,8 +1,8 @@
 """Which fine-tuning levers move few-label action accuracy? AV init vs scratch, one run per lever and seed.
 
-    python benchmarks/finetune_levers.py [--levers base lp5] [--seeds 0 1 2] [--fraction 0.1] [--merge]
+    python -m benchmarks.finetune_levers [--levers base lp5] [--seeds 0 1 2] [--fraction 0.1] [--merge]
 
-Each lever is a set of overrides on top of ``benchmarks/downstream_synth.py``'s fine-tuning (15 epochs,
+Each lever is a set of overrides on top of :mod:`benchmarks.downstream_synth`'s fine-tuning (15 epochs,
 8 clips per video per epoch at 100 % of the labels, equal steps at every label fraction) from that
 benchmark's pretraining run of the seed (240 epochs, reused from its cache when there, else trained).
 Every lever runs from the AV init *and* from scratch, so each start gets the same recipe and steps;
@@ -17,17 +17,18 @@ Writes ``benchmarks/results/finetune_levers.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import downstream_synth as ds  # the script folder is on the path when run as a script
 import numpy as np
-import torch
-from lever_reports import add_lever_arguments, merged_levers, previous_reports, write_report
+
+from benchmarks import downstream_synth as ds
+from benchmarks import harness
+from benchmarks.lever_reports import lever_parser, merged_levers, previous_reports, wanted
+
+NAME = "finetune_levers"
 
 GOAL = 15.0  # points above scratch with 10 % of the labels (issue 15)
 ALL = (0, 1, 2)
@@ -103,7 +104,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"Command: `{report['command']}`  ",
              *([f"Rows merged from the reports of: {'; '.join(f'`{c}`' for c in report['merged'])}  "]
                if report.get("merged") else []),
-             f"Machine: {report['machine']}; this command {report['seconds']:.0f} s, reusing finished runs "
+             f"Machine: {harness.machine_text(report, with_load=False)}; this command "
+             f"{report['seconds']:.0f} s, reusing finished runs "
              f"of the same config; the fine-tuning runs' own training time {trained:.0f} s", "",
              "Video-level top-1 (%) on each seed's 48 test videos (one video is 2.1 points; 6 actions, "
              "chance 16.7 %). Both starts get the lever's recipe and the same steps. Gap to best scratch: "
@@ -161,22 +163,30 @@ def pooled_lines(report: dict[str, Any], g: dict[str, dict[str, dict[str, float]
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_lever_arguments(p, LEVERS, ds.ROOT / "benchmarks" / "results" / "finetune_levers", "runs made now")
+def headline(report: dict[str, Any]) -> str:
+    """The mean gap to scratch (points) of AVID's recipe and of the best lever, over three seeds or more."""
+    means = {slug: harness.mean([v["same"] for v in per_seed.values()])
+             for slug, per_seed in report["gaps"].items() if len(per_seed) >= 3 and "_draw" not in slug}
+    best = max(means, key=lambda slug: means[slug])
+    return (f"{round(100 * report['fraction'])} % of the action labels, AV init - scratch, mean points: "
+            f"base {means['base']:+.1f}, best {best} {means[best]:+.1f}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = lever_parser(__doc__, NAME, LEVERS, "runs made now")
     p.add_argument("--fraction", type=float, default=0.1, help="fraction of the labelled training videos")
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return p
+
+
+def measure(a: argparse.Namespace) -> dict[str, Any]:
+    """Fine-tune each lever from the seed's pretraining run and from scratch; the gaps between them."""
     t0 = time.perf_counter()
     merged, previous = previous_reports(a.merge, Path(a.out))
     for earlier in previous:
         if earlier["fraction"] != a.fraction:
             raise SystemExit(f"--merge: a report of {earlier['fraction']} of the labels, not {a.fraction}")
     levers = merged_levers(previous)
-    for seed in sorted({s for slug in a.levers for s in LEVERS[slug][2]}):
-        if a.seeds is not None and seed not in a.seeds:
-            continue
+    for seed in sorted({s for slug in a.levers for s in LEVERS[slug][2] if wanted(s, a.seeds)}):
         ds.use_seed(seed)
         found = ds.manifests(ds.collection())
         run, _ = ds.pretrain(found["train"], 240, reuse=True)
@@ -184,19 +194,19 @@ def main(argv: list[str] | None = None) -> int:
             runs = {init: tune(slug, init, run, a.fraction) for init in INITS}
             levers.setdefault(slug, {})[str(seed)] = runs
             print(slug, seed, levers[slug][str(seed)], flush=True)
-    args = argv if argv is not None else sys.argv[1:]
     report: dict[str, Any] = {
-        "command": " ".join(["python", "benchmarks/finetune_levers.py", *args]),
         "merged": merged,
-        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__} ({a.threads} threads)",
         "seconds": time.perf_counter() - t0,
         "fraction": a.fraction,
         "levers": {slug: runs for slug, runs in levers.items() if runs},
         "definitions": {k: {"what": v[0], "overrides": v[1], "seeds": v[2]} for k, v in LEVERS.items()},
     }
     report["gaps"] = gaps(report)
-    write_report(Path(a.out), report, markdown(report))
-    return 0
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    return harness.run(NAME, argv, parser(), measure, markdown, log=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""What the two lever benchmarks (``downstream_levers.py``, ``localization_levers.py``) share: starting
-from earlier reports (``--merge``) and writing a report as JSON and markdown."""
+"""What the lever benchmarks (``downstream_levers``, ``finetune_levers``, ``localization_levers``) share:
+their options, starting from earlier reports (``--merge``) and the merged runs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from benchmarks import harness
 
 
 def previous_reports(merge: list[str] | None, out: Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -21,24 +23,18 @@ def previous_reports(merge: list[str] | None, out: Path) -> tuple[list[str], lis
     return commands, reports
 
 
-def write_report(out: Path, report: dict[str, Any], text: str) -> None:
-    """``OUT.json`` (the figures) and ``OUT.md`` (``text``, also printed)."""
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(text)
-    print(text)
-
-
-def add_lever_arguments(p: argparse.ArgumentParser, levers: Iterable[str], out: Path, what: str) -> None:
-    """The options every lever script takes: ``--levers``, ``--seeds``, ``--threads``, ``--out`` and
+def lever_parser(doc: str | None, name: str, levers: Iterable[str], what: str) -> argparse.ArgumentParser:
+    """The options every lever benchmark takes: ``--levers``, ``--seeds``, ``--threads``, ``--out`` and
     ``--merge`` (``what``: the runs a merge replaces, e.g. "runs probed now")."""
+    p = harness.parser(doc, name)
     p.add_argument("--levers", nargs="+", choices=sorted(levers), default=list(levers))
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="only these of each lever's seeds (e.g. one seed per process, side by side)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads")
-    p.add_argument("--out", default=str(out))
     p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
                    help="start from these reports' rows (default with no file: OUT.json) and replace only "
                         f"the {what}, e.g. to add one lever or one seed")
+    return p
 
 
 def merged_levers(previous: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -48,3 +44,8 @@ def merged_levers(previous: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for slug, runs in earlier["levers"].items():
             levers.setdefault(slug, {}).update(runs)
     return levers
+
+
+def wanted(seed: int, seeds: list[int] | None) -> bool:
+    """Whether ``--seeds`` (``None``: all) asks for ``seed``."""
+    return seeds is None or seed in seeds

@@ -17,7 +17,7 @@ Cores per GPU = GPU clips/s / loader clips/s per core. The loader was timed at c
 bounds. With ``augment_on=device`` the GPU also spends time on the augmentation, which no GPU
 run here has measured yet (the ``loader`` stage of ``benchmarks/gpu`` does).
 
-    python benchmarks/loader_cores.py   # writes benchmarks/results/loader_cores.json and .md
+    python -m benchmarks.loader_cores   # writes benchmarks/results/loader_cores.json and .md
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks import harness
+
+NAME = "loader_cores"
 MODEL = ("r2plus1d_18_avid", "avid_spec_cnn9")
 LOADERS = {
     "pipeline": "worker pipeline (default)",
@@ -92,8 +94,8 @@ def table(loading: dict[str, Any], gpu: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(loading: dict[str, Any], gpu: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    per_core, how = loader_rates(loading)
+def markdown(record: dict[str, Any]) -> str:
+    per_core, how, gpu = record["loader_clips_per_s_per_core"], record["loader_rate_kind"], record["gpu"]
     keys = [k for k in LOADERS if k in per_core]
     head = " | ".join(f"{LOADERS[k]} ({per_core[k]:.1f}/core)" for k in keys)
     md = ["Cores per GPU a loader needs to keep one H200 busy with AVID-CMA's model (r2plus1d_18_avid + "
@@ -101,42 +103,58 @@ def markdown(loading: dict[str, Any], gpu: dict[str, Any], rows: list[dict[str, 
           "`data_loading.json`; GPU rates from " + ", ".join(f"`{f}`" for f in gpu["files"]) + ".", "",
           f"| crop | GFLOP/clip | GPU rate | GPU clips/s | {head} |",
           "|---|---|---|---|" + "---|" * len(keys)]
-    for r in rows:
+    for r in record["rows"]:
         cores = " | ".join(f"{r['cores_per_gpu'][k]:.0f}" for k in keys)
         md.append(f"| {r['crop']}² | {r['gflop_per_clip']:.1f} | {r['gpu_rate']} "
                   f"| {r['gpu_clips_per_s']:.0f} | {cores} |")
     md += ["", "GFLOP/clip: forward + backward, `torch.utils.flop_counter` (multiply-add = 2). A node has "
            "12-24 cores per GPU. The loader was timed at crop 112 (decode short side 128): the 224² rows "
            "are lower bounds. With `augment_on=device` the GPU also does the augmentation (not yet measured "
-           "on a GPU).", "", f"Loader figures: `{loading['command']}` on {loading['machine']}"
-           + (f", median of {loading['repeats']} runs" if loading.get("repeats", 1) > 1 else "") + "."]
+           "on a GPU).", "", f"Loader figures: `{record['loader_source']}` on {record['loader_machine']}"
+           + (f", median of {record['loader_repeats']} runs" if record["loader_repeats"] > 1 else "") + "."]
     return "\n".join(md) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--out", type=Path, default=RESULTS / "loader_cores")
-    args = parser.parse_args(argv)
+def parser() -> argparse.ArgumentParser:
+    p = harness.parser(__doc__, NAME)
+    p.add_argument("--results", type=Path, default=harness.RESULTS, help="where the measured figures are")
+    return p
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Cores per GPU from the loader and GPU results files (nothing is timed)."""
     loading = json.loads((args.results / "data_loading.json").read_text())
     gpu = gpu_rates(args.results)
     if not gpu["crops"]:
         raise SystemExit(f"no GPU run of {' + '.join(MODEL)} in {args.results}/gpu_*.json: "
                          "run benchmarks/gpu/run.sh on a GPU first")
-    rows = table(loading, gpu)
-    given = sys.argv[1:] if argv is None else argv
     rates, how = loader_rates(loading)
-    record = {"command": "python benchmarks/loader_cores.py " + " ".join(given),
-              "model": " + ".join(MODEL), "mfu_assumed": MFU,
-              "loader_clips_per_s_per_core": {k: v for k, v in rates.items() if k in LOADERS},
-              "loader_rate_kind": how,
-              "loader_source": loading["command"], "gpu": gpu, "rows": rows}
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    text = markdown(loading, gpu, rows)
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
-    return 0
+    return {"machine": "measured loader (CPU) x measured GPU step",
+            "model": " + ".join(MODEL), "mfu_assumed": MFU,
+            "loader_clips_per_s_per_core": {k: v for k, v in rates.items() if k in LOADERS},
+            "loader_rate_kind": how, "loader_source": loading["command"],
+            "loader_machine": harness.machine_text(loading), "loader_repeats": loading.get("repeats", 1),
+            "gpu": gpu,
+            "rows": table(loading, gpu)}
+
+
+def headline(record: dict[str, Any]) -> str:
+    """Cores per GPU the default loader needs, per crop: at the measured GPU rates, and at the MFU assumed."""
+    measured: dict[int, list[str]] = {}
+    assumed: dict[int, list[str]] = {}
+    for r in record["rows"]:
+        into = measured if r["gpu_rate"].startswith("measured") else assumed
+        into.setdefault(r["crop"], []).append(f"{r['cores_per_gpu']['pipeline']:.0f}")
+
+    def text(cores: dict[int, list[str]]) -> str:
+        return ", ".join(f"{crop}² {' / '.join(c)}" for crop, c in cores.items())
+
+    return (f"CPU cores per GPU for {record['model']} with the default loader: {text(measured)} at the "
+            f"measured GPU rates; {text(assumed)} at {harness.pct(record['mfu_assumed'])} MFU")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return harness.run(NAME, argv, parser(), measure, markdown)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Which levers move the learned localizer? One training run per lever and collection seed.
 
-    python benchmarks/localization_levers.py            # reuses finished runs of the same config
+    python -m benchmarks.localization_levers            # reuses finished runs of the same config
 
 Each lever is a set of overrides of ``avlearn/configs/pretrain/synth_cpu_loc.yaml`` on top of
-``benchmarks/localization_synth.py``'s runs (same collections, split, test frames and metrics;
+:mod:`benchmarks.localization_synth`'s runs (same collections, split, test frames and metrics;
 in-batch InfoNCE + the localization objective), with every localization key written out, so a
 lever means the same run whatever the config file's defaults are. A run is reused only when its
 stored config equals the one the lever asks for (``run_dir`` aside); otherwise it is trained.
@@ -27,10 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import localization_synth as base  # the script folder is on the path when run as a script
 import numpy as np
-import torch
-from lever_reports import add_lever_arguments, merged_levers, previous_reports, write_report
 
 from avlearn.config import load_config, to_dict
 from avlearn.localization.calibration import calibrate_floor
@@ -38,6 +35,11 @@ from avlearn.localization.inputs import load_for_localization
 from avlearn.localization.sound_checks import middle_windows, model_grid, score_model
 from avlearn.train.config import PretrainConfig
 from avlearn.train.loop import centre_crop_loader, pretrain
+from benchmarks import harness
+from benchmarks import localization_synth as base
+from benchmarks.lever_reports import lever_parser, merged_levers, previous_reports, wanted
+
+NAME = "localization_levers"
 
 # slug: (what, overrides beyond the localization defaults below, seeds, epochs)
 LEVERS: dict[str, tuple[str, dict[str, Any], tuple[int, ...], int]] = {
@@ -228,56 +230,63 @@ def goals(rows: list[dict[str, Any]]) -> list[str]:
     return base.goal_lines(summary)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_lever_arguments(p, LEVERS, base.RESULTS / "localization_levers", "runs scored now")
-    p.add_argument("--cache", default=str(base.ROOT / ".cache" / "bench"))
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
+def headline(report: dict[str, Any]) -> str:
+    """Mean pointing and floored cIoU50 of the first lever and of the best one run on three seeds."""
+    means = {slug: (float(np.mean([r["raw"]["pointing"] for r in runs.values()])),
+                    float(np.mean([r["floored"]["ciou50"] for r in runs.values()])))
+             for slug, runs in report["levers"].items() if len(runs) >= 3}
+    first = next(iter(means))
+    best = max(means, key=lambda slug: means[slug][1])
+    return (f"{len(report['levers'])} levers, mean pointing / floored cIoU50: {first} "
+            f"{means[first][0]:.2f} / {means[first][1]:.2f}, best on 3 seeds {best} "
+            f"{means[best][0]:.2f} / {means[best][1]:.2f}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = lever_parser(__doc__, NAME, LEVERS, "runs scored now")
+    p.add_argument("--cache", default=str(harness.CACHE / "bench"))
+    return p
+
+
+def score_lever(args: argparse.Namespace, slug: str, seed: int) -> dict[str, Any]:
+    """Train (unless a finished run of the same config is there) and score one lever on one seed."""
+    args.seed = seed
+    root = base.make_collection(args)
+    cfg, folder = lever_config(args, root, slug, seed)
+    trained = not same_run(cfg, folder)
+    if trained:
+        pretrain(cfg, resume=False)
+    result = score(cfg, folder, root)
+    result["trained_now"] = trained
+    print(slug, seed, "pointing", result["raw"]["pointing"], "floored cIoU50", result["floored"]["ciou50"],
+          flush=True)
+    return result
+
+
+def measure(a: argparse.Namespace) -> dict[str, Any]:
+    """Score every asked lever and seed, on top of the merged reports' runs."""
     args = base.parser().parse_args(["--cache", a.cache])
     t0 = time.perf_counter()
     merged, previous = previous_reports(a.merge, Path(a.out))
     levers = merged_levers(previous)
     for slug in a.levers:
         levers.setdefault(slug, {})
-        for seed in LEVERS[slug][2]:
-            if a.seeds is not None and seed not in a.seeds:
-                continue
-            args.seed = seed
-            root = base.make_collection(args)
-            cfg, folder = lever_config(args, root, slug, seed)
-            trained = not same_run(cfg, folder)
-            if trained:
-                pretrain(cfg, resume=False)
-            result = score(cfg, folder, root)
-            result["trained_now"] = trained
-            levers[slug][str(seed)] = result
-            print(
-                slug,
-                seed,
-                "pointing",
-                result["raw"]["pointing"],
-                "floored cIoU50",
-                result["floored"]["ciou50"],
-                flush=True,
-            )
-    levers = {slug: runs for slug, runs in levers.items() if runs}  # a lever none of whose seeds ran
-    command = " ".join(
-        ["python", "benchmarks/localization_levers.py", *(argv if argv is not None else sys.argv[1:])]
-    )
-    report = {
-        "command": command,
+        for seed in (s for s in LEVERS[slug][2] if wanted(s, a.seeds)):
+            levers[slug][str(seed)] = score_lever(args, slug, seed)
+    return {
         "merged": merged,  # the commands of the reports whose runs this one started from
-        "machine": base._machine(),
         "seconds": time.perf_counter() - t0,
-        "levers": levers,
+        # without a lever none of whose seeds ran
+        "levers": {slug: runs for slug, runs in levers.items() if runs},
         "definitions": {
             k: {"what": v[0], "overrides": {**DEFAULTS, **v[1]}, "seeds": v[2], "epochs": v[3]}
             for k, v in LEVERS.items()
         },
     }
-    write_report(Path(a.out), report, markdown(report))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return harness.run(NAME, argv, parser(), measure, markdown)
 
 
 if __name__ == "__main__":

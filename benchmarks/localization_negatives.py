@@ -1,8 +1,8 @@
 """Sound localization with negatives on the synthetic collection: AP and max-F1 (SLAVC's protocol).
 
-    python benchmarks/localization_negatives.py --reuse       # after localization_synth.py --seeds 0 1 2
+    python -m benchmarks.localization_negatives --reuse    # after localization_synth --seeds 0 1 2
 
-For each seed: the collection of ``benchmarks/localization_synth.py`` (240 videos, 64 px, 3 s,
+For each seed: the collection of :mod:`benchmarks.localization_synth` (240 videos, 64 px, 3 s,
 large objects, 0-2 silent distractors) with its fixed negatives list (``avlearn synth
 --negatives``: every test video played with the sound of a test video whose sounding class is
 not in view, an off-screen source; the list changes no video), and the same pretraining run as
@@ -24,10 +24,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import localization_synth as base  # the script folder is on the path when run as a script
 import torch
 
 from avlearn.config import load_config
@@ -36,9 +36,11 @@ from avlearn.localization.metrics import center_box_map
 from avlearn.localization.protocol import score_maps, synth_trials, trial_maps
 from avlearn.models.registry import build_av_model
 from avlearn.train.config import PretrainConfig
+from benchmarks import harness
+from benchmarks import localization_synth as base
 from data_prep.synth import generate
 
-RESULTS = base.RESULTS
+NAME = "localization_negatives"
 METHODS = {
     "loc_learned": "trained, learned localizer",
     "loc_posthoc": "trained, post hoc",
@@ -127,16 +129,20 @@ def reading(results: dict[str, Any]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    # the main benchmark's options (collection, epochs, frames, cache): the same runs serve both
+def parser() -> argparse.ArgumentParser:
+    """The main benchmark's options (collection, epochs, frames, cache): the same runs serve both."""
     p = base.parser()
-    p.description = __doc__.split("\n\n")[0]
-    p.set_defaults(seeds=[0, 1, 2], out=str(RESULTS / "localization_negatives"))
-    args = p.parse_args(argv)
-    if args.objective != "infonce":
-        p.error("the negatives benchmark trains with in-batch InfoNCE (--objective infonce)")
-    torch.set_num_threads(args.threads)
-    machine, runs = base._machine(), {}
+    p.prog, p.description = f"python -m benchmarks.{NAME}", __doc__
+    p.set_defaults(seeds=[0, 1, 2], out=harness.RESULTS / NAME)
+    return p
+
+
+def measure(args: argparse.Namespace,
+            partial: Callable[[dict[str, Any]], object] | None = None) -> dict[str, Any]:
+    """Train (or reuse) each seed's run and score it with negatives; ``partial`` gets the record after
+    every seed, so a stopped run keeps its seeds."""
+    runs: dict[str, Any] = {}
+    record = {"epochs": args.epochs, "num_videos": args.num_videos, "size": args.size, "seeds": runs}
     for seed in args.seeds:
         t0 = time.perf_counter()
         root = collection(args, seed)
@@ -150,26 +156,28 @@ def main(argv: list[str] | None = None) -> int:
                 "total": round(time.perf_counter() - t0, 1),
             },
         }
-        write(args, argv, machine, runs)  # after every seed, so a stopped run keeps its seeds
+        if partial is not None:
+            partial(record)
+    return record
+
+
+def headline(record: dict[str, Any]) -> str:
+    """The learned localizer's AP with off-screen and with silent negatives, per seed."""
+    learned = {seed: r["loc_learned"] for seed, r in record["seeds"].items()}
+    ap = "; ".join(f"seed {seed} {r['non-sounding']['ap']:.2f} / {r['silent']['ap']:.2f}"
+                   for seed, r in learned.items())
+    return f"learned localizer, AP with off-screen / silent negatives: {ap}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.objective != "infonce":
+        p.error("the negatives benchmark trains with in-batch InfoNCE (--objective infonce)")
+    torch.set_num_threads(args.threads)
+    head = harness.record_for(NAME, argv)
+    measure(args, lambda record: harness.write(args.out, {**head, **record}, markdown({**head, **record})))
     return 0
-
-
-def write(args: argparse.Namespace, argv: list[str] | None, machine: dict[str, Any],
-          runs: dict[str, Any]) -> None:
-    report = {
-        "command": "python benchmarks/localization_negatives.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine,
-        "epochs": args.epochs,
-        "num_videos": args.num_videos,
-        "size": args.size,
-        "seeds": runs,
-    }
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
-    out.with_suffix(".md").write_text(text + "\n")
-    print(text)
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -1,14 +1,15 @@
 """Sound localization on the synthetic collection with silent distractors (cIoU50, AUC, pointing).
 
-    python benchmarks/localization_synth.py                  # ~10 min on 2 idle CPU cores
-    python benchmarks/localization_synth.py --seeds 0 1 2    # issue 15's protocol: 3 collections
-    python benchmarks/localization_synth.py --epochs 14      # a quicker, weaker run
+    python -m benchmarks.localization_synth                  # ~10 min on 2 idle CPU cores
+    python -m benchmarks.localization_synth --seeds 0 1 2    # issue 15's protocol: 3 collections
+    python -m benchmarks.localization_synth --epochs 14      # a quicker, weaker run
 
 1. Generates (under ``.cache/bench/``) a collection of 64 px, 3 s videos with 0-2 *silent*
    distractors of other classes and large objects (``--object-scale 0.6``, see "ceiling" below),
    and indexes it; the training manifest holds the train and val splits only.
 2. Pretrains ``avlearn/configs/pretrain/synth_cpu_loc.yaml`` twice, briefly, from the same seed, with
-   in-batch InfoNCE (``--objective avid``: AVID's memory bank with the softmax loss): alone
+   in-batch InfoNCE (``--objective NAME``: another objective of ``avlearn.objectives.OBJECTIVES``, e.g.
+   ``avid``, AVID's memory bank with the softmax loss): alone
    (``localization.weight=0``) and with the localization objective.
 3. Scores the middle frame of every test video (the published cIoU protocol of
    :mod:`avlearn.localization.metrics`) for: (a) the pretrained model post hoc, (b) the model trained
@@ -40,7 +41,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -55,13 +55,21 @@ from avlearn.localization.inputs import load_for_localization
 from avlearn.localization.metrics import center_box_map, evaluate_maps, gt_from_synth, oracle_map
 from avlearn.localization.sound_checks import box_mask, middle_windows, model_grid, score_model
 from avlearn.models.registry import build_av_model
+from avlearn.objectives import OBJECTIVES
 from avlearn.train.config import PretrainConfig
 from avlearn.train.loop import pretrain
+from benchmarks import harness
+from benchmarks.harness import ROOT
 from data_prep.synth import GENERATOR_VERSION
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+NAME = "localization_synth"
 CONFIG = ROOT / "avlearn" / "configs" / "pretrain" / "synth_cpu_loc.yaml"
+# an objective's settings for this benchmark beyond synth_cpu_loc.yaml's (AVID: a softmax over 128 negatives)
+OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
+    "avid": {"objective.loss": "softmax", "objective.num_negatives": 128},
+}
+# how the report names an objective (others by their registry name)
+OBJECTIVE_LABELS = {"avid": "AVID (memory bank, softmax)", "infonce": "InfoNCE (in-batch)"}
 
 
 def collection_name(args: argparse.Namespace) -> str:
@@ -102,10 +110,9 @@ def make_collection(args: argparse.Namespace) -> Path:
 
 def run_overrides(args: argparse.Namespace, root: Path, name: str, weight: float | None) -> dict[str, Any]:
     """The overrides of one training run, ``run_dir`` included."""
-    objective = ({"objective.name": "avid", "objective.loss": "softmax", "objective.num_negatives": 128}
-                 if args.objective == "avid" else {"objective.name": "infonce"})
     overrides: dict[str, Any] = {
-        **objective,
+        "objective.name": args.objective,
+        **OBJECTIVE_SETTINGS.get(args.objective, {}),
         "seed": args.seed,
         "epochs": args.epochs,
         "data.manifest": root / "manifest_trainval.csv",
@@ -185,20 +192,6 @@ def references(tests: list[dict[str, Any]], grid: tuple[int, int]) -> dict[str, 
     return out
 
 
-def _machine() -> dict[str, Any]:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_average_at_start": load,
-        "cuda": torch.cuda.is_available(),
-    }
-
-
-OBJECTIVES = {"avid": "AVID (memory bank, softmax)", "infonce": "InfoNCE (in-batch)"}
 ROWS = [
     ("random_init_posthoc", "(c) random-init model, post hoc"),
     ("pretrained_posthoc", "(a) {objective}-pretrained, post hoc"),
@@ -210,6 +203,12 @@ ROWS = [
     ("oracle_grid", "oracle at grid resolution (gt box averaged to the grid)"),
     ("wrong_object_oracle", "wrong-object oracle: a silent distractor's box"),
 ]
+
+
+def objective_label(train: dict[str, Any]) -> str:
+    """How the report names the pretraining objective of a record's ``train`` section."""
+    name = str(train.get("objective", "infonce"))
+    return OBJECTIVE_LABELS.get(name, name)
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -236,7 +235,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| peak follows a swapped sound | side-by-side pair: peak on the sound's object |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    objective = OBJECTIVES[r["train"].get("objective", "infonce")]
+    objective = objective_label(r["train"])
     for key, label in ROWS:
         m = r["results"].get(key) or {}
         if not m:
@@ -291,7 +290,7 @@ def verdict(results: dict[str, Any]) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = harness.parser(__doc__, NAME)
     p.add_argument("--num-videos", type=int, default=240)
     p.add_argument("--size", type=int, default=64, help="frame size = crop size (grid: read from the model)")
     p.add_argument("--object-scale", type=float, default=0.6)
@@ -299,8 +298,9 @@ def parser() -> argparse.ArgumentParser:
     # with the layer3 localizer (weight 2, floored maps), 60 epochs instead of 30 moved seeds 1 / 2
     # from cIoU50 0.77 / 0.60 and AUC 0.58 / 0.53 to 0.90 / 0.85 and 0.59 / 0.58 (pointing >= 0.98)
     p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--objective", choices=sorted(OBJECTIVES), default="infonce",
-                   help="pretraining: AVID's memory bank with the softmax loss, or in-batch InfoNCE")
+    p.add_argument("--objective", choices=list(OBJECTIVES), default="infonce",
+                   help="pretraining objective, a name of avlearn.objectives.OBJECTIVES (avid: AVID's memory "
+                        "bank with the softmax loss; infonce: in-batch InfoNCE)")
     p.add_argument("--num-frames", type=int, default=4)
     # 4 frames at 16 fps (0.25 s) rather than 8 fps: the map is of the whole window and the objects
     # move; at 30 epochs seed 2's floored cIoU50 / AUC went from 0.60 / 0.53 to 0.90 / 0.61, seed 1's
@@ -312,26 +312,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="several collection seeds: one report with the mean, spread and each seed's "
                         "figures, and issue 15's goals checked on the means")
-    p.add_argument("--cache", default=str(ROOT / ".cache" / "bench"))
+    p.add_argument("--cache", default=str(harness.CACHE / "bench"))
     p.add_argument(
         "--reuse",
         action="store_true",
         help="reuse trained runs of the same settings (their training time comes from their logs)",
     )
-    p.add_argument("--out", default=str(RESULTS / "localization_synth"), help="writes OUT.json and OUT.md")
     return p
 
 
-def run_seed(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    """Train (or reuse) both runs on collection seed ``args.seed`` and score every method."""
-    machine = _machine()
-    t0 = time.perf_counter()
-    root = make_collection(args)
-    t_data = time.perf_counter() - t0
-    exp_plain, t_plain = train(args, root, "plain", 0.0)
-    exp_loc, t_loc = train(args, root, "loc", None)
-
-    t1 = time.perf_counter()
+def score_methods(args: argparse.Namespace, root: Path, exp_plain: Path,
+                  exp_loc: Path) -> tuple[dict[str, Any], tuple[int, int], float | None, int]:
+    """Every method's scores on the test videos' middle frames; the learned localizer's grid and
+    floor; the number of test videos."""
     videos = json.loads((root / "annotations.json").read_text())["videos"]
     tests = [v for v in videos if v["split"] == "test"]
     results: dict[str, Any] = {}
@@ -351,50 +344,40 @@ def run_seed(args: argparse.Namespace, command: str) -> dict[str, Any]:
     results["random_init_posthoc"] = score_model(build_av_model(cfg.model), inp, None, items)
     grid = model_grid(loc_model, inp, learned)  # the oracle at the learned localizer's own grid
     results.update(references(tests, grid))
+    return results, grid, learned[1].floor, len(tests)
+
+
+def run_seed(args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or reuse) both runs on collection seed ``args.seed`` and score every method."""
+    machine = harness.machine()
+    t0 = time.perf_counter()
+    root = make_collection(args)
+    t_data = time.perf_counter() - t0
+    exp_plain, t_plain = train(args, root, "plain", 0.0)
+    exp_loc, t_loc = train(args, root, "loc", None)
+    t1 = time.perf_counter()
+    results, grid, floor, tests = score_methods(args, root, exp_plain, exp_loc)
     t_eval = time.perf_counter() - t1
 
     metrics = [json.loads(line) for line in (exp_loc.parent / "metrics.jsonl").read_text().splitlines()]
     start = next(m for m in metrics if m.get("event") == "start")
-    loc_cfg = load_config(PretrainConfig, exp_loc.parent / "config.yaml").localization
-    seconds = {
-        "total": t_data + t_plain + t_loc + t_eval,
-        "data": t_data,
-        "train_plain": t_plain,
-        "train_loc": t_loc,
-        "eval": t_eval,
-    }
+    loc_cfg = load_config(PretrainConfig, exp_loc.parent / "config.yaml")
+    seconds = {"total": t_data + t_plain + t_loc + t_eval, "data": t_data, "train_plain": t_plain,
+               "train_loc": t_loc, "eval": t_eval}
     data = {
         "dir": str(root.relative_to(ROOT)) if root.is_relative_to(ROOT) else root.name,
-        "seed": args.seed,
-        "generator_version": GENERATOR_VERSION,
-        "num_videos": args.num_videos,
-        "size": args.size,
-        "object_scale": args.object_scale,
-        "max_distractors": args.max_distractors,
-        "test_videos": len(tests),
+        "seed": args.seed, "generator_version": GENERATOR_VERSION, "num_videos": args.num_videos,
+        "size": args.size, "object_scale": args.object_scale, "max_distractors": args.max_distractors,
+        "test_videos": tests,
     }
     training = {
-        "config": str(CONFIG.relative_to(ROOT)),
-        "objective": args.objective,
-        "epochs": args.epochs,
-        "steps_per_epoch": start["steps_per_epoch"],
-        "batch_size": cfg.data.batch_size,
-        "num_frames": args.num_frames,
-        "fps": args.fps,
-        "size": args.size,
-        "grid": f"{grid[0]}x{grid[1]}",
-        "localization": dataclasses.asdict(loc_cfg),
-        "localizer_floor": learned[1].floor,
+        "config": str(CONFIG.relative_to(ROOT)), "objective": args.objective, "epochs": args.epochs,
+        "steps_per_epoch": start["steps_per_epoch"], "batch_size": loc_cfg.data.batch_size,
+        "num_frames": args.num_frames, "fps": args.fps, "size": args.size, "grid": f"{grid[0]}x{grid[1]}",
+        "localization": dataclasses.asdict(loc_cfg.localization), "localizer_floor": floor,
     }
-    return {
-        "command": command,
-        "machine": machine,
-        "seconds": seconds,
-        "data": data,
-        "train": training,
-        "results": results,
-        "notes": [],
-    }
+    return {"machine": machine, "seconds": seconds, "data": data, "train": training, "results": results,
+            "notes": []}
 
 
 # what issue 15 asks of the learned localizer, mean over the collection seeds: (method, metric,
@@ -466,7 +449,7 @@ def markdown_seeds(report: dict[str, Any]) -> str:
         "| method | " + " | ".join(SUMMARY_METRICS) + " |",
         "|---|" + "---|" * len(SUMMARY_METRICS),
     ]
-    objective = OBJECTIVES[first["train"].get("objective", "infonce")]
+    objective = objective_label(first["train"])
     for key, label in ROWS:
         row = report["summary"].get(key)
         if not row:
@@ -485,29 +468,39 @@ def markdown_seeds(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """One seed's record, or with ``--seeds`` each seed's and their summary."""
+    if not args.seeds:
+        return run_seed(args)
+    reports = []
+    for seed in args.seeds:
+        args.seed = seed
+        reports.append(run_seed(args))
+    return {"seeds": list(args.seeds), "seconds": sum(r["seconds"]["total"] for r in reports),
+            "summary": summarize(reports), "per_seed": reports}
+
+
+def headline(record: dict[str, Any]) -> str:
+    """The learned localizer's pointing and cIoU50 against the centre box (over the seeds: their mean)."""
+    if "summary" in record:
+        sm = record["summary"]
+        met = sum(line.endswith(": met") for line in goal_lines(sm))
+        loc, centre = sm["loc_learned"], sm["center_box"]
+        return (f"{len(record['seeds'])} seeds, learned localizer, mean: pointing "
+                f"{loc['pointing']['mean']:.2f}, cIoU50 {loc['ciou50']['mean']:.2f} vs centre box "
+                f"{centre['ciou50']['mean']:.2f}; goals met {met} of {len(GOALS) + 1}")
+    r, t = record["results"], record["train"]
+    loc, centre = r["loc_learned"], r["center_box"]
+    return (f"{t.get('objective', 'infonce')}, {t['epochs'] * t['steps_per_epoch']} steps, learned localizer "
+            f"vs centre box: pointing {loc['pointing']:.2f} vs {centre['pointing']:.2f}, cIoU50 "
+            f"{loc['ciou50']:.2f} vs {centre['ciou50']:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    command = " ".join(["python", "benchmarks/localization_synth.py",
-                        *(argv if argv is not None else sys.argv[1:])])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not args.seeds:
-        report = run_seed(args, command)
-        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        text = markdown(report)
-    else:
-        reports = []
-        for seed in args.seeds:
-            args.seed = seed
-            reports.append(run_seed(args, command))
-        report = {"command": command, "seeds": list(args.seeds),
-                  "seconds": sum(r["seconds"]["total"] for r in reports),
-                  "summary": summarize(reports), "per_seed": reports}
-        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        text = markdown_seeds(report)
-    out.with_suffix(".md").write_text(text + "\n")
-    print(text)
+    report = {**harness.record_for(NAME, argv), **measure(args)}
+    harness.write(args.out, report, markdown_seeds(report) if args.seeds else markdown(report))
     return 0
 
 

@@ -7,33 +7,27 @@ no memory or time is spent: video at 3x8x112² and 3x8x224², audio on 2 s of sp
 8x112²) and of inference (forward, batch 4) of AVID-CMA's ``r2plus1d_18_avid`` and
 torchvision's ``r2plus1d_18``, with the thread count and load average recorded.
 
-    python benchmarks/model_cost.py               # writes benchmarks/results/model_cost.{json,md}
-    python benchmarks/model_cost.py --steps 0     # FLOPs and parameters only
+    python -m benchmarks.model_cost               # writes benchmarks/results/model_cost.{json,md}
+    python -m benchmarks.model_cost --steps 0     # FLOPs and parameters only
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from avlearn.models.registry import AUDIO_ENCODERS, HEADS, VIDEO_ENCODERS  # noqa: E402
+from avlearn.models.registry import AUDIO_ENCODERS, HEADS, VIDEO_ENCODERS
+from benchmarks import harness
 
-RESULTS = ROOT / "benchmarks" / "results"
+NAME = "model_cost"
 VIDEO_SHAPES = {"8x112": (1, 3, 8, 112, 112), "8x224": (1, 3, 8, 224, 224)}
 AUDIO_SHAPE = (1, 1, 257, 200)  # 2 s: 257 bins x 200 frames of 10 ms
-SPEED_ARCHS = ("r2plus1d_18_avid", "r2plus1d_18")
+SPEED_ARCHS = harness.full_size(VIDEO_ENCODERS)  # the real networks, not the CPU-sized variants
 
 
 def params(m: nn.Module) -> int:
@@ -88,8 +82,15 @@ def clips_per_s(name: str, steps: int, train: bool) -> float:
     return batch * len(times) / sum(times)
 
 
+def headline(record: dict[str, Any]) -> str:
+    """Parameters and GFLOP at 8x112² of each video encoder."""
+    video = ", ".join(f"{n} {e['params'] / 1e6:.1f} M / {e['gflop_8x112']:.0f}"
+                      for n, e in record["video"].items())
+    return f"video encoders, parameters / GFLOP at 8x112²: {video}"
+
+
 def markdown(res: dict[str, Any]) -> str:
-    lines = ["# Encoder cost (`benchmarks/model_cost.py`)", "", f"Command: `{res['command']}`", "",
+    lines = ["# Encoder cost (`python -m benchmarks.model_cost`)", "", f"Command: `{res['command']}`", "",
              "| video encoder | parameters | GFLOP 8x112² (grid) | GFLOP 8x224² (grid) |",
              "|---|---|---|---|"]
     for name, e in res["video"].items():
@@ -108,26 +109,24 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=3, help="timed iterations per model (0: no timing)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "model_cost.json")
-    args = parser.parse_args(argv)
-    threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
-    steps = f" --steps {args.steps}" if args.steps != 3 else ""
-    res: dict[str, Any] = {"command": f"{threads}python benchmarks/model_cost.py{steps}"}
-    res.update(encoder_costs())
+def parser() -> argparse.ArgumentParser:
+    p = harness.parser(__doc__, NAME)
+    p.add_argument("--steps", type=int, default=3, help="timed iterations per model (0: no timing)")
+    return p
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Costs of every registered encoder and head; CPU clips/s of :data:`SPEED_ARCHS` when timed."""
+    res: dict[str, Any] = encoder_costs()
     if args.steps > 0:
         res["cpu_clips_per_s"] = {n: {"train": clips_per_s(n, args.steps, True),
                                       "inference": clips_per_s(n, args.steps, False)} for n in SPEED_ARCHS}
-    res["machine"] = {"processor": platform.machine(), "cpu_count": os.cpu_count(),
-                      "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-    res["load_average_1min"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(res))
-    print(markdown(res))
-    return 0
+    res["load_average_1min"] = harness.load_1min()
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    return harness.run(NAME, argv, parser(), measure, markdown)
 
 
 if __name__ == "__main__":

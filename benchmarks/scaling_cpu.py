@@ -17,8 +17,8 @@ the global BatchNorm. ``--sgd`` adds the 1-vs-2 pair with SGD. Last, the model's
 on random tensors (no data, no communication) in 1 process x 2 threads, 1 x 1 and 2 independent
 processes x half the batch gives the ceiling any 2-process launch can reach on this machine.
 
-    python benchmarks/scaling_cpu.py                 # 60 steps per run, about 3 min on 2 idle cores
-    python benchmarks/scaling_cpu.py --steps 20 --no-reference
+    python -m benchmarks.scaling_cpu                 # 60 steps per run, about 3 min on 2 idle cores
+    python -m benchmarks.scaling_cpu --steps 20 --no-reference
 
 Writes ``benchmarks/results/scaling_cpu.{json,md}``.
 """
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import socket
 import subprocess
@@ -40,10 +39,11 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # data_prep, when run as a script
-RESULTS = ROOT / "benchmarks" / "results"
-CACHE = ROOT / ".cache" / "scaling_cpu"
+from benchmarks import harness
+from benchmarks.harness import ROOT
+
+NAME = "scaling_cpu"
+CACHE = harness.CACHE / NAME
 CONFIG = ROOT / "avlearn" / "configs" / "pretrain" / "synth_cpu.yaml"
 GOAL = 1.7
 SGD_LR = 0.05
@@ -63,16 +63,9 @@ class Run:
 
 def collection(num_videos: int) -> Path:
     """Generate and index the synthetic collection once; returns its manifest."""
-    from data_prep.index import index_collection
-    from data_prep.synth import SynthConfig, generate
-
-    out = CACHE / f"synth_n{num_videos}"
-    manifest = out / "manifest.csv"
-    if not manifest.exists():
-        generate(SynthConfig(out=out, num_videos=num_videos, seed=0, duration=3.0, size=64, workers=2,
-                             max_distractors=0, object_scale=0.4), progress=False)
-        index_collection([out / "videos"], manifest, workers=2, progress=False)
-    return manifest
+    out = harness.synthetic_collection(CACHE / f"synth_n{num_videos}", num_videos=num_videos, seed=0,
+                                       duration=3.0, size=64, max_distractors=0, object_scale=0.4)
+    return out / "manifest.csv"
 
 
 def _free_port() -> int:
@@ -210,7 +203,7 @@ def _gather_worker(repeats: int = 300) -> None:
 def gather_latency() -> float:
     """Microseconds of one small gloo all-gather between 2 processes on this machine."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(Path(__file__).resolve()), "--gather-worker"]
+           "-m", f"benchmarks.{NAME}", "--gather-worker"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(_free_port())}
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("{"))
@@ -234,7 +227,7 @@ def compute_ceiling(batch: int, crop: int = 32) -> dict[str, float]:
     """
     def clips_per_s(per_process: int, threads: int, copies: int) -> float:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--compute-worker", str(per_process),
+        cmd = [sys.executable, "-m", f"benchmarks.{NAME}", "--compute-worker", str(per_process),
                "--crop", str(crop)]
         procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
                  for _ in range(copies)]
@@ -271,79 +264,105 @@ def batchnorm_effect(batch: int, crop: int = 32) -> dict[str, float]:
             "abs_diff": round(abs(float(loss_full - loss_halves)), 4)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--steps", type=int, default=40, help="optimiser steps per run")
-    parser.add_argument("--warmup", type=int, default=5, help="first steps left out of clips/s")
-    parser.add_argument("--batch", type=int, default=16, help="global batch (clips per step)")
-    parser.add_argument("--videos", type=int, default=96, help="videos in the synthetic collection")
-    parser.add_argument("--atol", type=float, default=1e-4, help="tolerance of 'identical'")
-    parser.add_argument("--no-reference", action="store_true",
-                        help="skip the 1 process x 1 thread run and the per-process BatchNorm run")
-    parser.add_argument("--crop", type=int, default=32, help="video crop side (px)")
-    parser.add_argument("--decode", type=int, default=40, help="decode size, short side (px)")
-    parser.add_argument("--name", default="scaling_cpu", help="results file stem under benchmarks/results")
-    parser.add_argument("--sgd", action="store_true", help="also run the pair with SGD instead of Adam")
-    parser.add_argument("--compute-worker", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--gather-worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.compute_worker:
-        _compute_worker(args.compute_worker, args.crop)
-        return 0
-    if args.gather_worker:
-        _gather_worker()
-        return 0
-    if args.batch % 2:
-        parser.error("--batch must be even (split over 2 processes)")
-    command = " ".join(["python benchmarks/scaling_cpu.py", *(sys.argv[1:] if argv is None else argv)])
-    load_start = os.getloadavg()
-    manifest = collection(args.videos)
+def parser() -> argparse.ArgumentParser:
+    p = harness.parser(__doc__, NAME)
+    p.add_argument("--steps", type=int, default=40, help="optimiser steps per run")
+    p.add_argument("--warmup", type=int, default=5, help="first steps left out of clips/s")
+    p.add_argument("--batch", type=int, default=16, help="global batch (clips per step)")
+    p.add_argument("--videos", type=int, default=96, help="videos in the synthetic collection")
+    p.add_argument("--atol", type=float, default=1e-4, help="tolerance of 'identical'")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the 1 process x 1 thread run and the per-process BatchNorm run")
+    p.add_argument("--crop", type=int, default=32, help="video crop side (px)")
+    p.add_argument("--decode", type=int, default=40, help="decode size, short side (px)")
+    p.add_argument("--name", default=NAME, help="results file stem under benchmarks/results")
+    p.add_argument("--sgd", action="store_true", help="also run the pair with SGD instead of Adam")
+    p.add_argument("--compute-worker", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--gather-worker", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def runs_for(args: argparse.Namespace) -> list[Run]:
+    """The launches: 1 x 2 threads vs 2 x 1, then the references and the SGD pair when asked."""
     runs = [Run("p1_t2", 1, args.batch, 2), Run("p2_t1", 2, args.batch // 2, 1)]
     if not args.no_reference:
         runs.append(Run("p1_t1", 1, args.batch, 1))
         # what the global BatchNorm's all-reduces (one per layer, forward and backward) cost
         runs.append(Run("p2_t1_local_bn", 2, args.batch // 2, 1, sync_batchnorm=False))
     if args.sgd:
-        runs += [Run("p1_t2_sgd", 1, args.batch, 2, sgd_lr=SGD_LR), Run("p2_t1_sgd", 2, args.batch // 2, 1,
-                                                                         sgd_lr=SGD_LR)]
+        runs += [Run("p1_t2_sgd", 1, args.batch, 2, sgd_lr=SGD_LR),
+                 Run("p2_t1_sgd", 2, args.batch // 2, 1, sgd_lr=SGD_LR)]
+    return runs
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Launch every run, compare them, and measure the compute ceiling and the collectives' cost."""
+    load_start = harness.load_1min() or 0.0
+    manifest = collection(args.videos)
     results: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        load_before = os.getloadavg()[0]
+    for run in runs_for(args):
+        load_before = harness.load_1min()
         cmd, wall, cpu = launch(run, manifest, args.steps, args.decode, args.crop)
         results[run.name] = {**summarise(run, args.warmup), "wall_s": round(wall, 1),
                              "cpu_cores_used": round(cpu / wall, 2),
-                             "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                             "load_average_1min": [load_before, harness.load_1min()],
                              "launch": " ".join(cmd[1:]).replace(str(ROOT) + "/", "")}
         print(f"{run.name}: {results[run.name]['clips_per_s']} clips/s "
               f"(world size {results[run.name]['world_size']}, {wall:.0f} s)", flush=True)
-    one, two = results["p1_t2"], results["p2_t1"]
+    one, two, ref = results["p1_t2"], results["p2_t1"], results.get("p1_t1")
     if two["world_size"] != 2:
         raise RuntimeError(f"the 2-process run reports world size {two['world_size']}: it did not run 2")
     ratio = round(two["clips_per_s"] / one["clips_per_s"], 3)
     adam = compare(one, two, "p1_t2", "p2_t1")
-    loss_diff, weight_diff = adam["max_abs_loss_diff"], adam["max_abs_weight_diff"]
-    identical = loss_diff <= args.atol and weight_diff <= args.atol
-    sgd = (compare(results["p1_t2_sgd"], results["p2_t1_sgd"], "p1_t2_sgd", "p2_t1_sgd")
-           if "p2_t1_sgd" in results else None)
-    bn = batchnorm_effect(args.batch, args.crop)
-    ceiling = compute_ceiling(args.batch, args.crop)
-    gather_us, n_bn = gather_latency(), count_batchnorms()
-    threads_rounding = compare(one, ref, "p1_t2", "p1_t1") if (ref := results.get("p1_t1")) else None
-    load_end = os.getloadavg()
-    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, no GPU used"
+    return {
+        "load_average_1min_at_start": load_start,
+        "global_batch": args.batch, "crop": args.crop, "decode_size": args.decode, "steps": args.steps,
+        "warmup_steps": args.warmup, "videos": args.videos,
+        "speedup_2_vs_1": ratio,
+        "speedup_2_vs_1_thread": round(two["clips_per_s"] / ref["clips_per_s"], 3) if ref else None,
+        "goal": GOAL, "goal_met": ratio >= GOAL,
+        "identical": adam["max_abs_loss_diff"] <= args.atol and adam["max_abs_weight_diff"] <= args.atol,
+        "atol": args.atol,
+        "max_abs_loss_diff": adam["max_abs_loss_diff"], "max_abs_weight_diff": adam["max_abs_weight_diff"],
+        "step1_loss_diff": abs(one["losses"][0] - two["losses"][0]),
+        "adam": adam,
+        "sgd": (compare(results["p1_t2_sgd"], results["p2_t1_sgd"], "p1_t2_sgd", "p2_t1_sgd")
+                if "p2_t1_sgd" in results else None),
+        "batchnorm_effect_at_init": batchnorm_effect(args.batch, args.crop),
+        "rounding_between_thread_counts": compare(one, ref, "p1_t2", "p1_t1") if ref else None,
+        "compute_ceiling_clips_per_s": compute_ceiling(args.batch, args.crop),
+        "gloo_all_gather_us": gather_latency(),
+        "batchnorm_layers": count_batchnorms(),
+        "load_average_1min_at_end": harness.load_1min(),
+        "results": results,
+    }
 
+
+def headline(record: dict[str, Any]) -> str:
+    """The 2-process speed-up against its goal, and whether the two runs agree."""
+    r = record["results"]
+    one, two = r["p1_t2"], r["p2_t1"]
+    goal = "met" if record["goal_met"] else "not met"
+    return (f"clips/s 1 process x 2 threads {harness.num(one['clips_per_s'])} vs 2 processes "
+            f"{harness.num(two['clips_per_s'])}: {harness.num(record['speedup_2_vs_1'])}x (goal "
+            f"{harness.num(record['goal'])}x {goal}); identical {'yes' if record['identical'] else 'no'}")
+
+
+def analysis(record: dict[str, Any]) -> list[str]:
+    """What the runs' CPU shares, the references and the compute ceiling say, in sentences."""
+    results, load_start = record["results"], record["load_average_1min_at_start"]
+    one, two, ref = results["p1_t2"], results["p2_t1"], results.get("p1_t1")
+    ceiling, batch = record["compute_ceiling_clips_per_s"], record["global_batch"]
     cores = ", ".join(f"{name} {r['cpu_cores_used']}" for name, r in results.items())
-    analysis = [f"1-minute load average before the runs {load_start[0]:.2f} "
-                + ("(other jobs were using the cores)" if load_start[0] > 0.5 else "(cores otherwise idle)")
-                + f"; CPU time of each run over its wall time, in cores: {cores} (2 would be both cores)."]
+    out = [f"1-minute load average before the runs {load_start:.2f} "
+           + ("(other jobs were using the cores)" if load_start > 0.5 else "(cores otherwise idle)")
+           + f"; CPU time of each run over its wall time, in cores: {cores} (2 would be both cores)."]
     if two["cpu_cores_used"] < 1.5:
-        analysis.append(f"The 2-process run got {two['cpu_cores_used']} cores of CPU time out of 2: other "
-                        "jobs held the rest, so its clips/s show the share it was given, not how 2 processes "
-                        "scale on 2 free cores.")
+        out.append(f"The 2-process run got {two['cpu_cores_used']} cores of CPU time out of 2: other "
+                   "jobs held the rest, so its clips/s show the share it was given, not how 2 processes "
+                   "scale on 2 free cores.")
     if ref is not None:
-        analysis.append(
+        out.append(
             f"1 process with 1 thread: {ref['clips_per_s']} clips/s. Over it, a second thread inside the "
             f"process gives {one['clips_per_s'] / ref['clips_per_s']:.2f}x, a second process "
             f"{two['clips_per_s'] / ref['clips_per_s']:.2f}x. The goal compares 2 processes with the "
@@ -351,28 +370,90 @@ def main(argv: list[str] | None = None) -> int:
             + (f" The 2-thread process got {one['cpu_cores_used']} cores of CPU time, the 1-thread one "
                f"{ref['cpu_cores_used']}, yet it made fewer steps: likely its 2 OpenMP threads waiting for "
                "each other at every op on busy cores (not "
-               "measured further)." if one["clips_per_s"] < ref["clips_per_s"] else "")
-        )
+               "measured further)." if one["clips_per_s"] < ref["clips_per_s"] else ""))
     local = results.get("p2_t1_local_bn")
     if local is not None:
-        analysis.append(
-            f"Global BatchNorm costs one all-gather per BatchNorm layer ({n_bn} layers) in the forward and "
-            f"one in the backward pass, each a point where both processes wait for each other (a lone "
-            f"gloo all-gather of 129 floats takes {gather_us:.0f} us here): with per-process "
-            f"statistics (train.sync_batchnorm=false) 2 processes make {local['clips_per_s']} clips/s "
-            f"({local['step_s']} s per step) vs {two['clips_per_s']} ({two['step_s']} s) with them; "
-            "per-process statistics make results depend on the process count (see step 1 above).")
-    analysis.append(
+        out.append(
+            "Global BatchNorm costs one all-gather per BatchNorm layer "
+            f"({record['batchnorm_layers']} layers) in the forward and one in the backward pass, each a "
+            "point where both processes wait for each other (a lone gloo all-gather of 129 floats takes "
+            f"{record['gloo_all_gather_us']:.0f} us here): with per-process statistics "
+            "(train.sync_batchnorm=false) 2 processes make "
+            f"{local['clips_per_s']} clips/s ({local['step_s']} s per step) vs {two['clips_per_s']} "
+            f"({two['step_s']} s) with them; per-process statistics make results depend on the process "
+            "count (see step 1 above).")
+    out.append(
         f"Model compute alone (forward + backward on random tensors, no data, no communication): "
         f"1 process x 2 threads {ceiling['p1_t2']} clips/s, 1 x 1 {ceiling['p1_t1']}, 2 independent "
-        f"processes x {args.batch // 2} clips at once {ceiling['p2_t1_independent']}: the ceiling of any "
+        f"processes x {batch // 2} clips at once {ceiling['p2_t1_independent']}: the ceiling of any "
         f"2-process launch is {ceiling['p2_t1_independent'] / ceiling['p1_t2']:.2f}x the 2-thread process "
         f"and {ceiling['p2_t1_independent'] / ceiling['p1_t1']:.2f}x the 1-thread one on this machine "
         "with this model (half the batch per process runs the small convolutions less efficiently, and "
         "two processes share the caches and memory bandwidth).")
-    analysis.append(f"Data loading runs inside the training processes (num_workers 0): waiting for it takes "
-                    f"{one['data_wait_fraction']:.0%} of a step with 1 process and "
-                    f"{two['data_wait_fraction']:.0%} with 2; with 2 processes each decodes half the batch.")
+    out.append(f"Data loading runs inside the training processes (num_workers 0): waiting for it takes "
+               f"{one['data_wait_fraction']:.0%} of a step with 1 process and "
+               f"{two['data_wait_fraction']:.0%} with 2; with 2 processes each decodes half the batch.")
+    return out
+
+
+def _drift(record: dict[str, Any]) -> str:
+    """Why runs that are not identical differ: rounding, amplified step by step (or not measured)."""
+    one, two = record["results"]["p1_t2"], record["results"]["p2_t1"]
+    adam, rounding, sgd = record["adam"], record["rounding_between_thread_counts"], record["sgd"]
+    loss_diff, weight_diff = record["max_abs_loss_diff"], record["max_abs_weight_diff"]
+    if rounding is not None:
+        return (
+            f"Step 1 agrees to {adam['step1_loss_diff']:.3g} (BatchNorm statistics cover the global batch, "
+            "train.sync_batchnorm). After that the runs drift apart, and so do two 1-process runs that "
+            "differ only in the thread count (1 vs 2: it changes the order of float sums, nothing else): "
+            f"p1_t1 vs p1_t2 differ by {rounding['step1_loss_diff']:.3g} at step 1, "
+            f"{rounding['max_abs_loss_diff']:.3g} at most in loss and "
+            f"{rounding['max_abs_weight_diff']:.3g} in exported weights, against "
+            f"{loss_diff:.3g} and {weight_diff:.3g} for 1 vs 2 processes. This training amplifies rounding "
+            "differences step by step (step 2: "
+            f"{rounding['step2_loss_diff']:.3g} between thread counts, {adam['step2_loss_diff']:.3g} "
+            "between process counts), so bit-identical runs are out of reach for any change of "
+            "threads or processes; the 2-process run computes the same thing as the 1-process run, up to "
+            "rounding (checked exactly by the gradient tests of the objectives and of GlobalBatchNorm, "
+            "and here by step 1).")
+    bn = record["batchnorm_effect_at_init"]
+    return (
+        f"Step 1 agrees to {abs(one['losses'][0] - two['losses'][0]):.3g} (BatchNorm statistics "
+        "cover the global batch, train.sync_batchnorm; without that, one random batch at "
+        f"initialisation gives InfoNCE {bn['loss_bn_over_all']} over all {record['global_batch']} clips vs "
+        f"{bn['loss_bn_per_half']} over two halves). Later steps drift apart: step 2 differs by "
+        f"{abs(one['losses'][1] - two['losses'][1]):.3g}."
+        + (" The same pair with SGD (lr " + f"{SGD_LR:g}, loss {sgd['loss_first_last'][0]} -> "
+           f"{sgd['loss_first_last'][1]} over the run): max loss difference "
+           f"{sgd['max_abs_loss_diff']:.3g}, weights {sgd['max_abs_weight_diff']:.3g}. "
+           + ("So the 2-process computation is the 1-process one up to float rounding (summation "
+              "order of the all-reduces and of the batch split); Adam's first updates (about "
+              "lr * sign(g)) turn that rounding in near-zero gradient components into full-size steps."
+              if sgd["max_abs_loss_diff"] <= 100 * record["atol"] else
+              "SGD drifts too, so rounding amplified by Adam does not explain the difference.")
+           if sgd is not None else " Not measured further (--sgd checks with SGD)."))
+
+
+def summary(record: dict[str, Any]) -> list[str]:
+    """The speed-ups against the goal and whether the runs agree."""
+    one, ref = record["results"]["p1_t2"], record["results"].get("p1_t1")
+    ratio, ratio_t1 = record["speedup_2_vs_1"], record["speedup_2_vs_1_thread"]
+    verdict = "met" if record["goal_met"] else "NOT met"
+    out = [f"2 vs 1 process: {ratio}x (goal >= {record['goal']}x: {verdict})."]
+    if ref is not None and ratio_t1 is not None:
+        out.append(f"Against the 1-process run with 1 thread ({ref['clips_per_s']} clips/s): {ratio_t1}x.")
+        if ref["clips_per_s"] > one["clips_per_s"]:
+            out.append("The 2-thread process was slower than the 1-thread one: the first ratio "
+                       "compares with a slow baseline, read the second too.")
+    out.append(f"Identical (atol {record['atol']:g}): {'yes' if record['identical'] else 'no'}; max abs "
+               f"difference of per-step losses {record['max_abs_loss_diff']:.3g} over {len(one['losses'])} "
+               f"steps, of exported weights {record['max_abs_weight_diff']:.3g}.")
+    if not record["identical"]:
+        out.append(_drift(record))
+    return out
+
+
+def markdown(record: dict[str, Any]) -> str:
     lines = [
         "| run | processes x threads | batch per process | world size (metrics.jsonl) | clips/s | step s "
         "| data wait | CPU cores used | load avg before, after |",
@@ -382,104 +463,36 @@ def main(argv: list[str] | None = None) -> int:
         f"| {name} | {r['processes']} x {r['threads_per_process']} | {r['batch_per_process']} | "
         f"{r['world_size']} | {r['clips_per_s']} | {r['step_s']} | {r['data_wait_fraction']:.0%} | "
         f"{r['cpu_cores_used']} | {r['load_average_1min'][0]}, {r['load_average_1min'][1]} |"
-        for name, r in results.items()
+        for name, r in record["results"].items()
     ]
-    verdict = "met" if ratio >= GOAL else "NOT met"
-    ratio_t1 = round(two["clips_per_s"] / ref["clips_per_s"], 3) if ref is not None else None
-    summary = [f"2 vs 1 process: {ratio}x (goal >= {GOAL}x: {verdict})."]
-    if ref is not None and ratio_t1 is not None:
-        summary.append(f"Against the 1-process run with 1 thread ({ref['clips_per_s']} clips/s): "
-                       f"{ratio_t1}x.")
-        if ref["clips_per_s"] > one["clips_per_s"]:
-            summary.append("The 2-thread process was slower than the 1-thread one: the first ratio "
-                           "compares with a slow baseline, read the second too.")
-    summary += [
-        f"Identical (atol {args.atol:g}): {'yes' if identical else 'no'}; max abs difference of per-step "
-        f"losses {loss_diff:.3g} over {len(one['losses'])} steps, of exported weights {weight_diff:.3g}.",
-    ]
-    if not identical and threads_rounding is not None:
-        summary.append(
-            f"Step 1 agrees to {adam['step1_loss_diff']:.3g} (BatchNorm statistics cover the global batch, "
-            "train.sync_batchnorm). After that the runs drift apart, and so do two 1-process runs that "
-            "differ only in the thread count (1 vs 2: it changes the order of float sums, nothing else): "
-            f"p1_t1 vs p1_t2 differ by {threads_rounding['step1_loss_diff']:.3g} at step 1, "
-            f"{threads_rounding['max_abs_loss_diff']:.3g} at most in loss and "
-            f"{threads_rounding['max_abs_weight_diff']:.3g} in exported weights, against "
-            f"{loss_diff:.3g} and {weight_diff:.3g} for 1 vs 2 processes. This training amplifies rounding "
-            "differences step by step (step 2: "
-            f"{threads_rounding['step2_loss_diff']:.3g} between thread counts, {adam['step2_loss_diff']:.3g} "
-            "between process counts), so bit-identical runs are out of reach for any change of "
-            "threads or processes; the 2-process run computes the same thing as the 1-process run, up to "
-            "rounding (checked exactly by the gradient tests of the objectives and of GlobalBatchNorm, "
-            "and here by step 1).")
-    elif not identical:
-        summary.append(
-            f"Step 1 agrees to {abs(one['losses'][0] - two['losses'][0]):.3g} (BatchNorm statistics "
-            "cover the global batch, train.sync_batchnorm; without that, one random batch at "
-            f"initialisation gives InfoNCE {bn['loss_bn_over_all']} over all {args.batch} clips vs "
-            f"{bn['loss_bn_per_half']} over two halves). Later steps drift apart: step 2 differs by "
-            f"{abs(one['losses'][1] - two['losses'][1]):.3g}."
-            + (" The same pair with SGD (lr " + f"{SGD_LR:g}, loss {sgd['loss_first_last'][0]} -> "
-               f"{sgd['loss_first_last'][1]} over the run): max loss difference "
-               f"{sgd['max_abs_loss_diff']:.3g}, weights {sgd['max_abs_weight_diff']:.3g}. "
-               + ("So the 2-process computation is the 1-process one up to float rounding (summation "
-                  "order of the all-reduces and of the batch split); Adam's first updates (about "
-                  "lr * sign(g)) turn that rounding in near-zero gradient components into full-size steps."
-                  if sgd["max_abs_loss_diff"] <= 100 * args.atol else
-                  "SGD drifts too, so rounding amplified by Adam does not explain the difference.")
-               if sgd is not None else " Not measured further (--sgd checks with SGD).")
-        )
-    note = (f"Global batch {args.batch}, {args.steps} steps per run, first {args.warmup} left out of "
-            "clips/s; "
-            "configs/pretrain/synth_cpu.yaml (InfoNCE, tiny encoders) with "
-            f"{args.decode} px decode, {args.crop} px crops, "
-            f"no loader workers, on {args.videos} synthetic videos (3 s, 64 px). Threads "
-            "(OMP_NUM_THREADS): 2 for the 1-process run, 1 per process for the 2-process run and 1 for "
-            f"the reference. {machine}; load average "
-            f"{load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end; `{command}`")
-    text = "\n".join(lines) + "\n\n" + "\n".join(summary) + "\n\n" + note
-    heading = "Analysis (measured)" + ("; the goal is not met" if ratio < GOAL else "")
-    text += f"\n\n{heading}:\n\n" + "\n".join(f"- {a}" for a in analysis)
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(
-        json.dumps(
-            {
-                "command": command,
-                "machine": machine,
-                "load_average_1min_at_start": round(load_start[0], 2),
-                "load_average_1min_at_end": round(load_end[0], 2),
-                "global_batch": args.batch,
-                "crop": args.crop,
-                "decode_size": args.decode,
-                "steps": args.steps,
-                "warmup_steps": args.warmup,
-                "videos": args.videos,
-                "speedup_2_vs_1": ratio,
-                "speedup_2_vs_1_thread": ratio_t1,
-                "goal": GOAL,
-                "goal_met": ratio >= GOAL,
-                "identical": identical,
-                "atol": args.atol,
-                "max_abs_loss_diff": loss_diff,
-                "max_abs_weight_diff": weight_diff,
-                "step1_loss_diff": abs(one["losses"][0] - two["losses"][0]),
-                "adam": adam,
-                "sgd": sgd,
-                "batchnorm_effect_at_init": bn,
-                "rounding_between_thread_counts": threads_rounding,
-                "compute_ceiling_clips_per_s": ceiling,
-                "gloo_all_gather_us": gather_us,
-                "batchnorm_layers": n_bn,
-                "analysis": analysis,
-                "results": results,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    (RESULTS / f"{args.name}.md").write_text(
-        "# Pretraining on CPU, 1 vs 2 processes (gloo)\n\n" + text + "\n")
+    note = (f"Global batch {record['global_batch']}, {record['steps']} steps per run, first "
+            f"{record['warmup_steps']} left out of clips/s; configs/pretrain/synth_cpu.yaml (InfoNCE, tiny "
+            f"encoders) with {record['decode_size']} px decode, {record['crop']} px crops, no loader "
+            f"workers, on {record['videos']} synthetic videos (3 s, 64 px). Threads (OMP_NUM_THREADS): 2 for "
+            "the 1-process run, 1 per process for the 2-process run and 1 for the reference. "
+            f"{harness.machine_text(record, with_load=False)}; load average "
+            f"{record['load_average_1min_at_start']:.2f} at the start, "
+            f"{record['load_average_1min_at_end']:.2f} at the end; `{record['command']}`")
+    heading = "Analysis (measured)" + ("" if record["goal_met"] else "; the goal is not met")
+    return ("# Pretraining on CPU, 1 vs 2 processes (gloo)\n\n" + "\n".join(lines) + "\n\n"
+            + "\n".join(summary(record)) + "\n\n" + note + f"\n\n{heading}:\n\n"
+            + "\n".join(f"- {a}" for a in analysis(record)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.compute_worker:
+        _compute_worker(args.compute_worker, args.crop)
+        return 0
+    if args.gather_worker:
+        _gather_worker()
+        return 0
+    if args.batch % 2:
+        parser().error("--batch must be even (split over 2 processes)")
+    record = {**harness.record_for(NAME, argv), **measure(args)}
+    record["analysis"] = analysis(record)
+    harness.write(harness.RESULTS / args.name if args.out == parser().get_default("out") else args.out,
+                  record, markdown(record))
     return 0
 
 

@@ -8,8 +8,8 @@ DataLoader processes) on a synthetic collection made once under ``.cache/train_t
 ``--workers 0`` loads in the training process, ``--in-memory`` reuses one random batch (data
 loading excluded, as ``data_loading.py`` measures that side).
 
-    python benchmarks/train_throughput.py                        # tiny, small, full on CPU
-    python benchmarks/train_throughput.py --sizes full --batch 16 --steps 5
+    python -m benchmarks.train_throughput                        # tiny, small, full on CPU
+    python -m benchmarks.train_throughput --sizes full --batch 16 --steps 5
 
 Writes ``benchmarks/results/train_throughput_<device>.{json,md}``.
 """
@@ -17,12 +17,8 @@ Writes ``benchmarks/results/train_throughput_<device>.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,11 +26,10 @@ from torch.utils.data import DataLoader
 
 from avlearn.models.registry import ModelConfig, build_av_model
 from avlearn.objectives import AVIDLoss
+from benchmarks import harness
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # data_prep, when run as a script
-RESULTS = ROOT / "benchmarks" / "results"
-CACHE = ROOT / ".cache" / "train_throughput"
+NAME = "train_throughput"
+CACHE = harness.CACHE / NAME
 SIZES = {
     "tiny": ("r2plus1d_tiny", "avid_spec_cnn9_tiny"),
     "small": ("r2plus1d_small", "avid_spec_cnn9_small"),
@@ -58,15 +53,10 @@ def loader(batch: int, crop: int, workers: int, videos: int = 32) -> DataLoader[
         build_audio_transform,
         build_video_transform,
     )
-    from data_prep.index import index_collection
-    from data_prep.synth import SynthConfig, generate
 
-    out = CACHE / f"synth_n{videos}"
+    out = harness.synthetic_collection(CACHE / f"synth_n{videos}", num_videos=videos, seed=0, duration=3.0,
+                                       size=144)
     manifest = out / "manifest.csv"
-    if not manifest.exists():
-        generate(SynthConfig(out=out, num_videos=videos, seed=0, duration=3.0, size=144, workers=2),
-                 progress=False)
-        index_collection([out / "videos"], manifest, workers=2, progress=False)
     spec = ClipSpec(num_frames=8, fps=16, size=round(crop * 8 / 7), audio_seconds=2.0, sample_rate=16000)
     ds = AVClipDataset(manifest, spec, "pyav", clips_per_video=64, seed=0,
                        video_transform=build_video_transform(VideoAugConfig(size=crop), True),
@@ -130,70 +120,61 @@ def bench(size: str, batch: int, steps: int, crop: int, device: torch.device, ba
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    parser.add_argument("--batch", type=int, default=8, help="clips per step")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per size (after one warm-up)")
-    parser.add_argument("--crop", type=int, default=112, help="frame crop (8 frames)")
-    parser.add_argument("--bank", type=int, default=10_000, help="memory-bank entries")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
-    parser.add_argument("--in-memory", action="store_true", help="one random batch, no data loading")
-    args = parser.parse_args(argv)
+COLUMNS = ("clips_per_s", "step_s", "data_wait", "data_wait_share", "video_forward", "audio_forward",
+           "objective", "backward", "optimizer", "bank_update", "objective_and_bank_share")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = harness.parser(__doc__, NAME, out=harness.RESULTS / f"{NAME}_<device>")
+    p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    p.add_argument("--batch", type=int, default=8, help="clips per step")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per size (after one warm-up)")
+    p.add_argument("--crop", type=int, default=112, help="frame crop (8 frames)")
+    p.add_argument("--bank", type=int, default=10_000, help="memory-bank entries")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
+    p.add_argument("--in-memory", action="store_true", help="one random batch, no data loading")
+    return p
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per part of a training step and clips/s for each model size."""
     device = torch.device(args.device)
     data = None if args.in_memory else loader(args.batch, args.crop, args.workers)
     results = {s: bench(s, args.batch, args.steps, args.crop, device, args.bank, data) for s in args.sizes}
+    return {"batch": args.batch, "crop": args.crop,
+            "data": "in-memory" if args.in_memory else f"pipeline, {args.workers} DataLoader worker(s)",
+            "load_average_1min": harness.load_1min(), "results": results}
 
-    cols = [
-        "clips_per_s",
-        "step_s",
-        "data_wait",
-        "data_wait_share",
-        "video_forward",
-        "audio_forward",
-        "objective",
-        "backward",
-        "optimizer",
-        "bank_update",
-        "objective_and_bank_share",
-    ]
-    lines = ["| size | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    lines += [f"| {s} | " + " | ".join(str(r[c]) for c in cols) + " |" for s, r in results.items()]
-    machine = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-    )
-    command = "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    source = ("one random in-memory batch (no data loading)" if args.in_memory else
+
+def headline(record: dict[str, Any]) -> str:
+    res = record["results"]
+    sizes = ", ".join(f"{s} {harness.num(r['clips_per_s'])}" for s, r in res.items())
+    share = max(r["objective_and_bank_share"] for r in res.values())
+    source = "in-memory batches" if record.get("data", "in-memory") == "in-memory" else "pipeline batches"
+    return (f"clips/s at batch {record['batch']}, 8x{record['crop']}², {source}: {sizes}; "
+            f"objective + bank <= {harness.pct(share)} of a step")
+
+
+def markdown(record: dict[str, Any]) -> str:
+    lines = ["| size | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    lines += [f"| {s} | " + " | ".join(str(r[c]) for c in COLUMNS) + " |"
+              for s, r in record["results"].items()]
+    source = ("one random in-memory batch (no data loading)" if record["data"] == "in-memory" else
               f"batches from the training pipeline (AVClipDataset, default augmentation, AVID spectrogram) "
-              f"with {args.workers} DataLoader worker(s) on synthetic 144 px videos")
-    note = (
-        f"batch {args.batch}, 8x{args.crop}x{args.crop} video + 2 s audio, fp32, seconds per step part; "
-        f"{source}; {machine}; load average {os.getloadavg()[0]:.2f}; `{command}`"
-    )
-    print("\n".join(lines) + "\n\n" + note)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"train_throughput_{device.type}"
-    stem.with_suffix(".json").write_text(
-        json.dumps(
-            {
-                "command": command,
-                "machine": machine,
-                "batch": args.batch,
-                "crop": args.crop,
-                "data": "in-memory" if args.in_memory else f"pipeline, {args.workers} DataLoader worker(s)",
-                "load_average_1min": round(os.getloadavg()[0], 2),
-                "results": results,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n\n" + note + "\n")
+              f"with {record['data'].removeprefix('pipeline, ')} on synthetic 144 px videos")
+    crop = record["crop"]
+    note = (f"batch {record['batch']}, 8x{crop}x{crop} video + 2 s audio, fp32, seconds per step part; "
+            f"{source}; {harness.machine_text(record)}; `{record['command']}`")
+    return "\n".join(lines) + "\n\n" + note
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.out == parser().get_default("out"):
+        args.out = harness.RESULTS / f"{NAME}_{torch.device(args.device).type}"
+    record = {**harness.record_for(NAME, argv), **measure(args)}
+    harness.write(args.out, record, markdown(record))
     return 0
 
 

@@ -112,7 +112,7 @@ def read_comparison(av: float, rnd: float, chance: float, videos: int) -> str:
     gap = round((av - rnd) / one)  # in test videos
     if max(av, rnd) <= chance + one + 1e-9:
         return ("both at chance (within one test video): this run is too short to learn it; "
-                "`python benchmarks/downstream_synth.py` runs the longer comparison")
+                "`python -m benchmarks.downstream_synth` runs the longer comparison")
     if abs(gap) <= 1:
         return f"no difference beyond one test video ({_pct(av)} vs {_pct(rnd)} %)"
     who = "AV-pretrained" if gap > 0 else "random init / scratch"

@@ -1,6 +1,6 @@
 """Where is the sound? Heatmap overlays (MP4 with sound + PNG strip) from a pretrained checkpoint.
 
-    python demos/localize_demo.py                                  # after benchmarks/localization_synth.py
+    python demos/localize_demo.py                    # after python -m benchmarks.localization_synth
     python demos/localize_demo.py --checkpoint RUN/encoders.safetensors --synth DIR --out outputs/loc_demo
     python demos/localize_demo.py --quick-train                    # no checkpoint yet: ~3 min run first
 
@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         args.synth = args.synth or args.out / "quick" / "synth"
     if checkpoint is None:
         print(
-            "no checkpoint: pass --checkpoint, run benchmarks/localization_synth.py, or add --quick-train",
+            "no checkpoint: pass --checkpoint, run python -m benchmarks.localization_synth, or add "
+            "--quick-train",
             file=sys.stderr,
         )
         return 2

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _load_script(name: str) -> ModuleType:
-    """A benchmark script that imports its sibling scripts, as when it runs from benchmarks/."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        return _load(name)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    """The benchmark module ``benchmarks.<name>``, as ``python -m benchmarks.<name>`` imports it."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def test_localization_benchmark_keys_collections_and_runs_by_seed(tmp_path: Path) -> None:
@@ -51,8 +39,10 @@ def test_localization_benchmark_keys_collections_and_runs_by_seed(tmp_path: Path
     assert run_dir(p.parse_args(["--cache", str(tmp_path)]), root, fps=4.0) != first
 
 
-def test_downstream_benchmark_caches_each_seed_apart() -> None:
+def test_downstream_benchmark_caches_each_seed_apart(monkeypatch: pytest.MonkeyPatch) -> None:
     bench = _load("downstream_synth")
+    for name in ("SEED", "CACHE", "COLLECTION"):  # use_seed moves them: restored after the test
+        monkeypatch.setattr(bench, name, getattr(bench, name))
     bench.use_seed(0)
     zero = (bench.CACHE, bench.COLLECTION, bench.seeds())
     bench.use_seed(3)
@@ -61,13 +51,14 @@ def test_downstream_benchmark_caches_each_seed_apart() -> None:
     assert bench.seeds() == ["seed=3", "data.seed=3"] and zero[2] == ["seed=0", "data.seed=0"]
 
 
-def test_downstream_reuse_finds_a_finished_run_of_the_same_config_in_any_folder(tmp_path: Path) -> None:
+def test_downstream_reuse_finds_a_finished_run_of_the_same_config_in_any_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from avlearn.config import load_config
     from avlearn.train.config import PretrainConfig
     from avlearn.train.engine import write_config
 
     bench = _load("downstream_synth")
-    bench.CACHE = tmp_path / "seed0"
+    monkeypatch.setattr(bench, "CACHE", tmp_path / "seed0")
     config = ROOT / "avlearn/configs/pretrain/synth_cpu.yaml"
 
     def cfg(run: Path, *extra: str) -> PretrainConfig:
@@ -93,7 +84,7 @@ def test_downstream_reuse_finds_a_finished_run_of_the_same_config_in_any_folder(
 def test_levers_merge_keeps_earlier_runs_and_names_their_command(tmp_path: Path) -> None:
     import json
 
-    levers = _load_script("localization_levers")
+    levers = _load("localization_levers")
     part = {m: 0.5 for m in levers.METRICS}
     run = {"floor": 0.6, "raw": part, "floored": part,
            "center_box": {"ciou50": 0.6, "auc": 0.5, "pointing": 0.3},
@@ -121,7 +112,7 @@ def test_downstream_levers_merge_keeps_rows_and_checks_the_goal_on_the_mean(tmp_
 
     import torch
 
-    levers = _load_script("downstream_levers")
+    levers = _load("downstream_levers")
     random = {s: {"action": 0.25, "object": 0.5} for s in ("0", "1", "2")}
     rows = {"2": {"pretrain_seconds": 1.0, "action": 0.75, "object": 1.0},
             "0": {"pretrain_seconds": 1.0, "action": 0.5, "object": 1.0},
@@ -148,7 +139,7 @@ def test_downstream_levers_merge_keeps_rows_and_checks_the_goal_on_the_mean(tmp_
 
 
 def test_localization_levers_check_the_goals_on_the_means() -> None:
-    levers = _load_script("localization_levers")
+    levers = _load("localization_levers")
 
     def seed(ciou: float, auc: float) -> dict[str, dict[str, float]]:
         return {"floored": {"ciou50": ciou, "auc": auc, "pointing": 1.0, "pair_pointing": 0.9,
@@ -167,7 +158,7 @@ def test_finetune_levers_gaps_to_own_and_best_scratch(tmp_path: Path) -> None:
 
     import torch
 
-    levers = _load_script("finetune_levers")
+    levers = _load("finetune_levers")
 
     def run(top1: float) -> dict[str, float]:
         return {"video_top1": top1, "train_seconds": 1.0, "steps": 135, "train_videos": 18}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["markdown"]
+__all__ = ["headline", "markdown"]
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -118,3 +118,25 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{loader['clips_per_s']} clips/s, data wait {_pct(loader['data_wait_share'])} of the "
                   f"step, {loader['workers']} workers, batch {loader['batch']}.", ""]
     return "\n".join(lines)
+
+
+def _best_rows(result: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The fastest encoder-stage row at the main batch, per (model, clip size)."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in result["stages"].get("encoders", {}).get("rows", []):
+        key = (f"{r['video_arch']} + {r['audio_arch']}", f"{r['frames']}x{r['crop']}²")
+        if r.get("status") == "ok" and r["batch"] == result["sizes"]["batch"] and (
+                key not in best or r["clips_per_s"] > best[key]["clips_per_s"]):
+            best[key] = r
+    return best
+
+
+def headline(result: dict[str, Any]) -> str:
+    """The best clips/s and MFU per model and clip size at the main batch, and the tests' counts."""
+    steps = "; ".join(f"{m.split(' + ')[0]} {c} {r['clips_per_s']:.0f} clips/s (MFU {100 * r['mfu']:.0f} %)"
+                      for (m, c), r in _best_rows(result).items())
+    tests = result["stages"].get("tests", {})
+    counts = ", ".join(f"{n} {k}" for k, n in tests.get("counts", {}).items()) or tests.get("status", "-")
+    how = ("dry run on CPU, " if result.get("dry_run") else "") + (
+        "cuDNN autotuned, " if result.get("cudnn_benchmark") else "")
+    return f"{how}bf16 step at batch {result['sizes']['batch']}: {steps or '-'}; GPU tests: {counts}"

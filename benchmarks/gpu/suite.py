@@ -35,14 +35,17 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks import harness
 from benchmarks.gpu import checks, layer_bench, peaks, smoke, step_bench
+from benchmarks.gpu.report import headline as headline  # the results' headline, for readme_table
 from benchmarks.gpu.report import markdown
+from benchmarks.harness import full_size
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("peak", "tests", "smoke", "encoders", "layers", "loader")
@@ -329,11 +332,6 @@ STAGE_FNS: dict[str, Callable[[Run], dict[str, Any]]] = {
 # ----------------------------------------------------------------------------------- architectures
 
 
-def full_size(names: Iterable[str]) -> list[str]:
-    """Registered names without the CPU-sized ``_small`` / ``_tiny`` variants, in registry order."""
-    return [n for n in names if not re.search(r"_(small|tiny)$", n)]
-
-
 def by_size(names: list[str], registry: Mapping[str, Callable[..., torch.nn.Module]]) -> list[str]:
     """``names`` by the parameter count of the module each builds, smallest first (stable)."""
     return sorted(names, key=lambda n: sum(p.numel() for p in registry[n]().parameters()))
@@ -373,8 +371,8 @@ def device_slug(device: torch.device, dry_run: bool) -> str:
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"processor": device_name(device), "platform": platform.platform(),
-                            "cpu_count": os.cpu_count(), "load_average_at_start": list(os.getloadavg())}
+    """The harness's machine record with the device's name as the processor and, on CUDA, the GPU's facts."""
+    info: dict[str, Any] = {**harness.machine(), "processor": device_name(device)}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(cuda=True, gpu_memory_gib=round(props.total_memory / 2**30, 1),
@@ -456,11 +454,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compile-estimate-s", type=float, default=90.0,
                    help="budget a compiled setup needs before it is launched (default 90)")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line the results name
     args.out = args.out or str(ROOT / (".cache/gpu_dry_run" if args.dry_run else "benchmarks/results"))
     if args.dry_run:  # the CPU-sized variants: the full-size ones take minutes on a CPU
         args.video_archs = args.video_archs or ["r2plus1d_tiny"]
         args.audio_archs = args.audio_archs or ["avid_spec_cnn9_tiny"]
     return args
+
+
+def measure(run: Run) -> dict[str, Any]:
+    """Run the stages (``peak`` first, for MFU) and return the results record."""
+    stages = [s for s in (run.args.only or STAGES) if s not in run.args.skip]
+    if "peak" not in stages:  # MFU needs a peak: the table's, else a quick measurement
+        stages.insert(0, "peak")
+    command = "benchmarks/gpu/run.sh " + shlex.join(run.args.argv)
+    run.say(f"{command} on {device_name(run.device)}; stages {', '.join(stages)}; "
+            f"budget {run.sizes.budget_s:.0f} s")
+    for name in stages:
+        run.stage(name, STAGE_FNS[name])
+    run.say("done: " + ", ".join(f"{k} {v['status']}" for k, v in run.stages.items()))
+    return {"benchmark": "gpu.suite", "command": command, "dry_run": run.args.dry_run,
+            "machine": machine_info(run.device),
+            "versions": versions(), "sizes": dataclasses.asdict(run.sizes),
+            "cudnn_benchmark": run.args.cudnn_benchmark,
+            "seconds": round(time.monotonic() - run.t0, 1), "stages": run.stages}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -475,21 +492,9 @@ def main(argv: list[str] | None = None) -> int:
                                 other_batches=tuple(args.batches or sizes.other_batches),
                                 budget_s=args.budget_s or sizes.budget_s)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
-    device = torch.device("cpu" if args.dry_run else "cuda")
-    run = Run(args, device, sizes)
-    stages = [s for s in (args.only or STAGES) if s not in args.skip]
-    if "peak" not in stages:  # MFU needs a peak: the table's, else a quick measurement
-        stages.insert(0, "peak")
-    command = "benchmarks/gpu/run.sh " + shlex.join(sys.argv[1:] if argv is None else argv)
-    run.say(f"{command} on {device_name(device)}; stages {', '.join(stages)}; budget {sizes.budget_s:.0f} s")
-    for name in stages:
-        run.stage(name, STAGE_FNS[name])
-    result = {"command": command, "dry_run": args.dry_run, "machine": machine_info(device),
-              "versions": versions(), "sizes": dataclasses.asdict(sizes),
-              "cudnn_benchmark": args.cudnn_benchmark,
-              "seconds": round(time.monotonic() - run.t0, 1), "stages": run.stages}
-    run.say("done: " + ", ".join(f"{k} {v['status']}" for k, v in run.stages.items()))
-    slug = device_slug(device, args.dry_run) + (f"_{args.tag}" if args.tag else "")
+    run = Run(args, torch.device("cpu" if args.dry_run else "cuda"), sizes)
+    result = measure(run)
+    slug = device_slug(run.device, args.dry_run) + (f"_{args.tag}" if args.tag else "")
     for path in write_results(run, result, slug):
         print(f"wrote {path}")
     return 1 if any(v["status"] == "failed" for v in run.stages.values()) else 0
