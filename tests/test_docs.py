@@ -53,6 +53,8 @@ def _nav_pages() -> list[str]:
 
 
 def test_site_builds_strictly_offline_with_every_page(tmp_path: Path) -> None:
+    assert (ROOT / "docs" / "benchmarks.md").is_file(), (
+        "docs/benchmarks.md is missing: benchmarks/readme_table.py --write generates it")
     site = tmp_path / "site"
     proc = _build(ROOT, site)
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
@@ -77,6 +79,9 @@ def test_a_broken_link_fails_the_build(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "docs", root / "docs")
     shutil.copytree(ROOT / "benchmarks" / "results", root / "benchmarks" / "results")
     shutil.copy(ROOT / "mkdocs.yml", root / "mkdocs.yml")
+    benchmarks = root / "docs" / "benchmarks.md"  # generated; its presence is the test above's concern
+    if not benchmarks.exists():
+        benchmarks.write_text("# Benchmarks\n")
     for page in (root / "docs" / "api").glob("*.md"):
         page.write_text(re.sub(r"^::: .*$", "(reference left out)", page.read_text(), flags=re.MULTILINE))
     ok = _build(root, tmp_path / "site_ok")
