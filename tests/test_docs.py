@@ -73,8 +73,8 @@ def test_site_builds_strictly_offline_with_every_page(tmp_path: Path) -> None:
     assert "fonts.googleapis.com" not in front and "fonts.gstatic.com" not in front
 
 
-def test_a_broken_link_fails_the_build(tmp_path: Path) -> None:
-    # the same config and pages, without the (slow) API reference; one page gains a dead link
+def _copy_without_api(tmp_path: Path) -> Path:
+    """The repository's config, pages and results in ``tmp_path``, minus the (slow) API reference."""
     root = tmp_path / "repo"
     shutil.copytree(ROOT / "docs", root / "docs")
     shutil.copytree(ROOT / "benchmarks" / "results", root / "benchmarks" / "results")
@@ -84,6 +84,11 @@ def test_a_broken_link_fails_the_build(tmp_path: Path) -> None:
         benchmarks.write_text("# Benchmarks\n")
     for page in (root / "docs" / "api").glob("*.md"):
         page.write_text(re.sub(r"^::: .*$", "(reference left out)", page.read_text(), flags=re.MULTILINE))
+    return root
+
+
+def test_a_broken_link_fails_the_build(tmp_path: Path) -> None:
+    root = _copy_without_api(tmp_path)
     ok = _build(root, tmp_path / "site_ok")
     assert ok.returncode == 0, f"{ok.stdout}\n{ok.stderr}"
 
@@ -92,6 +97,19 @@ def test_a_broken_link_fails_the_build(tmp_path: Path) -> None:
     broken = _build(root, tmp_path / "site_broken")
     assert broken.returncode != 0
     assert "no_such_page.md" in broken.stdout + broken.stderr
+
+
+def test_a_fetch_at_build_time_fails_the_build(tmp_path: Path) -> None:
+    # a remote inventory is what a well-meant edit would add first; the build must refuse it
+    root = _copy_without_api(tmp_path)
+    config = root / "mkdocs.yml"
+    text = config.read_text()
+    assert "          paths: [.]" in text
+    config.write_text(text.replace("          paths: [.]", "          inventories: ['https://docs.python.org/3/objects.inv']\n"
+                                   "          paths: [.]", 1))
+    proc = _build(root, tmp_path / "site")
+    assert proc.returncode != 0
+    assert "objects.inv" in proc.stdout + proc.stderr
 
 
 def test_readme_is_a_short_front_page_whose_links_exist() -> None:
