@@ -8,7 +8,7 @@ DEMO_OUT ?= outputs/demo
 # Parallel test workers; CI machines have 2 cores.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test lint install clean browser
+.PHONY: demo test lint install clean browser docs
 
 # The demo installs the package only; the tests and linters add the dev extras on top.
 $(STAMP): pyproject.toml
@@ -38,6 +38,10 @@ browser:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } \
 		|| echo "make: chromium could not be installed: the browser test of avlearn serve will skip"; \
 	fi
+
+# The documentation site (mkdocs.yml) into outputs/site/; offline, warnings are errors.
+docs: $(DEV_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir outputs/site
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check avlearn data_prep tests benchmarks demos

@@ -105,7 +105,7 @@ def demo_paragraph(d: dict[str, Any]) -> str:
         f"{f['object_av']} vs {f['object_random']} for random features; actions {f['action_av']} vs "
         f"{f['action_random']} (chance {f['action_chance']}); fine-tuning on actions {f['ft_av']} from "
         f"the pretrained start vs {f['ft_scratch']} from scratch in the demo's budget ({f['ft_steps']} "
-        f"steps{f['ft_how']}{f['ft_avid']}; the downstream benchmark below gives fine-tuning 1260 steps); "
+        f"steps{f['ft_how']}{f['ft_avid']}; the downstream benchmark (docs/benchmarks.md) gives fine-tuning 1260 steps); "
         f"localization pointing {f['point_learned']} for the learned localizer ({f['point_posthoc']} "
         f"post hoc) vs {f['point_centre']} for the centre box and {f['point_random']} for a random-init "
         f"model; cIoU50 {f['ciou_learned']} learned ({f['ciou_verdict']} the centre box's "
