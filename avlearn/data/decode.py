@@ -65,6 +65,7 @@ __all__ = [
     "decode_clip",
     "decode_clips",
     "get_decoder",
+    "probe_audio_duration",
     "probe_duration",
     "read_audio",
     "stage_times",
@@ -376,6 +377,18 @@ def _video_duration(container: Any, stream: Any) -> float:
     if container.duration is not None:
         return float(container.duration / _av().time_base)
     return math.inf
+
+
+def probe_audio_duration(path: MediaSource) -> float:
+    """Duration (s) of the file's audio track (container duration as a fallback; 0 without either)."""
+    container = _open(path)
+    try:
+        stream = container.streams.audio[0]
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        return float(container.duration or 0) / 1e6
+    finally:
+        container.close()
 
 
 def probe_duration(path: MediaSource) -> float:

@@ -70,12 +70,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from avlearn.data.dataset import AVClipDataset, Transform, av_collate, sample_generator
-from avlearn.data.decode import ClipSpec, DecodeError, MediaBytes
+from avlearn.data.clips import AVClips, ClipItem, Transform, sample_generator
+from avlearn.data.dataset import av_collate
+from avlearn.data.decode import ClipSpec, MediaBytes
 from avlearn.data.manifest import VideoInfo
 
 __all__ = ["EpochLayout", "ShardBatches", "ShardDataset", "ShardError", "ShardIndex", "ShardInfo",
-           "buffered_shuffle", "open_stream", "shard_loader", "shard_order"]
+           "ShardReader", "buffered_shuffle", "open_stream", "shard_loader", "shard_order"]
 
 logger = logging.getLogger(__name__)
 
@@ -208,18 +209,8 @@ def buffered_shuffle(items: Iterable[T], size: int, rng: np.random.Generator) ->
 # ---------------------------------------------------------------------------------- the dataset
 
 
-@dataclasses.dataclass
-class _Raw:
-    """One sample as read from a shard: not decoded."""
-
-    index: int
-    clip: int
-    row: VideoInfo
-    media: MediaBytes
-    error: str = ""  # the record could not be read: a decode failure when its turn comes
-
-
-def _raw(sample: Mapping[str, Any], url: str, expected: int) -> _Raw:
+def _raw(sample: Mapping[str, Any], url: str, expected: int) -> ClipItem:
+    """One member as read from a shard, not decoded: an unreadable record carries its ``error``."""
     key = str(sample["__key__"])
     try:
         meta = json.loads(sample["json"])
@@ -236,7 +227,71 @@ def _raw(sample: Mapping[str, Any], url: str, expected: int) -> _Raw:
     row = VideoInfo(path=name, video_id=str(meta.get("video_id", key)),
                     duration=float(meta.get("duration", 0)), fps=float(meta.get("fps", 0)), has_video=True,
                     has_audio=bool(meta.get("has_audio", True)), label=str(meta.get("label", "")))
-    return _Raw(index, 0, row, MediaBytes(name, bytes(data)), error)
+    return ClipItem(row, index, MediaBytes(name, bytes(data)), 0, error)
+
+
+class ShardReader:
+    """A shard index, its classes, and its members' bytes (what both shard datasets read).
+
+    Args:
+        index: ``index.json`` of ``avlearn prepare shard``: a path or an fsspec URL.
+        class_to_idx: label name -> id; default: the index's classes in order (``None`` without labels).
+    """
+
+    def __init__(self, index: str | os.PathLike[str], class_to_idx: Mapping[str, int] | None = None) -> None:
+        self.index = ShardIndex.load(index)
+        classes = class_to_idx
+        if classes is None and self.index.classes:
+            classes = {name: i for i, name in enumerate(self.index.classes)}
+        unknown = sorted(set(self.index.classes) - set(classes or {}))
+        if class_to_idx is not None and not self.index.classes:
+            raise ValueError(f"{self.index.location}: the shards carry no labels; shard a manifest whose "
+                             "label column names each video's class")
+        if classes is not None and unknown:
+            raise ValueError(f"{self.index.location}: label(s) {unknown[:5]} are not among the classes "
+                             f"{sorted(classes)[:20]}; shard a manifest of this split's videos")
+        self.class_to_idx = None if classes is None else dict(classes)
+
+    def read_shard(self, shard: ShardInfo, skip: int) -> Iterator[ClipItem]:
+        """The members of ``shard`` from its ``skip``-th on (those before are read, not decoded)."""
+        from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+        count = 0
+        try:
+            with open_stream(shard.url) as fh:
+                files = ({**f, "__url__": shard.url} for f in tar_file_iterator(fh))  # type: ignore[arg-type]
+                for sample in group_by_keys(files):
+                    if count >= skip:
+                        yield _raw(sample, shard.url, shard.first_index + count)
+                    count += 1
+        except (OSError, EOFError, ValueError, tarfile.TarError) as err:
+            if isinstance(err, ShardError):
+                raise
+            raise ShardError(f"cannot read shard {shard.url} after {count} samples "
+                             f"({type(err).__name__}: {err}); {_HINT}") from None
+        if count != shard.num_samples:
+            raise ShardError(f"shard {shard.url} holds {count} samples, the index says {shard.num_samples}; "
+                             f"{_HINT}")
+
+    def members(self, lo: int, hi: int) -> Iterator[ClipItem]:
+        """Members with global indices ``[lo, hi)``, in order."""
+        for shard in self.index.shards:
+            end = shard.first_index + shard.num_samples
+            if end <= lo or shard.first_index >= hi:
+                continue
+            for raw in self.read_shard(shard, max(0, lo - shard.first_index)):
+                if raw.index >= hi:
+                    break
+                yield raw
+
+    def in_order(self, order: list[int], first: int) -> Iterator[ClipItem]:
+        """Members of the shards in ``order`` concatenated, from stream slot ``first`` on."""
+        start = 0
+        for k in order:
+            shard = self.index.shards[k]
+            if start + shard.num_samples > first:
+                yield from self.read_shard(shard, max(0, first - start))
+            start += shard.num_samples
 
 
 class ShardDataset(IterableDataset[dict[str, Any]]):
@@ -278,27 +333,14 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
     ) -> None:
         if shuffle_buffer < 0 or streams < 1:
             raise ValueError(f"need shuffle_buffer >= 0 and streams >= 1, got {shuffle_buffer}, {streams}")
-        self.index = ShardIndex.load(index)
-        classes = class_to_idx
-        if classes is None and self.index.classes:
-            classes = {name: i for i, name in enumerate(self.index.classes)}
-        unknown = sorted(set(self.index.classes) - set(classes or {}))
-        if class_to_idx is not None and not self.index.classes:
-            raise ValueError(f"{self.index.location}: the shards carry no labels; shard a manifest whose "
-                             "label column names each video's class")
-        if classes is not None and unknown:
-            raise ValueError(f"{self.index.location}: label(s) {unknown[:5]} are not among the classes "
-                             f"{sorted(classes)[:20]}; shard a manifest of this split's videos")
-        # The clip maker: the file dataset's sampling, decoding and transforms, called with each
-        # member's row and bytes. Its one row is a stand-in (it never decodes rows of its own).
-        stand_in = VideoInfo(path=str(index), has_video=True, has_audio=True)
-        self.clips = AVClipDataset(
-            [stand_in], spec, backend, clips_per_video=clips_per_video, max_av_offset=max_av_offset,
+        self.reader = ShardReader(index, class_to_idx)
+        self.index = self.reader.index
+        self.clips = AVClips(
+            spec, backend, clips_per_video=clips_per_video, max_av_offset=max_av_offset,
             video_transform=video_transform, audio_transform=audio_transform, seed=seed,
-            require_audio=require_audio, max_retries=max_retries, class_to_idx=classes,
-            shifted_audio=shifted_audio, fps_choices=fps_choices,
+            require_audio=require_audio, max_retries=max_retries, class_to_idx=self.reader.class_to_idx,
+            shifted_audio=shifted_audio, fps_choices=fps_choices, name="ShardDataset", log=logger,
         )
-        self.require_audio = require_audio
         self.shuffle_buffer = shuffle_buffer
         self.streams = streams
         self.rank, self.world, self.batch_size = 0, 1, 1
@@ -360,42 +402,13 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         self._skip.fill_(int(skip))
 
     # -------------------------------------------------------------------------- reading
-    def _videos(self, order: list[int], first: int) -> Iterator[_Raw]:
-        """Raw samples of the epoch's stream of videos from stream slot ``first`` on."""
-        start = 0
-        for k in order:
-            shard = self.index.shards[k]
-            if start + shard.num_samples > first:
-                yield from self._read_shard(shard, max(0, first - start))
-            start += shard.num_samples
-
-    def _read_shard(self, shard: ShardInfo, skip: int) -> Iterator[_Raw]:
-        from webdataset.tariterators import group_by_keys, tar_file_iterator
-
-        count = 0
-        try:
-            with open_stream(shard.url) as fh:
-                files = ({**f, "__url__": shard.url} for f in tar_file_iterator(fh))  # type: ignore[arg-type]
-                for sample in group_by_keys(files):
-                    if count >= skip:
-                        yield _raw(sample, shard.url, shard.first_index + count)
-                    count += 1
-        except (OSError, EOFError, ValueError, tarfile.TarError) as err:
-            if isinstance(err, ShardError):
-                raise
-            raise ShardError(f"cannot read shard {shard.url} after {count} samples "
-                             f"({type(err).__name__}: {err}); {_HINT}") from None
-        if count != shard.num_samples:
-            raise ShardError(f"shard {shard.url} holds {count} samples, the index says {shard.num_samples}; "
-                             f"{_HINT}")
-
-    def _positions(self, order: list[int], start: int, length: int) -> Iterator[_Raw]:
+    def _positions(self, order: list[int], start: int, length: int) -> Iterator[ClipItem]:
         """Stream positions ``[start, start + length)``: each video's clips in turn."""
         cpv = self.clips.clips_per_video
         if length <= 0:
             return
         pos = start - start % cpv
-        for raw in self._videos(order, start // cpv):
+        for raw in self.reader.in_order(order, start // cpv):
             for c in range(cpv):
                 if start <= pos < start + length:
                     yield dataclasses.replace(raw, clip=c)
@@ -425,7 +438,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         rng = np.random.default_rng([self.seed, epoch, self.rank, s, 0xB0F])
         drop = skip * self.batch_size
         batch: list[dict[str, Any]] = []
-        previous: list[_Raw] = []
+        previous: list[ClipItem] = []
         shuffled = buffered_shuffle(self._positions(order, start, length), self.shuffle_buffer, rng)
         for q, (raw, waiting) in enumerate(shuffled):
             if q >= drop:
@@ -436,37 +449,23 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             previous = [raw]
 
     # -------------------------------------------------------------------------- decoding
-    def _sample(self, raw: _Raw, candidates: list[_Raw], epoch: int) -> dict[str, Any]:
+    def _sample(self, raw: ClipItem, candidates: list[ClipItem], epoch: int) -> dict[str, Any]:
         """Decode ``raw`` (sample ``i = clip * N + index``) as the file dataset decodes sample ``i``;
         a failure is recorded and a candidate decoded instead."""
-        clips = self.clips
         i = raw.clip * self.num_videos + raw.index
-        failures: list[tuple[str, str]] = []
-        current = raw
-        for attempt in range(clips.max_retries + 1):
-            generator = sample_generator(clips.seed, epoch, i, attempt)
-            if attempt > 0:
-                if not candidates:
-                    break
-                current = candidates[int(torch.randint(len(candidates), (), generator=generator))]
-            try:
-                if current.error:
-                    raise DecodeError(current.media, current.error, _HINT)
-                if self.require_audio and not current.row.has_audio:
-                    raise DecodeError(current.media, "has no audio track", _HINT)
-                clip, offset, shifted = clips._decode(current.row, generator, current.media)
-            except Exception as err:  # decode failures of any kind: counted and named, never silent
-                reason = err.reason if isinstance(err, DecodeError) else f"{type(err).__name__}: {err}"
-                failures.append((current.row.path, reason))
-                if current.row.path not in clips._warned:
-                    clips._warned.add(current.row.path)
-                    logger.warning("ShardDataset: skipping %s: %s", current.row.path, reason)
-                continue
-            return clips._sample(current.row, current.index, clip, offset, generator, failures, shifted)
-        listed = "; ".join(f"{p} ({r})" for p, r in failures)
-        raise RuntimeError(f"ShardDataset: sample {i} (epoch {epoch}) failed {len(failures)} times in a row: "
-                           f"{listed}. Re-run `avlearn prepare index` and `avlearn prepare shard`, or raise "
-                           "max_retries.")
+
+        def pick(attempt: int, generator: torch.Generator) -> ClipItem | None:
+            if attempt == 0:
+                return raw
+            if not candidates:
+                return None
+            return candidates[int(torch.randint(len(candidates), (), generator=generator))]
+
+        sample, failures = self.clips.make(i, epoch, pick)
+        if sample is None:
+            raise self.clips.give_up(i, epoch, failures, ": {listed}. Re-run `avlearn prepare index` and "
+                                     "`avlearn prepare shard`, or raise max_retries.")
+        return sample
 
 
 # ---------------------------------------------------------------------------------- the loader
