@@ -24,7 +24,7 @@ How an epoch is dealt out (all of it a function of ``(seed, epoch)`` and the lay
    ``j = n + w, n + w + W, ...`` (``n``: the batches skipped on resume), which is the order in
    which the DataLoader asks its workers, so batches come out as ``n, n+1, ...``.
 3. **Remainder**: the last ``T - J * batch_size * world`` positions of the epoch's stream are
-   dropped, as :class:`~avlearn.train.sampler.ResumableBatchSampler` drops its remainder (every
+   dropped, as :class:`~avlearn.data.sampler.ResumableBatchSampler` drops its remainder (every
    rank needs equal batches for the memory-bank gathers). Which samples fall there changes with
    the epoch's shard order. Every other sample comes exactly once per epoch.
 4. Each reader shuffles its range through a bounded in-memory buffer of ``shuffle_buffer`` raw
@@ -401,6 +401,13 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         self.clips.set_epoch(epoch)
         self._skip.fill_(int(skip))
 
+    def make_loader(self, batch_size: int, *, rank: int, world: int, num_workers: int,
+                    worker_init_fn: Callable[[int], None] | None
+                    ) -> tuple[DataLoader[dict[str, Any]], ShardBatches]:
+        """:func:`shard_loader` (what :func:`avlearn.data.loader.build_loader` calls)."""
+        return shard_loader(self, batch_size, rank=rank, world=world, num_workers=num_workers,
+                            worker_init_fn=worker_init_fn)
+
     # -------------------------------------------------------------------------- reading
     def _positions(self, order: list[int], start: int, length: int) -> Iterator[ClipItem]:
         """Stream positions ``[start, start + length)``: each video's clips in turn."""
@@ -473,7 +480,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
 
 class ShardBatches:
     """The engine's handle on a :class:`ShardDataset`'s epochs (what
-    :class:`~avlearn.train.sampler.ResumableBatchSampler` is for files)."""
+    :class:`~avlearn.data.sampler.ResumableBatchSampler` is for files)."""
 
     def __init__(self, dataset: ShardDataset) -> None:
         self.dataset = dataset
