@@ -21,7 +21,7 @@ Three makers share the retry loop:
 **The clip-source contract** (what a new source, e.g. pre-decoded frames in shards, implements;
 it is one file):
 
-1. Build one maker (``AVClips`` or ``LabelledClips``; a new kind of media subclasses
+1. Build one maker (``AVClips``, ``LabelledClips`` or ``AudioClips``; a new kind of media subclasses
    :class:`ClipMaker` and implements :meth:`ClipMaker.decode` and :meth:`ClipMaker.sample`).
 2. For sample ``i`` of epoch ``e``, call ``maker.make(i, e, pick)``, where
    ``pick(attempt, generator) -> ClipItem | None`` names what to decode: attempt 0 the sample's
@@ -32,8 +32,11 @@ it is one file):
    record that could not be read (a decode failure when its turn comes).
 3. ``make`` returns ``(sample, failures)``: the sample is ``None`` when every attempt failed;
    the source raises (a training dataset) or reports the failures with a later sample (a stream).
-4. Collate with :func:`~avlearn.data.dataset.av_collate` and count with
-   :class:`~avlearn.data.dataset.FailureTracker`; expose ``set_epoch`` (forward it to the maker).
+4. Subclass :class:`ClipSource` (``spec``, ``seed``, ``epoch``, ``set_epoch``, ``class_names``), or
+   :class:`~avlearn.data.dataset.FileSource` for rows of a manifest (it does steps 2-3). Collate
+   with :func:`~avlearn.data.dataset.av_collate` and count with
+   :class:`~avlearn.data.dataset.FailureTracker`. A source that deals its own batches (shards)
+   implements :class:`~avlearn.data.loader.StreamingSource`.
 
 A video that fails to decode is logged once per file and process, recorded in the sample's
 ``failures`` (``(path, reason)``) and ``skipped``, and replaced; transforms run outside the failure
@@ -64,8 +67,8 @@ from avlearn.data.decode import (
 )
 from avlearn.data.manifest import VideoInfo
 
-__all__ = ["AVClips", "AudioClips", "ClipItem", "ClipMaker", "LabelledClips", "Picker", "Transform",
-           "sample_generator"]
+__all__ = ["AVClips", "AudioClips", "ClipItem", "ClipMaker", "ClipSource", "LabelledClips", "Picker",
+           "Transform", "sample_generator"]
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 """A random transform: ``(tensor, generator) -> tensor``; all its randomness must come from the generator."""
@@ -437,3 +440,31 @@ class AudioClips(ClipMaker):
         assert self.class_to_idx is not None
         return {"audio": audio, "label": self.class_to_idx[item.row.label], "video_index": item.index,
                 "clip_index": item.clip}
+
+
+class ClipSource:
+    """What every clip dataset forwards to its maker (``self.clips``): a source subclasses it."""
+
+    clips: ClipMaker
+
+    @property
+    def spec(self) -> ClipSpec:
+        return self.clips.spec
+
+    @property
+    def seed(self) -> int:
+        return self.clips.seed
+
+    @property
+    def epoch(self) -> int:
+        return self.clips.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose randomness the next samples use (call before ``iter(loader)``)."""
+        self.clips.set_epoch(epoch)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names ordered by label id (empty without labels)."""
+        classes = self.clips.class_to_idx or {}
+        return sorted(classes, key=classes.__getitem__)

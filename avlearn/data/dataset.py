@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from avlearn.data.clips import AVClips, ClipItem, ClipMaker, Transform, sample_generator
+from avlearn.data.clips import AVClips, ClipItem, ClipSource, Transform, sample_generator
 from avlearn.data.decode import ClipSpec
 from avlearn.data.device_aug import pad_frames
 from avlearn.data.manifest import VideoInfo, read_manifest
@@ -49,11 +49,11 @@ from avlearn.data.manifest import VideoInfo, read_manifest
 __all__ = [
     "AVClipDataset",
     "FailureTracker",
+    "FileSource",
     "NoUsableVideoError",
     "Transform",
     "av_collate",
     "classes_of",
-    "file_sample",
     "read_usable",
     "sample_generator",
 ]
@@ -70,7 +70,54 @@ class NoUsableVideoError(ValueError):
     """A manifest (or split) in which no row can feed the dataset; the message says what was dropped."""
 
 
-class AVClipDataset(Dataset[dict[str, Any]]):
+class FileSource(ClipSource, Dataset[dict[str, Any]]):
+    """A clip source over the rows of a manifest (:attr:`videos`): sample ``index`` is clip
+    ``locate(index)[1]`` of video ``locate(index)[0]``, replaced on a decode failure by a video drawn
+    from ``(seed, epoch, index, attempt)`` (keeping the clip index). Subclasses set ``clips`` and
+    ``videos``."""
+
+    videos: list[VideoInfo]
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.videos)
+
+    @property
+    def clips_per_item(self) -> int:
+        """Samples per video and epoch."""
+        return self.clips.clips_per_video
+
+    def __len__(self) -> int:
+        return self.clips_per_item * len(self.videos)
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """``(video_index, clip_index)`` of sample ``index`` (before any replacement)."""
+        return index % len(self.videos), index // len(self.videos)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"{self.clips.name} index {index} out of range [0, {len(self)})")
+        epoch = self.epoch
+        video_index, clip_index = self.locate(index)
+
+        def pick(attempt: int, generator: torch.Generator) -> ClipItem:
+            i = video_index
+            if attempt > 0:  # a replacement video, deterministic given (seed, epoch, index, attempt)
+                i = int(torch.randint(len(self.videos), (), generator=generator))
+            return ClipItem(self.videos[i], i, self.videos[i].path, clip_index)
+
+        sample, failures = self.clips.make(index, epoch, pick)
+        if sample is None:
+            raise self.clips.give_up(index, epoch, failures, _TOO_MANY)
+
+        return sample
+
+
+_TOO_MANY = (", the manifest has too many unreadable videos: {listed}. Re-run `avlearn prepare index` and "
+             "drop the rows it marks 'bad', or raise max_retries.")
+
+
+class AVClipDataset(FileSource):
     """Random synchronised (or AV-offset) clips from the usable videos of a manifest.
 
     Args:
@@ -115,6 +162,8 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         with ``data.augment_on: device`` (see :mod:`avlearn.data.device_aug`).
     """
 
+    clips: AVClips
+
     def __init__(
         self,
         manifest: str | os.PathLike[str] | Sequence[VideoInfo],
@@ -132,7 +181,7 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         shifted_audio: float = 0.0,
         fps_choices: Sequence[float] = (),
     ) -> None:
-        self.clips: AVClips = AVClips(
+        self.clips = AVClips(
             spec, backend, clips_per_video=clips_per_video, max_av_offset=max_av_offset,
             video_transform=video_transform, audio_transform=audio_transform, seed=seed,
             require_audio=require_audio, max_retries=max_retries, shifted_audio=shifted_audio,
@@ -141,61 +190,12 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         self.clips.class_to_idx = classes_of(self.videos, class_to_idx)
 
     @property
-    def spec(self) -> ClipSpec:
-        return self.clips.spec
-
-    @property
-    def seed(self) -> int:
-        return self.clips.seed
-
-    @property
     def class_to_idx(self) -> dict[str, int] | None:
         return self.clips.class_to_idx
 
     @property
     def clips_per_video(self) -> int:
         return self.clips.clips_per_video
-
-    @property
-    def num_videos(self) -> int:
-        return len(self.videos)
-
-    @property
-    def epoch(self) -> int:
-        return self.clips.epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose randomness the next samples use (call before ``iter(loader)``)."""
-        self.clips.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return self.clips_per_video * len(self.videos)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return file_sample(self.clips, self.videos, index, len(self), (index % len(self.videos), 0))
-
-
-def file_sample(clips: ClipMaker, videos: Sequence[VideoInfo], index: int, length: int,
-                where: tuple[int, int]) -> dict[str, Any]:
-    """Sample ``index`` (of ``length``) of a file source: clip ``where[1]`` of video ``where[0]`` of
-    ``videos``, replaced by a video drawn from ``(seed, epoch, index, attempt)`` on failure."""
-    if not 0 <= index < length:
-        raise IndexError(f"{clips.name} index {index} out of range [0, {length})")
-    epoch = clips.epoch
-    video_index, clip_index = where
-
-    def pick(attempt: int, generator: torch.Generator) -> ClipItem:
-        i = video_index
-        if attempt > 0:  # a replacement video, deterministic given (seed, epoch, index, attempt)
-            i = int(torch.randint(len(videos), (), generator=generator))
-        return ClipItem(videos[i], i, videos[i].path, clip_index)
-
-    sample, failures = clips.make(index, epoch, pick)
-    if sample is None:
-        raise clips.give_up(index, epoch, failures, ", the manifest has too many unreadable videos: "
-                            "{listed}. Re-run `avlearn prepare index` and drop the rows it marks 'bad', or "
-                            "raise max_retries.")
-    return sample
 
 
 def read_usable(manifest: str | os.PathLike[str] | Sequence[VideoInfo],

@@ -49,10 +49,10 @@ from avlearn.data.decoding.clip import (
     MediaBytes,
     MediaSource,
     audio_window_start,
-    clip_frame_times,
 )
 from avlearn.data.decoding.clock import stage_times
 from avlearn.data.decoding.decord_backend import decode_decord
+from avlearn.data.decoding.frames import clip_frame_times
 from avlearn.data.decoding.media import probe_audio_duration, probe_duration
 from avlearn.data.decoding.pyav_backend import decode_clips, decode_pyav
 

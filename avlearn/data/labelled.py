@@ -33,12 +33,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-from torch.utils.data import Dataset
 
 from avlearn.data.clips import LabelledClips, Transform
-from avlearn.data.dataset import classes_of, file_sample, read_usable
+from avlearn.data.dataset import FileSource, classes_of, read_usable
 from avlearn.data.decode import ClipSpec
 from avlearn.data.manifest import VideoInfo
 
@@ -47,7 +44,7 @@ __all__ = ["LabelledClipDataset"]
 logger = logging.getLogger(__name__)
 
 
-class LabelledClipDataset(Dataset[dict[str, Any]]):
+class LabelledClipDataset(FileSource):
     """Labelled clips of a manifest: random ones for training, uniformly spaced ones for evaluation.
 
     Args:
@@ -72,6 +69,8 @@ class LabelledClipDataset(Dataset[dict[str, Any]]):
         ``video_id``: str; ``start``: clip start (s); ``skipped``: int; ``failures``: list of
         ``(path, reason)``; with ``with_audio``: ``audio`` ``(S,)`` or the audio transform's output.
     """
+
+    clips: LabelledClips
 
     def __init__(
         self,
@@ -107,55 +106,20 @@ class LabelledClipDataset(Dataset[dict[str, Any]]):
         return self.clips.class_to_idx
 
     @property
-    def class_names(self) -> list[str]:
-        """Class names ordered by label id."""
-        return sorted(self.class_to_idx, key=self.class_to_idx.__getitem__)
-
-    @property
     def labels(self) -> list[int]:
         """Label id of every video, indexed like :attr:`videos`."""
         return [self.class_to_idx[row.label] for row in self.videos]
-
-    @property
-    def spec(self) -> ClipSpec:
-        return self.clips.spec
-
-    @property
-    def train(self) -> bool:
-        return self.clips.train
 
     @property
     def num_clips(self) -> int:
         return self.clips.num_clips
 
     @property
-    def with_audio(self) -> bool:
-        return self.clips.with_audio
-
-    @property
-    def num_videos(self) -> int:
-        return len(self.videos)
-
-    @property
-    def epoch(self) -> int:
-        return self.clips.epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose randomness the next samples use (call before ``iter(loader)``)."""
-        self.clips.set_epoch(epoch)
-
-    @property
     def clips_per_item(self) -> int:
-        return self.clips.clips_per_video if self.train else self.num_clips
-
-    def __len__(self) -> int:
-        return self.clips_per_item * len(self.videos)
+        return self.clips.clips_per_video if self.clips.train else self.num_clips
 
     def locate(self, index: int) -> tuple[int, int]:
         """``(video_index, clip_index)`` of sample ``index`` (before any replacement)."""
-        if self.train:
-            return index % len(self.videos), index // len(self.videos)
+        if self.clips.train:
+            return super().locate(index)
         return index // self.num_clips, index % self.num_clips
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return file_sample(self.clips, self.videos, index, len(self), self.locate(index))

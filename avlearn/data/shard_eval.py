@@ -46,7 +46,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from avlearn.config import ConfigError
-from avlearn.data.clips import ClipItem, LabelledClips, Transform
+from avlearn.data.clips import ClipItem, ClipSource, LabelledClips, Transform
 from avlearn.data.decode import ClipSpec
 from avlearn.data.shards import ShardError, ShardReader
 
@@ -63,7 +63,7 @@ def worker_range(num_samples: int, worker: int, workers: int) -> tuple[int, int]
     return num_samples * worker // workers, num_samples * (worker + 1) // workers
 
 
-class ShardEvalDataset(IterableDataset[dict[str, Any]]):
+class ShardEvalDataset(ClipSource, IterableDataset[dict[str, Any]]):
     """``num_clips`` uniformly spaced clips of every sample of a shard index (see the module doc).
 
     Args:
@@ -75,6 +75,8 @@ class ShardEvalDataset(IterableDataset[dict[str, Any]]):
     Yields single samples (batch them with ``DataLoader(..., collate_fn=av_collate)``):
     ``video (C, T, H, W)``, ``label``, ``video_index``, ``clip_index``, ... as the file dataset.
     """
+
+    clips: LabelledClips
 
     def __init__(
         self,
@@ -113,11 +115,6 @@ class ShardEvalDataset(IterableDataset[dict[str, Any]]):
     @property
     def class_to_idx(self) -> dict[str, int]:
         return dict(self.clips.class_to_idx or {})
-
-    @property
-    def class_names(self) -> list[str]:
-        """Class names ordered by label id."""
-        return sorted(self.class_to_idx, key=self.class_to_idx.__getitem__)
 
     def __len__(self) -> int:
         return self.num_videos * self.num_clips

@@ -70,7 +70,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from avlearn.data.clips import AVClips, ClipItem, Transform, sample_generator
+from avlearn.data.clips import AVClips, ClipItem, ClipSource, Transform, sample_generator
 from avlearn.data.dataset import av_collate
 from avlearn.data.decode import ClipSpec, MediaBytes
 from avlearn.data.manifest import VideoInfo
@@ -294,7 +294,7 @@ class ShardReader:
             start += shard.num_samples
 
 
-class ShardDataset(IterableDataset[dict[str, Any]]):
+class ShardDataset(ClipSource, IterableDataset[dict[str, Any]]):
     """Batches of clips streamed from shards (see the module doc for the order and its guarantees).
 
     Args:
@@ -311,6 +311,8 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
     ``audio (B, S)`` or ``(B, 1, F, T)``, ``index (B,)`` (global indices, what a memory bank
     indexes), ``video_id``, ``skipped``, ``failures``, ... as the file dataset's samples.
     """
+
+    clips: AVClips
 
     def __init__(
         self,
@@ -358,23 +360,9 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         """Label name -> id (empty without labels)."""
         return dict(self.clips.class_to_idx or {})
 
-    @property
-    def class_names(self) -> list[str]:
-        """Class names ordered by label id (empty without labels)."""
-        classes = self.clips.class_to_idx or {}
-        return sorted(classes, key=classes.__getitem__)
-
     def __len__(self) -> int:
         """Clips per epoch before the remainder is dropped (as :class:`AVClipDataset`'s length)."""
         return self.total
-
-    @property
-    def seed(self) -> int:
-        return self.clips.seed
-
-    @property
-    def epoch(self) -> int:
-        return self.clips.epoch
 
     @property
     def total(self) -> int:

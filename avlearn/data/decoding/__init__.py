@@ -1,7 +1,7 @@
 """Clip decoding, one concern per file; :mod:`avlearn.data.decode` is the interface to use.
 
-* :mod:`~avlearn.data.decoding.clip`: :class:`ClipSpec`, :class:`Clip`, the media, :class:`DecodeError`,
-  the frame geometry both backends share;
+* :mod:`~avlearn.data.decoding.clip`: :class:`ClipSpec`, :class:`Clip`, the media, :class:`DecodeError`;
+* :mod:`~avlearn.data.decoding.frames`: the frame geometry both video backends share;
 * :mod:`~avlearn.data.decoding.media`: opening files and bytes with PyAV, durations;
 * :mod:`~avlearn.data.decoding.audio`: audio windows (PyAV, for both backends);
 * :mod:`~avlearn.data.decoding.clock`: the profiling clock (:func:`stage_times`);

@@ -17,11 +17,11 @@ import torch
 import torchaudio
 
 from avlearn.data.decoding import media
-from avlearn.data.decoding.clip import ClipSpec, DecodeError, MediaSource
+from avlearn.data.decoding.clip import Clip, ClipSpec, DecodeError, MediaSource, audio_window_start
 from avlearn.data.decoding.clock import CLOCK
 from avlearn.data.decoding.media import av_module, open_media
 
-__all__ = ["read_audio", "read_audio_padded", "read_extra_audio"]
+__all__ = ["clip_with_audio", "read_audio", "read_audio_padded", "read_extra_audio"]
 
 
 _AUDIO_PREROLL = 0.1  # seconds decoded before an audio window: AAC frames need their predecessor
@@ -114,7 +114,7 @@ def _read_audio(container: Any, path: str, start: float, seconds: float, sample_
 
 
 def read_audio_padded(container: Any, path: str, start: float, seconds: float,
-                       sample_rate: int) -> tuple[torch.Tensor, float]:
+                      sample_rate: int) -> tuple[torch.Tensor, float]:
     """:func:`_read_audio` and the seconds of the window that no decoded audio frame covered."""
     n_out = round(seconds * sample_rate)
     if n_out == 0:
@@ -184,6 +184,16 @@ def read_audio_padded(container: Any, path: str, start: float, seconds: float,
 
 
 def read_extra_audio(container: Any, path: MediaSource, starts: Sequence[float],
-                 spec: ClipSpec) -> list[torch.Tensor]:
+                     spec: ClipSpec) -> list[torch.Tensor]:
     """``spec.audio_seconds`` windows at ``starts`` from the already open ``container``."""
     return [_read_audio(container, str(path), at, spec.audio_seconds, spec.sample_rate) for at in starts]
+
+
+def clip_with_audio(container: Any, path: MediaSource, start: float, spec: ClipSpec, video: torch.Tensor,
+                    frame_times: np.ndarray, extra_starts: Sequence[float]) -> Clip:
+    """The clip of ``video (C, T, H, W)`` with its audio window and the ``extra_starts`` windows read
+    from the open ``container``."""
+    audio_start = audio_window_start(start, spec)
+    audio, padded = read_audio_padded(container, str(path), audio_start, spec.audio_seconds, spec.sample_rate)
+    extra = read_extra_audio(container, path, extra_starts, spec)
+    return Clip(video, audio, start, audio_start, frame_times, extra, padded)

@@ -4,20 +4,14 @@ audio. decord mishandles files with a display rotation (phone videos): those go 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from avlearn.data.decoding.audio import read_audio_padded, read_extra_audio
-from avlearn.data.decoding.clip import (
-    Clip,
-    ClipSpec,
-    DecodeError,
-    MediaBytes,
-    MediaSource,
-    audio_window_start,
+from avlearn.data.decoding.audio import clip_with_audio
+from avlearn.data.decoding.clip import Clip, ClipSpec, DecodeError, MediaSource
+from avlearn.data.decoding.frames import (
     check_start,
     clip_frame_times,
     display_rotation,
@@ -25,19 +19,14 @@ from avlearn.data.decoding.clip import (
     out_size,
     to_video_tensor,
 )
-from avlearn.data.decoding.media import av_module, open_media, video_stream
+from avlearn.data.decoding.media import av_module, open_media, readable, video_stream
 from avlearn.data.decoding.pyav_backend import decode_pyav
 
 __all__ = ["decode_decord"]
 
 
-def _decord_source(path: MediaSource) -> Any:
-    """What ``decord.VideoReader`` opens: a path, or a file object over in-memory bytes."""
-    return io.BytesIO(path.data) if isinstance(path, MediaBytes) else str(path)
-
-
 def decode_decord(path: MediaSource, start: float, spec: ClipSpec,
-                   extra_audio: Sequence[float] = ()) -> Clip:
+                  extra_audio: Sequence[float] = ()) -> Clip:
     import decord  # imported lazily: its import is slow and only this backend needs it
 
     container = open_media(path)  # header (size, duration) and the audio come from PyAV
@@ -54,7 +43,7 @@ def decode_decord(path: MediaSource, start: float, spec: ClipSpec,
             return decode_pyav(path, start, spec, extra_audio)
         width, height = out_size(stream.codec_context.width, stream.codec_context.height, spec.size)
         try:
-            reader = decord.VideoReader(_decord_source(path), ctx=decord.cpu(0), width=width, height=height,
+            reader = decord.VideoReader(readable(path), ctx=decord.cpu(0), width=width, height=height,
                                         num_threads=1)
         except Exception as err:  # decord raises its own DECORDError (a RuntimeError) or others
             raise DecodeError(path, f"video track cannot be read ({err})") from None
@@ -74,12 +63,9 @@ def decode_decord(path: MediaSource, start: float, spec: ClipSpec,
             # 4-channel rows and get_batch fails, dmlc/decord#336): decode at the file's size instead.
             frames = _decord_frames_resized(decord, path, chosen, width, height)
         del reader
-        audio_start = audio_window_start(start, spec)
-        audio, padded = read_audio_padded(container, str(path), audio_start, spec.audio_seconds,
-                                           spec.sample_rate)
         video = to_video_tensor(frames, spec.uint8_frames)
-        extra = read_extra_audio(container, path, extra_audio, spec)
-        return Clip(video, audio, start, audio_start, times[chosen, 0].astype(np.float64), extra, padded)
+        return clip_with_audio(container, path, start, spec, video, times[chosen, 0].astype(np.float64),
+                               extra_audio)
     finally:
         container.close()
 
@@ -88,7 +74,7 @@ def _decord_frames_resized(decord: Any, path: MediaSource, chosen: np.ndarray,
                            width: int, height: int) -> np.ndarray:
     """Frames ``chosen`` decoded by decord at the file's size, then resized. Shape ``(T, H, W, 3)``."""
     try:
-        reader = decord.VideoReader(_decord_source(path), ctx=decord.cpu(0), num_threads=1)
+        reader = decord.VideoReader(readable(path), ctx=decord.cpu(0), num_threads=1)
         native = reader.get_batch(np.unique(chosen).tolist()).asnumpy()
     except Exception as err:
         raise DecodeError(path, f"video frames cannot be decoded ({err})") from None

@@ -16,7 +16,7 @@ from typing import Any
 
 from avlearn.data.decoding.clip import DecodeError, MediaBytes, MediaSource
 
-__all__ = ["av_module", "open_media", "probe_audio_duration", "probe_duration", "single_threaded",
+__all__ = ["av_module", "open_media", "probe_audio_duration", "probe_duration", "readable", "single_threaded",
            "video_duration", "video_stream"]
 
 
@@ -63,10 +63,15 @@ def _open_bytes(media: MediaBytes) -> Any:
     if not media.data:
         raise DecodeError(media, "file is empty (0 bytes)")
     try:
-        return av_module().open(io.BytesIO(media.data))
+        return av_module().open(readable(media))
     except (av_module().FFmpegError, OSError, ValueError) as err:
         detail = getattr(err, "strerror", None) or str(err)
         raise DecodeError(media, f"not a readable media file ({detail})") from None
+
+
+def readable(source: MediaSource) -> str | io.BytesIO:
+    """What a reader that takes a path or a file object opens: the path, or a file over the bytes."""
+    return io.BytesIO(source.data) if isinstance(source, MediaBytes) else str(source)
 
 
 def video_stream(container: Any, path: MediaSource) -> Any:

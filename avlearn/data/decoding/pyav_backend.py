@@ -4,22 +4,20 @@ the decode size; codecs and scaler run on the calling thread (a DataLoader worke
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from avlearn.data.decoding import media
-from avlearn.data.decoding.audio import read_audio_padded, read_extra_audio
-from avlearn.data.decoding.clip import (
-    Clip,
-    ClipSpec,
-    DecodeError,
-    MediaSource,
-    audio_window_start,
+from avlearn.data.decoding.audio import clip_with_audio
+from avlearn.data.decoding.clip import Clip, ClipSpec, DecodeError, MediaSource
+from avlearn.data.decoding.clock import CLOCK
+from avlearn.data.decoding.frames import (
     check_start,
     clip_frame_times,
     decode_size,
@@ -28,7 +26,6 @@ from avlearn.data.decoding.clip import (
     to_video_tensor,
     upright,
 )
-from avlearn.data.decoding.clock import CLOCK
 from avlearn.data.decoding.media import av_module, open_media, video_duration, video_stream
 
 if TYPE_CHECKING:
@@ -60,17 +57,9 @@ def _rgb(frame: Any, width: int, height: int) -> np.ndarray:
 
 
 def decode_pyav(path: MediaSource, start: float, spec: ClipSpec,
-                 extra_audio: Sequence[float] = ()) -> Clip:
-    CLOCK.start()
-    container = open_media(path)
-    try:
-        stream = video_stream(container, path)
-        media.single_threaded(stream)
-        CLOCK.lap("open")
+                extra_audio: Sequence[float] = ()) -> Clip:
+    with _opened(path) as (container, stream):
         return _decode_pyav_window(container, stream, path, start, spec, extra_audio)
-    finally:
-        container.close()
-        CLOCK.lap("close")
 
 
 def decode_clips(path: str | os.PathLike[str], starts: Sequence[float], spec: ClipSpec) -> list[Clip]:
@@ -80,15 +69,22 @@ def decode_clips(path: str | os.PathLike[str], starts: Sequence[float], spec: Cl
     decoder carries overlap state across a seek); the file is opened (header parsed, codecs set
     up) once instead of once per clip. Windows are decoded in time order.
     """
+    with _opened(path) as (container, stream):
+        order = sorted(range(len(starts)), key=lambda i: starts[i])
+        clips = {i: _decode_pyav_window(container, stream, path, starts[i], spec, ()) for i in order}
+        return [clips[i] for i in range(len(starts))]
+
+
+@contextlib.contextmanager
+def _opened(path: MediaSource) -> Iterator[tuple[Any, Any]]:
+    """``(container, video stream)`` of ``path``, codecs on this thread; closed at the block's end."""
     CLOCK.start()
     container = open_media(path)
     try:
         stream = video_stream(container, path)
         media.single_threaded(stream)
         CLOCK.lap("open")
-        order = sorted(range(len(starts)), key=lambda i: starts[i])
-        clips = {i: _decode_pyav_window(container, stream, path, starts[i], spec, ()) for i in order}
-        return [clips[i] for i in range(len(starts))]
+        yield container, stream
     finally:
         container.close()
         CLOCK.lap("close")
@@ -135,9 +131,6 @@ def _decode_pyav_window(container: Any, stream: Any, path: MediaSource, start: f
     CLOCK.lap("frame convert")
     video = to_video_tensor(frames, spec.uint8_frames)
     CLOCK.lap("to tensor")
-    audio_start = audio_window_start(start, spec)
-    audio, padded = read_audio_padded(container, str(path), audio_start, spec.audio_seconds,
-                                       spec.sample_rate)
-    extra = read_extra_audio(container, path, extra_audio, spec)
+    clip = clip_with_audio(container, path, start, spec, video, np.asarray(times)[chosen], extra_audio)
     CLOCK.start()
-    return Clip(video, audio, start, audio_start, np.asarray(times)[chosen], extra, padded)
+    return clip
