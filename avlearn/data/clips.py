@@ -48,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -67,13 +67,50 @@ from avlearn.data.decode import (
 )
 from avlearn.data.manifest import VideoInfo
 
-__all__ = ["AVClips", "AudioClips", "ClipItem", "ClipMaker", "ClipSource", "LabelledClips", "Picker",
-           "Transform", "sample_generator"]
+__all__ = ["AVClips", "AVSettings", "AudioClips", "ClipItem", "ClipMaker", "ClipSettings", "ClipSource",
+           "EvalSettings", "LabelledClips", "LabelledSettings", "Picker", "Transform", "sample_generator"]
+
+_logger = logging.getLogger(__name__)
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 """A random transform: ``(tensor, generator) -> tensor``; all its randomness must come from the generator."""
 
 Failures = list[tuple[str, str]]
+
+
+class ClipSettings(TypedDict, total=False):
+    """What every clip dataset takes besides where its videos are (see :class:`ClipMaker`); a source
+    takes ``**settings: Unpack[...]`` of these and hands them to its maker."""
+
+    video_transform: Transform | None
+    audio_transform: Transform | None
+    seed: int
+    max_retries: int
+    class_to_idx: Mapping[str, int] | None
+
+
+class AVSettings(ClipSettings, total=False):
+    """Settings of a pretraining (:class:`AVClips`) source."""
+
+    clips_per_video: int
+    max_av_offset: float
+    require_audio: bool
+    shifted_audio: float
+    fps_choices: Sequence[float]
+
+
+class EvalSettings(ClipSettings, total=False):
+    """Settings of a source of uniformly spaced labelled clips (:class:`LabelledClips`, ``train=False``)."""
+
+    num_clips: int
+    with_audio: bool
+
+
+class LabelledSettings(EvalSettings, total=False):
+    """Settings of a labelled (:class:`LabelledClips`) source."""
+
+    train: bool
+    clips_per_video: int
 _HINT = "re-run `avlearn prepare index` (and `avlearn prepare shard` for shards)"
 
 
@@ -132,10 +169,11 @@ class ClipMaker:
         name: the source's name in log messages; ``log``: the logger they go to.
     """
 
-    def __init__(self, spec: ClipSpec, backend: str, *, video_transform: Transform | None,
-                 audio_transform: Transform | None, seed: int, max_retries: int, clips_per_video: int = 1,
-                 require_audio: bool, class_to_idx: Mapping[str, int] | None, name: str,
-                 log: logging.Logger) -> None:
+    def __init__(self, spec: ClipSpec, backend: str = "pyav", *, video_transform: Transform | None = None,
+                 audio_transform: Transform | None = None, seed: int = 0, max_retries: int = 10,
+                 clips_per_video: int = 1, require_audio: bool = True,
+                 class_to_idx: Mapping[str, int] | None = None, name: str = "clips",
+                 log: logging.Logger = _logger) -> None:
         if clips_per_video < 1:
             raise ValueError(f"clips_per_video must be >= 1, got {clips_per_video}")
         if max_retries < 0:
@@ -255,7 +293,7 @@ class AVClips(ClipMaker):
         fps_choices: each clip's frame rate drawn uniformly from these instead of ``spec.fps``.
     """
 
-    def __init__(self, spec: ClipSpec, backend: str, *, max_av_offset: float = 0.0,
+    def __init__(self, spec: ClipSpec, backend: str = "pyav", *, max_av_offset: float = 0.0,
                  shifted_audio: float = 0.0, fps_choices: Sequence[float] = (), **common: Any) -> None:
         if max_av_offset < 0:
             raise ValueError(f"max_av_offset must be >= 0 seconds, got {max_av_offset}")
@@ -346,17 +384,19 @@ class LabelledClips(ClipMaker):
     """Labelled clips: random ones (``train``) or clip ``item.clip`` of ``num_clips`` uniformly
     spaced ones; samples as :class:`~avlearn.data.labelled.LabelledClipDataset` documents them.
 
-    Args (besides :class:`ClipMaker`'s, whose ``require_audio`` here means "with audio"):
+    Args (besides :class:`ClipMaker`'s):
         train: random starts, or uniformly spaced ones.
         num_clips: evaluation clips per video.
+        with_audio: decode audio too (``require_audio``); without, the spec's audio window is ignored.
     """
 
-    def __init__(self, spec: ClipSpec, backend: str, *, train: bool, num_clips: int, **common: Any) -> None:
+    def __init__(self, spec: ClipSpec, backend: str = "pyav", *, train: bool = True, num_clips: int = 10,
+                 with_audio: bool = False, **common: Any) -> None:
         if num_clips < 1:
             raise ValueError(f"num_clips must be >= 1, got {num_clips}")
-        if not common["require_audio"]:
+        if not with_audio:
             spec = dataclasses.replace(spec, audio_seconds=0.0)
-        super().__init__(spec, backend, **common)
+        super().__init__(spec, backend, require_audio=with_audio, **common)
         self.train = train
         self.num_clips = num_clips
 
@@ -419,7 +459,7 @@ class AudioClips(ClipMaker):
     ``video_index`` (``item.index``), ``clip_index``.
     """
 
-    def __init__(self, spec: ClipSpec, backend: str, *, num_clips: int, **common: Any) -> None:
+    def __init__(self, spec: ClipSpec, backend: str = "pyav", *, num_clips: int = 1, **common: Any) -> None:
         super().__init__(spec, backend, **common)
         self.num_clips = num_clips
 

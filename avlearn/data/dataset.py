@@ -36,12 +36,12 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from avlearn.data.clips import AVClips, ClipItem, ClipSource, Transform, sample_generator
+from avlearn.data.clips import AVClips, AVSettings, ClipItem, ClipSource, Transform, sample_generator
 from avlearn.data.decode import ClipSpec
 from avlearn.data.device_aug import pad_frames
 from avlearn.data.manifest import VideoInfo, read_manifest
@@ -77,6 +77,12 @@ class FileSource(ClipSource, Dataset[dict[str, Any]]):
     ``videos``."""
 
     videos: list[VideoInfo]
+
+    def read(self, manifest: str | os.PathLike[str] | Sequence[VideoInfo]) -> None:
+        """Keep the usable rows of ``manifest`` (:func:`read_usable`) and check the maker's classes
+        against their labels (default: their sorted label names)."""
+        self.videos = read_usable(manifest, self.clips.require_audio)
+        self.clips.class_to_idx = classes_of(self.videos, self.clips.class_to_idx)
 
     @property
     def num_videos(self) -> int:
@@ -164,30 +170,10 @@ class AVClipDataset(FileSource):
 
     clips: AVClips
 
-    def __init__(
-        self,
-        manifest: str | os.PathLike[str] | Sequence[VideoInfo],
-        spec: ClipSpec,
-        backend: str = "pyav",
-        *,
-        clips_per_video: int = 1,
-        max_av_offset: float = 0.0,
-        video_transform: Transform | None = None,
-        audio_transform: Transform | None = None,
-        seed: int = 0,
-        require_audio: bool = True,
-        max_retries: int = 10,
-        class_to_idx: Mapping[str, int] | None = None,
-        shifted_audio: float = 0.0,
-        fps_choices: Sequence[float] = (),
-    ) -> None:
-        self.clips = AVClips(
-            spec, backend, clips_per_video=clips_per_video, max_av_offset=max_av_offset,
-            video_transform=video_transform, audio_transform=audio_transform, seed=seed,
-            require_audio=require_audio, max_retries=max_retries, shifted_audio=shifted_audio,
-            fps_choices=fps_choices, class_to_idx=None, name="AVClipDataset", log=logger)
-        self.videos = read_usable(manifest, require_audio)
-        self.clips.class_to_idx = classes_of(self.videos, class_to_idx)
+    def __init__(self, manifest: str | os.PathLike[str] | Sequence[VideoInfo], spec: ClipSpec,
+                 backend: str = "pyav", **settings: Unpack[AVSettings]) -> None:
+        self.clips = AVClips(spec, backend, name="AVClipDataset", log=logger, **settings)
+        self.read(manifest)
 
     @property
     def class_to_idx(self) -> dict[str, int] | None:

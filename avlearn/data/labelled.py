@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import Unpack
 
-from avlearn.data.clips import LabelledClips, Transform
-from avlearn.data.dataset import FileSource, classes_of, read_usable
+from avlearn.data.clips import LabelledClips, LabelledSettings
+from avlearn.data.dataset import FileSource
 from avlearn.data.decode import ClipSpec
 from avlearn.data.manifest import VideoInfo
 
@@ -72,29 +73,10 @@ class LabelledClipDataset(FileSource):
 
     clips: LabelledClips
 
-    def __init__(
-        self,
-        manifest: str | os.PathLike[str] | Sequence[VideoInfo],
-        spec: ClipSpec,
-        backend: str = "pyav",
-        *,
-        class_to_idx: Mapping[str, int] | None = None,
-        train: bool = True,
-        clips_per_video: int = 1,
-        num_clips: int = 10,
-        video_transform: Transform | None = None,
-        audio_transform: Transform | None = None,
-        with_audio: bool = False,
-        seed: int = 0,
-        max_retries: int = 10,
-    ) -> None:
-        self.clips = LabelledClips(
-            spec, backend, train=train, num_clips=num_clips, clips_per_video=clips_per_video,
-            video_transform=video_transform, audio_transform=audio_transform, seed=seed,
-            require_audio=with_audio, max_retries=max_retries, class_to_idx=None, name="LabelledClipDataset",
-            log=logger)
-        self.videos = read_usable(manifest, with_audio)
-        self.clips.class_to_idx = classes_of(self.videos, class_to_idx)
+    def __init__(self, manifest: str | os.PathLike[str] | Sequence[VideoInfo], spec: ClipSpec,
+                 backend: str = "pyav", **settings: Unpack[LabelledSettings]) -> None:
+        self.clips = LabelledClips(spec, backend, name="LabelledClipDataset", log=logger, **settings)
+        self.read(manifest)
         unlabelled = [row.path for row in self.videos if not row.label]
         if unlabelled:
             raise ValueError(f"LabelledClipDataset: {len(unlabelled)} row(s) without a label, e.g. "

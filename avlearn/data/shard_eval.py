@@ -40,15 +40,15 @@ import dataclasses
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from avlearn.config import ConfigError
-from avlearn.data.clips import ClipItem, ClipSource, LabelledClips, Transform
+from avlearn.data.clips import ClipItem, EvalSettings, LabelledClips
 from avlearn.data.decode import ClipSpec
-from avlearn.data.shards import ShardError, ShardReader
+from avlearn.data.shards import ShardError, ShardReader, ShardSource
 
 if TYPE_CHECKING:
     from avlearn.data.config import DataConfig
@@ -63,7 +63,7 @@ def worker_range(num_samples: int, worker: int, workers: int) -> tuple[int, int]
     return num_samples * worker // workers, num_samples * (worker + 1) // workers
 
 
-class ShardEvalDataset(ClipSource, IterableDataset[dict[str, Any]]):
+class ShardEvalDataset(ShardSource, IterableDataset[dict[str, Any]]):
     """``num_clips`` uniformly spaced clips of every sample of a shard index (see the module doc).
 
     Args:
@@ -78,43 +78,21 @@ class ShardEvalDataset(ClipSource, IterableDataset[dict[str, Any]]):
 
     clips: LabelledClips
 
-    def __init__(
-        self,
-        index: str | os.PathLike[str],
-        spec: ClipSpec,
-        backend: str = "pyav",
-        *,
-        class_to_idx: Mapping[str, int] | None = None,
-        num_clips: int = 10,
-        video_transform: Transform | None = None,
-        audio_transform: Transform | None = None,
-        with_audio: bool = False,
-        seed: int = 0,
-        max_retries: int = 10,
-    ) -> None:
+    def __init__(self, index: str | os.PathLike[str], spec: ClipSpec, backend: str = "pyav",
+                 **settings: Unpack[EvalSettings]) -> None:
         # the reader: the index, its label check and the members' bytes (it decodes nothing here)
-        self.reader = ShardReader(index, class_to_idx)
+        self.reader = ShardReader(index, settings.get("class_to_idx"))
         classes = self.reader.class_to_idx
         if not classes:
             raise ValueError(f"{self.reader.index.location}: the shards carry no labels; shard a manifest "
                              "whose label column names each video's class")
-        self.clips = LabelledClips(
-            spec, backend, train=False, num_clips=num_clips, video_transform=video_transform,
-            audio_transform=audio_transform, require_audio=with_audio, seed=seed, max_retries=max_retries,
-            class_to_idx=classes, name="ShardEvalDataset", log=logger)
-
-    @property
-    def num_videos(self) -> int:
-        """Samples (videos) in the shards; ``video_index`` runs over ``0 .. num_videos - 1``."""
-        return self.reader.index.num_samples
+        settings["class_to_idx"] = classes
+        self.clips = LabelledClips(spec, backend, train=False, name="ShardEvalDataset", log=logger,
+                                   **settings)
 
     @property
     def num_clips(self) -> int:
         return self.clips.num_clips
-
-    @property
-    def class_to_idx(self) -> dict[str, int]:
-        return dict(self.clips.class_to_idx or {})
 
     def __len__(self) -> int:
         return self.num_videos * self.num_clips

@@ -62,21 +62,21 @@ import logging
 import os
 import tarfile
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, Unpack
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from avlearn.data.clips import AVClips, ClipItem, ClipSource, Transform, sample_generator
+from avlearn.data.clips import AVClips, AVSettings, ClipItem, ClipSource, sample_generator
 from avlearn.data.dataset import av_collate
 from avlearn.data.decode import ClipSpec, MediaBytes
 from avlearn.data.manifest import VideoInfo
 
 __all__ = ["EpochLayout", "ShardBatches", "ShardDataset", "ShardError", "ShardIndex", "ShardInfo",
-           "ShardReader", "buffered_shuffle", "open_stream", "shard_loader", "shard_order"]
+           "ShardReader", "ShardSource", "buffered_shuffle", "open_stream", "shard_loader", "shard_order"]
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +294,24 @@ class ShardReader:
             start += shard.num_samples
 
 
-class ShardDataset(ClipSource, IterableDataset[dict[str, Any]]):
+class ShardSource(ClipSource):
+    """What both shard datasets share: the shards' reader (``self.reader``) and its numbers."""
+
+    reader: ShardReader
+
+    @property
+    def num_videos(self) -> int:
+        """Samples (videos) in the shards: global indices (what a memory bank indexes) run over
+        ``0 .. num_videos - 1``."""
+        return self.reader.index.num_samples
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        """Label name -> id (empty without labels)."""
+        return dict(self.clips.class_to_idx or {})
+
+
+class ShardDataset(ShardSource, IterableDataset[dict[str, Any]]):
     """Batches of clips streamed from shards (see the module doc for the order and its guarantees).
 
     Args:
@@ -314,35 +331,14 @@ class ShardDataset(ClipSource, IterableDataset[dict[str, Any]]):
 
     clips: AVClips
 
-    def __init__(
-        self,
-        index: str | os.PathLike[str],
-        spec: ClipSpec,
-        backend: str = "pyav",
-        *,
-        clips_per_video: int = 1,
-        max_av_offset: float = 0.0,
-        video_transform: Transform | None = None,
-        audio_transform: Transform | None = None,
-        seed: int = 0,
-        require_audio: bool = True,
-        max_retries: int = 10,
-        class_to_idx: Mapping[str, int] | None = None,
-        shifted_audio: float = 0.0,
-        shuffle_buffer: int = 64,
-        streams: int = 4,
-        fps_choices: Sequence[float] = (),
-    ) -> None:
+    def __init__(self, index: str | os.PathLike[str], spec: ClipSpec, backend: str = "pyav", *,
+                 shuffle_buffer: int = 64, streams: int = 4, **settings: Unpack[AVSettings]) -> None:
         if shuffle_buffer < 0 or streams < 1:
             raise ValueError(f"need shuffle_buffer >= 0 and streams >= 1, got {shuffle_buffer}, {streams}")
-        self.reader = ShardReader(index, class_to_idx)
+        self.reader = ShardReader(index, settings.get("class_to_idx"))
         self.index = self.reader.index
-        self.clips = AVClips(
-            spec, backend, clips_per_video=clips_per_video, max_av_offset=max_av_offset,
-            video_transform=video_transform, audio_transform=audio_transform, seed=seed,
-            require_audio=require_audio, max_retries=max_retries, class_to_idx=self.reader.class_to_idx,
-            shifted_audio=shifted_audio, fps_choices=fps_choices, name="ShardDataset", log=logger,
-        )
+        settings["class_to_idx"] = self.reader.class_to_idx
+        self.clips = AVClips(spec, backend, name="ShardDataset", log=logger, **settings)
         self.shuffle_buffer = shuffle_buffer
         self.streams = streams
         self.rank, self.world, self.batch_size = 0, 1, 1
@@ -350,16 +346,6 @@ class ShardDataset(ClipSource, IterableDataset[dict[str, Any]]):
         self._skip.share_memory_()  # type: ignore[no-untyped-call]
 
     # -------------------------------------------------------------------- layout and epoch
-    @property
-    def num_videos(self) -> int:
-        """Samples in the shards (a memory bank's size): global indices are ``0 .. num_videos - 1``."""
-        return self.index.num_samples
-
-    @property
-    def class_to_idx(self) -> dict[str, int]:
-        """Label name -> id (empty without labels)."""
-        return dict(self.clips.class_to_idx or {})
-
     def __len__(self) -> int:
         """Clips per epoch before the remainder is dropped (as :class:`AVClipDataset`'s length)."""
         return self.total
