@@ -111,6 +111,8 @@ class LabelledSettings(EvalSettings, total=False):
 
     train: bool
     clips_per_video: int
+
+
 _HINT = "re-run `avlearn prepare index` (and `avlearn prepare shard` for shards)"
 
 

@@ -40,8 +40,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from avlearn.config import ConfigError, InvalidValue, load_config, to_dict
-from avlearn.data.clips import AudioClips, ClipItem
+from avlearn.data.clips import AudioClips
 from avlearn.data.config import DataConfig, clip_spec
+from avlearn.data.dataset import FileSource
 from avlearn.data.manifest import VideoInfo
 from avlearn.data.splits import DatasetConfig, LabelledSplit, load_split
 from avlearn.data.transforms import build_audio_transform
@@ -117,7 +118,7 @@ class ProbeConfig:
 # ------------------------------------------------------------------------------------- data
 
 
-class AudioClipDataset(Dataset[dict[str, Any]]):
+class AudioClipDataset(FileSource):
     """``num_clips`` uniformly spaced audio windows of every file of a split, as spectrograms: a file
     source of :class:`~avlearn.data.clips.AudioClips`.
 
@@ -126,26 +127,25 @@ class AudioClipDataset(Dataset[dict[str, Any]]):
     A file that cannot be read is an error naming it (no replacement: every file is evaluated).
     """
 
+    clips: AudioClips
+
     def __init__(self, split: LabelledSplit, data: DataConfig, num_clips: int) -> None:
         root = Path(split.root)
-        self.rows = [VideoInfo(path=str(p if Path(p).is_absolute() else root / p), label=split.classes[y])
-                     for p, y in split.items]
-        self.clips = AudioClips(clip_spec(data), data.backend, num_clips=num_clips, video_transform=None,
-                                audio_transform=build_audio_transform(data.audio_aug, data.spec, False),
-                                seed=data.seed, max_retries=0, require_audio=False,
-                                class_to_idx=split.class_to_idx, name="AudioClipDataset", log=logger)
-        self.num_clips = num_clips
+        self.videos = [VideoInfo(path=str(p if Path(p).is_absolute() else root / p), label=split.classes[y])
+                       for p, y in split.items]
+        self.clips = AudioClips(
+            clip_spec(data), data.backend, num_clips=num_clips, seed=data.seed, max_retries=0,
+            audio_transform=build_audio_transform(data.audio_aug, data.spec, False), require_audio=False,
+            class_to_idx=split.class_to_idx, name="AudioClipDataset", log=logger)
 
-    def __len__(self) -> int:
-        return len(self.rows) * self.num_clips
+    @property
+    def clips_per_item(self) -> int:
+        return self.clips.num_clips
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        i, k = divmod(index, self.num_clips)
-        item = ClipItem(self.rows[i], i, self.rows[i].path, k)
-        sample, failures = self.clips.make(index, 0, lambda attempt, _: item if attempt == 0 else None)
-        if sample is None:
-            raise self.clips.give_up(index, 0, failures, ": {listed}")
-        return sample
+    def locate(self, index: int) -> tuple[int, int]:
+        """``(file, window)`` of sample ``index``."""
+        file, window = divmod(index, self.clips.num_clips)
+        return file, window
 
 
 def _clip_dataset(cfg: ProbeConfig, split: LabelledSplit, num_clips: int) -> Dataset[dict[str, Any]]:
