@@ -244,16 +244,16 @@ def profile_pipeline(
     transform is timed on its own; ``dataset overhead`` is the rest of ``__getitem__``
     (sampling, generators, the sample dict).
     """
-    video_tf, audio_tf = ds.video_transform, ds.audio_transform
+    video_tf, audio_tf = ds.clips.video_transform, ds.clips.audio_transform
     transforms: dict[str, float] = {}
     if isinstance(video_tf, DeferredVideo) and isinstance(audio_tf, DeferredAudio):
-        ds.video_transform = _TimedDraw(video_tf, "video: draw parameters", transforms)  # type: ignore[assignment]
-        ds.audio_transform = _TimedDraw(audio_tf, "audio: draw parameters", transforms)  # type: ignore[assignment]
+        ds.clips.video_transform = _TimedDraw(video_tf, "video: draw parameters", transforms)  # type: ignore[assignment]
+        ds.clips.audio_transform = _TimedDraw(audio_tf, "audio: draw parameters", transforms)  # type: ignore[assignment]
     else:
         assert isinstance(video_tf, Compose) and isinstance(audio_tf, Compose)
-        ds.video_transform = Compose([_Timed(t, f"video: {type(t).__name__}", transforms)
+        ds.clips.video_transform = Compose([_Timed(t, f"video: {type(t).__name__}", transforms)
                                       for t in video_tf.transforms], uint8_input=video_tf.uint8_input)
-        ds.audio_transform = Compose([_Timed(t, f"audio: {type(t).__name__}", transforms)
+        ds.clips.audio_transform = Compose([_Timed(t, f"audio: {type(t).__name__}", transforms)
                                       for t in audio_tf.transforms])
     whole = 0.0
     samples = []
@@ -264,7 +264,7 @@ def profile_pipeline(
                 samples.append(ds[i])
                 whole += CLOCK() - t0
     finally:
-        ds.video_transform, ds.audio_transform = video_tf, audio_tf
+        ds.clips.video_transform, ds.clips.audio_transform = video_tf, audio_tf
     t0 = CLOCK()
     for k in range(0, len(samples), batch):
         av_collate(samples[k : k + batch])

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from avlearn.data import decode
 from avlearn.data.decode import ClipSpec, decode_clip, decode_clips, stage_times
+from avlearn.data.decoding import media, pyav_backend
 from avlearn.data.manifest import VideoInfo, read_manifest
 from benchmarks import harness
 
@@ -49,7 +49,7 @@ Request = tuple[str, list[float]]
 @contextlib.contextmanager
 def codec_threads(count: int, kind: str) -> Iterator[None]:
     """Decode with ``count`` FFmpeg threads of ``kind`` (``FRAME`` / ``SLICE``) inside the block."""
-    original = decode._single_threaded
+    original = media.single_threaded
 
     def threaded(stream: Any) -> None:
         codec = stream.codec_context
@@ -57,29 +57,29 @@ def codec_threads(count: int, kind: str) -> Iterator[None]:
             codec.thread_count = count
             codec.thread_type = kind
 
-    decode._single_threaded = threaded  # type: ignore[assignment]
+    media.single_threaded = threaded  # type: ignore[assignment]
     try:
         yield
     finally:
-        decode._single_threaded = original  # type: ignore[assignment]
+        media.single_threaded = original  # type: ignore[assignment]
 
 
 @contextlib.contextmanager
 def scaler(interpolation: str) -> Iterator[None]:
     """Convert frames with FFmpeg's ``interpolation`` scaler instead of bicubic inside the block."""
-    original = decode._rgb
+    original = pyav_backend._rgb
 
     def rgb(frame: Any, width: int, height: int) -> np.ndarray:
-        out = decode._reformatter().reformat(frame, width=width, height=height, format="rgb24",
+        out = pyav_backend._reformatter().reformat(frame, width=width, height=height, format="rgb24",
                                              interpolation=interpolation, threads=1)
         array: np.ndarray = out.to_ndarray()
         return array
 
-    decode._rgb = rgb  # type: ignore[assignment]
+    pyav_backend._rgb = rgb  # type: ignore[assignment]
     try:
         yield
     finally:
-        decode._rgb = original  # type: ignore[assignment]
+        pyav_backend._rgb = original  # type: ignore[assignment]
 
 
 def variants() -> dict[str, Callable[[Request], int]]:

@@ -39,8 +39,10 @@ import av
 import numpy as np
 
 from avlearn.data.cluster import add_engine_arguments
+from avlearn.data.executor import parallel_map
 from avlearn.data.manifest import VideoInfo, read_manifest, write_manifest
-from avlearn.data.probe import error_text, parallel_map, probe, probe_many
+from avlearn.data.pool import error_text
+from avlearn.data.probe import probe, probe_many
 from data_prep.index import VIDEO_EXTENSIONS, _assign_ids, _manifest_path, collect_paths
 
 __all__ = ["EncodeOptions", "Job", "Result", "main", "output_size", "reencode_collection", "reencode_file"]

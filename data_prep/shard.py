@@ -40,8 +40,9 @@ import webdataset as wds
 from tqdm import tqdm
 
 from avlearn.data.cluster import add_engine_arguments
+from avlearn.data.executor import parallel_map
 from avlearn.data.manifest import VideoInfo, read_manifest
-from avlearn.data.probe import parallel_map, probe
+from avlearn.data.probe import probe
 
 __all__ = ["INDEX_FORMAT", "MapEngine", "ShardOptions", "build_parser", "main", "manifest_fingerprint",
            "write_shards"]

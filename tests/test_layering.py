@@ -114,9 +114,9 @@ def test_training_imports_without_the_media_packages() -> None:
         "import sys\n"
         "for m in ('av', 'decord', 'webdataset'): sys.modules[m] = None\n"
         "import avlearn.train.loop, avlearn.train.finetune, avlearn.data.dataset, avlearn.data.splits\n"
-        "from avlearn.data import decode\n"
+        "from avlearn.data.decoding import media\n"
         "try:\n"
-        "    decode._av()\n"
+        "    media.av_module()\n"
         "except ImportError as err:\n"
         "    print(err)\n"
     )

@@ -22,8 +22,8 @@ import numpy as np
 
 from avlearn.data.audio import SpecConfig, Spectrogram
 from avlearn.data.decode import read_audio
+from avlearn.data.executor import parallel_map
 from avlearn.data.manifest import VideoInfo
-from avlearn.data.probe import parallel_map
 
 __all__ = ["SpecSums", "compute_audio_stats", "file_sums", "write_audio_stats"]
 

@@ -1,6 +1,7 @@
 """Per-file preprocessing on a Ray cluster: ``avlearn prepare index | reencode ... --engine ray``.
 
-The local engine (:func:`avlearn.data.probe.parallel_map`) runs one file per task in a process
+The local engine (:func:`avlearn.data.pool.pool_map`, chosen by
+:func:`avlearn.data.executor.parallel_map`) runs one file per task in a process
 pool on this machine. With ``--engine ray`` the same module-level function runs as one Ray task
 per file on the cluster at ``--address`` (``auto`` inside a Ray job, ``ray://HOST:10001`` from
 outside; none: a Ray instance on this machine with ``--workers`` CPUs, started and stopped here).
@@ -25,6 +26,8 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from avlearn.data.pool import error_text
+
 __all__ = ["ENGINES", "add_engine_arguments", "ray_map"]
 
 ENGINES = ("local", "ray")
@@ -45,8 +48,6 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _call(fn: Callable[[Any], Any], item: Any) -> tuple[bool, Any]:
     """Run ``fn(item)`` in a Ray worker: ``(True, result)``, or ``(False, message)`` if it raised."""
-    from avlearn.data.probe import error_text
-
     try:
         return True, fn(item)
     except Exception as err:  # one file must not stop the run

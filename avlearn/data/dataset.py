@@ -31,38 +31,34 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from avlearn.data.decode import (
-    Clip,
-    ClipSpec,
-    DecodeError,
-    MediaSource,
-    audio_window_start,
-    decode_clip,
-    get_decoder,
-    probe_duration,
-)
+from avlearn.data.clips import AVClips, AVSettings, ClipItem, ClipSource, Transform, sample_generator
+from avlearn.data.decode import ClipSpec
 from avlearn.data.device_aug import pad_frames
 from avlearn.data.manifest import VideoInfo, read_manifest
 
-__all__ = ["AVClipDataset", "FailureTracker", "NoUsableVideoError", "Transform", "av_collate",
-           "sample_generator"]
+__all__ = [
+    "AVClipDataset",
+    "FailureTracker",
+    "FileSource",
+    "NoUsableVideoError",
+    "Transform",
+    "av_collate",
+    "classes_of",
+    "read_usable",
+    "sample_generator",
+]
 
 logger = logging.getLogger(__name__)
-
-Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-"""A random transform: ``(tensor, generator) -> tensor``; all its randomness must come from the generator."""
 
 _LIST_KEYS = ("video_id", "failures")  # collated as lists (strings; per-sample lists concatenated)
 PAD_TOLERANCE_S = 0.1
@@ -74,22 +70,60 @@ class NoUsableVideoError(ValueError):
     """A manifest (or split) in which no row can feed the dataset; the message says what was dropped."""
 
 
-def sample_generator(*keys: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded from integer ``keys`` (e.g. seed, epoch, index, attempt).
+class FileSource(ClipSource, Dataset[dict[str, Any]]):
+    """A clip source over the rows of a manifest (:attr:`videos`): sample ``index`` is clip
+    ``locate(index)[1]`` of video ``locate(index)[0]``, replaced on a decode failure by a video drawn
+    from ``(seed, epoch, index, attempt)`` (keeping the clip index). Subclasses set ``clips`` and
+    ``videos``."""
 
-    Nearby keys give independent streams (the keys go through NumPy's ``SeedSequence`` hash).
-    """
-    entropy = [int(k) & 0xFFFF_FFFF_FFFF_FFFF for k in keys]
-    state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+    videos: list[VideoInfo]
+
+    def read(self, manifest: str | os.PathLike[str] | Sequence[VideoInfo]) -> None:
+        """Keep the usable rows of ``manifest`` (:func:`read_usable`) and check the maker's classes
+        against their labels (default: their sorted label names)."""
+        self.videos = read_usable(manifest, self.clips.require_audio)
+        self.clips.class_to_idx = classes_of(self.videos, self.clips.class_to_idx)
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.videos)
+
+    @property
+    def clips_per_item(self) -> int:
+        """Samples per video and epoch."""
+        return self.clips.clips_per_video
+
+    def __len__(self) -> int:
+        return self.clips_per_item * len(self.videos)
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """``(video_index, clip_index)`` of sample ``index`` (before any replacement)."""
+        return index % len(self.videos), index // len(self.videos)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"{self.clips.name} index {index} out of range [0, {len(self)})")
+        epoch = self.epoch
+        video_index, clip_index = self.locate(index)
+
+        def pick(attempt: int, generator: torch.Generator) -> ClipItem:
+            i = video_index
+            if attempt > 0:  # a replacement video, deterministic given (seed, epoch, index, attempt)
+                i = int(torch.randint(len(self.videos), (), generator=generator))
+            return ClipItem(self.videos[i], i, self.videos[i].path, clip_index)
+
+        sample, failures = self.clips.make(index, epoch, pick)
+        if sample is None:
+            raise self.clips.give_up(index, epoch, failures, _TOO_MANY)
+
+        return sample
 
 
-def _uniform(low: float, high: float, generator: torch.Generator) -> float:
-    u = float(torch.rand((), generator=generator, dtype=torch.float64))
-    return low + (high - low) * u
+_TOO_MANY = (", the manifest has too many unreadable videos: {listed}. Re-run `avlearn prepare index` and "
+             "drop the rows it marks 'bad', or raise max_retries.")
 
 
-class AVClipDataset(Dataset[dict[str, Any]]):
+class AVClipDataset(FileSource):
     """Random synchronised (or AV-offset) clips from the usable videos of a manifest.
 
     Args:
@@ -134,247 +168,68 @@ class AVClipDataset(Dataset[dict[str, Any]]):
         with ``data.augment_on: device`` (see :mod:`avlearn.data.device_aug`).
     """
 
-    def __init__(
-        self,
-        manifest: str | os.PathLike[str] | Sequence[VideoInfo],
-        spec: ClipSpec,
-        backend: str = "pyav",
-        *,
-        clips_per_video: int = 1,
-        max_av_offset: float = 0.0,
-        video_transform: Transform | None = None,
-        audio_transform: Transform | None = None,
-        seed: int = 0,
-        require_audio: bool = True,
-        max_retries: int = 10,
-        class_to_idx: Mapping[str, int] | None = None,
-        shifted_audio: float = 0.0,
-        fps_choices: Sequence[float] = (),
-    ) -> None:
-        if clips_per_video < 1:
-            raise ValueError(f"clips_per_video must be >= 1, got {clips_per_video}")
-        if max_av_offset < 0:
-            raise ValueError(f"max_av_offset must be >= 0 seconds, got {max_av_offset}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if shifted_audio < 0:
-            raise ValueError(f"shifted_audio must be >= 0 seconds, got {shifted_audio}")
-        if any(f <= 0 for f in fps_choices):
-            raise ValueError(f"fps_choices must all be > 0 frames per second, got {list(fps_choices)}")
-        get_decoder(backend)  # unknown backend -> error listing the valid ones, now rather than in a worker
-        source = "manifest"
-        if isinstance(manifest, (str, os.PathLike)):
-            source = str(manifest)
-            rows = read_manifest(Path(manifest))
+    clips: AVClips
+
+    def __init__(self, manifest: str | os.PathLike[str] | Sequence[VideoInfo], spec: ClipSpec,
+                 backend: str = "pyav", **settings: Unpack[AVSettings]) -> None:
+        self.clips = AVClips(spec, backend, name="AVClipDataset", log=logger, **settings)
+        self.read(manifest)
+
+    @property
+    def class_to_idx(self) -> dict[str, int] | None:
+        return self.clips.class_to_idx
+
+    @property
+    def clips_per_video(self) -> int:
+        return self.clips.clips_per_video
+
+
+def read_usable(manifest: str | os.PathLike[str] | Sequence[VideoInfo],
+                require_audio: bool) -> list[VideoInfo]:
+    """The rows of ``manifest`` that can feed a dataset; what was dropped is logged (none: an error)."""
+    source = "manifest"
+    if isinstance(manifest, (str, os.PathLike)):
+        source = str(manifest)
+        rows = read_manifest(Path(manifest))
+    else:
+        rows = list(manifest)
+    videos, dropped = _filter(rows, require_audio)
+    if dropped:
+        why = ", ".join(f"{n} {reason}" for reason, n in dropped.most_common())
+        logger.warning("AVClipDataset: kept %d of %d videos from %s; dropped %s",
+                       len(videos), len(rows), source, why)
+    if not videos:
+        raise NoUsableVideoError(f"no usable video in {source} ({len(rows)} rows"
+                                 + (f"; dropped {why})" if dropped else ")")
+                                 + "; check the manifest with `avlearn prepare index`")
+    return videos
+
+
+def _filter(rows: Sequence[VideoInfo], require_audio: bool) -> tuple[list[VideoInfo], Counter[str]]:
+    kept: list[VideoInfo] = []
+    dropped: Counter[str] = Counter()
+    for row in rows:
+        if row.status == "bad":
+            dropped["marked 'bad' by the indexer"] += 1
+        elif not row.has_video:
+            dropped["without a video track"] += 1
+        elif require_audio and not row.has_audio:
+            dropped["without an audio track"] += 1
         else:
-            rows = list(manifest)
-        self.videos, dropped = self._filter(rows, require_audio)
-        if dropped:
-            why = ", ".join(f"{n} {reason}" for reason, n in dropped.most_common())
-            logger.warning("AVClipDataset: kept %d of %d videos from %s; dropped %s",
-                           len(self.videos), len(rows), source, why)
-        if not self.videos:
-            raise NoUsableVideoError(f"no usable video in {source} ({len(rows)} rows"
-                             + (f"; dropped {why})" if dropped else ")")
-                             + "; check the manifest with `avlearn prepare index`")
-        # a transform chain that crops in 8 bits (VideoAugConfig.fused) takes the decoder's uint8 frames
-        uint8 = bool(getattr(video_transform, "uint8_input", False))
-        self.spec = dataclasses.replace(spec, uint8_frames=uint8)
-        self.backend = backend
-        self.clips_per_video = clips_per_video
-        self.max_av_offset = float(max_av_offset)
-        self.shifted_audio = float(shifted_audio)
-        self.fps_choices = tuple(float(f) for f in fps_choices)
-        self.video_transform = video_transform
-        self.audio_transform = audio_transform
-        self.seed = int(seed)
-        self.max_retries = max_retries
-        self.class_to_idx = self._classes(class_to_idx)
-        # Shared memory: set_epoch in the main process is seen by (persistent) DataLoader workers.
-        self._epoch = torch.zeros((), dtype=torch.int64)
-        self._epoch.share_memory_()  # type: ignore[no-untyped-call]
-        self._warned: set[str] = set()  # files already logged by this process
-        self._durations: dict[str, float] = {}  # probed when the manifest has no duration
-
-    @staticmethod
-    def _filter(rows: Sequence[VideoInfo], require_audio: bool) -> tuple[list[VideoInfo], Counter[str]]:
-        kept: list[VideoInfo] = []
-        dropped: Counter[str] = Counter()
-        for row in rows:
-            if row.status == "bad":
-                dropped["marked 'bad' by the indexer"] += 1
-            elif not row.has_video:
-                dropped["without a video track"] += 1
-            elif require_audio and not row.has_audio:
-                dropped["without an audio track"] += 1
-            else:
-                kept.append(row)
-        return kept, dropped
-
-    def _classes(self, class_to_idx: Mapping[str, int] | None) -> dict[str, int] | None:
-        labels = {row.label for row in self.videos if row.label}
-        if class_to_idx is None:
-            return {name: i for i, name in enumerate(sorted(labels))} if labels else None
-        unknown = sorted(labels - set(class_to_idx))
-        if unknown:
-            raise ValueError(f"AVClipDataset: label(s) {unknown[:5]} not in class_to_idx; "
-                             f"valid: {sorted(class_to_idx)[:20]}")
-        return dict(class_to_idx)
-
-    # ------------------------------------------------------------------------------ sampling
-
-    @property
-    def num_videos(self) -> int:
-        return len(self.videos)
-
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch.item())
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose randomness the next samples use (call before ``iter(loader)``)."""
-        self._epoch.fill_(int(epoch))
-
-    def __len__(self) -> int:
-        return self.clips_per_video * len(self.videos)
-
-    def _duration(self, row: VideoInfo, source: MediaSource | None = None) -> float:
-        if row.duration > 0:
-            return row.duration
-        if row.path not in self._durations:
-            self._durations[row.path] = probe_duration(row.path if source is None else source)
-        return self._durations[row.path]
-
-    def _span(self, spec: ClipSpec | None = None) -> tuple[float, float]:
-        """Seconds the clip (video and synchronised audio) reaches before and after its start."""
-        spec = self.spec if spec is None else spec
-        rel = audio_window_start(0.0, dataclasses.replace(spec, audio_offset=0.0))
-        before = max(0.0, -rel)
-        after = max(spec.video_seconds, rel + spec.audio_seconds)
-        return before, after
-
-    def sample_start(self, duration: float, generator: torch.Generator,
-                     spec: ClipSpec | None = None) -> float:
-        """Clip start uniform over the starts whose clip (``spec``, default the dataset's) fits in
-        ``duration`` (0 for short videos)."""
-        before, after = self._span(spec)
-        high = duration - after
-        if high <= before:
-            return 0.0
-        return _uniform(before, high, generator)
-
-    def shifted_start(self, own: float, duration: float, generator: torch.Generator) -> float:
-        """Start of a window of ``audio_seconds`` in ``[0, duration]`` at least ``shifted_audio``
-        seconds from ``own`` (uniform over the allowed starts; the farthest start if none is)."""
-        last = max(0.0, duration - self.spec.audio_seconds)
-        gap = self.shifted_audio
-        before = (0.0, min(last, own - gap))  # allowed intervals on either side of the own window
-        after = (max(0.0, own + gap), last)
-        lengths = [max(0.0, hi - lo) for lo, hi in (before, after)]
-        valid = [lo <= hi for lo, hi in (before, after)]
-        if not any(valid):
-            return 0.0 if own >= last - own else last
-        if sum(lengths) == 0:  # single allowed points
-            return before[0] if valid[0] else after[0]
-        u = _uniform(0.0, sum(lengths), generator)
-        return before[0] + u if u < lengths[0] else after[0] + (u - lengths[0])
-
-    def _decode(self, row: VideoInfo, generator: torch.Generator,
-                source: MediaSource | None = None) -> tuple[Clip, float, Clip | None]:
-        """Draw the start and AV offset of a clip of ``row`` and decode it from ``source`` (default
-        ``row.path``; :class:`~avlearn.data.decode.MediaBytes` for a shard's member); returns
-        ``(clip, offset, shifted)``, ``shifted`` a clip whose ``audio`` is the shifted window."""
-        duration = self._duration(row, source)
-        spec = self.spec
-        if self.fps_choices:  # drawn first: the start must leave room for the clip at this rate
-            pick = int(torch.randint(len(self.fps_choices), (), generator=generator))
-            spec = dataclasses.replace(spec, fps=self.fps_choices[pick])
-        start = self.sample_start(duration, generator, spec)
-        offset = spec.audio_offset
-        if self.max_av_offset > 0:
-            offset += _uniform(-self.max_av_offset, self.max_av_offset, generator)
-        spec = dataclasses.replace(spec, audio_offset=offset)
-        if not row.has_audio:  # only when require_audio=False: silent audio of the right length
-            spec = dataclasses.replace(spec, audio_seconds=0.0)
-        # the shifted window depends only on where the clip's own audio starts, so it is drawn first
-        # and read from the same open file (decode_clip's extra_audio) instead of opening it again
-        at = (self.shifted_start(audio_window_start(start, spec), duration, generator)
-              if self.shifted_audio > 0 else None)
-        extra = [at] if at is not None and row.has_audio else []
-        media = row.path if source is None else source
-        clip = decode_clip(media, start, spec, self.backend, extra_audio=extra)
-        if not row.has_audio:
-            clip.audio = torch.zeros(self.spec.num_samples)
-        shifted = None
-        if at is not None:
-            audio = clip.extra_audio[0] if extra else torch.zeros(self.spec.num_samples)
-            shifted = dataclasses.replace(clip, audio=audio, audio_start=at, extra_audio=[])
-            clip.extra_audio = []
-        return clip, offset, shifted
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"AVClipDataset index {index} out of range [0, {len(self)})")
-        epoch = self.epoch
-        video_index = index % len(self.videos)
-        failures: list[tuple[str, str]] = []
-        for attempt in range(self.max_retries + 1):
-            generator = sample_generator(self.seed, epoch, index, attempt)
-            if attempt > 0:  # a replacement video, deterministic given (seed, epoch, index, attempt)
-                video_index = int(torch.randint(len(self.videos), (), generator=generator))
-            row = self.videos[video_index]
-            try:
-                clip, offset, shifted = self._decode(row, generator)
-            except Exception as err:  # decode failures of any kind (PyAV, decord, OS); counted, never silent
-                reason = err.reason if isinstance(err, DecodeError) else f"{type(err).__name__}: {err}"
-                failures.append((row.path, reason))
-                if row.path not in self._warned:
-                    self._warned.add(row.path)
-                    logger.warning("AVClipDataset: skipping %s: %s", row.path, reason)
-                continue
-            return self._sample(row, video_index, clip, offset, generator, failures, shifted)
-        listed = "; ".join(f"{p} ({r})" for p, r in failures)
-        raise RuntimeError(
-            f"AVClipDataset: sample {index} (epoch {epoch}) failed {len(failures)} times in a row, "
-            f"the manifest has too many unreadable videos: {listed}. Re-run `avlearn prepare index` "
-            f"and drop the rows it marks 'bad', or raise max_retries.")
-
-    def _sample(self, row: VideoInfo, video_index: int, clip: Clip, offset: float, generator: torch.Generator,
-                failures: list[tuple[str, str]], shifted: Clip | None = None) -> dict[str, Any]:
-        """Transforms (outside the failure handling: a transform bug is an error, not a bad file)."""
-        video, video_aug = _transform(self.video_transform, clip.video, generator)
-        audio, audio_aug = _transform(self.audio_transform, clip.audio, generator)
-        sample: dict[str, Any] = {
-            "video": video, "audio": audio, "index": video_index, "video_id": row.video_id,
-            "start": float(clip.start), "av_offset": float(offset),
-            "skipped": len(failures), "failures": failures,
-            "audio_padded": float(clip.audio_padded) if row.has_audio else 0.0,
-        }
-        for key, drawn in (("video_aug", video_aug), ("audio_aug", audio_aug)):
-            if drawn is not None:
-                sample[key] = drawn
-        if shifted is not None:
-            # its own augmentation draw, as the true audio's: nothing but timing tells them apart
-            other, other_aug = _transform(self.audio_transform, shifted.audio, generator)
-            sample["audio_shifted"] = other
-            if other_aug is not None:
-                sample["audio_shifted_aug"] = other_aug
-            sample["shift"] = float(shifted.audio_start - clip.audio_start)
-        if self.class_to_idx is not None:
-            sample["label"] = self.class_to_idx.get(row.label, -1)
-        return sample
+            kept.append(row)
+    return kept, dropped
 
 
-def _transform(transform: Transform | None, x: torch.Tensor,
-               generator: torch.Generator) -> tuple[torch.Tensor, Any]:
-    """``(transformed x, None)``; for a deferred transform (``data.augment_on: device``, one with
-    ``draw_params``) ``(x, its draws)``: the pixels are done on the accelerator."""
-    if transform is None:
-        return x, None
-    draw = getattr(transform, "draw_params", None)
-    if draw is not None:
-        return x, draw(x, generator)
-    return transform(x, generator), None
+def classes_of(videos: Sequence[VideoInfo], class_to_idx: Mapping[str, int] | None) -> dict[str, int] | None:
+    """``class_to_idx`` checked against the rows' labels; default: their sorted label names (or ``None``)."""
+    labels = {row.label for row in videos if row.label}
+    if class_to_idx is None:
+        return {name: i for i, name in enumerate(sorted(labels))} if labels else None
+    unknown = sorted(labels - set(class_to_idx))
+    if unknown:
+        raise ValueError(f"AVClipDataset: label(s) {unknown[:5]} not in class_to_idx; "
+                         f"valid: {sorted(class_to_idx)[:20]}")
+    return dict(class_to_idx)
 
 
 def av_collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -21,7 +21,8 @@ Status policy (one file may collect several reasons, joined by "; "):
 
 Each reason starts with a short category before ":" (e.g. ``variable frame rate: ...``);
 ``avlearn prepare index`` (``data_prep/index.py``) counts those categories. :func:`probe_many`
-probes in a process pool (:func:`parallel_map`) that survives a worker killed by a crashing file.
+probes in a process pool (:func:`avlearn.data.executor.parallel_map`) that survives a worker killed
+by a crashing file.
 """
 
 from __future__ import annotations
@@ -31,23 +32,19 @@ import itertools
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm import tqdm
 
+from avlearn.data.executor import parallel_map
 from avlearn.data.manifest import VideoInfo
+from avlearn.data.pool import error_text
 
 if TYPE_CHECKING:
     import av
 
-__all__ = ["CRASH_MESSAGE", "error_text", "failed_row", "parallel_map", "probe", "probe_many"]
-
-T = TypeVar("T")
-R = TypeVar("R")
+__all__ = ["failed_row", "probe", "probe_many"]
 
 MIN_SAMPLE_RATE = 16000  # the models' audio rate; lower means missing high frequencies
 MAX_PIXELS = 1920 * 1080  # above full HD, decoding dominates training time
@@ -56,8 +53,6 @@ VFR_MIN_FRACTION = 0.02  # ... and VFR needs this share of irregular intervals (
 TRUNCATION_SLACK_S = 0.25  # packets may end this much (plus 5 %) before the declared duration
 MISMATCH_SLACK_S = 0.5  # audio and video may start or end this far apart (plus 5 % of the video)
 SILENCE_DBFS = -60.0  # a whole track quieter than this (RMS, dB re full scale) is silent
-
-CRASH_MESSAGE = "the worker process died handling this file (a crash in FFmpeg, or out of memory)"
 
 # Magic bytes of containers FFmpeg reads: a file that has one but will not open is
 # truncated or corrupt rather than "not a video".
@@ -69,12 +64,6 @@ _SIGNATURES: dict[str, Callable[[bytes], bool]] = {
     "MPEG-PS": lambda b: b[:4] == b"\x00\x00\x01\xba",
     "MPEG-TS": lambda b: b[:1] == b"\x47" and b[188:189] == b"\x47",
 }
-
-
-def error_text(err: BaseException) -> str:
-    """``"TypeName: message"`` of an exception (FFmpeg's repeat the file name; the row has it already)."""
-    text = getattr(err, "strerror", None) or str(err)
-    return f"{type(err).__name__}: {text}"
 
 
 def _open_failure(path: Path, err: BaseException) -> str:
@@ -317,117 +306,3 @@ def probe_many(paths: Sequence[Path], workers: int, progress: bool, desc: str = 
     """
     fn = probe if check_silence else functools.partial(probe, check_silence=False)
     return parallel_map(fn, paths, workers, failed_row, progress, desc, engine=engine, address=address)
-
-
-def parallel_map(
-    fn: Callable[[T], R],
-    items: Sequence[T],
-    workers: int,
-    on_failure: Callable[[T, str], R],
-    progress: bool = True,
-    desc: str = "",
-    engine: str = "local",
-    address: str | None = None,
-) -> list[R]:
-    """``[fn(item) for item in items]`` in a process pool with a progress bar; order is kept.
-
-    ``engine="ray"``: as Ray tasks instead (:func:`avlearn.data.cluster.ray_map`, on the cluster at
-    ``address`` or a local instance with ``workers`` CPUs), with the same results.
-
-    Never raises for one item: an exception in ``fn`` becomes ``on_failure(item, message)``.
-    When a worker process dies (which breaks the whole pool), the unfinished items run again in
-    a fresh pool; an item that was unfinished at two breaks runs alone, and if it breaks that
-    pool too it gets ``on_failure``. So one crashing file costs a few restarts, not the run.
-
-    Args:
-        fn: picklable (module-level) function of one item.
-        items: inputs.
-        workers: processes; ``<= 1`` runs in this process (a crash there is fatal).
-        on_failure: turns an item and an error message into its result.
-        progress: show a tqdm bar.
-        desc: the bar's label.
-        engine: ``local`` or ``ray``.
-        address: the Ray cluster (``engine="ray"`` only).
-    """
-    if engine == "ray":
-        from avlearn.data.cluster import ray_map
-
-        return ray_map(fn, items, on_failure, progress, desc, address, num_cpus=max(workers, 1))
-    if engine != "local":
-        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
-    results: list[R | None] = [None] * len(items)
-    with tqdm(total=len(items), desc=desc, unit="file", disable=not progress, dynamic_ncols=True) as bar:
-        if workers <= 1 or len(items) < 2:
-            for i, item in enumerate(items):
-                try:
-                    results[i] = fn(item)
-                except Exception as err:  # one item must not stop the run
-                    results[i] = on_failure(item, error_text(err))
-                bar.update()
-        else:
-            pending = list(range(len(items)))
-            suspects: set[int] = set()
-            while pending:
-                broken = _pool_round(fn, items, pending, workers, on_failure, results, bar)
-                for i in (i for i in broken if i in suspects):  # unfinished at two breaks: alone
-                    results[i] = _run_alone(fn, items[i], on_failure)
-                    bar.update()
-                pending = [i for i in broken if i not in suspects]
-                suspects.update(broken)
-    assert all(r is not None for r in results)
-    return [r for r in results if r is not None]
-
-
-def _pool_round(
-    fn: Callable[[T], R],
-    items: Sequence[T],
-    pending: list[int],
-    workers: int,
-    on_failure: Callable[[T, str], R],
-    results: list[R | None],
-    bar: tqdm[Any],
-) -> list[int]:
-    """Run ``pending`` in one pool; returns the indices left unfinished because the pool broke."""
-    broken: list[int] = []
-    todo = iter(pending)
-    inflight: dict[Future[R], int] = {}
-    with ProcessPoolExecutor(max_workers=min(workers, len(pending))) as pool:
-
-        def fill() -> None:
-            while len(inflight) < 4 * workers:
-                i = next(todo, None)
-                if i is None:
-                    return
-                try:
-                    inflight[pool.submit(fn, items[i])] = i
-                except BrokenProcessPool:
-                    broken.append(i)
-                    broken.extend(todo)
-                    return
-
-        fill()
-        while inflight:
-            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-            for fut in done:
-                i = inflight.pop(fut)
-                try:
-                    results[i] = fut.result()
-                except BrokenProcessPool:
-                    broken.append(i)
-                    continue
-                except Exception as err:  # e.g. a result that does not pickle
-                    results[i] = on_failure(items[i], error_text(err))
-                bar.update()
-            fill()
-    return sorted(broken)
-
-
-def _run_alone(fn: Callable[[T], R], item: T, on_failure: Callable[[T, str], R]) -> R:
-    with ProcessPoolExecutor(max_workers=1) as pool:
-        try:
-            return pool.submit(fn, item).result()
-        except BrokenProcessPool:
-            return on_failure(item, CRASH_MESSAGE)
-        except Exception as err:
-            return on_failure(item, error_text(err))
-

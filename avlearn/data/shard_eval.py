@@ -4,7 +4,8 @@
 :class:`ShardEvalDataset` reads the shards in order (no shuffle) and yields, for every sample
 (video) with global index ``g``, ``num_clips`` uniformly spaced clips (clip ``k`` starts at
 ``k * (duration - clip_len) / max(num_clips - 1, 1)``), decoded from the member's bytes in memory
-and transformed (unaugmented: centre crop) by a :class:`LabelledClipDataset`, with the
+and transformed (unaugmented: centre crop) by the clip maker of :class:`LabelledClipDataset`
+(:class:`~avlearn.data.clips.LabelledClips`), with the
 randomness of its sample ``i = g * num_clips + k``: the clips equal the file dataset's over the
 manifest the shards were written from, bit for bit, with the same sample dict (``video``,
 ``label``, ``video_index = g``, ``clip_index``, ``video_id``, ``start``, ``skipped``, ``failures``,
@@ -35,19 +36,19 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
+import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from avlearn.config import ConfigError
-from avlearn.data.dataset import Transform, sample_generator
-from avlearn.data.decode import ClipSpec, DecodeError
-from avlearn.data.labelled import LabelledClipDataset
-from avlearn.data.manifest import VideoInfo
-from avlearn.data.shards import _HINT, ShardDataset, ShardError, _Raw
+from avlearn.data.clips import ClipItem, EvalSettings, LabelledClips
+from avlearn.data.decode import ClipSpec
+from avlearn.data.shards import ShardError, ShardReader, ShardSource
 
 if TYPE_CHECKING:
     from avlearn.data.config import DataConfig
@@ -62,7 +63,7 @@ def worker_range(num_samples: int, worker: int, workers: int) -> tuple[int, int]
     return num_samples * worker // workers, num_samples * (worker + 1) // workers
 
 
-class ShardEvalDataset(IterableDataset[dict[str, Any]]):
+class ShardEvalDataset(ShardSource, IterableDataset[dict[str, Any]]):
     """``num_clips`` uniformly spaced clips of every sample of a shard index (see the module doc).
 
     Args:
@@ -75,72 +76,33 @@ class ShardEvalDataset(IterableDataset[dict[str, Any]]):
     ``video (C, T, H, W)``, ``label``, ``video_index``, ``clip_index``, ... as the file dataset.
     """
 
-    def __init__(
-        self,
-        index: str | os.PathLike[str],
-        spec: ClipSpec,
-        backend: str = "pyav",
-        *,
-        class_to_idx: Mapping[str, int] | None = None,
-        num_clips: int = 10,
-        video_transform: Transform | None = None,
-        audio_transform: Transform | None = None,
-        with_audio: bool = False,
-        seed: int = 0,
-        max_retries: int = 10,
-    ) -> None:
+    clips: LabelledClips
+
+    def __init__(self, index: str | os.PathLike[str], spec: ClipSpec, backend: str = "pyav",
+                 **settings: Unpack[EvalSettings]) -> None:
         # the reader: the index, its label check and the members' bytes (it decodes nothing here)
-        self.reader = ShardDataset(index, spec, backend, seed=seed, require_audio=with_audio,
-                                   class_to_idx=class_to_idx, shuffle_buffer=0, streams=1)
+        self.reader = ShardReader(index, settings.get("class_to_idx"))
         classes = self.reader.class_to_idx
         if not classes:
             raise ValueError(f"{self.reader.index.location}: the shards carry no labels; shard a manifest "
                              "whose label column names each video's class")
-        # the clip maker: the file dataset's starts, decoding and sample dict; its row is a stand-in
-        stand_in = VideoInfo(path=str(index), has_video=True, has_audio=True, label=next(iter(classes)))
-        self.clips = LabelledClipDataset([stand_in], spec, backend, class_to_idx=classes, train=False,
-                                         num_clips=num_clips, video_transform=video_transform,
-                                         audio_transform=audio_transform, with_audio=with_audio, seed=seed,
-                                         max_retries=max_retries)
-
-    @property
-    def num_videos(self) -> int:
-        """Samples (videos) in the shards; ``video_index`` runs over ``0 .. num_videos - 1``."""
-        return self.reader.num_videos
+        settings["class_to_idx"] = classes
+        self.clips = LabelledClips(spec, backend, train=False, name="ShardEvalDataset", log=logger,
+                                   **settings)
 
     @property
     def num_clips(self) -> int:
         return self.clips.num_clips
 
-    @property
-    def class_to_idx(self) -> dict[str, int]:
-        return self.reader.class_to_idx
-
-    @property
-    def class_names(self) -> list[str]:
-        """Class names ordered by label id."""
-        return self.reader.class_names
-
     def __len__(self) -> int:
         return self.num_videos * self.num_clips
-
-    def _members(self, lo: int, hi: int) -> Iterator[_Raw]:
-        """Raw samples with global indices ``[lo, hi)``, in order."""
-        for shard in self.reader.index.shards:
-            end = shard.first_index + shard.num_samples
-            if end <= lo or shard.first_index >= hi:
-                continue
-            for raw in self.reader._read_shard(shard, max(0, lo - shard.first_index)):
-                if raw.index >= hi:
-                    break
-                yield raw
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        good: _Raw | None = None  # the last video of this range that decoded: the replacement
+        good: ClipItem | None = None  # the last video of this range that decoded: the replacement
         carried: list[tuple[str, str]] = []  # failures with no replacement yet: reported with the next
-        for raw in self._members(*worker_range(self.num_videos, worker, workers)):
+        for raw in self.reader.members(*worker_range(self.num_videos, worker, workers)):
             decoded = False
             for k in range(self.num_clips):
                 sample, failures = self._sample(raw, k, good)
@@ -159,30 +121,16 @@ class ShardEvalDataset(IterableDataset[dict[str, Any]]):
             logger.warning("ShardEvalDataset: %d clip(s) of the last videos could not be decoded: %s",
                            len(carried), carried[:3])
 
-    def _sample(self, raw: _Raw, k: int,
-                good: _Raw | None) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
+    def _sample(self, raw: ClipItem, k: int,
+                good: ClipItem | None) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
         """Clip ``k`` of ``raw`` as the file dataset's sample ``raw.index * num_clips + k``; on a decode
         failure the same clip of ``good`` (``None`` without one or when it fails too); and the failures."""
-        clips = self.clips
-        i = raw.index * self.num_clips + k
-        failures: list[tuple[str, str]] = []
-        for attempt, current in enumerate([raw] if good is None else [raw, good]):
-            generator = sample_generator(clips.seed, clips.epoch, i, attempt)
-            try:
-                if current.error:
-                    raise DecodeError(current.media, current.error, _HINT)
-                if clips.with_audio and not current.row.has_audio:
-                    raise DecodeError(current.media, "has no audio track", _HINT)
-                clip = clips.decode_clip_of(current.row, k, generator, current.media)
-            except Exception as err:  # decode failures of any kind: counted and named, never silent
-                reason = err.reason if isinstance(err, DecodeError) else f"{type(err).__name__}: {err}"
-                failures.append((current.row.path, reason))
-                if current.row.path not in clips._warned:
-                    clips._warned.add(current.row.path)
-                    logger.warning("ShardEvalDataset: skipping %s: %s", current.row.path, reason)
-                continue
-            return clips.labelled_sample(current.row, current.index, k, clip, generator, failures), failures
-        return None, failures
+        tries = [raw] if good is None else [raw, good]
+
+        def pick(attempt: int, generator: torch.Generator) -> ClipItem | None:
+            return dataclasses.replace(tries[attempt], clip=k) if attempt < len(tries) else None
+
+        return self.clips.make(raw.index * self.num_clips + k, self.clips.epoch, pick, attempts=len(tries))
 
 
 def build_shard_eval_dataset(cfg: DataConfig, index: str, key: str, class_to_idx: Mapping[str, int],

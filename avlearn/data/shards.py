@@ -24,7 +24,7 @@ How an epoch is dealt out (all of it a function of ``(seed, epoch)`` and the lay
    ``j = n + w, n + w + W, ...`` (``n``: the batches skipped on resume), which is the order in
    which the DataLoader asks its workers, so batches come out as ``n, n+1, ...``.
 3. **Remainder**: the last ``T - J * batch_size * world`` positions of the epoch's stream are
-   dropped, as :class:`~avlearn.train.sampler.ResumableBatchSampler` drops its remainder (every
+   dropped, as :class:`~avlearn.data.sampler.ResumableBatchSampler` drops its remainder (every
    rank needs equal batches for the memory-bank gathers). Which samples fall there changes with
    the epoch's shard order. Every other sample comes exactly once per epoch.
 4. Each reader shuffles its range through a bounded in-memory buffer of ``shuffle_buffer`` raw
@@ -62,20 +62,21 @@ import logging
 import os
 import tarfile
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, Unpack
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from avlearn.data.dataset import AVClipDataset, Transform, av_collate, sample_generator
-from avlearn.data.decode import ClipSpec, DecodeError, MediaBytes
+from avlearn.data.clips import AVClips, AVSettings, ClipItem, ClipSource, sample_generator
+from avlearn.data.dataset import av_collate
+from avlearn.data.decode import ClipSpec, MediaBytes
 from avlearn.data.manifest import VideoInfo
 
 __all__ = ["EpochLayout", "ShardBatches", "ShardDataset", "ShardError", "ShardIndex", "ShardInfo",
-           "buffered_shuffle", "open_stream", "shard_loader", "shard_order"]
+           "ShardReader", "ShardSource", "buffered_shuffle", "open_stream", "shard_loader", "shard_order"]
 
 logger = logging.getLogger(__name__)
 
@@ -208,18 +209,8 @@ def buffered_shuffle(items: Iterable[T], size: int, rng: np.random.Generator) ->
 # ---------------------------------------------------------------------------------- the dataset
 
 
-@dataclasses.dataclass
-class _Raw:
-    """One sample as read from a shard: not decoded."""
-
-    index: int
-    clip: int
-    row: VideoInfo
-    media: MediaBytes
-    error: str = ""  # the record could not be read: a decode failure when its turn comes
-
-
-def _raw(sample: Mapping[str, Any], url: str, expected: int) -> _Raw:
+def _raw(sample: Mapping[str, Any], url: str, expected: int) -> ClipItem:
+    """One member as read from a shard, not decoded: an unreadable record carries its ``error``."""
     key = str(sample["__key__"])
     try:
         meta = json.loads(sample["json"])
@@ -236,10 +227,91 @@ def _raw(sample: Mapping[str, Any], url: str, expected: int) -> _Raw:
     row = VideoInfo(path=name, video_id=str(meta.get("video_id", key)),
                     duration=float(meta.get("duration", 0)), fps=float(meta.get("fps", 0)), has_video=True,
                     has_audio=bool(meta.get("has_audio", True)), label=str(meta.get("label", "")))
-    return _Raw(index, 0, row, MediaBytes(name, bytes(data)), error)
+    return ClipItem(row, index, MediaBytes(name, bytes(data)), 0, error)
 
 
-class ShardDataset(IterableDataset[dict[str, Any]]):
+class ShardReader:
+    """A shard index, its classes, and its members' bytes (what both shard datasets read).
+
+    Args:
+        index: ``index.json`` of ``avlearn prepare shard``: a path or an fsspec URL.
+        class_to_idx: label name -> id; default: the index's classes in order (``None`` without labels).
+    """
+
+    def __init__(self, index: str | os.PathLike[str], class_to_idx: Mapping[str, int] | None = None) -> None:
+        self.index = ShardIndex.load(index)
+        classes = class_to_idx
+        if classes is None and self.index.classes:
+            classes = {name: i for i, name in enumerate(self.index.classes)}
+        unknown = sorted(set(self.index.classes) - set(classes or {}))
+        if class_to_idx is not None and not self.index.classes:
+            raise ValueError(f"{self.index.location}: the shards carry no labels; shard a manifest whose "
+                             "label column names each video's class")
+        if classes is not None and unknown:
+            raise ValueError(f"{self.index.location}: label(s) {unknown[:5]} are not among the classes "
+                             f"{sorted(classes)[:20]}; shard a manifest of this split's videos")
+        self.class_to_idx = None if classes is None else dict(classes)
+
+    def read_shard(self, shard: ShardInfo, skip: int) -> Iterator[ClipItem]:
+        """The members of ``shard`` from its ``skip``-th on (those before are read, not decoded)."""
+        from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+        count = 0
+        try:
+            with open_stream(shard.url) as fh:
+                files = ({**f, "__url__": shard.url} for f in tar_file_iterator(fh))  # type: ignore[arg-type]
+                for sample in group_by_keys(files):
+                    if count >= skip:
+                        yield _raw(sample, shard.url, shard.first_index + count)
+                    count += 1
+        except (OSError, EOFError, ValueError, tarfile.TarError) as err:
+            if isinstance(err, ShardError):
+                raise
+            raise ShardError(f"cannot read shard {shard.url} after {count} samples "
+                             f"({type(err).__name__}: {err}); {_HINT}") from None
+        if count != shard.num_samples:
+            raise ShardError(f"shard {shard.url} holds {count} samples, the index says {shard.num_samples}; "
+                             f"{_HINT}")
+
+    def members(self, lo: int, hi: int) -> Iterator[ClipItem]:
+        """Members with global indices ``[lo, hi)``, in order."""
+        for shard in self.index.shards:
+            end = shard.first_index + shard.num_samples
+            if end <= lo or shard.first_index >= hi:
+                continue
+            for raw in self.read_shard(shard, max(0, lo - shard.first_index)):
+                if raw.index >= hi:
+                    break
+                yield raw
+
+    def in_order(self, order: list[int], first: int) -> Iterator[ClipItem]:
+        """Members of the shards in ``order`` concatenated, from stream slot ``first`` on."""
+        start = 0
+        for k in order:
+            shard = self.index.shards[k]
+            if start + shard.num_samples > first:
+                yield from self.read_shard(shard, max(0, first - start))
+            start += shard.num_samples
+
+
+class ShardSource(ClipSource):
+    """What both shard datasets share: the shards' reader (``self.reader``) and its numbers."""
+
+    reader: ShardReader
+
+    @property
+    def num_videos(self) -> int:
+        """Samples (videos) in the shards: global indices (what a memory bank indexes) run over
+        ``0 .. num_videos - 1``."""
+        return self.reader.index.num_samples
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        """Label name -> id (empty without labels)."""
+        return dict(self.clips.class_to_idx or {})
+
+
+class ShardDataset(ShardSource, IterableDataset[dict[str, Any]]):
     """Batches of clips streamed from shards (see the module doc for the order and its guarantees).
 
     Args:
@@ -257,48 +329,16 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
     indexes), ``video_id``, ``skipped``, ``failures``, ... as the file dataset's samples.
     """
 
-    def __init__(
-        self,
-        index: str | os.PathLike[str],
-        spec: ClipSpec,
-        backend: str = "pyav",
-        *,
-        clips_per_video: int = 1,
-        max_av_offset: float = 0.0,
-        video_transform: Transform | None = None,
-        audio_transform: Transform | None = None,
-        seed: int = 0,
-        require_audio: bool = True,
-        max_retries: int = 10,
-        class_to_idx: Mapping[str, int] | None = None,
-        shifted_audio: float = 0.0,
-        shuffle_buffer: int = 64,
-        streams: int = 4,
-        fps_choices: Sequence[float] = (),
-    ) -> None:
+    clips: AVClips
+
+    def __init__(self, index: str | os.PathLike[str], spec: ClipSpec, backend: str = "pyav", *,
+                 shuffle_buffer: int = 64, streams: int = 4, **settings: Unpack[AVSettings]) -> None:
         if shuffle_buffer < 0 or streams < 1:
             raise ValueError(f"need shuffle_buffer >= 0 and streams >= 1, got {shuffle_buffer}, {streams}")
-        self.index = ShardIndex.load(index)
-        classes = class_to_idx
-        if classes is None and self.index.classes:
-            classes = {name: i for i, name in enumerate(self.index.classes)}
-        unknown = sorted(set(self.index.classes) - set(classes or {}))
-        if class_to_idx is not None and not self.index.classes:
-            raise ValueError(f"{self.index.location}: the shards carry no labels; shard a manifest whose "
-                             "label column names each video's class")
-        if classes is not None and unknown:
-            raise ValueError(f"{self.index.location}: label(s) {unknown[:5]} are not among the classes "
-                             f"{sorted(classes)[:20]}; shard a manifest of this split's videos")
-        # The clip maker: the file dataset's sampling, decoding and transforms, called with each
-        # member's row and bytes. Its one row is a stand-in (it never decodes rows of its own).
-        stand_in = VideoInfo(path=str(index), has_video=True, has_audio=True)
-        self.clips = AVClipDataset(
-            [stand_in], spec, backend, clips_per_video=clips_per_video, max_av_offset=max_av_offset,
-            video_transform=video_transform, audio_transform=audio_transform, seed=seed,
-            require_audio=require_audio, max_retries=max_retries, class_to_idx=classes,
-            shifted_audio=shifted_audio, fps_choices=fps_choices,
-        )
-        self.require_audio = require_audio
+        self.reader = ShardReader(index, settings.get("class_to_idx"))
+        self.index = self.reader.index
+        settings["class_to_idx"] = self.reader.class_to_idx
+        self.clips = AVClips(spec, backend, name="ShardDataset", log=logger, **settings)
         self.shuffle_buffer = shuffle_buffer
         self.streams = streams
         self.rank, self.world, self.batch_size = 0, 1, 1
@@ -306,33 +346,9 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         self._skip.share_memory_()  # type: ignore[no-untyped-call]
 
     # -------------------------------------------------------------------- layout and epoch
-    @property
-    def num_videos(self) -> int:
-        """Samples in the shards (a memory bank's size): global indices are ``0 .. num_videos - 1``."""
-        return self.index.num_samples
-
-    @property
-    def class_to_idx(self) -> dict[str, int]:
-        """Label name -> id (empty without labels)."""
-        return dict(self.clips.class_to_idx or {})
-
-    @property
-    def class_names(self) -> list[str]:
-        """Class names ordered by label id (empty without labels)."""
-        classes = self.clips.class_to_idx or {}
-        return sorted(classes, key=classes.__getitem__)
-
     def __len__(self) -> int:
         """Clips per epoch before the remainder is dropped (as :class:`AVClipDataset`'s length)."""
         return self.total
-
-    @property
-    def seed(self) -> int:
-        return self.clips.seed
-
-    @property
-    def epoch(self) -> int:
-        return self.clips.epoch
 
     @property
     def total(self) -> int:
@@ -359,43 +375,21 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         self.clips.set_epoch(epoch)
         self._skip.fill_(int(skip))
 
+    def make_loader(self, batch_size: int, *, rank: int, world: int, num_workers: int,
+                    worker_init_fn: Callable[[int], None] | None
+                    ) -> tuple[DataLoader[dict[str, Any]], ShardBatches]:
+        """:func:`shard_loader` (what :func:`avlearn.data.loader.build_loader` calls)."""
+        return shard_loader(self, batch_size, rank=rank, world=world, num_workers=num_workers,
+                            worker_init_fn=worker_init_fn)
+
     # -------------------------------------------------------------------------- reading
-    def _videos(self, order: list[int], first: int) -> Iterator[_Raw]:
-        """Raw samples of the epoch's stream of videos from stream slot ``first`` on."""
-        start = 0
-        for k in order:
-            shard = self.index.shards[k]
-            if start + shard.num_samples > first:
-                yield from self._read_shard(shard, max(0, first - start))
-            start += shard.num_samples
-
-    def _read_shard(self, shard: ShardInfo, skip: int) -> Iterator[_Raw]:
-        from webdataset.tariterators import group_by_keys, tar_file_iterator
-
-        count = 0
-        try:
-            with open_stream(shard.url) as fh:
-                files = ({**f, "__url__": shard.url} for f in tar_file_iterator(fh))  # type: ignore[arg-type]
-                for sample in group_by_keys(files):
-                    if count >= skip:
-                        yield _raw(sample, shard.url, shard.first_index + count)
-                    count += 1
-        except (OSError, EOFError, ValueError, tarfile.TarError) as err:
-            if isinstance(err, ShardError):
-                raise
-            raise ShardError(f"cannot read shard {shard.url} after {count} samples "
-                             f"({type(err).__name__}: {err}); {_HINT}") from None
-        if count != shard.num_samples:
-            raise ShardError(f"shard {shard.url} holds {count} samples, the index says {shard.num_samples}; "
-                             f"{_HINT}")
-
-    def _positions(self, order: list[int], start: int, length: int) -> Iterator[_Raw]:
+    def _positions(self, order: list[int], start: int, length: int) -> Iterator[ClipItem]:
         """Stream positions ``[start, start + length)``: each video's clips in turn."""
         cpv = self.clips.clips_per_video
         if length <= 0:
             return
         pos = start - start % cpv
-        for raw in self._videos(order, start // cpv):
+        for raw in self.reader.in_order(order, start // cpv):
             for c in range(cpv):
                 if start <= pos < start + length:
                     yield dataclasses.replace(raw, clip=c)
@@ -425,7 +419,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         rng = np.random.default_rng([self.seed, epoch, self.rank, s, 0xB0F])
         drop = skip * self.batch_size
         batch: list[dict[str, Any]] = []
-        previous: list[_Raw] = []
+        previous: list[ClipItem] = []
         shuffled = buffered_shuffle(self._positions(order, start, length), self.shuffle_buffer, rng)
         for q, (raw, waiting) in enumerate(shuffled):
             if q >= drop:
@@ -436,37 +430,23 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             previous = [raw]
 
     # -------------------------------------------------------------------------- decoding
-    def _sample(self, raw: _Raw, candidates: list[_Raw], epoch: int) -> dict[str, Any]:
+    def _sample(self, raw: ClipItem, candidates: list[ClipItem], epoch: int) -> dict[str, Any]:
         """Decode ``raw`` (sample ``i = clip * N + index``) as the file dataset decodes sample ``i``;
         a failure is recorded and a candidate decoded instead."""
-        clips = self.clips
         i = raw.clip * self.num_videos + raw.index
-        failures: list[tuple[str, str]] = []
-        current = raw
-        for attempt in range(clips.max_retries + 1):
-            generator = sample_generator(clips.seed, epoch, i, attempt)
-            if attempt > 0:
-                if not candidates:
-                    break
-                current = candidates[int(torch.randint(len(candidates), (), generator=generator))]
-            try:
-                if current.error:
-                    raise DecodeError(current.media, current.error, _HINT)
-                if self.require_audio and not current.row.has_audio:
-                    raise DecodeError(current.media, "has no audio track", _HINT)
-                clip, offset, shifted = clips._decode(current.row, generator, current.media)
-            except Exception as err:  # decode failures of any kind: counted and named, never silent
-                reason = err.reason if isinstance(err, DecodeError) else f"{type(err).__name__}: {err}"
-                failures.append((current.row.path, reason))
-                if current.row.path not in clips._warned:
-                    clips._warned.add(current.row.path)
-                    logger.warning("ShardDataset: skipping %s: %s", current.row.path, reason)
-                continue
-            return clips._sample(current.row, current.index, clip, offset, generator, failures, shifted)
-        listed = "; ".join(f"{p} ({r})" for p, r in failures)
-        raise RuntimeError(f"ShardDataset: sample {i} (epoch {epoch}) failed {len(failures)} times in a row: "
-                           f"{listed}. Re-run `avlearn prepare index` and `avlearn prepare shard`, or raise "
-                           "max_retries.")
+
+        def pick(attempt: int, generator: torch.Generator) -> ClipItem | None:
+            if attempt == 0:
+                return raw
+            if not candidates:
+                return None
+            return candidates[int(torch.randint(len(candidates), (), generator=generator))]
+
+        sample, failures = self.clips.make(i, epoch, pick)
+        if sample is None:
+            raise self.clips.give_up(i, epoch, failures, ": {listed}. Re-run `avlearn prepare index` and "
+                                     "`avlearn prepare shard`, or raise max_retries.")
+        return sample
 
 
 # ---------------------------------------------------------------------------------- the loader
@@ -474,7 +454,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
 
 class ShardBatches:
     """The engine's handle on a :class:`ShardDataset`'s epochs (what
-    :class:`~avlearn.train.sampler.ResumableBatchSampler` is for files)."""
+    :class:`~avlearn.data.sampler.ResumableBatchSampler` is for files)."""
 
     def __init__(self, dataset: ShardDataset) -> None:
         self.dataset = dataset

@@ -14,8 +14,11 @@ checkpoint (:mod:`avlearn.train.rundir`); resume takes the newest checkpoint tha
 refuses a config change it cannot honour; SIGINT / SIGTERM stop the run after the current step
 with a checkpoint (:mod:`avlearn.train.interrupt`).
 
+Data: the engine knows no data format; :func:`~avlearn.data.loader.build_loader` deals every epoch
+out (files or shards) and each batch is moved to the device once, before :meth:`Task.step`.
+
 Exact resume: the clip order of an epoch depends only on ``(data.seed, epoch)``
-(:class:`~avlearn.train.sampler.ResumableBatchSampler`), each clip's augmentation only on
+(:mod:`avlearn.data.loader`), each clip's augmentation only on
 ``(data.seed, epoch, index)``, and a checkpoint holds the task's state (model, objective, ...),
 optimiser, scheduler, scaler, epoch, batches consumed and every process's RNG.
 """
@@ -27,7 +30,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,21 +43,17 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from avlearn.config import ConfigError, from_dict, to_dict
-from avlearn.data.dataset import FailureTracker, av_collate
-from avlearn.data.shards import ShardBatches, ShardDataset, shard_loader
+from avlearn.data.dataset import FailureTracker
+from avlearn.data.loader import Batches, build_loader
 from avlearn.distributed import fresh_accelerator_state
 from avlearn.train.checkpoint import CheckpointManager, get_rng_state, set_rng_state
 from avlearn.train.config import TrainConfig
 from avlearn.train.interrupt import RunInterrupted, StopSignals, ignore_stop_signals
 from avlearn.train.logger import MetricsLogger
 from avlearn.train.rundir import RunDirBusyError, RunDirLock, check_resumable, set_aside, trim_metrics
-from avlearn.train.sampler import ResumableBatchSampler
-
-Batches = ResumableBatchSampler | ShardBatches
-"""The data order of a run: a batch sampler over files, or a shard dataset's epochs."""
 
 __all__ = ["Engine", "NonFiniteLossError", "Plan", "Position", "RunDirBusyError", "RunInterrupted",
-           "StepOutput", "Task", "to_channels_last", "to_channels_last_tensor", "write_config"]
+           "StepOutput", "Task", "to_channels_last", "to_channels_last_tensor", "to_device", "write_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -227,23 +226,10 @@ class Engine:
         self, dataset: Dataset[Any], batch_size: int, seed: int, num_workers: int
     ) -> tuple[DataLoader[dict[str, Any]], Batches]:
         """This process's share of every epoch, in an order that depends only on ``(seed, epoch)``
-        (a :class:`~avlearn.data.shards.ShardDataset` deals its shards out itself)."""
-        if isinstance(dataset, ShardDataset):
-            return shard_loader(dataset, batch_size, rank=self.rank, world=self.world,
-                                num_workers=num_workers, worker_init_fn=ignore_stop_signals)
-        sampler = ResumableBatchSampler(len(dataset), batch_size, seed=seed,  # type: ignore[arg-type]
-                                        rank=self.rank, world_size=self.world)
-        loader = DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            num_workers=num_workers,
-            collate_fn=av_collate,
-            persistent_workers=num_workers > 0,
-            worker_init_fn=ignore_stop_signals,  # a job's SIGTERM must not kill them mid-step
-            # its own generator: iter(loader) must not draw from the global RNG (exact resume)
-            generator=torch.Generator().manual_seed(seed),
-        )
-        return loader, sampler
+        (:func:`~avlearn.data.loader.build_loader`)."""
+        # ignore_stop_signals: a job's SIGTERM must not kill the workers mid-step
+        return build_loader(dataset, batch_size, seed=seed, num_workers=num_workers, rank=self.rank,
+                            world=self.world, worker_init_fn=ignore_stop_signals)
 
     def plan(self, sampler: Batches, epochs: int, max_steps: int) -> Plan:
         """Steps per epoch (batches / ``grad_accum``), the schedule's length and where to stop."""
@@ -426,8 +412,8 @@ class Engine:
     def _train_step(self, task: Task, net: nn.Module, optimizer: torch.optim.Optimizer,
                     batch: dict[str, Any], pos: Position) -> StepOutput:
         acc = self.accelerator
-        if self.train.channels_last:  # clips moved in the weights' layout (a task's .to(device) keeps it)
-            batch = {k: to_channels_last_tensor(v, self.device) for k, v in batch.items()}
+        # once, here: clips in the weights' layout with channels_last (a task's .to(device) keeps it)
+        batch = to_device(batch, self.device, self.train.channels_last)
         with acc.accumulate(net):
             out = task.step(batch, self.device, pos.epoch)
             finite = torch.isfinite(out.loss) & out.finite
@@ -551,6 +537,23 @@ def to_channels_last_tensor(value: Any, device: torch.device) -> Any:
     if fmt is None:
         return value
     return value.to(device, non_blocking=True).contiguous(memory_format=fmt)
+
+
+def to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
+    """``batch`` with every tensor (also in nested dicts, e.g. ``audio_aug``) on ``device``, copied
+    non-blocking; with ``channels_last`` floating ``video (B, C, T, H, W)`` / ``audio (B, 1, F, T)``
+    in the channels-last layout of their rank. Other values (ids, failure lists) as they are."""
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, Mapping):
+            value = to_device(value, device, channels_last)
+        elif isinstance(value, Tensor):
+            value = value.to(device, non_blocking=True)
+            fmt = _channels_last_format(value.dim()) if channels_last and value.is_floating_point() else None
+            if fmt is not None:
+                value = value.contiguous(memory_format=fmt)
+        out[key] = value
+    return out
 
 
 def _normalised(config: Any, stored: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -40,8 +40,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from avlearn.config import ConfigError, InvalidValue, load_config, to_dict
-from avlearn.data.config import DataConfig
+from avlearn.data.clips import AudioClips
+from avlearn.data.config import DataConfig, clip_spec
+from avlearn.data.dataset import FileSource
+from avlearn.data.manifest import VideoInfo
 from avlearn.data.splits import DatasetConfig, LabelledSplit, load_split
+from avlearn.data.transforms import build_audio_transform
 from avlearn.eval.classification import ClassificationReport, topk_accuracy
 from avlearn.eval.inference import run_inference
 from avlearn.eval.linear_classifier import ClassifierConfig, fit_linear
@@ -114,55 +118,39 @@ class ProbeConfig:
 # ------------------------------------------------------------------------------------- data
 
 
-class AudioClipDataset(Dataset[dict[str, Any]]):
-    """``num_clips`` uniformly spaced audio windows of every file of a split, as spectrograms.
+class AudioClipDataset(FileSource):
+    """``num_clips`` uniformly spaced audio windows of every file of a split, as spectrograms: a file
+    source of :class:`~avlearn.data.clips.AudioClips`.
 
     Sample: ``audio`` ``(1, F, T)`` (the eval audio transform of ``data``), ``label`` int,
     ``video_index`` (file position), ``clip_index``. Files: audio (``.wav``) or videos with audio.
+    A file that cannot be read is an error naming it (no replacement: every file is evaluated).
     """
 
+    clips: AudioClips
+
     def __init__(self, split: LabelledSplit, data: DataConfig, num_clips: int) -> None:
-        from avlearn.data.transforms import build_audio_transform
-
         root = Path(split.root)
-        self.paths = [str(p if Path(p).is_absolute() else root / p) for p, _ in split.items]
-        self.labels = [y for _, y in split.items]
-        self.data = data
-        self.num_clips = num_clips
-        self.transform = build_audio_transform(data.audio_aug, data.spec, False)
-        self._durations: dict[int, float] = {}
+        self.videos = [VideoInfo(path=str(p if Path(p).is_absolute() else root / p), label=split.classes[y])
+                       for p, y in split.items]
+        self.clips = AudioClips(
+            clip_spec(data), data.backend, num_clips=num_clips, seed=data.seed, max_retries=0,
+            audio_transform=build_audio_transform(data.audio_aug, data.spec, False), require_audio=False,
+            class_to_idx=split.class_to_idx, name="AudioClipDataset", log=logger)
 
-    def __len__(self) -> int:
-        return len(self.paths) * self.num_clips
+    @property
+    def clips_per_item(self) -> int:
+        return self.clips.num_clips
 
-    def _duration(self, i: int) -> float:
-        if i not in self._durations:
-            import av
-
-            with av.open(self.paths[i]) as container:
-                stream = container.streams.audio[0]
-                if stream.duration is not None and stream.time_base is not None:
-                    seconds = float(stream.duration * stream.time_base)
-                else:
-                    seconds = float(container.duration or 0) / 1e6
-            self._durations[i] = seconds
-        return self._durations[i]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        from avlearn.data.decode import read_audio
-
-        i, k = divmod(index, self.num_clips)
-        span = max(self._duration(i) - self.data.audio_seconds, 0.0)
-        start = k * span / max(self.num_clips - 1, 1)
-        wav = read_audio(self.paths[i], start, self.data.audio_seconds, self.data.sample_rate)
-        return {"audio": self.transform(wav, torch.Generator()), "label": self.labels[i], "video_index": i,
-                "clip_index": k}
+    def locate(self, index: int) -> tuple[int, int]:
+        """``(file, window)`` of sample ``index``."""
+        file, window = divmod(index, self.clips.num_clips)
+        return file, window
 
 
 def _clip_dataset(cfg: ProbeConfig, split: LabelledSplit, num_clips: int) -> Dataset[dict[str, Any]]:
     if cfg.modality == "audio":
         return AudioClipDataset(split, cfg.data, num_clips)
-    from avlearn.data.config import clip_spec
     from avlearn.data.labelled import LabelledClipDataset
     from avlearn.data.splits import to_manifest_rows
     from avlearn.data.transforms import build_video_transform

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from avlearn.data.clips import ClipItem
 from avlearn.data.dataset import AVClipDataset, FailureTracker, av_collate, sample_generator
 from avlearn.data.decode import ClipSpec, decode_clip, read_audio
 from avlearn.data.manifest import VideoInfo, read_manifest
@@ -268,15 +269,15 @@ def test_shifted_start_keeps_the_gap_or_takes_the_farthest_window(collection: di
     ds = AVClipDataset(_rows(collection), SPEC, shifted_audio=1.0)  # windows of 0.5 s
     gen = torch.Generator().manual_seed(0)
     # 2 s video: starts in [0, 1.5]; 1 s away from 0.2 leaves only [1.2, 1.5]
-    starts = [ds.shifted_start(0.2, 2.0, gen) for _ in range(200)]
+    starts = [ds.clips.shifted_start(0.2, 2.0, gen) for _ in range(200)]
     assert min(starts) >= 1.2 and max(starts) <= 1.5 and max(starts) - min(starts) > 0.2
     # both sides allowed, drawn in proportion to their lengths ([0, 0.5] and [2.5, 3.5])
-    both = np.array([ds.shifted_start(1.5, 4.0, gen) for _ in range(400)])
+    both = np.array([ds.clips.shifted_start(1.5, 4.0, gen) for _ in range(400)])
     assert np.all((both <= 0.5) | (both >= 2.5)) and np.all((both >= 0) & (both <= 3.5))
     assert 0.2 < np.mean(both <= 0.5) < 0.5
     # too short for the gap: the farthest window (end or start)
-    assert ds.shifted_start(0.7, 2.0, gen) == 1.5
-    assert ds.shifted_start(0.9, 2.0, gen) == 0.0
+    assert ds.clips.shifted_start(0.7, 2.0, gen) == 1.5
+    assert ds.clips.shifted_start(0.9, 2.0, gen) == 0.0
 
 
 def test_shifted_audio_is_the_same_video_elsewhere(tmp_path: Path) -> None:
@@ -370,7 +371,7 @@ def test_fps_choices_draw_each_clips_rate_and_keep_it_in_the_video(collection: d
     steps: dict[str, set[float]] = {"mixed": set(), "plain": set()}
     for i in range(24):
         for name, ds in (("mixed", mixed), ("plain", plain)):
-            clip, _, _ = ds._decode(row, torch.Generator().manual_seed(i))
+            clip, _, _ = ds.clips.decode(ClipItem(row, 0, row.path), torch.Generator().manual_seed(i))
             assert clip.video.shape[1] == 4 and clip.frame_times[-1] <= 3.0
             step = float(np.diff(clip.frame_times).mean())  # the file's 25 fps frames nearest each time
             steps[name].add(min((0.5, 0.125), key=lambda s: abs(s - step)))

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from avlearn.data import probe as probe_module
+from avlearn.data.executor import parallel_map
 from avlearn.data.manifest import VideoInfo, read_manifest
-from avlearn.data.probe import CRASH_MESSAGE, failed_row, parallel_map, probe
+from avlearn.data.pool import CRASH_MESSAGE
+from avlearn.data.probe import failed_row, probe
 from avlearn.media import write_av
 from data_prep.index import index_collection, main, summarize
 from tests.data_prep.odd_media import frames, tone, write_odd_media, write_sound_oddities

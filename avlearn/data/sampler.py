@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Sampler
 
 from avlearn.config import ConfigError
-from avlearn.data.dataset import sample_generator
+from avlearn.data.clips import sample_generator
 
 __all__ = ["ResumableBatchSampler"]
 
