@@ -284,6 +284,7 @@ class Engine:
         if latest is not None:
             if acc.scaler is not None and state.get("scaler") is not None:
                 acc.scaler.load_state_dict(state["scaler"])
+            warn_if_threads_differ(state, latest)
             if len(state["rng"]) == self.world:
                 set_rng_state(state["rng"][self.rank])
             else:
@@ -482,6 +483,7 @@ class Engine:
                 "epoch": pos.epoch,
                 "batch_in_epoch": pos.batch_in_epoch,
                 "rng": rngs,
+                "torch_threads": torch.get_num_threads(),  # exact resume holds at this count only
                 "config": to_dict(config),
             }, pos.step)
         self.accelerator.wait_for_everyone()
@@ -505,6 +507,19 @@ class Engine:
         bar.set_postfix(loss=f"{loss:.4f}", clips_s=f"{scalars['perf/clips_per_s']:.1f}",
                         wait=f"{scalars['perf/data_wait_fraction']:.0%}")
         window.reset()
+
+
+def warn_if_threads_differ(state: dict[str, Any], path: Path) -> bool:
+    """Warn when a run resumes from ``path`` at another torch thread count than it was saved at:
+    CPU kernels split their sums by thread, so the continuation is not bit-identical to an
+    uninterrupted run (checkpoints without the count, written before it was recorded, pass)."""
+    saved, now = state.get("torch_threads"), torch.get_num_threads()
+    if saved is None or saved == now:
+        return False
+    logger.warning("%s was saved with %d torch threads, this process has %d: the run continues, but not "
+                   "bit-identically to an uninterrupted one (set OMP_NUM_THREADS=%d to match)",
+                   path, saved, now, saved)
+    return True
 
 
 def _channels_last_format(dim: int) -> torch.memory_format | None:

@@ -158,6 +158,29 @@ def test_resume_matches_uninterrupted(synth_train: Path, tmp_path: Path) -> None
     assert loss_a == pytest.approx(loss_b, rel=1e-5)
 
 
+def test_resume_at_another_thread_count_warns(synth_train: Path, tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """The checkpoint records the torch thread count; a resume at another count says it will not be
+    bit-identical (and still runs), one at the same count says nothing."""
+    run, before = tmp_path / "run", torch.get_num_threads()
+    common = {"epochs": 3, "train.ckpt_every_steps": 100}
+    try:
+        torch.set_num_threads(1)
+        assert _run(synth_train, run, max_steps=2, **common) == 0
+        state = CheckpointManager.load(CheckpointManager(run / "checkpoints").latest())  # type: ignore[arg-type]
+        assert state["torch_threads"] == 1
+        with caplog.at_level("WARNING", logger="avlearn.train.engine"):
+            assert _run(synth_train, run, "--resume", max_steps=3, **common) == 0
+        assert not [r for r in caplog.records if "torch threads" in r.getMessage()]
+        torch.set_num_threads(2)
+        with caplog.at_level("WARNING", logger="avlearn.train.engine"):
+            assert _run(synth_train, run, "--resume", max_steps=4, **common) == 0
+        warned = [r.getMessage() for r in caplog.records if "torch threads" in r.getMessage()]
+        assert len(warned) == 1 and "saved with 1 torch threads, this process has 2" in warned[0]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bf16_with_gradient_accumulation(synth_train: Path, tmp_path: Path) -> None:
     # 36 clips / batch 8 = 4 batches per epoch; accumulating 2 of them makes 2 optimiser steps per epoch
     run = tmp_path / "bf16"
