@@ -8,16 +8,17 @@ Usage::
     avlearn evaluate localization --checkpoint CKPT --format flickr --root Flickr \\
         --annotations Flickr/Annotations --test-list flickr_test.csv [--extended ...] [--silent]
 
-``--format synth`` (the default) scores the middle frame of every video of a split of the
-synthetic collection (``avlearn synth``); ``vggss`` and ``flickr`` read the benchmarks' released
-layouts (:mod:`avlearn.localization.benchmarks`: ``ROOT/frames/<id>.jpg``, ``ROOT/audio/<id>.wav``,
-VGG-SS's JSON list of normalised boxes, Flickr-SoundNet's per-image XML boxes of several
-annotators). The positives get the published cIoU50 / AUC / pointing of LVS
-(:mod:`avlearn.localization.metrics`). Negatives: ``--extended`` (SLAVC's ``*_test_plus_silent.csv``)
-or, on the synthetic collection, ``--negatives`` (its ``splits/test_plus_silent.csv``) add frames
-played with another clip's sound; ``--silent`` adds every positive frame with silence, as its own
-category. With negatives, every map's confidence gives SLAVC's AP and max-F1 per category
-(:mod:`avlearn.localization.negatives`). A centre box (confidence constant) is scored alongside.
+``--format synth`` (the default) scores the middle frame of every video of a split of the synthetic
+collection (``avlearn synth``); every other choice is a format of
+:data:`~avlearn.localization.benchmarks.BENCHMARK_FORMATS` (``vggss`` and ``flickr``: the
+benchmarks' released layouts, ``ROOT/frames/<id>.jpg``, ``ROOT/audio/<id>.wav``, VGG-SS's JSON list
+of normalised boxes, Flickr-SoundNet's per-image XML boxes of several annotators). The positives get
+the published cIoU50 / AUC / pointing of LVS (:mod:`avlearn.localization.metrics`). Negatives:
+``--extended`` (SLAVC's ``*_test_plus_silent.csv``) or, on the synthetic collection, ``--negatives``
+(its ``splits/test_plus_silent.csv``) add frames played with another clip's sound; ``--silent`` adds
+every positive frame with silence, as its own category. With negatives, every map's confidence gives
+SLAVC's AP and max-F1 per category (:mod:`avlearn.localization.negatives`). A centre box (confidence
+constant) is scored alongside.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from avlearn.data.decode import DecodeError
-from avlearn.localization.benchmarks import AnnotationError, benchmark_items
+from avlearn.localization.benchmarks import BENCHMARK_FORMATS, AnnotationError, benchmark_items
 from avlearn.localization.inputs import CHECKPOINT_HELP, LOCALIZER_HELP, ModelInput, load_for_localization
 from avlearn.localization.learned import Learned
 from avlearn.localization.metrics import center_box_map, gt_from_synth
@@ -47,16 +48,19 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--localizer", default="auto", help=LOCALIZER_HELP)
-    p.add_argument("--format", choices=["synth", "vggss", "flickr"], default="synth",
-                   help="synth: a collection of `avlearn synth`; vggss / flickr: the benchmarks' layouts")
+    formats = list(BENCHMARK_FORMATS)  # read when the parser is built: a format registered later is a choice
+    p.add_argument("--format", choices=["synth", *formats], default="synth",
+                   help=f"synth: a collection of `avlearn synth`; {' / '.join(formats)}: a benchmark's "
+                        "layout (avlearn.localization.benchmarks.BENCHMARK_FORMATS)")
     p.add_argument("--synth", help="--format synth: directory written by `avlearn synth`")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="--format synth")
     p.add_argument("--negatives", action="store_true",
                    help="--format synth: add the collection's negatives (`avlearn synth --negatives`)")
-    p.add_argument("--root", help="vggss / flickr: folder with frames/<id>.jpg and audio/<id>.wav")
-    p.add_argument("--annotations", help="vggss: the vggss.json list; flickr: the folder of <id>.xml files")
-    p.add_argument("--test-list", help="vggss / flickr: CSV of test ids (first column)")
-    p.add_argument("--extended", help="vggss / flickr: SLAVC's *_test_plus_silent.csv (non-sounding pairs)")
+    p.add_argument("--root", help="a benchmark: folder with frames/<id>.jpg and audio/<id>.wav")
+    p.add_argument("--annotations", help="a benchmark: what its format reads (vggss: the vggss.json list; "
+                                         "flickr: the folder of <id>.xml files)")
+    p.add_argument("--test-list", help="a benchmark: CSV of test ids (first column)")
+    p.add_argument("--extended", help="a benchmark: SLAVC's *_test_plus_silent.csv (non-sounding pairs)")
     p.add_argument("--silent", action="store_true", help="add every positive frame with silence")
     p.add_argument("--limit", type=int, help="--format synth: evaluate at most this many videos")
     p.add_argument("--json", help="also write the results to this JSON file")
