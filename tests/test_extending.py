@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "extending.md"
 EXAMPLE = re.compile(r"<!-- extending: (\w+) -->\n```python\n(.*?)\n```", re.S)
 REGISTRIES: tuple[Registry[Any], ...] = (VIDEO_ENCODERS, AUDIO_ENCODERS, HEADS, SPLIT_FORMATS,
-                                         BENCHMARK_FORMATS)
+                                         BENCHMARK_FORMATS, OBJECTIVES)
 MODEL: dict[str, Any] = {"video_arch": "conv_ln", "audio_arch": "avid_spec_cnn9_tiny", "embed_dim": 16,
                          "proj_hidden": 32}
 COLOURS = {"red": ((200, 30, 30), 440.0), "blue": ((30, 30, 200), 880.0)}  # class: (RGB, tone in Hz)
@@ -75,7 +75,6 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Plugin]:
     that package, e.g. ``benchmarks``). Registrations and the modules are gone after the test."""
     for registry in REGISTRIES:  # a copy for the test; the original mapping comes back after it
         monkeypatch.setattr(registry, "_entries", dict(registry._entries))
-    objectives = dict(OBJECTIVES)  # a plain dict that other modules hold: restored in place
     folder = tmp_path / "plugins"
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
@@ -95,8 +94,6 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Plugin]:
     yield load
     for module in loaded:
         sys.modules.pop(module, None)
-    OBJECTIVES.clear()
-    OBJECTIVES.update(objectives)
 
 
 def _module_name(code: str) -> str:

@@ -10,10 +10,12 @@
 * :mod:`.base` -- the :class:`Objective` interface the training engine calls.
 
 Adding an objective: one file with its config dataclass and an :class:`Objective` subclass, and one
-line in :data:`OBJECTIVES`.
+line in :data:`OBJECTIVES` (or ``OBJECTIVES.register(name, cls)`` from outside the package).
 """
 
 from __future__ import annotations
+
+from avlearn.registry import Registry
 
 from .avid import AVIDConfig, AVIDLoss, avid_loss, estimate_partition, memory_discrimination_loss
 from .base import Objective, ObjectiveContext, RunFacts
@@ -47,9 +49,10 @@ __all__ = [
 ]
 
 #: The registry: objectives by config name (``objective.name``); each class brings its config section.
-OBJECTIVES: dict[str, type[Objective]] = {
+#: An unknown name fails with the valid ones; registering a taken name is an error.
+OBJECTIVES: Registry[type[Objective]] = Registry("objective", {
     "avid": AVIDLoss,
     "cma": CMALoss,
     "infonce": InfoNCELoss,
     "vicreg": VICRegLoss,
-}
+})

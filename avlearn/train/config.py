@@ -72,9 +72,8 @@ class ObjectiveSpec:
 
     def __post_init__(self) -> None:
         if self.name not in OBJECTIVES:
-            raise ConfigError(
-                f"objective.name: unknown objective '{self.name}'. Valid: {', '.join(sorted(OBJECTIVES))}"
-            )
+            hint = OBJECTIVES.choices(self.name)
+            raise ConfigError(f"objective.name: unknown objective '{self.name}'.{hint}")
         if self.params is None:
             object.__setattr__(self, "params", OBJECTIVES[self.name].config_cls())
 
@@ -87,8 +86,7 @@ class ObjectiveSpec:
         name = data.pop("name", cls.name)
         init_from = data.pop("init_from", "")
         if name not in OBJECTIVES:
-            valid_names = ", ".join(sorted(OBJECTIVES))
-            raise ConfigError(f"{where}.name: unknown objective {name!r}. Valid: {valid_names}")
+            raise ConfigError(f"{where}.name: unknown objective {name!r}.{OBJECTIVES.choices(str(name))}")
         config_cls = OBJECTIVES[name].config_cls
         valid = {f.name for f in dataclasses.fields(config_cls)}
         extra = set(data) - valid
