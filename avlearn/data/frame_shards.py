@@ -19,13 +19,13 @@ scaling to the decode size, then JPEG): a batch differs from the file path's onl
 ``{g:09d}``)::
 
     DIR/index.json           the shard index (below)
-    DIR/shard-000000.tar     plain (uncompressed) tar; per sample three members, in this order:
+    DIR/shard-000000.tar     plain (uncompressed) tar; per sample three members, in name order:
+        {key}.jpgs           the frames' baseline JPEGs back to back, upright, ``height x width``
+                             (short side = decode size); frame k starts at sum(frame_bytes[:k])
         {key}.json           the record: {"video_id", "index": g, "duration", "fps", "label",
                              "has_audio", "source", "height", "width", "video_duration": s,
                              "frame_times": [s, ...], "frame_bytes": [n, ...], "sample_rate",
                              "audio_samples", "audio_span": [s0, s1]}
-        {key}.jpgs           the frames' baseline JPEGs back to back, upright, ``height x width``
-                             (short side = decode size); frame k starts at sum(frame_bytes[:k])
         {key}.pcm            mono int16 little-endian at sample_rate; sample m plays at m / sample_rate
                              s on the file's clock (empty without audio); value / 32768 = the waveform
 
