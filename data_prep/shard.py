@@ -353,6 +353,14 @@ def summarize(index: dict[str, Any], limit: int = 20) -> str:
     return "\n".join(lines)
 
 
+_FRAME_OPTIONS = (  # flag, type, default, help of the --format frames options
+    ("--decode-size", int, 128, "short side of the stored frames, = data.decode_size"),
+    ("--frame-rate", float, 0.0, "keep the frames nearest to this many per second (0: every frame)"),
+    ("--jpeg-quality", int, 90, "JPEG quality"),
+    ("--sample-rate", int, 16000, "the stored audio's rate, = data.sample_rate"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avlearn prepare shard",
@@ -378,16 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="media: the files' bytes (default); frames: each video decoded once into JPEG "
                         "frames at --decode-size and 16-bit PCM audio (avlearn.data.frame_shards; "
                         "data.source: frames)")
-    parser.add_argument("--decode-size", type=int, default=128,
-                        help="frames: short side of the stored frames, = data.decode_size "
-                        "(default: %(default)s)")
-    parser.add_argument("--frame-rate", type=float, default=0.0,
-                        help="frames: keep the frames nearest to this many per second "
-                        "(default: 0, every frame)")
-    parser.add_argument("--jpeg-quality", type=int, default=90,
-                        help="frames: JPEG quality (default: %(default)s)")
-    parser.add_argument("--sample-rate", type=int, default=16000,
-                        help="frames: the stored audio's rate, = data.sample_rate (default: %(default)s)")
+    for flag, kind, default, text in _FRAME_OPTIONS:
+        parser.add_argument(flag, type=kind, default=default, help=f"frames: {text} (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,

@@ -153,14 +153,7 @@ class FrameReader:
 
     def __init__(self, index: str | os.PathLike[str]) -> None:
         self.location = str(index)
-        try:
-            data = json.loads(Path(index).read_text())
-        except (OSError, ValueError) as err:
-            raise ValueError(f"cannot read the frame shard index {index} ({err}); write it with "
-                             "`avlearn prepare shard MANIFEST --out DIR --format frames`") from None
-        if data.get("format") != FRAMES_FORMAT or not data.get("complete"):
-            raise ValueError(f"{index} is not a complete frame shard index of format {FRAMES_FORMAT} "
-                             f"(format={data.get('format')!r}, complete={data.get('complete')}); {_HINT}")
+        data = _load_index(self.location)
         self.options: dict[str, Any] = dict(data["frames"])
         self.classes: tuple[str, ...] = tuple(data.get("classes", []))
         self.manifest_sha256 = str(data.get("manifest_sha256", ""))
@@ -231,6 +224,19 @@ class FrameReader:
         t0, t1 = first / rec.sample_rate, (first + num) / rec.sample_rate
         inside = max(0.0, min(t1, rec.audio_span[1]) - max(t0, rec.audio_span[0]))
         return wav, (t1 - t0) - inside
+
+
+def _load_index(location: str) -> dict[str, Any]:
+    """The index at ``location``, or a ValueError that says what it is instead and how to write one."""
+    try:
+        data: dict[str, Any] = json.loads(Path(location).read_text())
+    except (OSError, ValueError) as err:
+        data = {"error": f"{type(err).__name__}: {err}"}
+    if data.get("format") == FRAMES_FORMAT and data.get("complete"):
+        return data
+    found = data.get("error") or f"format={data.get('format')!r}, complete={data.get('complete')}"
+    raise ValueError(f"{location} is not a complete frame shard index of format {FRAMES_FORMAT} ({found}); "
+                     f"{_HINT}")
 
 
 def _span(pair: Sequence[int]) -> tuple[int, int]:

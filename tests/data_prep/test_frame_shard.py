@@ -3,21 +3,24 @@ the reason, ``--frame-rate``, resume after an interruption."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-import data_prep.shard as shard_module
 from avlearn.cli import main as cli_main
 from avlearn.data.decoding.frames import nearest
 from avlearn.data.frame_shards import PCM_SCALE, decode_jpegs
 from avlearn.data.manifest import read_manifest
-from tests.data.frame_helpers import make_collection, write_frames
+from data_prep.frame_shard import describe
+from data_prep.shard import ShardOptions, write_shards
+from tests.data.frame_helpers import frames_packing, make_collection, write_frames
 
 
 @pytest.fixture(scope="module")
@@ -90,19 +93,18 @@ def test_frame_rate_keeps_the_frames_nearest_to_its_grid(manifest: Path, tmp_pat
 def test_resume_after_interruption_gives_the_same_shards(manifest: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     whole = write_frames(manifest, tmp_path / "whole", samples_per_shard=1)
-    original = shard_module._ShardCutter.close
-    calls: list[int] = []
+    packing, described = frames_packing(), []
 
-    def close_twice_then_die(self: shard_module._ShardCutter, next_row: int) -> None:
-        calls.append(next_row)
-        if len(calls) == 3:
+    def third_shard_interrupts(tar: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+        described.append(tar)  # Ctrl-C while the third shard closes
+        if len(described) == 3:
             raise KeyboardInterrupt
-        original(self, next_row)
+        return describe(tar, records)
 
-    monkeypatch.setattr(shard_module._ShardCutter, "close", close_twice_then_die)
     with pytest.raises(KeyboardInterrupt):
-        write_frames(manifest, tmp_path / "cut", samples_per_shard=1)
-    monkeypatch.undo()
+        write_shards(manifest, tmp_path / "cut", ShardOptions(samples_per_shard=1), progress=False,
+                     packing=dataclasses.replace(packing, describe=third_shard_interrupts))
+    assert len(json.loads((tmp_path / "cut" / "index.partial.json").read_text())["shards"]) == 2
     done = write_frames(manifest, tmp_path / "cut", samples_per_shard=1)
     assert done == whole | {"manifest": done["manifest"]}
     for shard in done["shards"]:
