@@ -71,7 +71,7 @@ from avlearn.data.decode import Clip, ClipSpec, DecodeError, audio_window_start,
 from avlearn.data.decoding.frames import check_start, nearest, to_video_tensor
 from avlearn.data.manifest import VideoInfo
 
-__all__ = ["FRAMES_FORMAT", "PCM_SCALE", "FrameReader", "FrameRecord", "FrameShardDataset",
+__all__ = ["FRAMES_FORMAT", "PCM_SCALE", "FrameAVClips", "FrameReader", "FrameRecord", "FrameShardDataset",
            "decode_jpegs", "to_pcm"]
 
 logger = logging.getLogger(__name__)
