@@ -44,8 +44,8 @@ from avlearn.data.executor import parallel_map
 from avlearn.data.manifest import VideoInfo, read_manifest
 from avlearn.data.probe import probe
 
-__all__ = ["INDEX_FORMAT", "MapEngine", "ShardOptions", "build_parser", "main", "manifest_fingerprint",
-           "write_shards"]
+__all__ = ["INDEX_FORMAT", "MEDIA", "Loaded", "MapEngine", "Packing", "ShardOptions", "build_parser", "main",
+           "manifest_fingerprint", "write_shards"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,9 @@ def _left_out(row: VideoInfo, require_audio: bool) -> str:
     return ""
 
 
-Loaded = tuple[bytes, str, VideoInfo] | str  # the media, or why a file is left out
+Loaded = tuple[dict[str, bytes], dict[str, Any], VideoInfo] | str
+"""A file made ready for a shard: its members (suffix -> bytes), what its record adds, its row; or why
+it is left out."""
 
 
 def _load(job: tuple[VideoInfo, int]) -> Loaded:
@@ -111,11 +113,29 @@ def _load(job: tuple[VideoInfo, int]) -> Loaded:
     picklable; the bytes travel back to the one process that writes the shards, in row order)."""
     row, short_side = job
     with tempfile.TemporaryDirectory(prefix="avlearn-shard-") as tmp:
-        return _media(row, short_side, Path(tmp))
+        data, suffix, row = _media(row, short_side, Path(tmp))
+        return {suffix: data}, {"media": suffix}, row
 
 
-def _load_failed(job: tuple[VideoInfo, int], message: str) -> Loaded:
+def _load_failed(job: tuple[VideoInfo, Any], message: str) -> Loaded:
     return message
+
+
+@dataclasses.dataclass(frozen=True)
+class Packing:
+    """A shard layout: the index's ``format``, the per-file ``task`` (module level: it runs in a pool or on
+    Ray) with its second argument ``arg``, ``head``: what the index adds (and a resume must match), and
+    ``describe(tar, records)``: what a closed shard's index entry adds."""
+
+    format: str
+    task: Callable[[tuple[VideoInfo, Any]], Loaded]
+    arg: Any = None
+    head: dict[str, Any] = dataclasses.field(default_factory=dict)
+    describe: Callable[[Path, list[dict[str, Any]]], dict[str, Any]] | None = None
+
+
+MEDIA = Packing(INDEX_FORMAT, _load)
+"""The media files' own bytes (``arg``: ``--short-side``, set by :func:`write_shards`)."""
 
 
 def _media(row: VideoInfo, short_side: int, tmp: Path) -> tuple[bytes, str, VideoInfo]:
@@ -140,10 +160,10 @@ def _media(row: VideoInfo, short_side: int, tmp: Path) -> tuple[bytes, str, Vide
     return dst.read_bytes(), "mp4", new
 
 
-def _record(row: VideoInfo, index: int, suffix: str, boxes: dict[str, Any]) -> dict[str, Any]:
+def _record(row: VideoInfo, index: int, extra: dict[str, Any], boxes: dict[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {
         "video_id": row.video_id or Path(row.path).stem, "index": index, "duration": row.duration,
-        "fps": row.fps, "label": row.label, "has_audio": row.has_audio, "media": suffix, "source": row.path,
+        "fps": row.fps, "label": row.label, "has_audio": row.has_audio, **extra, "source": row.path,
     }
     if record["video_id"] in boxes:
         record["boxes"] = boxes[record["video_id"]]
@@ -180,10 +200,11 @@ class _Progress:
     def done(self) -> bool:
         return (self.out / INDEX_NAME).is_file() and self.state.get("complete", False)
 
-    def add_shard(self, name: str, records: list[dict[str, Any]], nbytes: int, next_row: int) -> None:
+    def add_shard(self, name: str, records: list[dict[str, Any]], nbytes: int, next_row: int,
+                  extra: dict[str, Any] | None = None) -> None:
         first = self.state["num_samples"]
         self.state["shards"].append({"name": name, "num_samples": len(records), "first_index": first,
-                                     "end_index": first + len(records), "bytes": nbytes})
+                                     "end_index": first + len(records), "bytes": nbytes, **(extra or {})})
         self.state["num_samples"] = first + len(records)
         self.state["next_row"] = next_row
         self._write(PARTIAL_NAME)
@@ -204,8 +225,8 @@ class _Progress:
 class _ShardCutter:
     """Writes samples into the current shard; a shard becomes visible (renamed) when closed."""
 
-    def __init__(self, out: Path, progress: _Progress, opts: ShardOptions) -> None:
-        self.out, self.progress, self.opts = out, progress, opts
+    def __init__(self, out: Path, progress: _Progress, opts: ShardOptions, packing: Packing) -> None:
+        self.out, self.progress, self.opts, self.packing = out, progress, opts, packing
         self.writer: wds.TarWriter | None = None
         self.records: list[dict[str, Any]] = []
         self.nbytes = 0
@@ -213,12 +234,12 @@ class _ShardCutter:
     def _tmp(self) -> Path:
         return self.out / f".{shard_name(len(self.progress.state['shards']))}.tmp"
 
-    def add(self, key: str, data: bytes, record: dict[str, Any], row_number: int) -> None:
+    def add(self, key: str, members: dict[str, bytes], record: dict[str, Any], row_number: int) -> None:
         if self.writer is None:
             self.writer = wds.TarWriter(str(self._tmp()), mtime=0.0)  # fixed mtime: same bytes every run
-        self.writer.write({"__key__": key, record["media"]: data, "json": record})
+        self.writer.write({"__key__": key, **members, "json": record})
         self.records.append(record)
-        self.nbytes += len(data)
+        self.nbytes += sum(len(data) for data in members.values())
         if len(self.records) >= self.opts.samples_per_shard or self.nbytes >= self.opts.max_shard_mb * 2**20:
             self.close(row_number + 1)
 
@@ -227,8 +248,10 @@ class _ShardCutter:
             return
         self.writer.close()
         name = shard_name(len(self.progress.state["shards"]))
+        describe = self.packing.describe
+        extra = describe(self._tmp(), self.records) if describe is not None else None
         os.replace(self._tmp(), self.out / name)
-        self.progress.add_shard(name, self.records, self.nbytes, next_row)
+        self.progress.add_shard(name, self.records, self.nbytes, next_row, extra)
         self.writer, self.records, self.nbytes = None, [], 0
 
 
@@ -241,17 +264,21 @@ def write_shards(
     overwrite: bool = False,
     progress: bool = True,
     engine: MapEngine = MapEngine(),
+    packing: Packing = MEDIA,
 ) -> dict[str, Any]:
     """Write the shards and ``out/index.json`` for ``manifest``; returns the shard index (a dict).
 
     Files that cannot be stored are left out and listed under ``"failures"`` (never fatal).
     ``engine``: where files are read and re-encoded (the shards do not depend on it).
+    ``packing``: the layout (default: the media files; :mod:`data_prep.frame_shard`: decoded frames).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_manifest(manifest)
-    head = {"format": INDEX_FORMAT, "manifest_sha256": manifest_fingerprint(manifest),
-            "options": dataclasses.asdict(opts), "boxes_sha256": _boxes_digest(boxes or {})}
+    if packing is MEDIA:
+        packing = dataclasses.replace(MEDIA, arg=opts.short_side)
+    head = {"format": packing.format, "manifest_sha256": manifest_fingerprint(manifest),
+            "options": dataclasses.asdict(opts), "boxes_sha256": _boxes_digest(boxes or {}), **packing.head}
     state = _Progress.load_or_start(out, head, overwrite)
     if state.done:
         if progress:
@@ -263,7 +290,7 @@ def write_shards(
     labels = sorted({r.label for r in rows if r.label and not _left_out(r, opts.require_audio)})
     state.state["manifest"], state.state["classes"] = str(manifest), labels
     start = int(state.state["next_row"])
-    cutter = _ShardCutter(out, state, opts)
+    cutter = _ShardCutter(out, state, opts, packing)
     failures: list[dict[str, str]] = state.state["failures"]
     del failures[_failures_before(failures, start):]  # rows after the last shard are redone
     _run(rows, start, cutter, failures, opts, boxes or {}, progress, engine)
@@ -288,8 +315,8 @@ def _run(rows: Sequence[VideoInfo], start: int, cutter: _ShardCutter, failures: 
     for first in range(start, len(rows), engine.chunk):
         numbers = range(first, min(first + engine.chunk, len(rows)))
         kept = [i for i in numbers if not _left_out(rows[i], opts.require_audio)]
-        jobs = [(rows[i], opts.short_side) for i in kept]
-        results: list[Loaded] = parallel_map(_load, jobs, engine.workers, _load_failed, False,
+        jobs = [(rows[i], cutter.packing.arg) for i in kept]
+        results: list[Loaded] = parallel_map(cutter.packing.task, jobs, engine.workers, _load_failed, False,
                                              engine=engine.name, address=engine.address)
         loaded = dict(zip(kept, results, strict=True))
         for i in numbers:
@@ -303,9 +330,9 @@ def _run(rows: Sequence[VideoInfo], start: int, cutter: _ShardCutter, failures: 
                 fail(i, row, result)
                 logger.warning("prepare shard: leaving out %s: %s", row.path, result)
                 continue
-            data, suffix, row = result
+            members, extra, row = result
             index = cutter.progress.state["num_samples"] + len(cutter.records)
-            cutter.add(f"{index:09d}", data, _record(row, index, suffix, boxes), i)
+            cutter.add(f"{index:09d}", members, _record(row, index, extra, boxes), i)
     bar.close()
 
 
@@ -324,6 +351,14 @@ def summarize(index: dict[str, Any], limit: int = 20) -> str:
     if len(index["failures"]) > limit:
         lines.append(f"  ... and {len(index['failures']) - limit} more (all listed in index.json)")
     return "\n".join(lines)
+
+
+_FRAME_OPTIONS = (  # flag, type, default, help of the --format frames options
+    ("--decode-size", int, 128, "short side of the stored frames, = data.decode_size"),
+    ("--frame-rate", float, 0.0, "keep the frames nearest to this many per second (0: every frame)"),
+    ("--jpeg-quality", int, 90, "JPEG quality"),
+    ("--sample-rate", int, 16000, "the stored audio's rate, = data.sample_rate"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,6 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="leave out files without an audio track (default: on, as training needs audio)")
     parser.add_argument("--boxes", type=Path, default=None,
                         help="JSON file mapping video_id -> boxes (any JSON), stored in the records")
+    parser.add_argument("--format", choices=("media", "frames"), default="media",
+                        help="media: the files' bytes (default); frames: each video decoded once into JPEG "
+                        "frames at --decode-size and 16-bit PCM audio (avlearn.data.frame_shards; "
+                        "data.source: frames)")
+    for flag, kind, default, text in _FRAME_OPTIONS:
+        parser.add_argument(flag, type=kind, default=default, help=f"frames: {text} (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -356,6 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _packing(args: argparse.Namespace) -> Packing:
+    if args.format == "media":
+        return MEDIA
+    if args.short_side:
+        raise ValueError("--short-side re-encodes media; with --format frames give --decode-size")
+    from data_prep import frame_shard  # torchvision's JPEG encoder: only when asked
+
+    opts = frame_shard.FrameOptions(args.decode_size, args.frame_rate, args.jpeg_quality, args.sample_rate)
+    return Packing(frame_shard.FRAMES_FORMAT, frame_shard.load_frames, opts, frame_shard.head(opts),
+                   frame_shard.describe)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: ``avlearn prepare shard``. Returns 0 (files left out are reported, not errors)."""
     args = build_parser().parse_args(argv)
@@ -363,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = ShardOptions(args.samples_per_shard, args.max_shard_mb, args.short_side, args.require_audio)
         boxes = json.loads(args.boxes.read_text()) if args.boxes else None
         write_shards(args.manifest, args.out, opts, boxes=boxes, overwrite=args.overwrite,
-                     progress=not args.quiet, engine=MapEngine(args.engine, args.workers, args.address))
+                     progress=not args.quiet, engine=MapEngine(args.engine, args.workers, args.address),
+                     packing=_packing(args))
     except (ValueError, OSError, ModuleNotFoundError) as err:  # no ray: how to install it
         print(f"{build_parser().prog}: {err}", file=sys.stderr)
         return 2

@@ -23,6 +23,8 @@ it is one file):
 
 1. Build one maker (``AVClips``, ``LabelledClips`` or ``AudioClips``; a new kind of media subclasses
    :class:`ClipMaker` and implements :meth:`ClipMaker.decode` and :meth:`ClipMaker.sample`).
+   A source whose bytes are not a media file (pre-decoded frames, :mod:`avlearn.data.frame_shards`)
+   overrides :meth:`ClipMaker.read_clip` of the maker: the draws stay the maker's.
 2. For sample ``i`` of epoch ``e``, call ``maker.make(i, e, pick)``, where
    ``pick(attempt, generator) -> ClipItem | None`` names what to decode: attempt 0 the sample's
    own video, later attempts a replacement (drawn from ``generator``, which is seeded by
@@ -256,6 +258,12 @@ class ClipMaker:
         """Transform a decoded window into the sample dict (outside the failure handling)."""
         raise NotImplementedError
 
+    def read_clip(self, item: ClipItem, start: float, spec: ClipSpec,
+                  extra_audio: Sequence[float] = ()) -> Clip:
+        """The clip of ``spec`` at ``start`` of ``item`` (:func:`~avlearn.data.decode.decode_clip` of its
+        media); a source whose bytes are not a media file (pre-decoded frames) overrides only this."""
+        return decode_clip(item.media, start, spec, self.backend, extra_audio=extra_audio)
+
     # --------------------------------------------------------------------------- windows
     def duration(self, row: VideoInfo, media: MediaSource) -> float:
         """The row's duration, probed from ``media`` (once per process) when the row has none."""
@@ -345,7 +353,7 @@ class AVClips(ClipMaker):
         at = (self.shifted_start(audio_window_start(start, spec), duration, generator)
               if self.shifted_audio > 0 else None)
         extra = [at] if at is not None and row.has_audio else []
-        clip = decode_clip(item.media, start, spec, self.backend, extra_audio=extra)
+        clip = self.read_clip(item, start, spec, extra)
         if not row.has_audio:
             clip.audio = torch.zeros(self.spec.num_samples)
         shifted = None
@@ -419,7 +427,7 @@ class LabelledClips(ClipMaker):
 
     def decode(self, item: ClipItem, generator: torch.Generator) -> Clip:
         start = self.clip_start(self.duration(item.row, item.media), item.clip, generator)
-        return decode_clip(item.media, start, self.spec, self.backend)
+        return self.read_clip(item, start, self.spec)
 
     def sample(self, item: ClipItem, decoded: Clip, generator: torch.Generator,
                failures: Failures) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from avlearn.data.audio import SpecConfig
 from avlearn.data.dataset import AVClipDataset, NoUsableVideoError, Transform, av_collate
 from avlearn.data.decode import DECODERS, ClipSpec
 from avlearn.data.device_aug import AUGMENT_ON, BatchAugment, DeferredAudio, DeferredVideo
+from avlearn.data.frame_shards import FrameShardDataset
 from avlearn.data.manifest import ManifestError, VideoInfo
 from avlearn.data.shards import ShardDataset, ShardError
 from avlearn.data.transforms import (
@@ -33,8 +34,8 @@ from avlearn.data.transforms import (
     build_video_transform,
 )
 
-__all__ = ["DataConfig", "batch_augment", "build_dataset", "build_loader", "build_shard_dataset",
-           "build_train_dataset", "clip_spec", "device_transforms"]
+__all__ = ["DataConfig", "batch_augment", "build_dataset", "build_frame_dataset", "build_loader",
+           "build_shard_dataset", "build_train_dataset", "clip_spec", "device_transforms"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,12 +43,15 @@ class DataConfig:
     """Where clips come from and how they are decoded, augmented and batched.
 
     Attributes:
-        source: where training clips come from: ``files`` (the ``manifest``'s files, random access)
-            or ``shards`` (streamed from the WebDataset shards of ``avlearn prepare shard``, see
-            :mod:`avlearn.data.shards`; same decoders, transforms and samples).
+        source: where training clips come from: ``files`` (the ``manifest``'s files, random access),
+            ``shards`` (streamed from the WebDataset shards of ``avlearn prepare shard``, see
+            :mod:`avlearn.data.shards`; same decoders, transforms and samples) or ``frames``
+            (pretraining: JPEG frames and PCM audio of ``avlearn prepare shard --format frames``,
+            random access, see :mod:`avlearn.data.frame_shards`; ``decode_size`` and ``sample_rate``
+            must be the shards').
         manifest: manifest written by ``avlearn prepare index`` (.csv or .jsonl).
         shards: with ``source: shards``: the shard index ``index.json``, a path or an fsspec URL
-            (``s3://``, ``gs://``, ``https://``, ...).
+            (``s3://``, ``gs://``, ``https://``, ...); with ``source: frames``: its local ``index.json``.
         shuffle_buffer: with ``source: shards``: raw samples each reader holds to shuffle its range.
         shard_streams: with ``source: shards``: readers per process, each over its own range of the
             epoch; a multiple of ``num_workers`` (the workers share them). The order depends on it,
@@ -79,7 +83,7 @@ class DataConfig:
             probes are always prepared in the workers.
     """
 
-    source: Literal["files", "shards"] = "files"
+    source: Literal["files", "shards", "frames"] = "files"
     manifest: str = ""
     shards: str = ""
     shuffle_buffer: int = 64
@@ -107,8 +111,9 @@ class DataConfig:
         def bad(field: str, value: object, allowed: str) -> InvalidValue:
             return InvalidValue(field, value, allowed, "data")
 
-        if self.source not in ("files", "shards"):
-            raise bad("source", self.source, "must be 'files' (data.manifest) or 'shards' (data.shards)")
+        if self.source not in ("files", "shards", "frames"):
+            raise bad("source", self.source,
+                      "must be 'files' (data.manifest), 'shards' or 'frames' (data.shards)")
         if self.augment_on not in AUGMENT_ON:
             raise bad("augment_on", self.augment_on, f"must be one of {list(AUGMENT_ON)}")
         if self.backend not in DECODERS:
@@ -206,12 +211,37 @@ def _dataset(cfg: DataConfig, train: bool, source: str | Path | list[VideoInfo],
     )
 
 
-def build_train_dataset(cfg: DataConfig, require_audio: bool = True) -> AVClipDataset | ShardDataset:
-    """The training clips of ``cfg.source``: :func:`build_dataset` over ``data.manifest``'s files, or a
-    :class:`~avlearn.data.shards.ShardDataset` over ``data.shards`` (errors name ``data.shards``)."""
+def build_train_dataset(cfg: DataConfig, require_audio: bool = True
+                        ) -> AVClipDataset | ShardDataset | FrameShardDataset:
+    """The training clips of ``cfg.source``: :func:`build_dataset` over ``data.manifest``'s files, a
+    :class:`~avlearn.data.shards.ShardDataset` or a :class:`~avlearn.data.frame_shards.FrameShardDataset`
+    over ``data.shards`` (errors name ``data.shards``)."""
     if cfg.source == "files":
         return build_dataset(cfg, train=True, require_audio=require_audio)
+    if cfg.source == "frames":
+        return build_frame_dataset(cfg, require_audio=require_audio)
     return build_shard_dataset(cfg, train=True, require_audio=require_audio)
+
+
+def build_frame_dataset(cfg: DataConfig, require_audio: bool = True) -> FrameShardDataset:
+    """Training clips from the frame shards at ``cfg.shards``, with the file path's transforms."""
+    if not cfg.shards:
+        raise ConfigError("data.source=frames but data.shards is empty: write them with `avlearn prepare "
+                          "shard MANIFEST --out DIR --format frames` and set data.shards=DIR/index.json",
+                          key="data.shards")
+    video_transform: Transform = build_video_transform(cfg.video_aug, True)
+    audio_transform: Transform = build_audio_transform(cfg.audio_aug, cfg.spec, True)
+    if cfg.augment_on == "device":
+        video_transform, audio_transform = device_transforms(cfg)
+    try:
+        return FrameShardDataset(
+            cfg.shards, clip_spec(cfg), cfg.backend, clips_per_video=cfg.clips_per_video,
+            max_av_offset=cfg.max_av_offset, shifted_audio=cfg.shifted_audio, fps_choices=cfg.fps_choices,
+            video_transform=video_transform, audio_transform=audio_transform, seed=cfg.seed,
+            require_audio=require_audio,
+        )
+    except (ValueError, NoUsableVideoError) as err:
+        raise ConfigError(f"data.shards={cfg.shards}: {err}", key="data.shards") from None
 
 
 def build_shard_dataset(cfg: DataConfig, train: bool, require_audio: bool = True, *,
