@@ -23,12 +23,15 @@ from torch import nn
 
 import benchmarks
 from avlearn.analysis.blocks import encoder_blocks
-from avlearn.config import ConfigError, to_dict
+from avlearn.config import ConfigError, InvalidValue, to_dict
+from avlearn.data.config import DataConfig, build_train_dataset
 from avlearn.data.dataset import FailureTracker
 from avlearn.data.decode import ClipSpec
 from avlearn.data.loader import build_loader
-from avlearn.data.manifest import VideoInfo
+from avlearn.data.manifest import VideoInfo, write_manifest
+from avlearn.data.sources import TRAIN_SOURCES
 from avlearn.data.splits import SPLIT_FORMATS, DatasetConfig, SplitFormatError, load_split
+from avlearn.data.transforms import VideoAugConfig
 from avlearn.localization.benchmarks import BENCHMARK_FORMATS, benchmark_items
 from avlearn.localization.evaluate import main as evaluate_localization
 from avlearn.localization.export import localizer_path
@@ -56,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "extending.md"
 EXAMPLE = re.compile(r"<!-- extending: (\w+) -->\n```python\n(.*?)\n```", re.S)
 REGISTRIES: tuple[Registry[Any], ...] = (VIDEO_ENCODERS, AUDIO_ENCODERS, HEADS, SPLIT_FORMATS,
-                                         BENCHMARK_FORMATS, OBJECTIVES)
+                                         BENCHMARK_FORMATS, OBJECTIVES, TRAIN_SOURCES)
 MODEL: dict[str, Any] = {"video_arch": "conv_ln", "audio_arch": "avid_spec_cnn9_tiny", "embed_dim": 16,
                          "proj_hidden": 32}
 COLOURS = {"red": ((200, 30, 30), 440.0), "blue": ((30, 30, 200), 880.0)}  # class: (RGB, tone in Hz)
@@ -283,6 +286,26 @@ def test_a_clip_source_is_one_file_the_loader_deals_out(plugin: Plugin, tmp_path
     red = source[0]
     assert red["video"][0].mean() > 0.7 and red["video"][2].mean() < 0.2  # the red file's frames
     assert red["audio"].abs().max() > 0.2  # its tone
+
+
+def test_a_registered_clip_source_is_a_config_choice(plugin: Plugin, tmp_path: Path) -> None:
+    """``data.source: npz_frames`` builds the example's source from the config alone; a name that no
+    source registered is refused at load, listing the registered ones."""
+    plugin("clip_source")
+    rows = []
+    for k, (rgb, freq) in enumerate(COLOURS.values()):
+        np.savez(tmp_path / f"{k}.npz", frames=np.broadcast_to(np.array(rgb, np.uint8), (16, 40, 40, 3)),
+                 audio=_tone(freq, 2.0))
+        rows.append(VideoInfo(str(tmp_path / f"{k}.npz"), f"v{k}", duration=2.0, fps=8.0, has_video=True,
+                              has_audio=True))
+    manifest = write_manifest(rows, tmp_path / "manifest.csv")
+    cfg = DataConfig(source="npz_frames", manifest=str(manifest), num_frames=4, fps=8, decode_size=40,
+                     clips_per_video=2, video_aug=VideoAugConfig(size=32))
+    dataset = build_train_dataset(cfg)
+    assert type(dataset).__name__ == "FrameSource" and len(dataset) == 4
+    assert dataset[0]["video"].shape == (3, 4, 32, 32)
+    with pytest.raises(InvalidValue, match="npz_frames"):
+        DataConfig(source="npz_frame")
 
 
 # ------------------------------------------------------------------------------- a split format

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
+import avlearn.data.frame_shards  # noqa: F401  (registers data.source 'frames')
 from avlearn.config import ConfigError, InvalidValue
 from avlearn.data.audio import SpecConfig
 from avlearn.data.dataset import AVClipDataset, NoUsableVideoError, Transform, av_collate
-from avlearn.data.decode import DECODERS, ClipSpec
-from avlearn.data.device_aug import AUGMENT_ON, BatchAugment, DeferredAudio, DeferredVideo
-from avlearn.data.frame_shards import FrameShardDataset
+from avlearn.data.decode import DECODERS
+from avlearn.data.device_aug import AUGMENT_ON, BatchAugment
 from avlearn.data.manifest import ManifestError, VideoInfo
 from avlearn.data.shards import ShardDataset, ShardError
+from avlearn.data.sources import TRAIN_SOURCES, clip_spec, device_transforms
 from avlearn.data.transforms import (
     AudioAugConfig,
     VideoAugConfig,
@@ -34,7 +35,7 @@ from avlearn.data.transforms import (
     build_video_transform,
 )
 
-__all__ = ["DataConfig", "batch_augment", "build_dataset", "build_frame_dataset", "build_loader",
+__all__ = ["DataConfig", "batch_augment", "build_dataset", "build_loader",
            "build_shard_dataset", "build_train_dataset", "clip_spec", "device_transforms"]
 
 
@@ -83,7 +84,7 @@ class DataConfig:
             probes are always prepared in the workers.
     """
 
-    source: Literal["files", "shards", "frames"] = "files"
+    source: str = "files"
     manifest: str = ""
     shards: str = ""
     shuffle_buffer: int = 64
@@ -111,9 +112,9 @@ class DataConfig:
         def bad(field: str, value: object, allowed: str) -> InvalidValue:
             return InvalidValue(field, value, allowed, "data")
 
-        if self.source not in ("files", "shards", "frames"):
-            raise bad("source", self.source,
-                      "must be 'files' (data.manifest), 'shards' or 'frames' (data.shards)")
+        if self.source not in TRAIN_SOURCES:
+            raise bad("source", self.source, f"must be one of {sorted(TRAIN_SOURCES)} (registered sources: "
+                      "'files' reads data.manifest, the shard kinds data.shards)")
         if self.augment_on not in AUGMENT_ON:
             raise bad("augment_on", self.augment_on, f"must be one of {list(AUGMENT_ON)}")
         if self.backend not in DECODERS:
@@ -136,26 +137,9 @@ class DataConfig:
             raise bad("spec.sample_rate", self.spec.sample_rate, rule)
 
 
-def device_transforms(cfg: DataConfig) -> tuple[Transform, Transform]:
-    """The workers' half of ``augment_on: device``: transforms that only draw (see :func:`batch_augment`)."""
-    return DeferredVideo(cfg.video_aug), DeferredAudio(cfg.audio_aug, cfg.spec)  # type: ignore[return-value]
-
-
 def batch_augment(cfg: DataConfig) -> BatchAugment | None:
     """The training process's half of ``augment_on: device`` (None with ``worker``)."""
     return BatchAugment(cfg.video_aug, cfg.audio_aug, cfg.spec) if cfg.augment_on == "device" else None
-
-
-def clip_spec(cfg: DataConfig) -> ClipSpec:
-    """The decoder request of a config."""
-    return ClipSpec(
-        num_frames=cfg.num_frames,
-        fps=cfg.fps,
-        size=cfg.decode_size,
-        audio_seconds=cfg.audio_seconds,
-        sample_rate=cfg.sample_rate,
-        audio_align=cfg.audio_align,
-    )
 
 
 def build_dataset(
@@ -211,37 +195,22 @@ def _dataset(cfg: DataConfig, train: bool, source: str | Path | list[VideoInfo],
     )
 
 
-def build_train_dataset(cfg: DataConfig, require_audio: bool = True
-                        ) -> AVClipDataset | ShardDataset | FrameShardDataset:
-    """The training clips of ``cfg.source``: :func:`build_dataset` over ``data.manifest``'s files, a
-    :class:`~avlearn.data.shards.ShardDataset` or a :class:`~avlearn.data.frame_shards.FrameShardDataset`
-    over ``data.shards`` (errors name ``data.shards``)."""
-    if cfg.source == "files":
-        return build_dataset(cfg, train=True, require_audio=require_audio)
-    if cfg.source == "frames":
-        return build_frame_dataset(cfg, require_audio=require_audio)
+def build_train_dataset(cfg: DataConfig, require_audio: bool = True) -> Dataset[Any]:
+    """The training clips of ``cfg.source``, built by its entry in
+    :data:`~avlearn.data.sources.TRAIN_SOURCES`: ``files`` is :func:`build_dataset` over
+    ``data.manifest``'s files, ``shards`` a :class:`~avlearn.data.shards.ShardDataset` and ``frames`` a
+    :class:`~avlearn.data.frame_shards.FrameShardDataset` over ``data.shards``."""
+    return TRAIN_SOURCES[cfg.source](cfg, require_audio)
+
+
+@TRAIN_SOURCES.add("files")
+def _files(cfg: DataConfig, require_audio: bool = True) -> AVClipDataset:
+    return build_dataset(cfg, train=True, require_audio=require_audio)
+
+
+@TRAIN_SOURCES.add("shards")
+def _shards(cfg: DataConfig, require_audio: bool = True) -> ShardDataset:
     return build_shard_dataset(cfg, train=True, require_audio=require_audio)
-
-
-def build_frame_dataset(cfg: DataConfig, require_audio: bool = True) -> FrameShardDataset:
-    """Training clips from the frame shards at ``cfg.shards``, with the file path's transforms."""
-    if not cfg.shards:
-        raise ConfigError("data.source=frames but data.shards is empty: write them with `avlearn prepare "
-                          "shard MANIFEST --out DIR --format frames` and set data.shards=DIR/index.json",
-                          key="data.shards")
-    video_transform: Transform = build_video_transform(cfg.video_aug, True)
-    audio_transform: Transform = build_audio_transform(cfg.audio_aug, cfg.spec, True)
-    if cfg.augment_on == "device":
-        video_transform, audio_transform = device_transforms(cfg)
-    try:
-        return FrameShardDataset(
-            cfg.shards, clip_spec(cfg), cfg.backend, clips_per_video=cfg.clips_per_video,
-            max_av_offset=cfg.max_av_offset, shifted_audio=cfg.shifted_audio, fps_choices=cfg.fps_choices,
-            video_transform=video_transform, audio_transform=audio_transform, seed=cfg.seed,
-            require_audio=require_audio,
-        )
-    except (ValueError, NoUsableVideoError) as err:
-        raise ConfigError(f"data.shards={cfg.shards}: {err}", key="data.shards") from None
 
 
 def build_shard_dataset(cfg: DataConfig, train: bool, require_audio: bool = True, *,

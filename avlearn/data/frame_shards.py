@@ -59,20 +59,34 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 import numpy as np
 import torch
 from torchvision.io import decode_jpeg
 
+from avlearn.config import ConfigError
 from avlearn.data.clips import AVClips, AVSettings, ClipItem
-from avlearn.data.dataset import FileSource
+from avlearn.data.dataset import FileSource, NoUsableVideoError
 from avlearn.data.decode import Clip, ClipSpec, DecodeError, audio_window_start, clip_frame_times
 from avlearn.data.decoding.frames import check_start, nearest, to_video_tensor
 from avlearn.data.manifest import VideoInfo
+from avlearn.data.sources import TRAIN_SOURCES, clip_spec, train_transforms
 
-__all__ = ["FRAMES_FORMAT", "PCM_SCALE", "FrameAVClips", "FrameReader", "FrameRecord", "FrameShardDataset",
-           "decode_jpegs", "to_pcm"]
+if TYPE_CHECKING:
+    from avlearn.data.config import DataConfig
+
+__all__ = [
+    "FRAMES_FORMAT",
+    "PCM_SCALE",
+    "FrameAVClips",
+    "FrameReader",
+    "FrameRecord",
+    "FrameShardDataset",
+    "build_frame_dataset",
+    "decode_jpegs",
+    "to_pcm",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -313,3 +327,23 @@ class FrameShardDataset(FileSource):
         self.clips = FrameAVClips(self.reader, spec, backend, device=device, name="FrameShardDataset",
                                   log=logger, class_to_idx=classes, **settings)
         self.read(self.reader.rows)
+
+
+@TRAIN_SOURCES.add("frames")
+def build_frame_dataset(cfg: DataConfig, require_audio: bool = True) -> FrameShardDataset:
+    """``data.source: frames``: training clips from the frame shards at ``cfg.shards``, with the file
+    path's transforms."""
+    if not cfg.shards:
+        raise ConfigError("data.source=frames but data.shards is empty: write them with `avlearn prepare "
+                          "shard MANIFEST --out DIR --format frames` and set data.shards=DIR/index.json",
+                          key="data.shards")
+    video_transform, audio_transform = train_transforms(cfg)
+    try:
+        return FrameShardDataset(
+            cfg.shards, clip_spec(cfg), cfg.backend, clips_per_video=cfg.clips_per_video,
+            max_av_offset=cfg.max_av_offset, shifted_audio=cfg.shifted_audio, fps_choices=cfg.fps_choices,
+            video_transform=video_transform, audio_transform=audio_transform, seed=cfg.seed,
+            require_audio=require_audio,
+        )
+    except (ValueError, NoUsableVideoError) as err:
+        raise ConfigError(f"data.shards={cfg.shards}: {err}", key="data.shards") from None
