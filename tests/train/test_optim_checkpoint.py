@@ -110,7 +110,8 @@ def test_a_state_saved_fused_runs_unfused_on_the_cpu() -> None:
 def test_cuda_adam_is_fused_also_after_a_cpu_state() -> None:
     """On CUDA the optimiser is fused, also one built and stepped on the CPU then moved (a resume)."""
     param, ref = (torch.nn.Parameter(torch.linspace(-1, 1, 6)) for _ in range(2))
-    opt, ref_opt = build_optimizer([param], OptimConfig(lr=0.01)), build_optimizer([ref], OptimConfig(lr=0.01))
+    cfg = OptimConfig(lr=0.01)
+    opt, ref_opt = build_optimizer([param], cfg), build_optimizer([ref], cfg)
     _adam_steps(opt, [param], 2)
     param.data = param.data.cuda()  # what placing the model and the optimiser on the GPU does
     for key in ("exp_avg", "exp_avg_sq"):
