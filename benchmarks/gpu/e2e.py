@@ -90,7 +90,7 @@ def interrupted_pretrain(run_dir: Path, overrides: list[str], *, stop_after: int
         if not signalled and sum("train/loss" in r for r in _records(run_dir)) >= stop_after:
             proc.send_signal(signal.SIGTERM)
             signalled = True
-        time.sleep(0.5)
+        time.sleep(0.2)
     if proc.poll() is None:
         proc.kill()
     first_out = (proc.communicate()[0] or "")[-3000:]

@@ -393,7 +393,7 @@ def stage_e2e(run: Run) -> dict[str, Any]:
         run_dir = Path(tmp) / "pretrain"
         record: dict[str, Any] = {"shards": str(index), "workers": workers}
         record["pretrain"] = e2e.interrupted_pretrain(
-            run_dir, overrides, stop_after=3 if dry else 20, total=5 if dry else 30,
+            run_dir, overrides, stop_after=3 if dry else 20, total=12 if dry else 40,
             timeout_s=min(240.0, run.left_s() - 60), watch_gpu=run.device.type == "cuda")
         run.say(f"pretrain from frame shards, SIGTERM and resume: {record['pretrain']}")
         record["finetune"] = _attempt({}, lambda: e2e.finetune_run(
