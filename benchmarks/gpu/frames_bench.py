@@ -86,7 +86,9 @@ def jpeg_clip(frames: int, height: int, width: int, quality: int = 90,
 
 
 def _stack(decoded: Any) -> Tensor:
-    return decoded if isinstance(decoded, Tensor) else torch.stack(list(decoded))
+    """A decoder's frames as ``(T, 3, H, W)`` (from a list of ``(3, H, W)`` or a ``(T, H, W, 3)`` tensor)."""
+    frames = decoded if isinstance(decoded, Tensor) else torch.stack(list(decoded))
+    return frames.permute(0, 3, 1, 2) if frames.shape[-1] == 3 and frames.shape[1] != 3 else frames
 
 
 def _psnr(a: Tensor, b: Tensor) -> float:
