@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -32,15 +33,34 @@ def check_pair(video_emb: Tensor, audio_emb: Tensor) -> None:
         raise ValueError("video_emb and audio_emb are empty (B = 0); pass at least one row")
 
 
+def require(ok: Tensor, what: str, error: Callable[[], Exception]) -> None:
+    """Raise ``error()`` unless the boolean scalar ``ok`` holds, without reading it back on a GPU.
+
+    ``torch._assert_async`` checks on the device: on the CPU at once (then ``error()``, which may
+    read values, builds the message), on CUDA without stopping the queue -- a failure ends the
+    process at the next synchronisation as a device-side assert naming ``what``. A training step
+    calls about ten checks; a read-back each (``int(t)``, ``bool(t)``) would stall the GPU ten times.
+    """
+    if ok.device.type != "cpu":
+        torch._assert_async(ok, what)
+        return
+    try:
+        torch._assert_async(ok)
+    except RuntimeError:
+        raise error() from None
+
+
 def check_normalized(name: str, emb: Tensor, atol: float = 1e-2) -> None:
-    """Rows of ``emb`` must be unit L2 norm (call ``F.normalize(emb, dim=-1)`` first)."""
+    """Rows of ``emb`` must be unit L2 norm (call ``F.normalize(emb, dim=-1)`` first).
+
+    Non-finite rows pass (``NaN > atol`` is false): the engine skips those steps itself.
+    """
     with torch.no_grad():
         err = (emb.detach().float().norm(dim=-1) - 1).abs().max()
-    if float(err) > atol:
-        raise ValueError(
-            f"{name} rows must be L2-normalised (max |norm-1| = {float(err):.3g}); "
-            "apply torch.nn.functional.normalize(emb, dim=-1)"
-        )
+    require(~(err > atol), f"{name} rows must be L2-normalised", lambda: ValueError(
+        f"{name} rows must be L2-normalised (max |norm-1| = {float(err):.3g}); "
+        "apply torch.nn.functional.normalize(emb, dim=-1)"
+    ))
 
 
 def check_index(index: Tensor, batch_size: int, num_items: int, name: str = "index") -> None:
@@ -49,9 +69,10 @@ def check_index(index: Tensor, batch_size: int, num_items: int, name: str = "ind
         raise ValueError(f"{name} must be ({batch_size},), got shape {tuple(index.shape)}")
     if index.dtype.is_floating_point or index.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got {index.dtype}")
-    lo, hi = int(index.min()), int(index.max())
-    if lo < 0 or hi >= num_items:
-        raise IndexError(f"{name} values must lie in [0, {num_items}), got range [{lo}, {hi}]")
+    lo, hi = torch.aminmax(index)
+    require((lo >= 0) & (hi < num_items), f"{name} values must lie in [0, {num_items})", lambda: IndexError(
+        f"{name} values must lie in [0, {num_items}), got range [{int(lo)}, {int(hi)}]"
+    ))
 
 
 def check_weight(name: str, value: float) -> None:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from avlearn.config import ConfigError
 from avlearn.distributed import all_reduce_mean
@@ -49,6 +49,7 @@ from ._checks import (
     check_positive_int,
     check_temperature,
     check_weight,
+    require,
     upcast,
 )
 from .base import Objective, ObjectiveContext
@@ -118,8 +119,8 @@ def memory_discrimination_loss(
             raise ValueError(f"num_items (bank size N >= 2) is required for loss='nce', got {num_items}")
         z = estimate_partition(neg_logits, num_items) if partition is None else partition
         z_t = torch.as_tensor(z, device=anchor.device).to(pos_logits.dtype)
-        if not bool(z_t > 0):
-            raise ValueError(f"partition must be > 0, got {float(z_t)}")
+        require(z_t > 0, "partition must be > 0",
+                lambda: ValueError(f"partition must be > 0, got {float(z_t)}"))
         log_noise = math.log(neg_logits.shape[1] / num_items) + z_t.log()  # log(K * P_n * Z)
         per_anchor = F.softplus(log_noise - pos_logits).mean(1) + F.softplus(neg_logits - log_noise).sum(1)
         logs["partition"] = z_t.detach()
@@ -311,6 +312,11 @@ class AVIDConfig:
                 "normalize_weights": self.normalize_weights, "shared_partition": self.partition == "shared"}
 
 
+def _forget_host_copies(module: nn.Module, _incompatible: Any) -> None:
+    assert isinstance(module, _BankObjective)
+    module.forget_host_copies()
+
+
 class _BankObjective(Objective):
     """Two memory banks plus the fixed NCE partition functions (buffer ``partition``, -1 = unset)."""
 
@@ -351,14 +357,36 @@ class _BankObjective(Objective):
         self.normalize_weights = normalize_weights
         self.shared_partition = shared_partition
         self.register_buffer("partition", torch.full((len(DIRECTIONS),), -1.0))
+        used = (("v2a", "a2v") if xmodal_weight > 0 else ()) + (("v2v", "a2a") if within_weight > 0 else ())
+        self._used = [DIRECTIONS.index(d) for d in used]
+        self._host_z = [-1.0] * len(DIRECTIONS)  # host copy of ``partition``, see _host_partition
+        self.register_load_state_dict_post_hook(_forget_host_copies)  # type: ignore[no-untyped-call]
+
+    def forget_host_copies(self) -> None:
+        """Read the buffers again at the next step (called after ``load_state_dict``)."""
+        self._host_z = [-1.0] * len(DIRECTIONS)
+
+    def _host_partition(self) -> list[float]:
+        """``partition`` as a list, read from the buffer (a device sync) only while the ``Z`` of a
+        direction this objective uses is not estimated (``> 0``): one that is never changes but
+        by a load."""
+        if not all(self._host_z[i] > 0 for i in self._used):
+            self._host_z = self.partition.tolist()
+        return self._host_z
 
     def partitions(self) -> dict[str, Tensor]:
         """The fixed NCE ``Z`` per direction, only those already estimated."""
-        known = self.partition.tolist()  # one device sync
+        known = self._host_partition()
         return {d: self.partition[i] for i, d in enumerate(DIRECTIONS) if known[i] > 0}
 
+    def _step_partitions(self) -> dict[str, Tensor]:
+        """:meth:`partitions` for the loss; a softmax loss has none (and reads nothing back)."""
+        return self.partitions() if self.loss == "nce" else {}
+
     def _store_partitions(self, logs: Mapping[str, Tensor]) -> None:
-        known = self.partition.tolist()
+        if not any(f"{d}/partition" in logs for d in DIRECTIONS):
+            return
+        known = self._host_partition()
         with torch.no_grad():
             for i, d in enumerate(DIRECTIONS):
                 key = f"{d}/partition"
@@ -392,7 +420,7 @@ class _BankObjective(Objective):
             loss=self.loss,
             xmodal_weight=self.xmodal_weight,
             within_weight=self.within_weight,
-            partition=self.partitions(),
+            partition=self._step_partitions(),
             normalize_weights=self.normalize_weights,
             shared_partition=self.shared_partition,
         )

@@ -332,10 +332,18 @@ class CMALoss(_BankObjective):
         self.register_buffer(
             "positive_sets", torch.full((num_items, positive_set_size), -1, dtype=torch.int32)
         )
+        self._has_sets = False
+
+    def forget_host_copies(self) -> None:
+        super().forget_host_copies()
+        self._has_sets = False
 
     @property
     def has_positive_sets(self) -> bool:
-        return bool(self.positive_sets[0, 0] >= 0)
+        """Whether the sets are computed; read from the buffer (a device sync) until they are."""
+        if not self._has_sets:
+            self._has_sets = bool(self.positive_sets[0, 0] >= 0)
+        return self._has_sets
 
     @torch.no_grad()
     def update_positive_sets(self) -> None:
@@ -354,6 +362,7 @@ class CMALoss(_BankObjective):
         padded = torch.zeros(per_rank, k, dtype=torch.long, device=local.device)
         padded[: local.shape[0]] = local
         self.positive_sets.copy_(gather_no_grad(padded)[:n].to(torch.int32))
+        self._has_sets = True  # every row holds k valid indices (>= 0)
 
     def sample_positives(self, index: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``P`` draws with replacement from each instance's positive set: ``(B,) -> (B, P)`` long;
@@ -401,7 +410,7 @@ class CMALoss(_BankObjective):
             loss=self.loss,
             xmodal_weight=self.xmodal_weight,
             within_weight=self.within_weight,
-            partition=self.partitions(),
+            partition=self._step_partitions(),
             xmodal_positives=self.xmodal_positives,
             num_negatives_within=self.num_negatives_within,
             normalize_weights=self.normalize_weights,

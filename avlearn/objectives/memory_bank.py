@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from avlearn.distributed import broadcast_, gather_no_grad
 
-from ._checks import check_index
+from ._checks import check_index, require
 
 __all__ = ["MemoryBank", "sample_excluding"]
 
@@ -53,10 +53,9 @@ def sample_excluding(
             "use a larger bank or a smaller positive set"
         )
     excl = exclude.long().sort(dim=1).values
-    if m > 1 and bool((excl[:, 1:] == excl[:, :-1]).any()):
-        raise ValueError(
-            "excluded indices must be distinct within each row (anchor inside its positive set?)"
-        )
+    if m > 1:
+        distinct = "excluded indices must be distinct within each row (anchor inside its positive set?)"
+        require(~(excl[:, 1:] == excl[:, :-1]).any(), distinct, lambda: ValueError(distinct))
     gen_device = generator.device if generator is not None else exclude.device
     r = torch.randint(0, eligible, (batch, k), generator=generator, device=gen_device).to(exclude.device)
     ref = (excl - torch.arange(m, device=excl.device)).contiguous()

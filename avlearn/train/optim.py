@@ -12,7 +12,7 @@ from torch import nn
 
 from avlearn.config import InvalidValue
 
-__all__ = ["OptimConfig", "build_optimizer", "build_scheduler", "lr_factor"]
+__all__ = ["OptimConfig", "build_optimizer", "build_scheduler", "fuse_on_cuda", "lr_factor"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +49,38 @@ def build_optimizer(params: Iterable[nn.Parameter] | Iterable[dict[str, Any]],
     """Adam / AdamW / SGD (Nesterov-free, as AVID) over ``params`` (tensors, or groups with their
     own ``lr``; ``cfg.lr`` is the default)."""
     groups: list[Any] = list(params)
+    optimizer: torch.optim.Optimizer
     if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    elif cfg.name == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    fuse_on_cuda(optimizer)
+    return optimizer
+
+
+def fuse_on_cuda(optimizer: torch.optim.Optimizer) -> bool:
+    """Adam / AdamW: the fused CUDA kernel when every parameter is on CUDA, else torch's default.
+
+    The default on CUDA is the ``foreach`` implementation (several kernels per parameter list);
+    ``fused`` updates all of them in one. On the CPU the optimiser stays exactly as torch builds it,
+    so results there do not change. Call it once the parameters are on their device and after an
+    optimiser state is loaded (a state brings the flag it was saved with). Returns whether fused.
+    """
+    if not isinstance(optimizer, torch.optim.Adam):  # AdamW is an Adam
+        return False
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+    for group in optimizer.param_groups:
+        group["fused"] = True if fused else None
+        if fused:
+            group["foreach"] = None
+            for p in group["params"]:  # a state built unfused keeps its step count on the host
+                state = optimizer.state.get(p, {})
+                if "step" in state:
+                    state["step"] = state["step"].to(p.device, torch.float32)
+    return fused
 
 
 def lr_factor(step: int, steps_per_epoch: int, total_steps: int, cfg: OptimConfig) -> float:

@@ -88,6 +88,52 @@ def _layers(s: dict[str, Any]) -> list[str]:
     return out
 
 
+def _frames(s: dict[str, Any]) -> list[str]:
+    header = ["clip", "CPU ms/clip (1 core)", "clips/s per core", "cores per GPU", "GPU ms/clip (batched)",
+              "bytes/clip", "bytes/s of video", "JPEG PSNR dB", "CPU vs GPU max diff"]
+    rows = [[f"{r['frames']}x{r['decode_size']} px (crop {r['crop']})", r["cpu_ms_per_clip"],
+             r["cpu_clips_per_s_per_core"], r["cores_per_gpu"], r["gpu_ms_per_clip"], r["bytes_per_clip"],
+             r["bytes_per_video_second"], r["jpeg_psnr_db"], r["cpu_gpu_max_diff"]] for r in s["rows"]]
+    nvdec = s.get("nvdec", {})
+    how = nvdec.get("message") or f"{nvdec.get('ms_per_frame')} ms/frame"
+    return ["## JPEG + PCM frames: decoding cost per clip", "",
+            "Frame decoding only (synthetic smooth frames); cores per GPU against AVID-CMA's H200 step rate.",
+            "", *_table(header, rows), f"NVDEC (torchcodec): {nvdec.get('status')}: {how}", ""]
+
+
+def _e2e(s: dict[str, Any]) -> list[str]:
+    p, ft, loc = s.get("pretrain", {}), s.get("finetune", {}), s.get("localization", {})
+    return ["## End to end on the device", "",
+            f"`avlearn pretrain` (paper preset) from `{s.get('shards')}`, {s.get('workers')} workers: "
+            f"{p.get('clips_per_s')} clips/s, data wait {_pct(p.get('data_wait_share'))} of the step, "
+            f"peak GPU memory {p.get('peak_gpu_memory_mib')} MiB; SIGTERM exit {p.get('signal_exit_code')}, "
+            f"--resume exit {p.get('resume_exit_code')} (ok {_ok(p)}).", "",
+            f"Fine-tuning from it on {ft.get('device')}: ok {_ok(ft)}, {ft.get('steps')} steps.", "",
+            f"`avlearn evaluate localization` ({loc.get('device', '-')}): ok {_ok(loc)} "
+            f"{loc.get('message', '')}", ""]
+
+
+def _lever_row(r: dict[str, Any]) -> list[Any]:
+    if r["status"] != "ok":
+        return [r["lever"], r["status"], r.get("message", ""), "", "", "", "", ""]
+    return [r["lever"], r["status"], f"{1e3 * r['step_s']:.1f}", r["clips_per_s"], _pct(r["objective_share"]),
+            r["step_over_convolutions"], _pct(r["mfu"]), r["compile_s"]]
+
+
+def _step(s: dict[str, Any]) -> list[str]:
+    setup, conv, opt = s["setup"], s["convolutions"], s.get("optimizer", {})
+    clip = f"{setup['frames']}x{setup['crop']}², batch {setup['batch']}"
+    return [f"## The step against its convolutions ({setup['video_arch']} + {setup['audio_arch']}, {clip}, "
+            "bf16, channels_last, cuDNN autotuned)", "",
+            f"Convolutions alone (forward + backward): video {conv['video_ms']} ms + audio "
+            f"{conv['audio_ms']} ms = {conv['total_ms']} ms. Goals: objective + bank <= 5 % of the step, "
+            "step <= 1.25x the convolutions.", "",
+            *_table(["lever", "status", "step ms", "clips/s", "objective + bank", "step / convolutions",
+                     "MFU", "warm-up s"], [_lever_row(r) for r in s["levers"]]),
+            f"Adam step alone over {opt.get('parameters')} parameters: default {opt.get('default_ms')} ms, "
+            f"fused {opt.get('fused_ms')} ms.", ""]
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The report: machine, versions, command, each stage's status and tables."""
     m, v, stages = result["machine"], result["versions"], result["stages"]
@@ -117,6 +163,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["## Loader with augmentation on the device", "",
                   f"{loader['clips_per_s']} clips/s, data wait {_pct(loader['data_wait_share'])} of the "
                   f"step, {loader['workers']} workers, batch {loader['batch']}.", ""]
+    for name, section in (("frames", _frames), ("e2e", _e2e), ("step", _step)):
+        if stages.get(name, {}).get("status") in ("ok", "failed") and (
+                "rows" in stages[name] or "pretrain" in stages[name] or "levers" in stages[name]):
+            lines += section(stages[name])
     return "\n".join(lines)
 
 

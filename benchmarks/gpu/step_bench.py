@@ -45,6 +45,7 @@ class Setup:
         batch: clips per step.
         compile: run the model through ``torch.compile``.
         channels_last: ``channels_last_3d`` video encoder and clips, ``channels_last`` audio encoder.
+        compile_mode: ``torch.compile``'s mode (``reduce-overhead``: the forward as CUDA graphs).
     """
 
     video_arch: str
@@ -55,10 +56,13 @@ class Setup:
     batch: int
     compile: bool = False
     channels_last: bool = False
+    compile_mode: str = "default"
 
     @property
     def layout(self) -> str:
-        return ("compile" if self.compile else "eager") + (" + channels_last" if self.channels_last else "")
+        mode = f" {self.compile_mode}" if self.compile and self.compile_mode != "default" else ""
+        layout = " + channels_last" if self.channels_last else ""
+        return ("compile" if self.compile else "eager") + mode + layout
 
     def key(self) -> tuple[str, str, int, int, int]:
         """What the FLOP count depends on (not compile or memory layout)."""
@@ -104,7 +108,9 @@ class StepRig:
         self.net: Callable[..., Any] = self.model
         if setup.compile:
             torch._dynamo.reset()  # a fresh cache: earlier setups' graphs count towards its size limit
-            self.net = torch.compile(self.model, backend=compile_backend, dynamic=False)
+            inductor = compile_backend == "inductor"  # another backend takes no mode
+            mode = setup.compile_mode if inductor and setup.compile_mode != "default" else None
+            self.net = torch.compile(self.model, backend=compile_backend, dynamic=False, mode=mode)
         params = [*self.model.parameters(), *self.objective.parameters()]
         self.optimizer = build_optimizer(params, OptimConfig())
         pin = device.type == "cuda"

@@ -12,7 +12,17 @@ Stages, in order (each optional: ``--only`` / ``--skip``):
   8x224² + 2 s audio, bf16: step parts, clips/s, MFU, peak memory; eager / ``torch.compile`` x
   contiguous / ``channels_last_3d`` at batch 64, then batch 32 and 128 for the best of those;
 * ``layers``: each convolution of the video encoders alone, and which are memory-bound;
-* ``loader``: pretraining from decoded media with augmentation on the device (when this tree has it).
+* ``loader``: pretraining from decoded media with augmentation on the device (when this tree has it);
+* ``frames``: CPU and GPU (nvJPEG, batched) ms per clip of the JPEG + PCM shard layout, bytes, NVDEC
+  when torchcodec imports (:mod:`benchmarks.gpu.frames_bench`);
+* ``e2e``: ``avlearn pretrain`` with the paper preset from frame shards through DataLoader workers
+  (clips/s, data-wait share, peak memory), SIGTERM and ``--resume``, fine-tuning, ``avlearn evaluate
+  localization`` (:mod:`benchmarks.gpu.e2e`);
+* ``step``: the step at 8x112² batch 64 under each lever (eager, compile, CUDA graphs) against the
+  sum of its convolutions timed alone, the objective's share, fused Adam
+  (:mod:`benchmarks.gpu.step_split`).
+
+Issue 30's stages in one call of under 8 minutes: ``run.sh --only frames e2e step``.
 
 Writes ``gpu_<device>.json``, ``.md`` and ``.log`` to ``--out`` (default ``benchmarks/results``)
 and to ``$OUT`` when set (the GPU machine's folder that comes back). ``--dry-run`` runs every
@@ -42,13 +52,13 @@ from typing import Any
 import torch
 
 from benchmarks import harness
-from benchmarks.gpu import checks, layer_bench, peaks, smoke, step_bench
+from benchmarks.gpu import checks, e2e, frames_bench, layer_bench, peaks, smoke, step_bench, step_split
 from benchmarks.gpu.report import headline as headline  # the results' headline, for readme_table
 from benchmarks.gpu.report import markdown
 from benchmarks.harness import full_size
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("peak", "tests", "smoke", "encoders", "layers", "loader")
+STAGES = ("peak", "tests", "smoke", "encoders", "layers", "loader", "frames", "e2e", "step")
 OWN_PACKAGES = ("avlearn", "benchmarks", "data_prep", "tests")  # missing modules there are bugs
 
 
@@ -101,6 +111,28 @@ class Run:
 
     def left_s(self) -> float:
         return self.sizes.budget_s - (time.monotonic() - self.t0)
+
+    def fits(self, compiled: bool) -> bool:
+        """Whether a setup (compiled or eager) can still be launched within the budget."""
+        return self.left_s() >= (self.compile_estimate_s if compiled else 15.0) + 30
+
+    def note_compile(self, row: dict[str, Any]) -> None:
+        """A compiled setup takes about as long as the longest measured one: update the estimate."""
+        s = self.sizes
+        took = 1.25 * row["compile_s"] + (s.split_steps + s.steps + 2) * row["step_s"] + 5
+        earlier = self.compile_estimate_s if self.compiles_measured else 0.0
+        self.compile_estimate_s, self.compiles_measured = max(earlier, took), self.compiles_measured + 1
+
+    def measure_step(self, setup: step_bench.Setup, flops: float | None = None) -> dict[str, Any]:
+        """:func:`step_bench.measure` of ``setup`` with this run's sizes and peak."""
+        assert self.peak is not None
+        s = self.sizes
+        row = step_bench.measure(setup, self.device, warmup=s.warmup, split_steps=s.split_steps,
+                                 steps=s.steps, bank_items=s.bank_items, compile_backend=s.compile_backend,
+                                 peak_flops=self.peak.bf16_flops, flops=flops)
+        if setup.compile:
+            self.note_compile(row)
+        return row
 
     def stage(self, name: str, fn: Callable[[Run], dict[str, Any]]) -> None:
         """Run one stage; an exception is recorded as its failure (a missing package: skipped) and the
@@ -232,7 +264,8 @@ def stage_encoders(run: Run) -> dict[str, Any]:
 
 def _setup_of(row: dict[str, Any], spec: tuple[int, int]) -> step_bench.Setup:
     return step_bench.Setup(row["video_arch"], row["audio_arch"], row["frames"], row["crop"], spec,
-                            row["batch"], row["compile"], row["channels_last"])
+                            row["batch"], row["compile"], row["channels_last"],
+                            row.get("compile_mode", "default"))
 
 
 def _measure(run: Run, setup: step_bench.Setup, rows: list[dict[str, Any]],
@@ -240,18 +273,13 @@ def _measure(run: Run, setup: step_bench.Setup, rows: list[dict[str, Any]],
     """Measure ``setup`` into ``rows`` unless too little of the budget is left for it."""
     clip = f"{setup.frames}x{setup.crop}²"
     name = f"{setup.video_arch} + {setup.audio_arch} {clip} b{setup.batch} {setup.layout}"
-    need = run.compile_estimate_s if setup.compile else 15.0
     base = {**dataclasses.asdict(setup), "layout": setup.layout}
-    if run.left_s() < need + 30:
+    if not run.fits(setup.compile):
         rows.append({**base, "status": "skipped", "message": "time budget spent"})
         run.say(f"skip {name}: {run.left_s():.0f} s of the budget left")
         return
-    assert run.peak is not None
     try:
-        s = run.sizes
-        row = step_bench.measure(setup, run.device, warmup=s.warmup, split_steps=s.split_steps, steps=s.steps,
-                                 bank_items=s.bank_items, compile_backend=s.compile_backend,
-                                 peak_flops=run.peak.bf16_flops, flops=flops.get(setup.key()))
+        row = run.measure_step(setup, flops.get(setup.key()))
     except Exception as err:  # e.g. out of memory at batch 128: record it, measure the rest
         rows.append({**base, "status": "failed", "message": f"{type(err).__name__}: {str(err)[:500]}"})
         run.say(f"FAILED {name}: {type(err).__name__}: {str(err)[:300]}")
@@ -260,11 +288,6 @@ def _measure(run: Run, setup: step_bench.Setup, rows: list[dict[str, Any]],
         return
     flops[setup.key()] = row["flops_per_step"]
     rows.append({**row, "status": "ok"})
-    if setup.compile:  # a compiled setup takes about as long as the longest measured one
-        s = run.sizes
-        took = 1.25 * row["compile_s"] + (s.split_steps + s.steps + 2) * row["step_s"] + 5
-        earlier = run.compile_estimate_s if run.compiles_measured else 0.0
-        run.compile_estimate_s, run.compiles_measured = max(earlier, took), run.compiles_measured + 1
     parts = " ".join(f"{k} {1e3 * v:.1f}" for k, v in row["parts_s"].items())
     run.say(f"{name}: {row['clips_per_s']} clips/s, MFU {100 * row['mfu']:.1f} %, step "
             f"{1e3 * row['step_s']:.1f} ms (split ms: {parts}), {row['gflop_per_clip']} GFLOP/clip, "
@@ -323,9 +346,114 @@ def stage_loader(run: Run) -> dict[str, Any]:
                                  workers=min(8, os.cpu_count() or 1), model=model)
 
 
+def _model(run: Run) -> dict[str, str]:
+    """The default encoders; the tiny ones for a dry run."""
+    from avlearn.models.registry import ModelConfig
+
+    if run.args.dry_run:
+        return {"video_arch": "r2plus1d_tiny", "audio_arch": "avid_spec_cnn9_tiny"}
+    return {"video_arch": ModelConfig.video_arch, "audio_arch": ModelConfig.audio_arch}
+
+
+def stage_frames(run: Run) -> dict[str, Any]:
+    module = frames_bench.frame_module()
+    if module is None:
+        return {"status": "skipped", "message": f"this tree has no {frames_bench.MODULE} (the JPEG + PCM "
+                "shard layout): nothing to measure"}
+    s = run.sizes
+    rows = frames_bench.measure(frames_bench.layout_decoder(module), run.device, frames=s.frames,
+                                crops=s.crops, batch=s.batch, audio_seconds=s.audio_seconds,
+                                reps=s.split_steps)
+    for r in rows:
+        run.say(f"frames {r['frames']}x{r['decode_size']} px JPEG: CPU {r['cpu_ms_per_clip']} ms/clip "
+                f"({r['cpu_clips_per_s_per_core']} clips/s per core), GPU {r['gpu_ms_per_clip']} ms/clip, "
+                f"{r['bytes_per_clip']} B/clip, cores per GPU {r['cores_per_gpu']}")
+    nvdec = frames_bench.nvdec(run.device, ROOT / ".cache" / "media" / "bigbuckbunny.mp4")
+    run.say(f"NVDEC (torchcodec): {nvdec}")
+    return {"rows": rows, "nvdec": nvdec}
+
+
+def _importable(package: str) -> bool:
+    try:
+        __import__(package)
+    except ImportError:
+        return False
+    return True
+
+
+def stage_e2e(run: Run) -> dict[str, Any]:
+    if frames_bench.frame_module() is None:
+        return {"status": "skipped",
+                "message": f"this tree has no {frames_bench.MODULE}: no shards to train from"}
+    index = Path(run.args.frame_shards or e2e.DEFAULT_SHARDS)
+    if not index.is_file():
+        return {"status": "skipped", "message": f"no frame shards at {index}: write a small set on a CPU "
+                "with `avlearn prepare shard --format frames` and pass --frame-shards (or carry it there)"}
+    if run.left_s() < 120:
+        return {"status": "skipped", "message": "time budget spent"}
+    s, dry = run.sizes, run.args.dry_run
+    workers = run.args.workers or min(8, os.cpu_count() or 1)
+    model = [f"model.{k}={v}" for k, v in _model(run).items()] if dry else []  # else the preset's own
+    common = [*model, "train.progress=false", "train.tensorboard=false", "train.ckpt_every_steps=0"]
+    # the preset's per-frequency statistics file is the dataset's (not carried): per-clip normalisation
+    spec = ["data.spec.normalize=instance", "data.spec.stats=null"]
+    overrides = [*common, *spec, "data.source=frames", f"data.shards={index}", f"data.num_workers={workers}",
+                 f"data.batch_size={s.smoke_batch if dry else s.batch}", "train.log_every=1", "epochs=1000"]
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "pretrain"
+        record: dict[str, Any] = {"shards": str(index), "workers": workers}
+        record["pretrain"] = e2e.interrupted_pretrain(
+            run_dir, overrides, stop_after=3 if dry else 20, total=12 if dry else 40,
+            timeout_s=min(240.0, run.left_s() - 60), watch_gpu=run.device.type == "cuda")
+        run.say(f"pretrain from frame shards, SIGTERM and resume: {record['pretrain']}")
+        record["finetune"] = _attempt({}, lambda: e2e.finetune_run(
+            Path(tmp) / "finetune", run_dir, common, frames=s.frames, crop=s.crops[0], batch=s.smoke_batch))
+        run.say(f"finetune: {record['finetune']}")
+        if not _importable("av"):
+            record["localization"] = {"ok": False, "message": "skipped: its WAV files are read with PyAV"}
+        else:
+            export = run_dir / "encoders.safetensors"
+            record["localization"] = _attempt({}, lambda: e2e.evaluate_localization(
+                export, e2e.write_vggss_layout(Path(tmp) / "vggss"), timeout_s=120))
+        run.say(f"evaluate localization: {record['localization']}")
+    failed = [k for k in ("pretrain", "finetune") if not record[k].get("ok")]
+    return {**record, **({"status": "failed", "message": "not ok: " + ", ".join(failed)} if failed else {})}
+
+
+def stage_step(run: Run) -> dict[str, Any]:
+    s = run.sizes
+    video, audio = arch_pairs(run.args.video_archs, run.args.audio_archs)[0]
+    base = step_bench.Setup(video, audio, s.frames, s.crops[0], step_bench.spectrogram_shape(s.audio_seconds),
+                            s.batch, channels_last=True)
+    autotune = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True  # the goal is stated for cuDNN autotuned
+    try:
+        conv = step_split.conv_bound(base, run.device, reps=s.layer_reps, warmup=1 if run.args.dry_run else 2)
+        run.say(f"convolutions alone at {s.frames}x{base.crop}² b{s.batch}: video {conv['video_ms']} ms + "
+                f"audio {conv['audio_ms']} ms")
+        rows = step_split.measure_levers(base, run.device, fits=run.fits, measure=run.measure_step)
+        for r in rows:
+            if r["status"] == "ok":
+                r.update(step_split.summarize(r, conv["total_ms"]))
+                run.say(f"step, {r['lever']}: {1e3 * r['step_s']:.1f} ms = {r['step_over_convolutions']}x "
+                        f"the convolutions, objective + bank {100 * r['objective_share']:.1f} %, MFU "
+                        f"{100 * r['mfu']:.1f} %")
+            else:
+                run.say(f"step, {r['lever']}: {r['status']} ({r.get('message')})")
+        optimizer = step_split.optimizer_lever(base, run.device, reps=max(2, s.steps))
+        run.say(f"Adam step alone: {optimizer}")
+    finally:
+        torch.backends.cudnn.benchmark = autotune
+    failed = [r["lever"] for r in rows if r["status"] == "failed"]
+    return {"setup": {**dataclasses.asdict(base), "cudnn_benchmark": True}, "convolutions": conv,
+            "levers": rows, "optimizer": optimizer,
+            **({"message": "failed: " + ", ".join(failed)} if failed else {})}
+
+
 STAGE_FNS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "peak": stage_peak, "tests": stage_tests, "smoke": stage_smoke, "encoders": stage_encoders,
-    "layers": stage_layers, "loader": stage_loader,
+    "layers": stage_layers, "loader": stage_loader, "frames": stage_frames, "e2e": stage_e2e,
+    "step": stage_step,
 }
 
 
@@ -448,6 +576,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="torch.backends.cudnn.benchmark = True: cuDNN times its algorithms per shape "
                    "(what a fixed-shape training run would use)")
+    p.add_argument("--frame-shards", help="e2e: index.json of a small frame-shard set (default "
+                   ".cache/gpu_frame_shards/index.json)")
+    p.add_argument("--workers", type=int, help="e2e: DataLoader workers (default min(8, cores))")
     p.add_argument("--tag", help="results go to gpu_<device>_<tag>.* (a run with other settings)")
     p.add_argument("--budget-s", type=float, help="wall-clock budget; measurements stop being launched "
                    "when it is nearly spent (default 420; 600 for --dry-run)")
