@@ -50,6 +50,7 @@ from avlearn.train.checkpoint import CheckpointManager, get_rng_state, set_rng_s
 from avlearn.train.config import TrainConfig
 from avlearn.train.interrupt import RunInterrupted, StopSignals, ignore_stop_signals
 from avlearn.train.logger import MetricsLogger
+from avlearn.train.optim import fuse_on_cuda
 from avlearn.train.rundir import RunDirBusyError, RunDirLock, check_resumable, set_aside, trim_metrics
 
 __all__ = ["Engine", "NonFiniteLossError", "Plan", "Position", "RunDirBusyError", "RunInterrupted",
@@ -279,6 +280,7 @@ class Engine:
         task.to_device(self.device)
         if self.train.channels_last:
             to_channels_last(task.net)
+        fuse_on_cuda(optimizer)  # parameters (and a loaded state) are on their device now
         net, optimizer = acc.prepare(task.net, optimizer)
         task.wrapped(net)
         if latest is not None:
