@@ -111,10 +111,19 @@ def peak_rss(argv: list[str], code: Path) -> dict[str, Any]:
             "rc": proc.returncode}
 
 
+def _commit(code: Path) -> str:
+    """The commit checked out in ``code`` (``+`` when its tracked files differ from it)."""
+    head = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(code), "diff", "--quiet", "HEAD"]).returncode
+    return head + ("+" if dirty else "")
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     args.work.mkdir(parents=True, exist_ok=True)
     checkpoint = args.checkpoint or demo_model(args.work)
     trees = {"after": harness.ROOT, **({"before": args.before.resolve()} if args.before else {})}
+    commits = {name: _commit(code) for name, code in trees.items()}
     baseline = {name: peak_rss([sys.executable, "-c", IMPORTS], code) for name, code in trees.items()}
     rows = []
     for item in args.clips.split(","):
@@ -128,7 +137,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             print(rows[-1], flush=True)
     return {"clips": f"{FPS} fps H.264 (keyframe every {GOP} frames), {SAMPLE_RATE} Hz stereo AAC, 16:9",
             "model": "demo's config, random weights" if args.checkpoint is None else str(args.checkpoint),
-            "baseline_import": baseline, "rows": rows, "load_average_1min_at_end": harness.load_1min()}
+            "commits": commits, "baseline_import": baseline, "rows": rows,
+            "load_average_1min_at_end": harness.load_1min()}
 
 
 def headline(record: dict[str, Any]) -> str:
@@ -158,7 +168,8 @@ def markdown(record: dict[str, Any]) -> str:
         values = " | ".join(f"{cells[c]['peak_rss_mb']} | {cells[c]['wall_s']}" if c in cells else "- | -"
                             for c in codes)
         lines.append(f"| {seconds} s {height}p | {values} |")
-    base = ", ".join(f"{c} {record['baseline_import'][c]['peak_rss_mb']} MB" for c in codes)
+    base = ", ".join(f"{c} ({record['commits'][c]}) {record['baseline_import'][c]['peak_rss_mb']} MB"
+                     for c in codes)
     lines += ["", f"Importing the command's modules alone (torch, torchvision, PyAV, matplotlib): {base}.",
               "", f"Command: `{record['command']}`"]
     return "\n".join(lines)
