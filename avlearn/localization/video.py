@@ -24,7 +24,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,8 @@ __all__ = ["NO_AUDIO", "FrameWindows", "Loaded", "OverlayOptions", "chunk_frames
 AudioSource = Callable[[float], Tensor]
 WindowSource = Callable[[int, int], Tensor]
 """``(first, n) -> (C, n, H, W)``: ``n`` normalised model frames from model frame ``first`` on."""
-_CHUNK_BYTES = 6 * 2**20  # pixels of original frames decoded, drawn and encoded at a time (2 at 720p)
+# original frames decoded, drawn and encoded at a time: 2 at 720p, 1 at 1080p, 32 at 240p
+_CHUNK_BYTES, _CHUNK_FRAMES = 6 * 2**20, 32
 
 
 Loaded = tuple[AVModel, ModelInput, Learned | None]
@@ -189,7 +190,7 @@ def uint8_frames(path: str, t0: float, fps: float, size: int | None, first: int,
     return decode_clip(path, t0 + first / fps, spec).video.permute(1, 2, 3, 0)
 
 
-def stream_frames(path: str, times: np.ndarray, size: int | None = None) -> Iterator[np.ndarray]:
+def stream_frames(path: str, times: np.ndarray, size: int | None = None) -> Generator[np.ndarray, None, None]:
     """The frame of ``path`` nearest each of ``times`` (s, ascending), ``(H, W, 3)`` uint8, in one pass.
 
     The frames and pixels of :func:`~avlearn.data.decode.decode_clip` (nearest timestamp, ties to
@@ -287,12 +288,13 @@ class FrameWindows:
         return normalize_video(rearrange(frames, "t h w c -> c t h w").float() / 255, self.inp)
 
 
-def chunk_frames(frames: Iterator[np.ndarray], max_bytes: int = _CHUNK_BYTES) -> Iterator[np.ndarray]:
-    """Consecutive frames stacked a chunk at a time, each chunk at most ``max_bytes`` of pixels
-    (at least one frame). Shape: ``(H, W, 3)`` frames ``-> (n, H, W, 3)`` chunks."""
+def chunk_frames(frames: Iterator[np.ndarray], max_bytes: int = _CHUNK_BYTES,
+                 max_frames: int = _CHUNK_FRAMES) -> Iterator[np.ndarray]:
+    """Consecutive frames stacked a chunk at a time, each chunk at most ``max_frames`` frames and
+    ``max_bytes`` of pixels (at least one frame). Shape: ``(H, W, 3)`` frames ``-> (n, H, W, 3)``."""
     chunk: list[np.ndarray] = []
     for frame in frames:
-        if chunk and (len(chunk) + 1) * frame.nbytes > max_bytes:
+        if chunk and (len(chunk) == max_frames or (len(chunk) + 1) * frame.nbytes > max_bytes):
             yield np.stack(chunk)
             chunk = []
         chunk.append(frame)
@@ -319,7 +321,7 @@ def render_overlay(video: str, start: float, out: Path, maps: Tensor, inp: Model
     try:
         first = 0
         originals = stream_frames(video, start + np.arange(total) / vrate)
-        for frames in chunk_frames(originals, _CHUNK_BYTES):
+        for frames in chunk_frames(originals, _CHUNK_BYTES, _CHUNK_FRAMES):
             n = len(frames)
             kept += [frames[i - first].copy() for i in picks if first <= i < first + n]  # not the chunk
             if out.suffix.lower() != ".png":

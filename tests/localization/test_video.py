@@ -50,6 +50,7 @@ def test_frames_come_in_chunks_of_bounded_size() -> None:
     assert [len(c) for c in chunks] == [3, 3, 3, 1]
     np.testing.assert_array_equal(np.concatenate(chunks), np.stack(frames))
     assert [len(c) for c in V.chunk_frames(iter(frames), max_bytes=1)] == [1] * 10  # at least a frame
+    assert [len(c) for c in V.chunk_frames(iter(frames), max_frames=4)] == [4, 4, 2]
 
 
 def test_windows_hold_one_window_and_read_the_stream_lazily() -> None:
@@ -112,5 +113,6 @@ def test_localize_streams_in_chunks_and_writes_what_the_whole_video_gives(
     idx = np.clip(np.round(np.arange(total) / FPS * INP.fps).astype(np.int64), 0, len(maps) - 1)
     frames = V.uint8_frames(str(clip), 0.0, FPS, None, 0, total).numpy()
     audio = read_audio(str(clip), 0.0, SECONDS, SR).numpy()
-    whole = write_overlay_video(frames, normalize_maps(maps.numpy()[idx]), FPS, audio, SR, tmp_path / "whole.mp4")
+    heat = normalize_maps(maps.numpy()[idx])
+    whole = write_overlay_video(frames, heat, FPS, audio, SR, tmp_path / "whole.mp4")
     assert out.read_bytes() == whole.read_bytes()
