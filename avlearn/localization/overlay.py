@@ -82,13 +82,25 @@ def blend(frames: np.ndarray, maps: np.ndarray, cmap: str = "jet", max_alpha: fl
         raise ValueError(f"max_alpha must be in [0, 1], got {max_alpha}")
     height, width = frames.shape[1:3]
     out = np.empty_like(frames, dtype=np.uint8)
-    for i in range(frames.shape[0]):  # frame by frame: full-HD videos stay small in memory
+    for i in range(frames.shape[0]):
         values = np.clip(_resize_maps(maps[i : i + 1], height, width)[0], 0.0, 1.0)
-        colors = apply_colormap(values, cmap).astype(np.float32)
-        alpha = (max_alpha * values)[..., None]
-        mixed = frames[i].astype(np.float32) * (1 - alpha) + colors * alpha
-        out[i] = np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+        for top in range(0, height, _BAND):  # the float temporaries of a band, not of a frame
+            rows = slice(top, top + _BAND)
+            out[i, rows] = _mix(frames[i, rows], values[rows], cmap, max_alpha)
     return out
+
+
+_BAND = 64  # rows blended at a time: a full-HD frame's float copies would take ~150 MB
+
+
+def _mix(pixels: np.ndarray, values: np.ndarray, cmap: str, max_alpha: float) -> np.ndarray:
+    """Colours of ``values`` over ``pixels``, opacity ``max_alpha * value`` (each pixel on its own).
+
+    Shape: ``pixels (h, W, 3)`` uint8, ``values (h, W)`` in ``[0, 1]`` ``-> (h, W, 3)`` uint8."""
+    colors = apply_colormap(values, cmap).astype(np.float32)
+    alpha = (max_alpha * values)[..., None]
+    mixed = pixels.astype(np.float32) * (1 - alpha) + colors * alpha
+    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
 
 def _even(frames: np.ndarray) -> np.ndarray:
