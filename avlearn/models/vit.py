@@ -134,6 +134,11 @@ class PatchViT(nn.Module):
         super().__init__()
         _check_args(patch, width, depth, pool, pos_embed, input_size)
         self.patch, self.in_channels, self.pool = tuple(patch), in_channels, pool
+        per = depth // NUM_STAGES
+        self.stages = tuple(Stage(f"grids.{(k + 1) * per - 1}", width, self.patch,
+                                  tuple(f"grids.{i}" for i in range(k * per, (k + 1) * per)))
+                            for k in range(NUM_STAGES))
+        self.out_dim = self.grid_dim = width
         self.patch_embed = _patch_projection(self.patch, in_channels, width)
         self.pos_embed: nn.Parameter | None = None
         if input_size is not None and pos_embed == "learned":
@@ -147,11 +152,6 @@ class PatchViT(nn.Module):
             attn.fused_attn = True  # type: ignore[assignment]  # F.scaled_dot_product_attention, always
         self.norm = nn.LayerNorm(width)
         self.grids = nn.ModuleList(TokenGrid() for _ in range(depth))
-        per = depth // NUM_STAGES
-        self.stages = tuple(Stage(f"grids.{(k + 1) * per - 1}", width, self.patch,
-                                  tuple(f"grids.{i}" for i in range(k * per, (k + 1) * per)))
-                            for k in range(NUM_STAGES))
-        self.out_dim = self.grid_dim = width
         self._init_weights()
 
     def _init_weights(self) -> None:
