@@ -12,13 +12,15 @@ Sizes as the video ViTs (:data:`~avlearn.models.vit.SIZES`); ``vit_audio_base`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor
 
 from avlearn.models.contract import AudioOutput
 from avlearn.models.registry import register_audio_encoder
 from avlearn.models.vit import SIZES, PatchViT, Pool, PosEmbed
 
-__all__ = ["AudioViT", "vit_audio_base", "vit_audio_small", "vit_audio_tiny"]
+__all__ = ["VARIANTS", "AudioViT"]
 
 
 class AudioViT(PatchViT):
@@ -52,19 +54,21 @@ class AudioViT(PatchViT):
         return AudioOutput(emb=emb, grid=grid, stages=stages)
 
 
-@register_audio_encoder("vit_audio_tiny")
-def vit_audio_tiny(in_channels: int = 1, pool: Pool = "avg") -> AudioViT:
-    """4 blocks of 128 (4 heads); 128-d. For CPU runs."""
-    return AudioViT("tiny", (16, 16), in_channels, pool)
+# name: (size, what it is); each registers a builder taking ``in_channels`` and ``pool``
+VARIANTS: dict[str, tuple[str, str]] = {
+    "vit_audio_tiny": ("tiny", "4 blocks of 128 (4 heads); for CPU runs"),
+    "vit_audio_small": ("small", "ViT-S (12 x 384, 6 heads)"),
+    "vit_audio_base": ("base", "ViT-B (12 x 768, 12 heads), 85.25 M; on 128 x 1024 filterbanks CAV-MAE's"),
+}
 
 
-@register_audio_encoder("vit_audio_small")
-def vit_audio_small(in_channels: int = 1, pool: Pool = "avg") -> AudioViT:
-    """ViT-S (12 x 384, 6 heads); 384-d."""
-    return AudioViT("small", (16, 16), in_channels, pool)
+def _builder(size: str, what: str) -> Callable[..., AudioViT]:
+    """The registered builder of one variant."""
+    def build(in_channels: int = 1, pool: Pool = "avg") -> AudioViT:
+        return AudioViT(size, (16, 16), in_channels, pool)
+    build.__doc__ = what
+    return build
 
 
-@register_audio_encoder("vit_audio_base")
-def vit_audio_base(in_channels: int = 1, pool: Pool = "avg") -> AudioViT:
-    """ViT-B (12 x 768, 12 heads); 768-d. CAV-MAE's audio branch on 128 x 1024 filterbanks."""
-    return AudioViT("base", (16, 16), in_channels, pool)
+for _name, _variant in VARIANTS.items():
+    register_audio_encoder(_name)(_builder(*_variant))

@@ -15,14 +15,15 @@ ViT-B/16's 86.57 M less its classifier head, class token and learned position ta
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor
 
 from avlearn.models.contract import VideoOutput
 from avlearn.models.registry import register_video_encoder
 from avlearn.models.vit import SIZES, PatchViT, Pool, PosEmbed
 
-__all__ = ["VideoViT", "vit_frame_base", "vit_frame_small", "vit_frame_tiny", "vit_video_base",
-           "vit_video_p8_tiny", "vit_video_small", "vit_video_tiny"]
+__all__ = ["VARIANTS", "VideoViT"]
 
 
 class VideoViT(PatchViT):
@@ -56,43 +57,25 @@ class VideoViT(PatchViT):
         return VideoOutput(emb=emb, grid=grid, stages=stages)
 
 
-@register_video_encoder("vit_video_tiny")
-def vit_video_tiny(in_channels: int = 3, pool: Pool = "avg") -> VideoViT:
-    """4 blocks of 128 (4 heads) over 2x16x16 tubelets; 128-d. For CPU runs."""
-    return VideoViT("tiny", (2, 16, 16), in_channels, pool)
+# name: (size, tubelet, what it is); each registers a builder taking ``in_channels`` and ``pool``
+VARIANTS: dict[str, tuple[str, tuple[int, int, int], str]] = {
+    "vit_video_tiny": ("tiny", (2, 16, 16), "4 blocks of 128 (4 heads) over 2x16x16 tubelets; for CPU runs"),
+    "vit_video_p8_tiny": ("tiny", (2, 8, 8), "tiny, 2x8x8 tubelets: 4 x 4 tokens per 32 px frame"),
+    "vit_video_small": ("small", (2, 16, 16), "ViT-S (12 x 384, 6 heads) over 2x16x16 tubelets"),
+    "vit_video_base": ("base", (2, 16, 16), "ViT-B (12 x 768, 12 heads) over 2x16x16 tubelets, 86.2 M"),
+    "vit_frame_tiny": ("tiny", (1, 16, 16), "vit_video_tiny over 1x16x16 patches: each frame its own tokens"),
+    "vit_frame_small": ("small", (1, 16, 16), "ViT-S over 1x16x16 patches"),
+    "vit_frame_base": ("base", (1, 16, 16), "ViT-B over 1x16x16, 85.6 M; on one 224 px frame CAV-MAE's"),
+}
 
 
-@register_video_encoder("vit_video_p8_tiny")
-def vit_video_p8_tiny(in_channels: int = 3, pool: Pool = "avg") -> VideoViT:
-    """``vit_video_tiny`` over 2x8x8 tubelets: a 32 px frame is 4 x 4 tokens, not 2 x 2."""
-    return VideoViT("tiny", (2, 8, 8), in_channels, pool)
+def _builder(size: str, tubelet: tuple[int, int, int], what: str) -> Callable[..., VideoViT]:
+    """The registered builder of one variant."""
+    def build(in_channels: int = 3, pool: Pool = "avg") -> VideoViT:
+        return VideoViT(size, tubelet, in_channels, pool)
+    build.__doc__ = what
+    return build
 
 
-@register_video_encoder("vit_video_small")
-def vit_video_small(in_channels: int = 3, pool: Pool = "avg") -> VideoViT:
-    """ViT-S (12 x 384, 6 heads) over 2x16x16 tubelets; 384-d."""
-    return VideoViT("small", (2, 16, 16), in_channels, pool)
-
-
-@register_video_encoder("vit_video_base")
-def vit_video_base(in_channels: int = 3, pool: Pool = "avg") -> VideoViT:
-    """ViT-B (12 x 768, 12 heads) over 2x16x16 tubelets; 768-d, 86.2 M parameters."""
-    return VideoViT("base", (2, 16, 16), in_channels, pool)
-
-
-@register_video_encoder("vit_frame_tiny")
-def vit_frame_tiny(in_channels: int = 3, pool: Pool = "avg") -> VideoViT:
-    """``vit_video_tiny`` with 1x16x16 patches: each frame its own tokens."""
-    return VideoViT("tiny", (1, 16, 16), in_channels, pool)
-
-
-@register_video_encoder("vit_frame_small")
-def vit_frame_small(in_channels: int = 3, pool: Pool = "avg") -> VideoViT:
-    """ViT-S with 1x16x16 patches: each frame its own tokens."""
-    return VideoViT("small", (1, 16, 16), in_channels, pool)
-
-
-@register_video_encoder("vit_frame_base")
-def vit_frame_base(in_channels: int = 3, pool: Pool = "avg") -> VideoViT:
-    """ViT-B with 1x16x16 patches; on one 224 px frame, CAV-MAE's visual branch. 85.6 M parameters."""
-    return VideoViT("base", (1, 16, 16), in_channels, pool)
+for _name, _variant in VARIANTS.items():
+    register_video_encoder(_name)(_builder(*_variant))
