@@ -3,6 +3,7 @@ parameter count, and the tools that read the encoder contract (localizer, probe,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import einops
@@ -26,7 +27,9 @@ from avlearn.models import (
     build_av_model,
     encoder_stages,
 )
+from avlearn.models.checkpoint import save_encoders
 from avlearn.models.vit import keep_tokens, sincos_1d, sincos_2d, sincos_3d
+from avlearn.models.weights import load_av_model
 from avlearn.train.linear_probe import extract_features
 
 VITS = {"video_arch": "vit_video_tiny", "audio_arch": "vit_audio_tiny", "video_pool": "avg",
@@ -287,3 +290,13 @@ def test_block_analysis_and_cka_read_the_stage_grids(model: AVModel) -> None:
     torch.testing.assert_close(feats["video.grids.3"], emb)  # the last block's grid is the output
     cka = cka_matrix(feats, feats)
     torch.testing.assert_close(cka.diagonal(), torch.ones(8, dtype=torch.float64))
+
+
+def test_an_export_loads_back(model: AVModel, tmp_path: Path) -> None:
+    path = save_encoders(model, tmp_path / "vit.safetensors", VITS)
+    loaded, cfg = load_av_model(path)
+    assert cfg.video_arch == "vit_video_tiny" and cfg.audio_pool == "avg"
+    model.eval()  # block_features leaves the models it read in train mode (its ModuleDict holder was)
+    with torch.no_grad():
+        a, b = model(_clips(2, 4, 32), _specs(2, 32, 64)), loaded.eval()(_clips(2, 4, 32), _specs(2, 32, 64))
+    assert torch.equal(a.video_emb, b.video_emb) and torch.equal(a.audio_emb, b.audio_emb)
