@@ -47,6 +47,8 @@ from avlearn.models.video import (
     r2plus1d_tiny,
 )
 from avlearn.models.video_avid import R2Plus1DAVID, r2plus1d_18_avid
+from avlearn.models.vit_audio import AudioViT
+from avlearn.models.vit_video import VideoViT
 from avlearn.models.weight_init import init_weights, zero_init_residual_bn
 from avlearn.models.weights import (
     Weights,
@@ -68,6 +70,7 @@ __all__ = [
     "AVOutput",
     "AudioEncoder",
     "AudioOutput",
+    "AudioViT",
     "CheckpointError",
     "IdentityHead",
     "LinearHead",
@@ -81,6 +84,7 @@ __all__ = [
     "VideoBackbone",
     "VideoEncoder",
     "VideoOutput",
+    "VideoViT",
     "Weights",
     "WeightsError",
     "avid_spec_cnn9",

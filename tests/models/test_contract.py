@@ -94,8 +94,9 @@ BEFORE = {
 
 def test_parameters_for_a_seed_are_those_before_the_contract() -> None:
     builds = {
-        **{f"video {n}": VIDEO_ENCODERS[n] for n in VIDEO_ENCODERS},
-        **{f"audio {n}": AUDIO_ENCODERS[n] for n in AUDIO_ENCODERS},
+        # the CNNs (the ViTs came after the contract: tests/models/test_vit.py)
+        **{f"video {n}": VIDEO_ENCODERS[n] for n in VIDEO_ENCODERS if not n.startswith("vit_")},
+        **{f"audio {n}": AUDIO_ENCODERS[n] for n in AUDIO_ENCODERS if not n.startswith("vit_")},
         "model tiny": lambda: build_av_model(TINY),
         "model tiny zero_init_residual": lambda: build_av_model({**TINY, "zero_init_residual": True}),
         "model r2plus1d_18_avid avid_mlp": lambda: build_av_model(
