@@ -105,6 +105,9 @@ def block_features(
             out.update({f"{name}/{block}": value for block, value in store.items()})
         return out
 
-    holder = nn.ModuleDict(dict(models))  # eval mode for all models, restored afterwards
+    modes = {name: model.training for name, model in models.items()}
+    holder = nn.ModuleDict(dict(models))  # eval mode for all models while reading
     flat = run_inference(holder, batches, step, progress, desc="block features")
+    for name, model in models.items():  # the holder restores its own (train) mode: each model's instead
+        model.train(modes[name])
     return {name: {block: flat[f"{name}/{block}"] for block in blocks[name]} for name in models}

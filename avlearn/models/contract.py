@@ -24,15 +24,14 @@ own: ``zero_init_residual`` is passed only to builders whose signature names it 
 sets it for another encoder is refused at load). Add one import line for the file to
 ``avlearn/models/__init__.py``: importing the package is what runs the registrations.
 
-A vision transformer (LayerNorm, tokens) states its stages the same way: each transformer block
-(or every k-th) is a stage, named by its module path (``blocks.0`` ... ``blocks.11``, so
-``encoder.get_submodule(name)`` finds it), of width the token dimension ``D`` and of stride the
-tubelet / patch size (``(2, 16, 16)`` for a 2x16x16 patch embedding); ``forward`` drops the class
-token and returns each stage's tokens as a grid, ``rearrange(x, "b (t h w) d -> b d t h w")``.
-Its grid sizes are ``size // stride`` rather than the rounded-up ones of padded convolutions, so
-it refuses inputs that its patch size does not divide and :meth:`Stage.grid_size` stays exact.
-Tools that hook a stage's module directly (:mod:`avlearn.analysis.blocks`) see tokens there,
-``(B, N, D)``, and must be told so when the first ViT lands.
+A vision transformer (LayerNorm, tokens) states its stages the same way
+(:mod:`avlearn.models.vit`): its blocks form four stages of ``depth / 4`` blocks, each read
+through a parameter-free module (``grids.3``, ``grids.7``, ...) that lays that block's tokens out as
+a channels-first grid, ``rearrange(x, "b (t h w) d -> b d t h w")``, of width the token dimension
+``D`` and of stride the tubelet / patch size (``(2, 16, 16)`` for a 2x16x16 patch embedding).
+Inputs the patch does not divide are zero-padded up to it, so :meth:`Stage.grid_size`'s
+``ceil(size / stride)`` holds for transformers too, and tools that hook a stage's module
+(:mod:`avlearn.analysis.blocks`) see grids, never tokens.
 """
 
 from __future__ import annotations

@@ -44,6 +44,16 @@ def test_block_features_are_the_blocks_outputs_pooled() -> None:
     torch.testing.assert_close(feats["audio.block4"], torch.cat([pooled, pooled]))
     flat = block_features({"m": model}, [batch], pool="flatten")["m"]
     assert flat["video.layer4.0"].shape == (3, grid[0].numel())
+    assert not model.training  # a model read in eval mode stays in eval mode
+
+
+def test_block_features_restore_each_models_own_mode() -> None:
+    torch.manual_seed(0)
+    trained, frozen = build_av_model(TINY).train(), build_av_model(TINY).eval()
+    batch = {"video": torch.randn(2, 3, 4, 32, 32), "audio": torch.randn(2, 1, 40, 32)}
+    block_features({"a": trained, "b": frozen}, [batch])
+    assert trained.training and not frozen.training
+    assert not any(m.training for m in frozen.modules())
 
 
 def _export(tmp_path: Path) -> Path:

@@ -296,7 +296,7 @@ def test_an_export_loads_back(model: AVModel, tmp_path: Path) -> None:
     path = save_encoders(model, tmp_path / "vit.safetensors", VITS)
     loaded, cfg = load_av_model(path)
     assert cfg.video_arch == "vit_video_tiny" and cfg.audio_pool == "avg"
-    model.eval()  # block_features leaves the models it read in train mode (its ModuleDict holder was)
+    model.eval()
     with torch.no_grad():
         a, b = model(_clips(2, 4, 32), _specs(2, 32, 64)), loaded.eval()(_clips(2, 4, 32), _specs(2, 32, 64))
     assert torch.equal(a.video_emb, b.video_emb) and torch.equal(a.audio_emb, b.audio_emb)
