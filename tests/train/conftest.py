@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.train.pretrain_helpers import make_collection
 
@@ -23,3 +25,13 @@ def synth_heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def synth_learn(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """120 training videos: with fewer, in-batch InfoNCE memorises instances before it learns classes."""
     return make_collection(tmp_path_factory.mktemp("synth_learn"), num_videos=120, seed=2)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for the test, restored after it: CPU kernels split their sums by thread, so
+    a test comparing runs to the last bits holds at one count whatever pytest was started with."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -38,16 +38,10 @@ from avlearn.train.rundir import RunDirBusyError, RunDirLock, config_changes, tr
 from tests.torchrun import free_port
 from tests.train.pretrain_helpers import SYNTH_CPU, fast_overrides, read_metrics
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Any:
-    """Every run here, in this process or in a fork, uses one torch thread (the forks must, see
-    ``_child``): exact resume is only bit-identical at one thread count, so the uninterrupted
-    reference run uses the same count as the killed and resumed ones, however pytest was started."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Every run here, in this process or in a fork, uses one torch thread (the forks must, see ``_child``):
+# exact resume is only bit-identical at one thread count, so the uninterrupted reference run uses the
+# same count as the killed and resumed ones, however pytest was started.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _argv(manifest: Path, run_dir: Path, *args: str, **extra: object) -> list[str]:
