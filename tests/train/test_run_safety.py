@@ -35,7 +35,7 @@ from avlearn.train.checkpoint import CheckpointManager
 from avlearn.train.interrupt import EXIT_INTERRUPTED
 from avlearn.train.pretrain import main
 from avlearn.train.rundir import RunDirBusyError, RunDirLock, config_changes, trim_metrics
-from tests.torchrun import free_port
+from tests.torchrun import REPO, free_port
 from tests.train.pretrain_helpers import SYNTH_CPU, fast_overrides, read_metrics
 
 # Every run here, in this process or in a fork, uses one torch thread (the forks must, see ``_child``):
@@ -328,29 +328,39 @@ def test_a_second_signal_exits_at_once(synth_train: Path, tmp_path: Path) -> Non
     assert _ckpt_steps(run) == []  # it did not wait for the step's end and its checkpoint
 
 
+# A rank of the two-process test: a fresh interpreter running the command as torchrun would start it.
+_RANK_SCRIPT = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr); "
+                "from avlearn.train.pretrain import main; sys.exit(main(sys.argv[1:]))")
+
+
 def test_two_processes_agree_on_the_stop_step(synth_train: Path, tmp_path: Path) -> None:
-    """Two gloo processes (forks set up as torchrun would); only rank 1 gets SIGTERM."""
+    """Two gloo processes (set up as torchrun would); only rank 1 gets SIGTERM.
+
+    They are new interpreters, not forks: a fork of a test process that has run 2-thread OpenMP
+    regions waits forever at a libgomp barrier inside MKL (seen under plain ``pytest``)."""
     run, port = tmp_path / "ddp", str(free_port())
     argv = _argv(synth_train, run, epochs=100, **{"data.batch_size": 4, "train.ckpt_every_steps": 1000})
-    pipes = [os.pipe() for _ in range(2)]
-    ranks = [_fork_run(argv, pipes[r][1], env={"RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
-                                               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
-             for r in range(2)]
-    for _, write_fd in pipes:
-        os.close(write_fd)
-    try:
-        _wait_for_step(run, 1, lambda: all(p.is_alive() for p in ranks))
-        if all(p.is_alive() for p in ranks):  # else the exit codes below tell, with the logs
-            os.kill(ranks[1].pid, signal.SIGTERM)  # type: ignore[arg-type]
-        for proc in ranks:
-            proc.join(120)
-    finally:
-        for proc in ranks:
-            if proc.is_alive():
-                os.kill(proc.pid, signal.SIGKILL)  # type: ignore[arg-type]
-                proc.join()
-        logs = [os.fdopen(read_fd).read() for read_fd, _ in pipes]
-    assert [p.exitcode for p in ranks] == [EXIT_INTERRUPTED] * 2, [log[-2000:] for log in logs]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    paths = [tmp_path / f"rank{r}.log" for r in range(2)]  # files, not pipes: a full pipe would stall a rank
+    with contextlib.ExitStack() as files:
+        ranks = [subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT, *argv], cwd=REPO,
+                                  env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                                  stdout=subprocess.DEVNULL, stderr=files.enter_context(paths[r].open("w")))
+                 for r in range(2)]
+        try:
+            _wait_for_step(run, 1, lambda: all(p.poll() is None for p in ranks), timeout=240.0)
+            if all(p.poll() is None for p in ranks):  # else the exit codes below tell, with the logs
+                ranks[1].send_signal(signal.SIGTERM)
+            for proc in ranks:
+                proc.wait(120)
+        finally:
+            for proc in ranks:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    logs = [path.read_text() for path in paths]
+    assert [p.returncode for p in ranks] == [EXIT_INTERRUPTED] * 2, [log[-2000:] for log in logs]
     causes = ["a signal to another process", "SIGTERM"]
     steps = []
     for cause, log in zip(causes, logs, strict=True):
