@@ -54,7 +54,7 @@ from avlearn.train.optim import fuse_on_cuda
 from avlearn.train.rundir import RunDirBusyError, RunDirLock, check_resumable, set_aside, trim_metrics
 
 __all__ = ["Engine", "NonFiniteLossError", "Plan", "Position", "RunDirBusyError", "RunInterrupted",
-           "StepOutput", "Task", "to_channels_last", "to_channels_last_tensor", "to_device", "write_config"]
+           "StepOutput", "Task", "to_channels_last", "to_device", "write_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -415,7 +415,7 @@ class Engine:
     def _train_step(self, task: Task, net: nn.Module, optimizer: torch.optim.Optimizer,
                     batch: dict[str, Any], pos: Position) -> StepOutput:
         acc = self.accelerator
-        # once, here: clips in the weights' layout with channels_last (a task's .to(device) keeps it)
+        # the one move to the device (tasks never move tensors); clips in the weights' layout
         batch = to_device(batch, self.device, self.train.channels_last)
         with acc.accumulate(net):
             out = task.step(batch, self.device, pos.epoch)
@@ -540,20 +540,6 @@ def to_channels_last(module: nn.Module) -> nn.Module:
             if fmt is not None:
                 tensor.data = tensor.data.contiguous(memory_format=fmt)
     return module
-
-
-def to_channels_last_tensor(value: Any, device: torch.device) -> Any:
-    """A batch value on ``device``: a 5-d / 4-d floating tensor in the channels-last layout of its
-    rank; anything else as it is.
-
-    Shapes: ``video (B, C, T, H, W)`` -> ``channels_last_3d``; ``audio (B, 1, F, T)`` -> ``channels_last``.
-    """
-    if not isinstance(value, Tensor) or not value.is_floating_point():
-        return value
-    fmt = _channels_last_format(value.dim())
-    if fmt is None:
-        return value
-    return value.to(device, non_blocking=True).contiguous(memory_format=fmt)
 
 
 def to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
