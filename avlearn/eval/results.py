@@ -8,17 +8,20 @@ from typing import Any
 
 from avlearn.config import to_dict
 from avlearn.eval.classification import ClassificationReport, save_confusion_png
+from avlearn.eval.multilabel import MultiLabelReport
 
 __all__ = ["write_report"]
 
 
-def write_report(run_dir: Path, report: ClassificationReport, config: Any, extra: dict[str, Any],
-                 title: str) -> dict[str, Any]:
-    """Write ``results.json`` (metrics + ``extra`` + config), ``results.md`` and ``confusion.png``."""
+def write_report(run_dir: Path, report: ClassificationReport | MultiLabelReport, config: Any,
+                 extra: dict[str, Any], title: str) -> dict[str, Any]:
+    """Write ``results.json`` (metrics + ``extra`` + config), ``results.md`` and, for a single-label
+    report, ``confusion.png``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     results = {**report.to_dict(), **extra, "config": to_dict(config)}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     lines = [f"# {title}", ""] + [f"- {k}: {v}" for k, v in extra.items()] + ["", report.markdown()]
     (run_dir / "results.md").write_text("\n".join(lines))
-    save_confusion_png(report.confusion, report.class_names, run_dir / "confusion.png")
+    if isinstance(report, ClassificationReport):  # a multi-label report has no confusion matrix
+        save_confusion_png(report.confusion, report.class_names, run_dir / "confusion.png")
     return results
