@@ -14,8 +14,9 @@ A class without a positive in the evaluation set has no recall: its AP is ``NaN`
 :func:`mean_average_precision` averages over the classes with at least one positive. The reference
 averages over all classes, where scikit-learn gives such a class 0 (recent versions, with a
 warning) or ``NaN`` (older ones, which makes the mean ``NaN``); on AudioSet's evaluation set every
-class has positives, so the two agree there. Chance level (:func:`chance_map`): a random ranking's
-expected AP of a class is about its prevalence, so random scores give about the mean prevalence.
+class has positives, so the two agree there. Chance level (:func:`chance_map`): the expected AP of
+a random ranking, computed from each class's count of positives; about its prevalence on large sets,
+well above it on small ones.
 
 Video-level scores average the clips' sigmoid probabilities per video (:func:`video_scores`), as
 the single-label report averages softmax probabilities.
@@ -82,13 +83,24 @@ def mean_average_precision(scores: Tensor, targets: Tensor) -> float:
 
 
 def chance_map(targets: Tensor) -> float:
-    """The mAP of a random ranking, about the mean prevalence of the classes with a positive.
+    """The expected mAP of a random ranking, from the label counts alone (classes with a positive).
+
+    A class with ``P`` positives among ``N`` items: its ``k``-th positive lands at a uniform rank
+    ``r``, where the precision is ``(1 + (P - 1)(r - 1) / (N - 1)) / r`` in expectation, so
+    ``E[AP] = H_N / N + (P - 1)(N - H_N) / (N (N - 1))`` (``H_N`` the harmonic number). It tends to
+    the prevalence ``P / N`` for large ``N``; with few items it is well above it (29 items, 7
+    positive: 0.32, not 0.24), which is why the prevalence alone is no chance level for small sets.
 
     Shape: ``targets (N, C)`` multi-hot.
     """
-    prevalence = targets.double().mean(0)
-    present = prevalence[prevalence > 0]
-    return float(present.mean()) if present.numel() else math.nan
+    n = targets.shape[0]
+    positives = targets.double().sum(0)
+    positives = positives[positives > 0]
+    if not positives.numel():
+        return math.nan
+    harmonic = sum(1 / r for r in range(1, n + 1))
+    spread = (positives - 1) * (n - harmonic) / (n * (n - 1)) if n > 1 else torch.zeros_like(positives)
+    return float((harmonic / n + spread).mean())
 
 
 def video_scores(logits: Tensor, targets: Tensor, video_index: Tensor) -> tuple[Tensor, Tensor]:
@@ -117,7 +129,7 @@ class MultiLabelReport:
     """Mean average precision of a multi-label classifier on an evaluation set (values in ``[0, 1]``).
 
     ``per_class`` (video level; ``NaN`` for a class without a positive video) and ``chance`` (the
-    mean prevalence of the present classes: what random scores reach) come with the clip- and
+    video-level mAP random scores reach in expectation, :func:`chance_map`) come with the clip- and
     video-level mAP.
     """
 
@@ -159,7 +171,7 @@ class MultiLabelReport:
         lines = ["| level | mAP | count |", "|---|---:|---:|",
                  f"| clip | {_pct(self.clip_map)} | {self.num_clips} |",
                  f"| video | {_pct(self.video_map)} | {self.num_videos} |", "",
-                 f"Chance (mean prevalence): {_pct(self.chance)}", "",
+                 f"Chance (random ranking, expected): {_pct(self.chance)}", "",
                  "| class | video AP | positive videos |", "|---|---:|---:|"]
         lines += [f"| {name} | {_pct(ap)} | {n} |"
                   for name, ap, n in zip(self.class_names, self.per_class, self.positives, strict=True)]

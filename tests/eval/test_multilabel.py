@@ -61,7 +61,7 @@ def test_classes_without_positives_are_left_out_of_the_mean() -> None:
     ap = average_precision(scores, targets)
     assert ap[0].item() == pytest.approx(1.0) and math.isnan(ap[1].item())
     assert mean_average_precision(scores, targets) == pytest.approx(1.0)
-    assert chance_map(targets) == pytest.approx(2 / 3)
+    assert chance_map(targets) == pytest.approx((1 + 1 / 2 + 1 / 3) / 3 + (3 - 11 / 6) / 6)  # P=2, N=3
     with pytest.raises(ValueError, match="multi-hot"):
         average_precision(scores, targets * 2)
     with pytest.raises(ValueError, match=r"\(N, C\)"):
@@ -77,7 +77,7 @@ def test_video_scores_and_report() -> None:
     with pytest.raises(ValueError, match="different targets"):
         video_scores(logits, torch.tensor([[1, 0], [0, 1], [0, 1]]), torch.tensor([0, 0, 1]))
     report = MultiLabelReport.from_outputs(logits, targets, torch.tensor([0, 0, 1]), ["a", "b"])
-    assert report.video_map == pytest.approx(1.0) and report.chance == pytest.approx(0.5)
+    assert report.video_map == pytest.approx(1.0) and report.chance == pytest.approx(0.75)  # N=2, P=1
     assert report.to_dict()["positives"] == {"a": 1, "b": 1} and "| video | 100.00 | 2 |" in report.markdown()
 
 
@@ -89,3 +89,12 @@ def test_fit_linear_with_multi_hot_targets_learns_each_class() -> None:
     with torch.no_grad():
         assert mean_average_precision(clf(x), y) > 0.97
     assert ((clf(x) > 0).float() == y).float().mean() > 0.95
+
+
+def test_chance_is_the_mean_ap_of_random_rankings() -> None:
+    g = torch.Generator().manual_seed(0)
+    targets = torch.zeros(29, 3)
+    targets[:7, 0], targets[:2, 1], targets[:20, 2] = 1, 1, 1
+    draws = torch.stack([average_precision(torch.rand(29, 3, generator=g), targets) for _ in range(4000)])
+    torch.testing.assert_close(draws.mean().item(), chance_map(targets), atol=0.005, rtol=0)
+    assert chance_map(targets) > float(targets.mean(0).mean()) + 0.05  # well above the prevalence here
