@@ -10,7 +10,15 @@ from avlearn.config import to_dict
 from avlearn.eval.classification import ClassificationReport, save_confusion_png
 from avlearn.eval.multilabel import MultiLabelReport
 
-__all__ = ["write_report"]
+__all__ = ["headline", "write_report"]
+
+
+def headline(results: dict[str, Any]) -> str:
+    """A downstream run's main figures: mAP (with its chance level) for a multi-label run, else top-1."""
+    if "video_map" in results:
+        return (f"video mAP {100 * results['video_map']:.2f} %, clip mAP {100 * results['clip_map']:.2f} % "
+                f"(chance {100 * results['chance_map']:.2f} %)")
+    return f"video top-1 {100 * results['video_top1']:.2f} %, clip top-1 {100 * results['clip_top1']:.2f} %"
 
 
 def write_report(run_dir: Path, report: ClassificationReport | MultiLabelReport, config: Any,

@@ -60,13 +60,13 @@ from avlearn.eval.classification import ClassificationReport, topk_accuracy
 from avlearn.eval.inference import run_inference
 from avlearn.eval.linear_classifier import ClassifierConfig, fit_linear
 from avlearn.eval.multilabel import MultiLabelReport, mean_average_precision
-from avlearn.eval.results import write_report
+from avlearn.eval.results import headline, write_report
 from avlearn.models.checkpoint import CheckpointError
 from avlearn.models.contract import encoder_stages
 from avlearn.models.registry import ModelConfig
 from avlearn.models.weights import Weights, load_encoder, load_weights
 
-__all__ = ["AudioClipDataset", "ProbeConfig", "encode_stages", "extract_features", "fit_linear", "headline",
+__all__ = ["AudioClipDataset", "ProbeConfig", "encode_stages", "extract_features", "fit_linear",
            "last_stages", "linear_probe", "main", "pool_stages"]
 
 logger = logging.getLogger(__name__)
@@ -420,13 +420,6 @@ def linear_probe(cfg: ProbeConfig, init: str) -> dict[str, Any]:
     logger.info("linear probe %s: %s", run_dir, headline(results))
     return results
 
-
-def headline(results: Mapping[str, Any]) -> str:
-    """The probe's or fine-tuning's main figures: mAP for a multi-label run, else top-1."""
-    if "video_map" in results:
-        return (f"video mAP {100 * results['video_map']:.2f} %, clip mAP {100 * results['clip_map']:.2f} % "
-                f"(chance {100 * results['chance_map']:.2f} %)")
-    return f"video top-1 {100 * results['video_top1']:.2f} %, clip top-1 {100 * results['clip_top1']:.2f} %"
 
 
 # ------------------------------------------------------------------------------------- CLI

@@ -51,3 +51,18 @@ def one_video_layout(root: Path, test_list: str = "") -> Path:
     (splits / "trainlist01.txt").write_text("Bouncing/a.mp4 1\n")
     (splits / "testlist01.txt").write_text(test_list)
     return root
+
+
+def av_collection(factory: pytest.TempPathFactory) -> Path:
+    """72 videos (2 s, 48 px) with up to 2 silent distractors each, one clip per group: 42 train / 30 test
+    videos, for the multi-label (visible and sounding objects) and audio-visual tests."""
+    if "av" not in _MADE:
+        from data_prep.synth import SynthConfig, generate
+
+        root = factory.mktemp("av_synth")
+        generate(SynthConfig(out=root, num_videos=72, seed=5, duration=2.0, size=48, workers=2,
+                             max_distractors=2, object_scale=0.4, clips_per_group=1, val_fraction=0.0,
+                             test_fraction=0.4),
+                 progress=False)
+        _MADE["av"] = root
+    return _MADE["av"]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from avlearn.train.linear_probe import main
+from tests.train.downstream_helpers import av_collection
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "avlearn" / "configs" / "probe" / "synth_cpu.yaml")
@@ -17,14 +18,7 @@ CONFIG = str(ROOT / "avlearn" / "configs" / "probe" / "synth_cpu.yaml")
 
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """72 videos (2 s, 48 px) with up to 2 silent distractors each: 42 train / 30 test."""
-    from data_prep.synth import SynthConfig, generate
-
-    root = tmp_path_factory.mktemp("av_synth")
-    generate(SynthConfig(out=root, num_videos=72, seed=5, duration=2.0, size=48, workers=2, max_distractors=2,
-                         object_scale=0.4, clips_per_group=1, val_fraction=0.0, test_fraction=0.4),
-             progress=False)
-    return root
+    return av_collection(tmp_path_factory)
 
 
 def _probe(root: Path, run: Path, *overrides: str) -> dict[str, Any]:
