@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -97,3 +98,22 @@ def test_audio_visual_multi_label_finetune_beats_chance(tmp_path_factory: pytest
     assert not (run / "confusion.png").exists()
     state = torch.load(sorted((run / "checkpoints").glob("*.pt"))[-1], weights_only=False)["model"]
     assert {k.split(".")[0] for k in state} == {"video_encoder", "audio_encoder", "classifier"}
+
+
+@pytest.mark.parametrize(("name", "fmt", "multi"), [("finetune/vggsound_av.yaml", "vggsound", False),
+                                                    ("finetune/audioset_av.yaml", "audioset", True),
+                                                    ("probe/audioset_av.yaml", "audioset", True)])
+def test_example_configs_load_and_read_their_formats(name: str, fmt: str, multi: bool,
+                                                     tmp_path: Path) -> None:
+    from avlearn.data.splits import load_split
+    from avlearn.train.linear_probe import ProbeConfig
+    from tests.data.test_splits_av import _audioset, _vggsound
+
+    cls: type[Any] = ProbeConfig if name.startswith("probe") else FinetuneConfig
+    cfg = load_config(cls, name)
+    assert cfg.modality == "audio_visual" and cfg.dataset.format == fmt
+    assert cfg.dataset.root == f"data/{fmt}"  # a placeholder the user sets
+    root = (_audioset if fmt == "audioset" else _vggsound)(tmp_path / fmt)  # the released layout
+    cfg = load_config(cls, name, [f"dataset.root={root}"])
+    train, test = load_split(cfg.dataset, "train"), load_split(cfg.dataset, "test")
+    assert train.multi_label == test.multi_label == multi and train.classes == test.classes
