@@ -133,14 +133,14 @@ class MultiLabelReport:
     video-level mAP.
     """
 
+    class_names: list[str]
+    num_clips: int
+    num_videos: int
     clip_map: float
     video_map: float
     chance: float
-    per_class: list[float]
+    per_class: list[float]  # indexed like class_names, as is positives
     positives: list[int]
-    class_names: list[str]
-    num_clips: int = 0
-    num_videos: int = 0
 
     @classmethod
     def from_outputs(cls, logits: Tensor, targets: Tensor, video_index: Tensor,
