@@ -16,8 +16,15 @@ synthetic collection   :func:`synthetic_split` (``data_prep.synth``: the UCF-101
 HMDB-51                :func:`hmdb51_split` (``<class>_test_split{1,2,3}.txt``)
 Kinetics CSV           :func:`kinetics_split` (``label,youtube_id,time_start,time_end,split``)
 ESC-50                 :func:`esc50_split` (``meta/esc50.csv``; folds 1-5)
+VGGSound               :func:`vggsound_split` (``vggsound.csv``: ``YouTubeID,start,label,train|test``)
+AudioSet               :func:`audioset_split` (``*_segments.csv`` + ``class_labels_indices.csv``;
+                       multi-label)
 folder per class       :func:`folder_split` (``root/<class>/*.mp4``)
 =====================  =====================================================================
+
+A multi-label split (AudioSet, the synthetic collection's ``visible_objects`` labels) also carries
+:attr:`LabelledSplit.label_sets`, every item's label ids; an item's single ``label`` is then the
+first of them (what per-class subsampling goes by).
 
 :class:`DatasetConfig` (the ``dataset:`` section of the downstream configs) names a format, its
 folder and fold; :func:`load_split` reads its train or test split through the format's reader in
@@ -59,9 +66,10 @@ from avlearn.data.probe import probe_many
 from avlearn.registry import Registry
 
 __all__ = [
-    "KINETICS_LAYOUTS", "SPLIT_FORMATS", "DatasetConfig", "LabelledSplit", "SplitFormatError", "esc50_split",
-    "folder_split", "hmdb51_split", "kinetics_split", "load_split", "read_class_index", "subsample_per_class",
-    "synthetic_split", "to_manifest_rows", "ucf101_split",
+    "AUDIOSET_LAYOUTS", "KINETICS_LAYOUTS", "SPLIT_FORMATS", "VGGSOUND_LAYOUTS", "DatasetConfig",
+    "LabelledSplit", "SplitFormatError", "audioset_split", "esc50_split", "folder_split", "hmdb51_split",
+    "kinetics_split", "label_matrix", "load_split", "read_audioset_classes", "read_class_index",
+    "subsample_per_class", "synthetic_split", "to_manifest_rows", "ucf101_split", "vggsound_split",
 ]
 
 logger = logging.getLogger(__name__)
@@ -94,12 +102,20 @@ class LabelledSplit:
         items: ``(path, label)`` pairs; relative paths are relative to ``root``.
         root: folder the relative paths are under (``""``: the caller's working directory).
         name: what was read, e.g. ``"ucf101 train fold 1"`` (for messages).
+        label_sets: multi-label splits only: every item's label ids (sorted, at least one), indexed
+            like ``items``; ``None`` for single-label splits.
     """
 
     classes: list[str]
     items: list[Item]
     root: str = ""
     name: str = ""
+    label_sets: list[tuple[int, ...]] | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether items may have several labels (train with binary cross-entropy, score with mAP)."""
+        return self.label_sets is not None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -117,8 +133,33 @@ class LabelledSplit:
         return out
 
     def with_items(self, items: Sequence[Item]) -> LabelledSplit:
-        """The same split (classes, root) with other items, e.g. a per-class subsample."""
-        return dataclasses.replace(self, items=list(items))
+        """The same split (classes, root) with other items, e.g. a per-class subsample; a
+        multi-label split's label sets follow the items' paths."""
+        if self.label_sets is None:
+            return dataclasses.replace(self, items=list(items))
+        by_path = dict(zip((p for p, _ in self.items), self.label_sets, strict=True))
+        return dataclasses.replace(self, items=list(items), label_sets=[by_path[p] for p, _ in items])
+
+    def targets(self) -> np.ndarray:
+        """Multi-hot targets ``(N, C)`` float32 of the items (one-hot for a single-label split)."""
+        sets = self.label_sets if self.label_sets is not None else [(y,) for _, y in self.items]
+        out = np.zeros((len(sets), len(self.classes)), dtype=np.float32)
+        for row, labels in enumerate(sets):
+            out[row, list(labels)] = 1.0
+        return out
+
+
+def label_matrix(split: LabelledSplit, paths: Sequence[str]) -> np.ndarray:
+    """Multi-hot targets ``(V, C)`` of the files ``paths`` (e.g. a dataset's rows after missing files
+    were left out), looked up by path; relative item paths are taken under ``split.root``."""
+    root = Path(split.root)
+    rows = split.targets()
+    index = {str(Path(p) if Path(p).is_absolute() else root / p): i for i, (p, _) in enumerate(split.items)}
+    unknown = [p for p in paths if str(p) not in index]
+    if unknown:
+        raise ValueError(f"label_matrix: {len(unknown)} file(s) not in {split.name or 'the split'}, "
+                         f"e.g. {unknown[:3]}")
+    return rows[[index[str(p)] for p in paths]] if paths else rows[:0]
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -418,6 +459,169 @@ def esc50_split(root: str | Path, fold: int, train: bool, esc10: bool = False) -
                          f"{what} {'train' if train else 'test'} fold {fold}")
 
 
+# ------------------------------------------------------------------------------------- VGGSound
+
+VGGSOUND_LAYOUTS = ("video/{name}", "{name}", "{split}/{name}", "{label_}/{name}")
+"""Path templates :func:`vggsound_split` tries in order: the extracted releases keep every clip in one
+folder (``video/<ytid>_<start:06d>.mp4``, e.g. ``VGGSound_final/video``), some mirrors put them at the
+top or under ``train``/``test``."""
+
+
+def vggsound_split(
+    csv_path: str | Path,
+    split: Literal["train", "test"],
+    video_root: str | Path | None = None,
+    layout: str | Sequence[str] = VGGSOUND_LAYOUTS,
+    extension: str = ".mp4",
+) -> LabelledSplit:
+    """The ``split`` rows of VGGSound's ``vggsound.csv`` (single label, top-1).
+
+    Every line is ``YouTubeID,start_seconds,label,train|test`` without a header (a label with a comma
+    is quoted, CSV style); classes are the sorted labels of the *whole* file, so both splits share ids.
+    A row's file is ``<YouTubeID>_<start:06d><extension>`` (``{name}``) placed by ``layout``, templates
+    with the fields ``{name}``, ``{youtube_id}``, ``{start}``, ``{label}``, ``{label_}`` (spaces -> ``_``)
+    and ``{split}``; of several, each row takes the first whose file exists under ``video_root``
+    (default: the CSV's folder), the first when none does, so a missing clip is reported later
+    (:func:`to_manifest_rows`), as for the other formats.
+    """
+    _check_split(split, ("train", "test"), "vggsound_split")
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"vggsound_split: {csv_path} not found (dataset.root must hold vggsound.csv)")
+    expected = "'YouTubeID,start_seconds,label,train|test', e.g. '---g-f_I2yQ,1,people marching,test'"
+    rows: list[tuple[str, int, str, str]] = []
+    for lineno, fields in _csv_rows(csv_path):
+        if len(fields) != 4:
+            raise SplitFormatError(csv_path, lineno, f"{len(fields)} fields in {','.join(fields)!r}",
+                                   expected)
+        ytid, start, label, which = (f.strip() for f in fields)
+        if not ytid or not label:
+            raise SplitFormatError(csv_path, lineno, "empty YouTube id or label", expected)
+        if not start.isdigit():
+            raise SplitFormatError(csv_path, lineno, f"start {start!r} is not a whole number of seconds",
+                                   expected)
+        if which not in ("train", "test"):
+            raise SplitFormatError(csv_path, lineno, f"split {which!r}", "'train' or 'test' in the 4th field")
+        rows.append((ytid, int(start), label, which))
+    classes = sorted({label for _, _, label, _ in rows})
+    index = {name: i for i, name in enumerate(classes)}
+    root = Path(video_root) if video_root is not None else csv_path.parent
+    items = [(_place(root, layout, {"name": f"{ytid}_{start:06d}{extension}", "youtube_id": ytid,
+                                    "start": start, "label": label, "label_": label.replace(" ", "_"),
+                                    "split": which}), index[label])
+             for ytid, start, label, which in rows if which == split]
+    return LabelledSplit(classes, items, str(root), f"vggsound {split}")
+
+
+def _csv_rows(path: Path, comments: bool = False) -> list[tuple[int, list[str]]]:
+    """``(line number, fields)`` of the non-empty lines of a CSV (``comments``: skip ``#`` lines)."""
+    out = []
+    for lineno, line in _lines(path):
+        if comments and line.startswith("#"):
+            continue
+        out.append((lineno, next(csv.reader([line], skipinitialspace=True))))
+    return out
+
+
+def _place(root: Path, layout: str | Sequence[str], fields: dict[str, Any]) -> str:
+    """The first of ``layout``'s paths whose file exists under ``root`` (the first when none does)."""
+    candidates = [t.format(**fields) for t in ([layout] if isinstance(layout, str) else layout)]
+    if not candidates:
+        raise ValueError("a layout needs at least one path template")
+    return next((c for c in candidates if (root / c).is_file()), candidates[0]) if len(candidates) > 1 \
+        else candidates[0]
+
+
+# ------------------------------------------------------------------------------------- AudioSet
+
+AUDIOSET_LAYOUTS = ("{subset}/{ytid}{ext}", "{ytid}{ext}", "{subset}/Y{ytid}{ext}", "Y{ytid}{ext}",
+                    "{subset}/{ytid}_{start}_{end}{ext}", "{ytid}_{start}_{end}{ext}")
+"""Path templates :func:`audioset_split` tries in order. AudioSet releases no media: downloaders name
+a segment's clip by its id (``{ytid}``), PANNs' with a ``Y`` prefix (``Y{ytid}.wav``, since ids may
+start with ``-``), others by id and times as the CSV writes them (``{ytid}_30.000_40.000``); ``{subset}``
+is the CSV's name without ``_segments.csv`` (``balanced_train``, ``eval``, ``unbalanced_train``)."""
+
+_AUDIOSET_HEADER = ("index", "mid", "display_name")
+
+
+def read_audioset_classes(path: str | Path) -> tuple[list[str], list[str]]:
+    """``(mids, display names)`` of AudioSet's ``class_labels_indices.csv`` (``index,mid,display_name``,
+    indices 0, 1, 2, ... in order)."""
+    path = Path(path)
+    rows = _csv_rows(path)
+    if not rows or tuple(f.strip() for f in rows[0][1]) != _AUDIOSET_HEADER:
+        raise SplitFormatError(path, rows[0][0] if rows else None, "no 'index,mid,display_name' header",
+                               "AudioSet's class_labels_indices.csv")
+    mids: list[str] = []
+    names: list[str] = []
+    for lineno, fields in rows[1:]:
+        if len(fields) != 3 or not fields[0].strip().isdigit() or not fields[1].strip():
+            raise SplitFormatError(path, lineno, f"cannot parse {','.join(fields)!r}",
+                                   "'<index>,<mid>,<display name>', e.g. '0,/m/09x0r,\"Speech\"'")
+        if int(fields[0]) != len(mids):
+            raise SplitFormatError(path, lineno, f"index {fields[0].strip()} out of order",
+                                   f"indices 0, 1, 2, ... (this line should have {len(mids)})")
+        if fields[1].strip() in mids:
+            raise SplitFormatError(path, lineno, f"mid {fields[1].strip()} listed twice", "each mid once")
+        mids.append(fields[1].strip())
+        names.append(fields[2].strip())
+    if not mids:
+        raise SplitFormatError(path, None, "no class listed", "lines '<index>,<mid>,<display name>'")
+    return mids, names
+
+
+def audioset_split(
+    segments_csv: str | Path,
+    class_index_csv: str | Path,
+    video_root: str | Path | None = None,
+    layout: str | Sequence[str] = AUDIOSET_LAYOUTS,
+    extension: str = ".mp4",
+) -> LabelledSplit:
+    """The segments of an AudioSet CSV (``balanced_train_segments.csv``, ``eval_segments.csv``,
+    ``unbalanced_train_segments.csv``): multi-label, classes from ``class_labels_indices.csv``.
+
+    The CSV's lines starting with ``#`` (its 3 header lines) are skipped; every other line is
+    ``YTID, start_seconds, end_seconds, "positive_labels"``, the labels a quoted, comma-separated
+    list of ``/m/...`` (or ``/t/...``) mids. Items' files are placed by ``layout`` (templates with the
+    fields ``{ytid}``, ``{start}``, ``{end}`` as written in the CSV, ``{subset}`` and ``{ext}``), the
+    first existing one of several, as in :func:`vggsound_split`.
+    """
+    segments_csv = Path(segments_csv)
+    if not segments_csv.is_file():
+        raise FileNotFoundError(f"audioset_split: {segments_csv} not found")
+    mids, names = read_audioset_classes(class_index_csv)
+    index = {mid: i for i, mid in enumerate(mids)}
+    expected = "'YTID, start_seconds, end_seconds, \"/m/...,/m/...\"'"
+    root = Path(video_root) if video_root is not None else segments_csv.parent
+    subset = segments_csv.name.removesuffix(".csv").removesuffix("_segments")
+    items: list[Item] = []
+    label_sets: list[tuple[int, ...]] = []
+    for lineno, fields in _csv_rows(segments_csv, comments=True):
+        if len(fields) != 4:
+            raise SplitFormatError(segments_csv, lineno, f"{len(fields)} fields", expected)
+        ytid, start, end, labels = (f.strip() for f in fields)
+        try:
+            ok = bool(ytid) and 0 <= float(start) < float(end)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise SplitFormatError(segments_csv, lineno, f"id {ytid!r}, start {start!r}, end {end!r}",
+                                   "a YouTube id and start < end in seconds")
+        wanted = [m.strip() for m in labels.split(",") if m.strip()]
+        unknown = [m for m in wanted if m not in index]
+        if not wanted or unknown:
+            raise SplitFormatError(segments_csv, lineno, f"labels {labels!r}" + (f": {unknown} not in "
+                                   f"{Path(class_index_csv).name}" if unknown else " empty"),
+                                   "a quoted, comma-separated list of the class index's mids")
+        ids = tuple(sorted({index[m] for m in wanted}))
+        rel = _place(root, layout, {"ytid": ytid, "start": start, "end": end, "subset": subset,
+                                    "ext": extension})
+        items.append((rel, ids[0]))
+        label_sets.append(ids)
+    return LabelledSplit(names, items, str(root), f"audioset {segments_csv.name}", label_sets)
+
+
+
 # ------------------------------------------------------------------------------------- folders
 
 
@@ -554,19 +758,31 @@ class DatasetConfig:
 
     Attributes:
         format: a key of :data:`SPLIT_FORMATS`: ``synthetic`` (``data_prep.synth`` collection),
-            ``ucf101``, ``hmdb51``, ``kinetics``, ``folder`` or ``esc50``.
+            ``ucf101``, ``hmdb51``, ``kinetics``, ``folder``, ``esc50``, ``vggsound`` or ``audioset``.
         root: the dataset folder. ``synthetic``: the collection folder; ``ucf101``: holds
             ``ucfTrainTestlist/`` and ``UCF-101/``; ``hmdb51``: holds ``testTrainMulti_7030_splits/``
             and ``hmdb51/``; ``kinetics``: holds ``<split>.csv`` and the videos;
             ``folder``: holds ``<train_split>/<class>/*`` and ``<test_split>/<class>/*``;
-            ``esc50``: the ESC-50 folder (``meta/esc50.csv``, ``audio/``).
-        splits_dir, video_root: override the default sub-folders of ``ucf101`` / ``hmdb51``.
+            ``esc50``: the ESC-50 folder (``meta/esc50.csv``, ``audio/``); ``vggsound``: holds
+            ``vggsound.csv`` (and the clips, see :data:`VGGSOUND_LAYOUTS`); ``audioset``: holds
+            ``<split>_segments.csv`` and ``class_labels_indices.csv`` (clips: :data:`AUDIOSET_LAYOUTS`).
+        splits_dir, video_root: override the default sub-folders of ``ucf101`` / ``hmdb51``, and the
+            clips' folder of ``vggsound`` / ``audioset`` (default ``root``).
         fold: official fold (UCF-101 / HMDB-51: 1-3, ESC-50: 1-5).
-        train_split, test_split: split names (``train``/``val``/``test`` for ``synthetic``).
+        train_split, test_split: split names (``train``/``val``/``test`` for ``synthetic``;
+            ``train``/``test`` for ``vggsound``; ``balanced_train``, ``unbalanced_train`` or ``eval``
+            for ``audioset``).
         label: ``synthetic`` only: ``action`` (the sounding object's motion, the split files'
-            label) or ``object`` (its class, from ``annotations.json``).
+            label), ``object`` (its class, from ``annotations.json``), or the multi-label kinds
+            ``visible_objects`` (the classes of every object in view, sounding or silent) and
+            ``visible_and_sounding`` (``visible <class>`` for each object in view plus ``sounding
+            <class>`` for the one that sounds: 2 x 8 labels, the second half needs the sound).
+        layout: ``vggsound`` / ``audioset``: a path template of the clips (fields in
+            :func:`vggsound_split`, :func:`audioset_split`); empty: search the release layouts.
         label_fraction: keep this fraction of every class of the train split (label efficiency).
         fraction_seed: seed of that subsample (nested: 1 % is inside 10 % for one seed).
+        shuffle_train_labels: a control: permute the training items' labels (label sets) among them
+            with ``fraction_seed``, so a probe can only learn label frequencies (its score is chance).
     """
 
     format: str = "synthetic"
@@ -576,9 +792,11 @@ class DatasetConfig:
     fold: int = 1
     train_split: str = "train"
     test_split: str = "test"
-    label: Literal["action", "object"] = "action"
+    label: Literal["action", "object", "visible_objects", "visible_and_sounding"] = "action"
+    layout: str = ""
     label_fraction: float = 1.0
     fraction_seed: int = 0
+    shuffle_train_labels: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in SPLIT_FORMATS:
@@ -586,8 +804,8 @@ class DatasetConfig:
             raise InvalidValue("format", self.format, f"must name a split format.{valid}", "dataset")
         if not 0 < self.label_fraction <= 1:
             raise InvalidValue("label_fraction", self.label_fraction, "must be in (0, 1]", "dataset")
-        if self.label == "object" and self.format != "synthetic":
-            raise InvalidValue("label", self.label, f"'object' exists only for format: synthetic, not "
+        if self.label != "action" and self.format != "synthetic":
+            raise InvalidValue("label", self.label, f"{self.label!r} exists only for format: synthetic, not "
                                f"{self.format!r}; use label: action", "dataset")
 
 
@@ -598,7 +816,7 @@ def _split_name(cfg: DatasetConfig, which: Which) -> str:
 @SPLIT_FORMATS.add("synthetic")
 def _synthetic(cfg: DatasetConfig, which: Which) -> LabelledSplit:
     split = synthetic_split(cfg.root, _split_name(cfg, which))  # type: ignore[arg-type]
-    return _object_split(split, Path(cfg.root)) if cfg.label == "object" else split
+    return split if cfg.label == "action" else _object_split(split, Path(cfg.root), cfg.label)
 
 
 @SPLIT_FORMATS.add("ucf101")
@@ -642,20 +860,60 @@ def _esc50(cfg: DatasetConfig, which: Which) -> LabelledSplit:
     return esc50_split(cfg.root, cfg.fold, train=which == "train")
 
 
-def _object_split(split: LabelledSplit, root: Path) -> LabelledSplit:
-    """Relabel a synthetic split by the sounding object's class (``annotations.json``)."""
+@SPLIT_FORMATS.add("vggsound")
+def _vggsound(cfg: DatasetConfig, which: Which) -> LabelledSplit:
+    root = Path(cfg.root)
+    return vggsound_split(root / "vggsound.csv", _split_name(cfg, which), cfg.video_root or root,  # type: ignore[arg-type]
+                          cfg.layout or VGGSOUND_LAYOUTS)
+
+
+@SPLIT_FORMATS.add("audioset")
+def _audioset(cfg: DatasetConfig, which: Which) -> LabelledSplit:
+    root = Path(cfg.root)
+    return audioset_split(root / f"{_split_name(cfg, which)}_segments.csv", root / "class_labels_indices.csv",
+                          cfg.video_root or root, cfg.layout or AUDIOSET_LAYOUTS)
+
+
+def _object_split(split: LabelledSplit, root: Path, kind: str) -> LabelledSplit:
+    """Relabel a synthetic split by its objects (``annotations.json``): ``object`` the sounding object's
+    class; ``visible_objects`` / ``visible_and_sounding`` the multi-label kinds of :class:`DatasetConfig`."""
     path = root / "annotations.json"
     if not path.is_file():
-        raise FileNotFoundError(f"dataset.label=object needs {path}; regenerate the collection")
+        raise FileNotFoundError(f"dataset.label={kind} needs {path}; regenerate the collection")
     ann = json.loads(path.read_text())
-    classes = [c["name"] for c in sorted(ann["classes"], key=lambda c: c["label"])]
-    by_file = {Path(v["file"]).relative_to("videos").as_posix(): int(v["class_label"]) for v in ann["videos"]}
-    items = []
+    names = [c["name"] for c in sorted(ann["classes"], key=lambda c: c["label"])]
+    by_file = {Path(v["file"]).relative_to("videos").as_posix(): v for v in ann["videos"]}
+    labels = []
     for rel, _ in split.items:
         if rel not in by_file:
             raise ValueError(f"{rel} of {split.name} is not in {path}")
-        items.append((rel, by_file[rel]))
-    return LabelledSplit(classes, items, split.root, split.name + " (object labels)")
+        labels.append(_object_labels(by_file[rel], kind, len(names)))
+    items = [(rel, ids[0]) for (rel, _), ids in zip(split.items, labels, strict=True)]
+    if kind == "object":
+        return LabelledSplit(names, items, split.root, split.name + " (object labels)")
+    classes = [f"visible {n}" for n in names] + ([f"sounding {n}" for n in names] if kind != "visible_objects"
+                                                 else [])
+    return LabelledSplit(classes, items, split.root, f"{split.name} ({kind} labels)", labels)
+
+
+def _object_labels(video: dict[str, Any], kind: str, num_objects: int) -> tuple[int, ...]:
+    """A synthetic video's label ids of the label kind ``kind`` (an object is in view when it has a box on
+    some frame; the sounding object always is)."""
+    sounding = int(video["class_label"])
+    if kind == "object":
+        return (sounding,)
+    seen = {sounding} | {int(d["class_label"]) for d in video["distractors"]
+                         if any(b is not None for b in d["bbox"])}
+    extra = (num_objects + sounding,) if kind == "visible_and_sounding" else ()
+    return (*sorted(seen), *extra)
+
+
+def _shuffled(split: LabelledSplit, seed: int) -> LabelledSplit:
+    """``split`` with its items' labels (and label sets) permuted among them: a chance-level control."""
+    order = np.random.default_rng([int(seed) & 0xFFFF_FFFF, 0x5EED]).permutation(len(split.items))
+    items = [(p, split.items[int(j)][1]) for (p, _), j in zip(split.items, order, strict=True)]
+    sets = None if split.label_sets is None else [split.label_sets[int(j)] for j in order]
+    return dataclasses.replace(split, items=items, label_sets=sets, name=split.name + " (labels shuffled)")
 
 
 def _require_files(split: LabelledSplit, cfg: DatasetConfig, which: str) -> None:
@@ -685,4 +943,7 @@ def load_split(cfg: DatasetConfig, which: Which) -> LabelledSplit:
         full = len(split)
         split = subsample_per_class(split, cfg.label_fraction, cfg.fraction_seed)
         logger.info("label_fraction %.3g: %d of %d training items", cfg.label_fraction, len(split), full)
+    if which == "train" and cfg.shuffle_train_labels:
+        split = _shuffled(split, cfg.fraction_seed)
+        logger.warning("dataset.shuffle_train_labels: the training labels are permuted (a chance control)")
     return split

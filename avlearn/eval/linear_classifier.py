@@ -1,5 +1,6 @@
-"""A multinomial logistic regression on fixed features: the linear probe's classifier
-(``avlearn linear-probe``) and the start of LP-FT fine-tuning (``avlearn finetune head_init=probe``)."""
+"""A logistic regression on fixed features (multinomial, or one per class for multi-label targets): the
+linear probe's classifier (``avlearn linear-probe``) and the start of LP-FT fine-tuning
+(``avlearn finetune head_init=probe``)."""
 
 from __future__ import annotations
 
@@ -39,14 +40,23 @@ class ClassifierConfig:
 
 
 def fit_linear(x: Tensor, y: Tensor, num_classes: int, cfg: ClassifierConfig, seed: int = 0) -> nn.Linear:
-    """Multinomial logistic regression ``x (N, D) -> (N, C)`` with L2 weight decay on the weights."""
+    """Logistic regression ``x (N, D) -> (N, C)`` with L2 weight decay on the weights.
+
+    ``y (N,)`` class ids: multinomial (softmax cross-entropy). ``y (N, C)`` multi-hot: one binary
+    logistic regression per class (sigmoid cross-entropy summed over the classes, mean over rows).
+    """
     torch.manual_seed(seed)
     model = nn.Linear(x.shape[1], num_classes)
     nn.init.zeros_(model.weight)
     nn.init.zeros_(model.bias)
 
+    def data_loss(logits: Tensor, yb: Tensor) -> Tensor:
+        if yb.dim() == 2:
+            return F.binary_cross_entropy_with_logits(logits, yb.float(), reduction="sum") / len(yb)
+        return F.cross_entropy(logits, yb)
+
     def objective(xb: Tensor, yb: Tensor) -> Tensor:
-        return F.cross_entropy(model(xb), yb) + 0.5 * cfg.weight_decay * model.weight.pow(2).sum()
+        return data_loss(model(xb), yb) + 0.5 * cfg.weight_decay * model.weight.pow(2).sum()
 
     if cfg.optimizer == "lbfgs":
         opt = torch.optim.LBFGS(model.parameters(), lr=cfg.lr, max_iter=cfg.steps, history_size=20,

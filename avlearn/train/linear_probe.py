@@ -19,6 +19,16 @@ written to ``run_dir/results.{json,md}`` and ``run_dir/confusion.png``.
 
 ``--modality audio`` probes the audio encoder on audio files or the audio track of videos
 (ESC-50: ``dataset.format=esc50``), ``features.test_clips`` windows of ``data.audio_seconds``.
+
+``--modality audio_visual`` probes both encoders together (late feature fusion): every clip's video
+goes through the video encoder and its sound (the audio window of the clip, ``data.audio_seconds``)
+through the audio encoder; each encoder's stages are pooled as above and the two feature vectors
+concatenated before the standardisation and the classifier, which thereby weighs the modalities.
+Stages are named ``video.<stage>`` / ``audio.<stage>``; the default is each encoder's last.
+
+A multi-label split (``dataset.format=audioset``, or the synthetic ``dataset.label=visible_objects``)
+fits one logistic regression per class (binary cross-entropy) and reports the mean average precision
+of the test clips and videos (:mod:`avlearn.eval.multilabel`) beside the chance level.
 """
 
 from __future__ import annotations
@@ -49,18 +59,20 @@ from avlearn.data.transforms import build_audio_transform
 from avlearn.eval.classification import ClassificationReport, topk_accuracy
 from avlearn.eval.inference import run_inference
 from avlearn.eval.linear_classifier import ClassifierConfig, fit_linear
-from avlearn.eval.results import write_report
+from avlearn.eval.multilabel import MultiLabelReport, mean_average_precision
+from avlearn.eval.results import headline, write_report
 from avlearn.models.checkpoint import CheckpointError
 from avlearn.models.contract import encoder_stages
 from avlearn.models.registry import ModelConfig
 from avlearn.models.weights import Weights, load_encoder, load_weights
 
-__all__ = ["AudioClipDataset", "ProbeConfig", "extract_features", "fit_linear", "linear_probe", "main",
-           "pool_stages"]
+__all__ = ["AudioClipDataset", "ProbeConfig", "encode_stages", "extract_features", "fit_linear",
+           "last_stages", "linear_probe", "main", "pool_stages"]
 
 logger = logging.getLogger(__name__)
 
 Pool = Literal["max", "avg", "avg_space"]
+Modality = Literal["video", "audio", "audio_visual"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +82,9 @@ class FeatureConfig:
     Attributes:
         stages: encoder stages to pool and concatenate, as the encoder states them
             (:mod:`avlearn.models.contract`). Video: ``stem``, ``layer1`` .. ``layer4``; audio: ``stem``,
-            ``block1`` .. ``block4``. Empty (the default): the encoder's last stage, the grid it
-            pools into its embedding (``layer4``, ``block4``).
+            ``block1`` .. ``block4``; ``audio_visual``: either encoder's, prefixed ``video.`` or
+            ``audio.``. Empty (the default): the encoder's last stage, the grid it pools into its
+            embedding (``layer4``, ``block4``; both for ``audio_visual``).
         pool: ``max`` / ``avg`` over every position, or ``avg_space`` (keep the time axis).
         train_clips, test_clips: uniformly spaced clips per video (AVID evaluates 10).
         batch_size: extraction batch size.
@@ -102,7 +115,7 @@ class ProbeConfig:
 
     run_dir: str = "outputs/probe/run"
     seed: int = 0
-    modality: Literal["video", "audio"] = "video"
+    modality: Modality = "video"
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     dataset: DatasetConfig = dataclasses.field(default_factory=DatasetConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -155,10 +168,13 @@ def _clip_dataset(cfg: ProbeConfig, split: LabelledSplit, num_clips: int) -> Dat
     from avlearn.data.splits import to_manifest_rows
     from avlearn.data.transforms import build_video_transform
 
+    sound = ({"with_audio": True, "audio_transform": build_audio_transform(cfg.data.audio_aug, cfg.data.spec,
+                                                                           False)}
+             if cfg.modality == "audio_visual" else {})
     return LabelledClipDataset(to_manifest_rows(split), clip_spec(cfg.data), cfg.data.backend,
                                class_to_idx=split.class_to_idx, train=False, num_clips=num_clips,
                                video_transform=build_video_transform(cfg.data.video_aug, False),
-                               seed=cfg.data.seed)
+                               seed=cfg.data.seed, **sound)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------- features
@@ -185,11 +201,31 @@ def pool_stages(stages: dict[str, Tensor], names: Sequence[str], pool: Pool) -> 
     return torch.cat(out, dim=1)
 
 
+def encode_stages(encoder: nn.Module, batch: Mapping[str, Any], modality: str,
+                  device: torch.device) -> dict[str, Tensor]:
+    """The stages of ``batch[modality]``; for ``audio_visual`` (``encoder`` a ``ModuleDict`` of a
+    ``video`` and an ``audio`` encoder) both encoders' stages, named ``video.<stage>`` / ``audio.<stage>``."""
+    if modality != "audio_visual":
+        return encoder(batch[modality].to(device), return_stages=True).stages  # type: ignore[no-any-return]
+    assert isinstance(encoder, nn.ModuleDict)
+    return {f"{m}.{name}": x for m in ("video", "audio")
+            for name, x in encoder[m](batch[m].to(device), return_stages=True).stages.items()}
+
+
+def last_stages(encoder: nn.Module, modality: str) -> list[str]:
+    """The stage an encoder pools into its embedding: its last (each encoder's for ``audio_visual``)."""
+    if modality != "audio_visual":
+        return [list(encoder_stages(encoder))[-1]]
+    assert isinstance(encoder, nn.ModuleDict)
+    return [f"{m}.{list(encoder_stages(encoder[m]))[-1]}" for m in ("video", "audio")]
+
+
 def extract_features(encoder: nn.Module, dataset: Dataset[dict[str, Any]], modality: str,
                      stages: Sequence[str], pool: Pool, batch_size: int,
                      num_workers: int = 0, progress: bool = False) -> dict[str, Tensor]:
     """Frozen features of every clip of ``dataset`` (``progress``: a bar per batch).
 
+    ``modality``: ``video``, ``audio``, or ``audio_visual`` (``encoder``: a ``ModuleDict`` with both).
     Returns ``features (N, D)`` float32, ``labels (N,)``, ``video_index (N,)``, ``clip_index (N,)``.
     """
     from avlearn.data.dataset import av_collate
@@ -200,8 +236,8 @@ def extract_features(encoder: nn.Module, dataset: Dataset[dict[str, Any]], modal
                         collate_fn=av_collate)
 
     def step(batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        out = encoder(batch[modality].to(device), return_stages=True)
-        return {"features": pool_stages(out.stages, stages, pool).float(), "labels": batch["label"],
+        feats = pool_stages(encode_stages(encoder, batch, modality, device), stages, pool)
+        return {"features": feats.float(), "labels": batch["label"],
                 "video_index": batch["video_index"], "clip_index": batch["clip_index"]}
 
     return run_inference(encoder, loader, step, progress, desc=f"{modality} features")
@@ -258,11 +294,13 @@ def _shard_features(cfg: ProbeConfig, init: Weights, split: LabelledSplit, which
 
 def _cache_key(cfg: ProbeConfig, init: Weights, split: LabelledSplit, num_clips: int) -> str:
     d = cfg.data
+    video = [d.num_frames, d.fps, d.decode_size, d.video_aug.size, d.backend]
+    audio = [d.audio_seconds, d.sample_rate, to_dict(d.spec)]
     what = {
         "version": 1, "init": _init_fingerprint(init, cfg), "modality": cfg.modality,
         "stages": list(cfg.features.stages), "pool": cfg.features.pool, "num_clips": num_clips,
-        "clip": [d.num_frames, d.fps, d.decode_size, d.video_aug.size, d.backend] if cfg.modality == "video"
-        else [d.audio_seconds, d.sample_rate, to_dict(d.spec)],
+        "clip": video if cfg.modality == "video" else audio if cfg.modality == "audio"
+        else [*video, d.audio_align, *audio],
         "files": [split.root, [path for path, _ in split.items]],  # not the labels: see relabel
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
@@ -321,11 +359,15 @@ def linear_probe(cfg: ProbeConfig, init: str) -> dict[str, Any]:
         nonlocal encoder
         if encoder is None:
             torch.manual_seed(cfg.seed)  # the random init of --init scratch
-            encoder = load_encoder(source, cfg.modality)
+            encoder = (nn.ModuleDict({m: load_encoder(source, m) for m in ("video", "audio")})
+                       if cfg.modality == "audio_visual" else load_encoder(source, cfg.modality))
         return encoder
 
     if not cfg.features.stages:  # the last stage the encoder states; named in the cache key and results
-        cfg = _with_stages(cfg, [list(encoder_stages(load()))[-1]])
+        cfg = _with_stages(cfg, last_stages(load(), cfg.modality))
+    if train_split.multi_label and (cfg.data.source == "shards" or cfg.features.test_shards):
+        raise ConfigError(f"{train_split.name} is multi-label, shards carry one label per video: probe its "
+                          "files (remove data.source=shards and features.test_shards)", key="data.source")
 
     def features(split: LabelledSplit, which: str, num_clips: int) -> tuple[dict[str, Tensor], bool, int]:
         if _shard_source(cfg, which)[1]:
@@ -343,6 +385,8 @@ def linear_probe(cfg: ProbeConfig, init: str) -> dict[str, Any]:
         feats, reused = cached_features(cache, key, compute)
         # labels follow the split (features are keyed by files only): clip -> its video's label
         feats["labels"] = torch.tensor([y for _, y in split.items], dtype=torch.long)[feats["video_index"]]
+        if split.multi_label:
+            feats["targets"] = torch.from_numpy(split.targets())[feats["video_index"]]
         return feats, reused, listed
 
     train, train_reused, train_videos = features(train_split, "train", cfg.features.train_clips)
@@ -354,24 +398,28 @@ def linear_probe(cfg: ProbeConfig, init: str) -> dict[str, Any]:
         mean, std = x_train.mean(0), x_train.std(0, unbiased=False).clamp(min=1e-6)
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     classes = train_split.classes
-    clf = fit_linear(x_train.float(), train["labels"].long(), len(classes), cfg.classifier, cfg.seed)
+    multi = train_split.multi_label
+    y_train = train["targets"] if multi else train["labels"].long()
+    clf = fit_linear(x_train.float(), y_train, len(classes), cfg.classifier, cfg.seed)
     with torch.no_grad():
         train_logits, test_logits = clf(x_train.float()), clf(x_test.float())
-    report = ClassificationReport.from_outputs(test_logits, test["labels"].long(), test["video_index"],
-                                               classes)
+    videos = test["video_index"]
+    report = (MultiLabelReport.from_outputs(test_logits, test["targets"], videos, classes) if multi
+              else ClassificationReport.from_outputs(test_logits, test["labels"].long(), videos, classes))
+    train_score = ({"train_clip_map": mean_average_precision(train_logits, y_train)} if multi
+                   else {"train_clip_top1": topk_accuracy(train_logits, y_train, (1,))["top1"]})
     extra = {
         "init": source.source, "modality": cfg.modality, "stages": list(cfg.features.stages),
         "pool": cfg.features.pool, "feature_dim": int(x_train.shape[1]),
         "label_fraction": cfg.dataset.label_fraction,
-        "train_videos": train_videos, "test_videos": test_videos,
-        "train_clip_top1": topk_accuracy(train_logits, train["labels"].long(), (1,))["top1"],
+        "train_videos": train_videos, "test_videos": test_videos, **train_score,
         "cache_reused": {"train": train_reused, "test": test_reused},
         "feature_seconds": round(t_feat, 1), "seconds": round(time.perf_counter() - t0, 1),
     }
     results = write_report(run_dir, report, cfg, extra, f"Linear probe {run_dir.name}")
-    logger.info("linear probe %s: clip top-1 %.2f %%, video top-1 %.2f %%", run_dir, 100 * report.clip_top1,
-                100 * report.video_top1)
+    logger.info("linear probe %s: %s", run_dir, headline(results))
     return results
+
 
 
 # ------------------------------------------------------------------------------------- CLI
@@ -383,7 +431,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="a YAML file, or a shipped config such as probe/synth_cpu.yaml")
     p.add_argument("--init", required=True,
                    help="pretraining run dir, encoders export, checkpoints/step_N.pt, or 'scratch'")
-    p.add_argument("--modality", choices=("video", "audio"), help="overrides the config's modality")
+    p.add_argument("--modality", choices=("video", "audio", "audio_visual"),
+                   help="overrides the config's modality")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     return p
 
@@ -399,8 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ConfigError, FileNotFoundError) as err:
         print(f"avlearn linear-probe: {err}", file=sys.stderr)
         return 2
-    print(f"avlearn linear-probe: video top-1 {100 * results['video_top1']:.2f} %, clip top-1 "
-          f"{100 * results['clip_top1']:.2f} %; results in {cfg.run_dir}/results.md")
+    print(f"avlearn linear-probe: {headline(results)}; results in {cfg.run_dir}/results.md")
     return 0
 
 

@@ -228,10 +228,11 @@ def test_folder_split(tmp_path: Path) -> None:
 
 
 def test_every_format_is_registered_and_an_unknown_one_is_refused() -> None:
-    assert set(SPLIT_FORMATS) == {"synthetic", "ucf101", "hmdb51", "kinetics", "folder", "esc50"}
+    assert set(SPLIT_FORMATS) == {"synthetic", "ucf101", "hmdb51", "kinetics", "folder", "esc50", "vggsound",
+                                  "audioset"}
     with pytest.raises(ConfigError, match=r"dataset.format='ucf-101' is invalid: .*Did you mean 'ucf101'\? "
-                                          r"Valid split format names: esc50, folder, hmdb51, kinetics, "
-                                          r"synthetic, ucf101"):
+                                          r"Valid split format names: audioset, esc50, folder, hmdb51, "
+                                          r"kinetics, synthetic, ucf101, vggsound"):
         DatasetConfig(format="ucf-101")
     with pytest.raises(ConfigError, match="Valid split format names"):
         from_dict(DatasetConfig, {"format": "vggss"})

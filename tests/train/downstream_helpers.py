@@ -14,16 +14,20 @@ def small_collection(factory: pytest.TempPathFactory) -> Path:
 
     Returns the collection folder (``splits/``, ``videos/``, ``annotations.json``).
     """
-    if "root" not in _MADE:
+    return _collection(factory, "root", "downstream_synth", num_videos=48, seed=3, duration=3.0, size=64,
+                       max_distractors=0, val_fraction=0.1, test_fraction=0.3)
+
+
+def _collection(factory: pytest.TempPathFactory, key: str, folder: str, **settings: object) -> Path:
+    """A synthetic collection of ``settings`` (one clip per group), made once per session under ``key``."""
+    if key not in _MADE:
         from data_prep.synth import SynthConfig, generate
 
-        root = factory.mktemp("downstream_synth")
-        generate(SynthConfig(out=root, num_videos=48, seed=3, duration=3.0, size=64, workers=2,
-                             max_distractors=0, object_scale=0.4, clips_per_group=1, val_fraction=0.1,
-                             test_fraction=0.3),
+        root = factory.mktemp(folder)
+        generate(SynthConfig(out=root, workers=2, object_scale=0.4, clips_per_group=1, **settings),  # type: ignore[arg-type]
                  progress=False)
-        _MADE["root"] = root
-    return _MADE["root"]
+        _MADE[key] = root
+    return _MADE[key]
 
 
 def fast_overrides(root: Path, run_dir: Path, **extra: object) -> list[str]:
@@ -51,3 +55,10 @@ def one_video_layout(root: Path, test_list: str = "") -> Path:
     (splits / "trainlist01.txt").write_text("Bouncing/a.mp4 1\n")
     (splits / "testlist01.txt").write_text(test_list)
     return root
+
+
+def av_collection(factory: pytest.TempPathFactory) -> Path:
+    """72 videos (2 s, 48 px) with up to 2 silent distractors each, one clip per group: 42 train / 30 test
+    videos, for the multi-label (visible and sounding objects) and audio-visual tests."""
+    return _collection(factory, "av", "av_synth", num_videos=72, seed=5, duration=2.0, size=48,
+                       max_distractors=2, val_fraction=0.0, test_fraction=0.4)

@@ -10,7 +10,8 @@ One file per concern:
 - ``run.py``: :func:`finetune`, one run from ``--init`` to ``results.json``;
 - ``cli.py``: :func:`main`, the command line.
 
-The model, :class:`~avlearn.models.classifier.VideoClassifier`, is in :mod:`avlearn.models.classifier`.
+The models, :class:`~avlearn.models.classifier.VideoClassifier` and (``modality: audio_visual``) the
+fusion head :class:`~avlearn.models.classifier.AVClassifier`, are in :mod:`avlearn.models.classifier`.
 """
 
 from avlearn.train.finetune.cli import main

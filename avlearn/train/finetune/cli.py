@@ -1,5 +1,9 @@
 """``avlearn finetune``: full fine-tuning of a (pretrained) video encoder + a new linear classifier.
 
+``modality=audio_visual`` fine-tunes both encoders under one classifier of their concatenated embeddings
+(:class:`~avlearn.models.classifier.AVClassifier`); a multi-label split (AudioSet) trains with binary
+cross-entropy and is scored by mAP.
+
 Usage::
 
     avlearn finetune --config configs/finetune/ucf101_avid.yaml --init outputs/pretrain/run [key=value ...]
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 
+from avlearn.eval.results import headline
 from avlearn.models.checkpoint import CheckpointError
 from avlearn.train.command import add_run_arguments, run_command
 from avlearn.train.finetune.config import FinetuneConfig
@@ -46,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         results = finetune(cfg, args.init, resume=resume)
         if not results:
             return ""
-        return (f"video top-1 {100 * results['video_top1']:.2f} %, clip top-1 "
-                f"{100 * results['clip_top1']:.2f} %; results in {cfg.run_dir}/results.md")
+        return f"{headline(results)}; results in {cfg.run_dir}/results.md"
 
     # CheckpointError: WeightsError and weight mismatches are bad input
     return run_command("avlearn finetune", FinetuneConfig, args, run, (CheckpointError, FileNotFoundError))

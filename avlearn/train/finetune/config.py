@@ -39,6 +39,10 @@ class FinetuneConfig:
     Attributes:
         run_dir: checkpoints, ``metrics.jsonl``, ``config.yaml``, ``results.*``.
         seed: classifier initialisation and dropout.
+        modality: ``video`` (the video encoder, :class:`~avlearn.models.classifier.VideoClassifier`) or
+            ``audio_visual`` (both encoders, their embeddings concatenated before the classifier:
+            :class:`~avlearn.models.classifier.AVClassifier`; clips decode their sound too, the
+            ``data.audio_seconds`` window of each clip with ``data.audio_aug`` in training).
         epochs: passes over the (subsampled) training videos; the schedule spans them.
         max_steps: stop after this many optimiser steps (0: no limit; the schedule is unchanged).
         warmup_classifier_epochs: first epochs train the classifier only (encoder frozen).
@@ -62,6 +66,7 @@ class FinetuneConfig:
 
     run_dir: str = "outputs/finetune/run"
     seed: int = 0
+    modality: Literal["video", "audio_visual"] = "video"
     epochs: int = 10
     max_steps: int = 0
     warmup_classifier_epochs: int = 2
@@ -90,6 +95,9 @@ class FinetuneConfig:
             raise ConfigError(f"encoder_lr_scale must be in (0, 1], got {self.encoder_lr_scale}: the "
                               "encoder's learning rate as a fraction of optim.lr (freeze it with "
                               "warmup_classifier_epochs instead of 0)")
+        if self.modality == "audio_visual" and (self.data.source == "shards" or self.eval.shards):
+            raise ConfigError("modality=audio_visual fine-tunes on the split's files: remove "
+                              "data.source=shards and eval.shards", key="modality")
         if self.data.fps_choices:
             raise ConfigError(f"data.fps_choices={self.data.fps_choices} is for pretraining; fine-tuning "
                               "clips are taken at data.fps: remove the key", key="data.fps_choices")

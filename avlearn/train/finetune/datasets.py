@@ -9,7 +9,7 @@ from avlearn.data.config import build_shard_dataset, clip_spec
 from avlearn.data.labelled import LabelledClipDataset
 from avlearn.data.shard_eval import build_shard_eval_dataset
 from avlearn.data.splits import load_split, to_manifest_rows
-from avlearn.data.transforms import build_video_transform
+from avlearn.data.transforms import build_audio_transform, build_video_transform
 from avlearn.train.finetune.config import FinetuneConfig
 
 __all__ = ["eval_dataset", "train_dataset"]
@@ -32,7 +32,16 @@ def train_dataset(cfg: FinetuneConfig) -> Any:
     return LabelledClipDataset(
         to_manifest_rows(split), clip_spec(cfg.data), cfg.data.backend, class_to_idx=split.class_to_idx,
         train=True, clips_per_video=cfg.data.clips_per_video,
-        video_transform=build_video_transform(cfg.data.video_aug, True), seed=cfg.data.seed)
+        video_transform=build_video_transform(cfg.data.video_aug, True), seed=cfg.data.seed,
+        **_sound(cfg, train=True))
+
+
+def _sound(cfg: FinetuneConfig | Any, train: bool) -> dict[str, Any]:
+    """The settings that decode each clip's sound too (``modality=audio_visual``), else none."""
+    if getattr(cfg, "modality", "video") != "audio_visual":
+        return {}
+    return {"with_audio": True,
+            "audio_transform": build_audio_transform(cfg.data.audio_aug, cfg.data.spec, train)}
 
 
 def eval_dataset(cfg: FinetuneConfig | Any, class_to_idx: dict[str, int],
@@ -46,4 +55,5 @@ def eval_dataset(cfg: FinetuneConfig | Any, class_to_idx: dict[str, int],
     return LabelledClipDataset(
         to_manifest_rows(split), clip_spec(cfg.data), cfg.data.backend, class_to_idx=class_to_idx,
         train=False, num_clips=cfg.eval.num_clips,
-        video_transform=build_video_transform(cfg.data.video_aug, False), seed=cfg.data.seed)
+        video_transform=build_video_transform(cfg.data.video_aug, False), seed=cfg.data.seed,
+        **_sound(cfg, train=False))
