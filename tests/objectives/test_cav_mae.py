@@ -206,6 +206,34 @@ def test_the_decoder_puts_the_mask_token_where_tokens_were_dropped() -> None:
     torch.testing.assert_close(placed[0, 3], torch.ones(8))
 
 
+def _tiny_step(autocast: bool = False) -> tuple[Tensor, dict[str, Tensor], Any, nn.Module]:
+    torch.manual_seed(0)
+    cfg = {"video_arch": "vit_video_p8_tiny", "audio_arch": "vit_audio_tiny", "head": "identity",
+           "video_pool": "avg", "audio_pool": "avg", "fusion_depth": 1}
+    objective = CAVMAELoss(TINY)
+    net = objective.network(build_av_model(cfg))
+    batch = {"video": torch.randn(4, 3, 4, 32, 32), "audio": torch.randn(4, 1, 64, 96),
+             "index": torch.arange(4)}
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss, logs, out = objective.forward_loss(net, batch)
+    loss.backward()
+    return loss, logs, out, net
+
+
+def test_every_parameter_gets_a_gradient_in_one_forward() -> None:
+    """DDP (no find_unused_parameters) needs every trained weight used: the encoders' final norms are
+    the single-modality passes' norm_a / norm_v, the shared block's six norms all run, so does the decoder."""
+    loss, logs, out, net = _tiny_step()
+    assert torch.equal(loss.detach(), logs["loss"]) and out.video_emb.shape == (4, 128)
+    assert not [name for name, p in net.named_parameters() if p.grad is None]
+
+
+def test_bf16_autocast_gives_a_float32_loss() -> None:
+    loss, _, out, _ = _tiny_step(autocast=True)
+    assert loss.dtype == torch.float32 and math.isfinite(float(loss.detach()))
+    assert out.video_emb.isfinite().all()
+
+
 # --------------------------------------------------------------------------- parameter counts
 
 
