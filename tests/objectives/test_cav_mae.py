@@ -313,7 +313,7 @@ def _losses(run: Path) -> list[float]:
 
 def test_the_cpu_preset_trains_and_its_loss_goes_down(tmp_path: Path) -> None:
     """``avlearn pretrain`` with synth_cpu_cav_mae.yaml on 16 synthetic videos: the loss of the last
-    steps is below the first steps'; the export loads back with its shared blocks."""
+    steps is below the first steps'; the export loads back with its shared blocks; the run resumes."""
     from avlearn.models.weights import load_av_model
 
     manifest = make_collection(tmp_path / "synth", num_videos=16, seed=0)
@@ -327,3 +327,7 @@ def test_the_cpu_preset_trains_and_its_loss_goes_down(tmp_path: Path) -> None:
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.05, losses
     model, cfg = load_av_model(run)
     assert cfg.fusion_depth == 1 and isinstance(model.fusion, SharedFusion)
+    again = pretrain(["--config", "pretrain/synth_cpu_cav_mae.yaml", "--resume", f"run_dir={run}",
+                      f"data.manifest={manifest}", "data.num_workers=0", "data.batch_size=8", "max_steps=18",
+                      "train.log_every=1", "train.progress=false", "train.tensorboard=false"])
+    assert again == 0 and len(_losses(run)) == 18  # resumed with the decoder from the checkpoint
