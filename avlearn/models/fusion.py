@@ -18,8 +18,9 @@ the shared weights are stored once (safetensors refuses tensors shared between e
   ``norm``;
 * :meth:`SharedFusion.single`: one modality's tokens through every shared block with that modality's
   norms, then ``E_m.norm``: **the encoder's own final LayerNorm is the reference's ``norm_a`` /
-  ``norm_v``**, so an encoder used alone (probes, fine-tuning with ``--init``) is the modality-specific
-  blocks and that norm, and nothing of the model is left unused in pretraining;
+  ``norm_v``**, so nothing of the model is left unused in pretraining, and an encoder used alone
+  (linear probes, fine-tuning with ``--init``) is the modality-specific blocks and that norm, without
+  the modality token and the shared blocks (the model's ``encode_*`` has both);
 * :meth:`SharedFusion.encode`: ``single(specific(x))``, every token, mean-pooled: the reference's
   ``forward_feat`` (its retrieval embedding); :class:`~avlearn.models.av.AVModel` with a fusion
   encodes through it (``encode_video``, ``encode_audio``, ``forward``).

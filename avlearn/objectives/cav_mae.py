@@ -20,9 +20,11 @@ both modalities, and on each modality alone, whose mean-pooled tokens the contra
 The model's output (:class:`~avlearn.models.av.AVOutput`, what the engine checks): ``*_feat`` are
 those mean-pooled single-modality outputs of the kept tokens, ``*_emb`` their L2-normalised copies
 (``model.head: identity`` is required: CAV-MAE trains no projection head), ``*_grid`` the single-
-modality tokens on the encoder's grid with zeros at the masked cells. Without masks (evaluation,
-probes, exports) the model encodes through the same blocks (:meth:`SharedFusion.encode
-<avlearn.models.fusion.SharedFusion.encode>`): its embedding is the reference's retrieval feature.
+modality tokens on the encoder's grid with zeros at the masked cells. Without masks (``model(video,
+audio)``, ``encode_video`` / ``encode_audio``, held-out retrieval) the model encodes through the same
+blocks (:meth:`SharedFusion.encode <avlearn.models.fusion.SharedFusion.encode>`): its embedding is the
+reference's retrieval feature. An encoder loaded alone (linear probes, ``--init``) has neither the
+shared blocks nor the modality token (:mod:`avlearn.models.fusion`).
 
 Differences from the reference (``YuanGongND/cav-mae``, ``src/models/cav_mae.py``), all without effect
 on the loss of one step on the same weights, inputs and masks (``tests/objectives/test_cav_mae.py``):
@@ -271,8 +273,8 @@ class CAVMAENetwork(nn.Module):
     def forward(self, video: Tensor, audio: Tensor, keep_video: Tensor, keep_audio: Tensor,
                 normalize: bool = True) -> CAVMAEForward:
         model = self.model
-        fusion, enc_v, enc_a = cast(SharedFusion, model.fusion), _vit(model.video_encoder), \
-            _vit(model.audio_encoder)
+        fusion = cast(SharedFusion, model.fusion)
+        enc_v, enc_a = _vit(model.video_encoder), _vit(model.audio_encoder)
         a, grid_a = fusion.specific(enc_a, audio, "a", keep_audio)
         v, grid_v = fusion.specific(enc_v, video, "v", keep_video)
         joint = fusion.joint(a, v)
