@@ -14,8 +14,8 @@ MAE / CAV-MAE checkpoints. timm 1.0.31 installs in ~4 s (a 2.8 MB wheel, 18 MB i
 dependencies are already ours).
 
 **Stages** (the contract of :mod:`avlearn.models.contract`): the blocks in four groups, equal when four
-divides the depth (else the last ones are shorter: CAV-MAE's 11 modality-specific blocks are 3, 3, 3, 2;
-group ``k`` ends at block ``ceil((k + 1) depth / 4) - 1``). Each block
+divides the depth; group ``k`` ends at block ``ceil((k + 1) depth / 4) - 1`` (CAV-MAE's 11
+modality-specific blocks: 3, 3, 3, 2). Each block
 is followed by a parameter-free :class:`TokenGrid`, ``grids.i``, that lays its tokens out as a
 channels-first grid ``(B, D, *grid)``; a stage is named by the grid module of its last block and
 lists its blocks' grid modules, so per-block analysis (:mod:`avlearn.analysis.blocks`) hooks grids,
