@@ -1,6 +1,6 @@
 """Spectrogram front-ends: waveform ``(S,)`` / ``(B, S)`` -> spectrogram ``(1, F, T)`` / ``(B, 1, F, T)``.
 
-Three kinds, computed with :mod:`torchaudio` (CPU in DataLoader workers or on GPU batches):
+Four kinds, computed with :mod:`torchaudio` (CPU in DataLoader workers or on GPU batches):
 
 ``"avid_db"`` (AVID-CMA's audio input, as in facebookresearch/AVID-CMA ``LogSpectrogram``)
     Power of an ``n_fft``-point STFT (1024 at 24 kHz) with an ``n_fft``-sample periodic Hann
@@ -19,6 +19,15 @@ Three kinds, computed with :mod:`torchaudio` (CPU in DataLoader workers or on GP
 ``"logmel"``
     Log-power mel spectrogram: 25 ms window, 10 ms hop, ``n_mels`` HTK-scale triangular filters
     between ``f_min`` and ``f_max``.
+``"kaldi_fbank"`` (CAV-MAE's audio input, as YuanGongND/cav-mae ``src/dataloader.py`` computes it)
+    The waveform less its mean, then Kaldi's log mel filterbank
+    (``torchaudio.compliance.kaldi.fbank`` with ``htk_compat=True, use_energy=False,
+    window_type='hanning', dither=0``: ``n_mels`` bins, ``win_seconds`` (25 ms) frames every
+    ``hop_seconds`` (10 ms), pre-emphasis 0.97, a 512-point FFT, filters from 20 Hz), zero-padded
+    or cut at the end to ``frames`` frames (CAV-MAE: 128 bins x 1024 frames), then normalised
+    (CAV-MAE: ``normalize: dataset, mean: -5.081, std: 4.4849``, AudioSet's statistics, after the
+    padding as the reference). Kaldi's frames are not centred: ``1 + (S - win) // hop`` of them
+    before the padding. Computed one waveform at a time (a batch is a loop).
 
 Frames: the STFT is centred (the waveform is zero-padded by ``n_fft // 2`` on both sides) and
 then cropped to ``T = max(1, S // hop)`` frames, so frame ``t`` is centred on sample
@@ -47,6 +56,7 @@ from typing import Literal
 import einops
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchaudio
 from einops import rearrange
 from torch import Tensor, nn
@@ -58,17 +68,17 @@ __all__ = [
     "load_spec_stats",
 ]
 
-SpecKind = Literal["logmel", "avid_linear", "avid_db"]
+SpecKind = Literal["logmel", "avid_linear", "avid_db", "kaldi_fbank"]
 Normalization = Literal["none", "instance", "dataset", "frequency"]
 
-SPEC_KINDS: tuple[str, ...] = ("logmel", "avid_linear", "avid_db")
+SPEC_KINDS: tuple[str, ...] = ("logmel", "avid_linear", "avid_db", "kaldi_fbank")
 NORMALIZATIONS: tuple[str, ...] = ("none", "instance", "dataset", "frequency")
 # The fields a statistics file records and a config using it must share (see load_spec_stats).
 STATS_FIELDS: tuple[str, ...] = ("kind", "sample_rate", "n_fft", "win_length", "hop_length", "top_db", "eps")
 _FREQ_STD_EPS = 1e-5  # added to the per-frequency std, as in AVID-CMA
 
 # Window length in seconds when ``win_seconds`` is left as None.
-_DEFAULT_WIN_SECONDS = {"avid_linear": 0.020, "logmel": 0.025}
+_DEFAULT_WIN_SECONDS = {"avid_linear": 0.020, "logmel": 0.025, "kaldi_fbank": 0.025}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +94,7 @@ class SpecConfig:
             ``n_fft`` samples (``avid_db``).
             The window in samples is ``round(win_seconds * sample_rate)``, capped at ``n_fft``.
         hop_seconds: hop between frames; in samples ``round(hop_seconds * sample_rate)``.
-        n_mels: mel filters (``logmel`` only).
+        n_mels: mel filters (``logmel`` and ``kaldi_fbank``).
         f_min: lowest mel filter edge in Hz (``logmel`` only).
         f_max: highest mel filter edge in Hz, None for ``sample_rate / 2`` (``logmel`` only).
         eps: added to the power before the log, so silence gives ``log(eps)``, not ``-inf``
@@ -96,6 +106,8 @@ class SpecConfig:
         std: divides when ``normalize == "dataset"``; must be positive.
         stats: ``.npz`` file of per-frequency ``mean`` / ``std`` (``normalize == "frequency"`` only);
             a relative path is taken from the working directory.
+        frames: ``kaldi_fbank`` only (and required there): frames ``T`` of every spectrogram, zero
+            frames added at the end or the last ones cut (CAV-MAE: 1024 for 10 s); 0 for the others.
     """
 
     kind: SpecKind = "avid_linear"
@@ -112,6 +124,7 @@ class SpecConfig:
     std: float = 1.0
     top_db: float = 100.0
     stats: str | None = None
+    frames: int = 0
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> InvalidValue:
@@ -146,6 +159,9 @@ class SpecConfig:
             raise bad("n_fft", "must be a multiple of 4 for avid_db (bins are averaged in pairs)")
         if not self.top_db > 0:
             raise bad("top_db", "must be positive (dB below the maximum kept)")
+        if (self.kind == "kaldi_fbank") != (self.frames > 0):
+            raise bad("frames", "give the frames to pad or cut to (> 0) exactly when kind is 'kaldi_fbank' "
+                      "(CAV-MAE: 1024)")
         if (self.normalize == "frequency") != (self.stats is not None):
             raise bad("stats", "give a statistics file exactly when normalize is 'frequency' "
                       "(make one with `avlearn prepare audio-stats`)")
@@ -176,8 +192,9 @@ class SpecConfig:
         return {f: values.get(f, getattr(self, f, None)) for f in STATS_FIELDS}
 
     def num_frames(self, num_samples: int) -> int:
-        """Frames ``T`` for a waveform of ``num_samples`` samples: ``max(1, num_samples // hop)``."""
-        return max(1, num_samples // self.hop_length)
+        """Frames ``T`` for a waveform of ``num_samples`` samples: ``max(1, num_samples // hop)``
+        (``frames`` for ``kaldi_fbank``)."""
+        return self.frames or max(1, num_samples // self.hop_length)
 
 
 class Spectrogram(nn.Module):
@@ -198,7 +215,9 @@ class Spectrogram(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.stft: nn.Module
-        if cfg.kind in ("avid_linear", "avid_db"):
+        if cfg.kind == "kaldi_fbank":
+            self.stft = nn.Identity()  # computed by torchaudio.compliance.kaldi in forward
+        elif cfg.kind in ("avid_linear", "avid_db"):
             self.stft = torchaudio.transforms.Spectrogram(
                 n_fft=cfg.n_fft,
                 win_length=cfg.win_length,
@@ -250,9 +269,12 @@ class Spectrogram(nn.Module):
             )
         if not wav.is_floating_point():
             wav = wav.float()
-        power = self.stft(wav)  # (..., n_fft // 2 + 1, T + 1)
-        power = power[..., : self.num_frames(wav.shape[-1])]
-        spec = self._decibels(power) if self.cfg.kind == "avid_db" else torch.log(power + self.cfg.eps)
+        if self.cfg.kind == "kaldi_fbank":
+            spec = self._kaldi(wav)
+        else:
+            power = self.stft(wav)  # (..., n_fft // 2 + 1, T + 1)
+            power = power[..., : self.num_frames(wav.shape[-1])]
+            spec = self._decibels(power) if self.cfg.kind == "avid_db" else torch.log(power + self.cfg.eps)
         if self.cfg.normalize == "frequency":
             spec = (spec - self.freq_mean) / (self.freq_std + _FREQ_STD_EPS)
         elif self.cfg.normalize == "instance":
@@ -264,6 +286,18 @@ class Spectrogram(nn.Module):
         if wav.ndim == 1:
             return rearrange(spec, "f t -> 1 f t")
         return rearrange(spec, "b f t -> b 1 f t")
+
+    def _kaldi(self, wav: Tensor) -> Tensor:
+        """CAV-MAE's filterbank (module doc), one waveform at a time: ``(..., S) -> (..., F, frames)``."""
+        c = self.cfg
+        rows = [torchaudio.compliance.kaldi.fbank(
+            (w - w.mean())[None], htk_compat=True, sample_frequency=c.sample_rate, use_energy=False,
+            window_type="hanning", num_mel_bins=c.n_mels, dither=0.0, frame_shift=c.hop_seconds * 1000,
+            frame_length=(c.win_seconds or _DEFAULT_WIN_SECONDS[c.kind]) * 1000)
+            for w in wav.reshape(-1, wav.shape[-1])]
+        fixed = [F.pad(r[: c.frames], (0, 0, 0, max(0, c.frames - r.shape[0]))) for r in rows]
+        spec = rearrange(torch.stack(fixed), "n t f -> n f t")
+        return spec.reshape(*wav.shape[:-1], c.n_mels, c.frames)
 
     def _decibels(self, power: Tensor) -> Tensor:
         """AVID-CMA's reduction and dB scale: ``(..., 2F' - 1, T) -> (..., F', T)``.

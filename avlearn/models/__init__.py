@@ -24,6 +24,7 @@ from avlearn.models.checkpoint import (
     write_safetensors,
 )
 from avlearn.models.contract import AudioEncoder, Stage, VideoEncoder, encoder_stages
+from avlearn.models.fusion import SharedFusion
 from avlearn.models.heads import AVIDHead, IdentityHead, LinearHead, MLPHead
 from avlearn.models.registry import (
     AUDIO_ENCODERS,
@@ -79,6 +80,7 @@ __all__ = [
     "R2Plus1D",
     "R2Plus1DAVID",
     "Registry",
+    "SharedFusion",
     "SpecCNN",
     "Stage",
     "VideoBackbone",

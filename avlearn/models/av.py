@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from avlearn.models.contract import AudioEncoder, AudioOutput, VideoEncoder, VideoOutput
+from avlearn.models.fusion import SharedFusion
+from avlearn.models.vit import PatchViT
 from avlearn.models.weight_init import init_weights, zero_init_residual_bn
 
 __all__ = ["AVModel", "AVOutput", "AudioEncoder", "VideoEncoder", "init_weights", "zero_init_residual_bn"]
@@ -51,6 +54,10 @@ class AVModel(nn.Module):
         audio_encoder: ``(B, 1, F, T) -> AudioOutput(emb (B, D_a), grid)``.
         video_head: ``(B, D_v) -> (B, d)``; takes ``normalize=`` (see :mod:`avlearn.models.heads`).
         audio_head: ``(B, D_a) -> (B, d)``.
+        fusion: ``None`` (every model but CAV-MAE's: nothing changes), or shared blocks both encoders
+            feed (:class:`~avlearn.models.fusion.SharedFusion`, state keys ``fusion.*``); then each
+            modality is encoded through its encoder and the shared blocks alone, mean-pooled
+            (:meth:`SharedFusion.encode <avlearn.models.fusion.SharedFusion.encode>`), before its head.
     """
 
     def __init__(
@@ -59,6 +66,7 @@ class AVModel(nn.Module):
         audio_encoder: nn.Module,
         video_head: nn.Module,
         audio_head: nn.Module,
+        fusion: SharedFusion | None = None,
     ) -> None:
         super().__init__()
         v_out, a_out = getattr(video_head, "out_dim", None), getattr(audio_head, "out_dim", None)
@@ -68,6 +76,7 @@ class AVModel(nn.Module):
         self.audio_encoder = audio_encoder
         self.video_head = video_head
         self.audio_head = audio_head
+        self.fusion = fusion  # None registers nothing: the state dict of a model without one is unchanged
 
     @property
     def embed_dim(self) -> int:
@@ -76,13 +85,32 @@ class AVModel(nn.Module):
 
     def encode_video(self, video: Tensor, normalize: bool = True) -> Tensor:
         """Shape: ``video (B, C, T, H, W) -> (B, d)``."""
-        out: Tensor = self.video_head(self.video_encoder(video).emb, normalize=normalize)
+        out: Tensor = self.video_head(self._video(video).emb, normalize=normalize)
         return out
 
     def encode_audio(self, spec: Tensor, normalize: bool = True) -> Tensor:
         """Shape: ``spec (B, 1, F, T) -> (B, d)``."""
-        out: Tensor = self.audio_head(self.audio_encoder(spec).emb, normalize=normalize)
+        out: Tensor = self.audio_head(self._audio(spec).emb, normalize=normalize)
         return out
+
+    def _video(self, video: Tensor, stages: bool = False) -> VideoOutput:
+        """The video encoder's output, through the fusion's shared blocks when there is one."""
+        if self.fusion is None:
+            # only ask for stages when needed: some encoders (e.g. test doubles) take the video alone
+            out: VideoOutput = (self.video_encoder(video, return_stages=True) if stages
+                                else self.video_encoder(video))
+            return out
+        if stages:
+            raise ValueError("a model with shared blocks (model.fusion_depth > 0) gives its last grid only, "
+                             "no video stages; use the last grid (e.g. localization.grid_stage: '')")
+        return cast(VideoOutput, self.fusion.encode(cast(PatchViT, self.video_encoder), video, "v"))
+
+    def _audio(self, spec: Tensor) -> AudioOutput:
+        """The audio encoder's output, through the fusion's shared blocks when there is one."""
+        if self.fusion is None:
+            out: AudioOutput = self.audio_encoder(spec)
+            return out
+        return cast(AudioOutput, self.fusion.encode(cast(PatchViT, self.audio_encoder), spec, "a"))
 
     def forward(self, video: Tensor, audio: Tensor, normalize: bool = True,
                 audio_shifted: Tensor | None = None, video_stages: bool = False) -> AVOutput:
@@ -94,16 +122,14 @@ class AVModel(nn.Module):
         """
         if video.shape[0] != audio.shape[0]:
             raise ValueError(f"video and audio batch sizes differ: {video.shape[0]} vs {audio.shape[0]}")
-        # only ask for stages when needed: some encoders (e.g. test doubles) take the video alone
-        v: VideoOutput = (self.video_encoder(video, return_stages=True) if video_stages
-                          else self.video_encoder(video))
+        v = self._video(video, video_stages)
         b = audio.shape[0]
         if audio_shifted is not None:
             if audio_shifted.shape != audio.shape:
                 raise ValueError(f"audio_shifted must have audio's shape {tuple(audio.shape)}, "
                                  f"got {tuple(audio_shifted.shape)}")
             audio = torch.cat([audio, audio_shifted])  # one pass: BatchNorm sees both windows
-        a: AudioOutput = self.audio_encoder(audio)
+        a = self._audio(audio)
         audio_emb = self.audio_head(a.emb, normalize=normalize)
         return AVOutput(
             video_emb=self.video_head(v.emb, normalize=normalize),

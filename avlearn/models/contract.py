@@ -25,7 +25,8 @@ sets it for another encoder is refused at load). Add one import line for the fil
 ``avlearn/models/__init__.py``: importing the package is what runs the registrations.
 
 A vision transformer (LayerNorm, tokens) states its stages the same way
-(:mod:`avlearn.models.vit`): its blocks form four stages of ``depth / 4`` blocks, each read
+(:mod:`avlearn.models.vit`): its blocks form four stages of ``depth / 4`` blocks (stage ``k`` ends
+at block ``ceil((k + 1) depth / 4) - 1``: 11 blocks give 3, 3, 3, 2), each read
 through a parameter-free module (``grids.3``, ``grids.7``, ...) that lays that block's tokens out as
 a channels-first grid, ``rearrange(x, "b (t h w) d -> b d t h w")``, of width the token dimension
 ``D`` and of stride the tubelet / patch size (``(2, 16, 16)`` for a 2x16x16 patch embedding).

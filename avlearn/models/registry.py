@@ -21,6 +21,7 @@ from torch import nn
 from avlearn.config import InvalidValue, from_dict
 from avlearn.models.av import AVModel
 from avlearn.models.contract import AudioEncoder, VideoEncoder
+from avlearn.models.fusion import build_fusion
 from avlearn.models.heads import AVIDHead, IdentityHead, LinearHead, MLPHead
 from avlearn.registry import Registry
 
@@ -94,6 +95,9 @@ class ModelConfig:
         video_in_channels / audio_in_channels: input channels (3 for RGB, 1 for mono spectrograms).
         zero_init_residual: zero the last BN gamma of each residual block of the video encoder
             (only for encoders whose builder takes it: the R(2+1)D in torchvision's layout).
+        fusion_depth: blocks shared by both modalities after their own ViT blocks, with a LayerNorm
+            pair per modality (CAV-MAE's, :class:`~avlearn.models.fusion.SharedFusion`: 1 after
+            ``vit_*_base11``); 0: none, the model of every other objective.
     """
 
     video_arch: str = "r2plus1d_18"
@@ -106,6 +110,7 @@ class ModelConfig:
     video_in_channels: int = 3
     audio_in_channels: int = 1
     zero_init_residual: bool = False
+    fusion_depth: int = 0
 
     def __post_init__(self) -> None:
         # Name checks happen here so a bad config fails at load, not at build.
@@ -120,6 +125,8 @@ class ModelConfig:
         for field in ("embed_dim", "proj_hidden", "video_in_channels", "audio_in_channels"):
             if getattr(self, field) < 1:
                 raise InvalidValue(field, getattr(self, field), "must be >= 1", "model")
+        if self.fusion_depth < 0:
+            raise InvalidValue("fusion_depth", self.fusion_depth, "must be >= 0 (0: none)", "model")
         option = "zero_init_residual"
         if self.zero_init_residual and not _takes(VIDEO_ENCODERS[self.video_arch], option):
             able = sorted(name for name, build in VIDEO_ENCODERS.items() if _takes(build, option))
@@ -161,7 +168,10 @@ def build_av_model(cfg: ModelConfig | Mapping[str, Any] | None = None) -> AVMode
     video = build_video_encoder(cfg)
     audio = build_audio_encoder(cfg)
     v_dim, a_dim = cast(VideoEncoder, video).out_dim, cast(AudioEncoder, audio).out_dim
-    return AVModel(video, audio, build_head(cfg, v_dim), build_head(cfg, a_dim))
+    heads = build_head(cfg, v_dim), build_head(cfg, a_dim)
+    if not cfg.fusion_depth:
+        return AVModel(video, audio, *heads)
+    return AVModel(video, audio, *heads, fusion=build_fusion(video, audio, cfg.fusion_depth))
 
 
 def as_model_config(cfg: ModelConfig | Mapping[str, Any] | None) -> ModelConfig:

@@ -13,7 +13,9 @@ The blocks are timm's (``timm.models.vision_transformer.Block``): attention thro
 MAE / CAV-MAE checkpoints. timm 1.0.31 installs in ~4 s (a 2.8 MB wheel, 18 MB installed; its other
 dependencies are already ours).
 
-**Stages** (the contract of :mod:`avlearn.models.contract`): the blocks in four equal groups. Each block
+**Stages** (the contract of :mod:`avlearn.models.contract`): the blocks in four groups, equal when four
+divides the depth; group ``k`` ends at block ``ceil((k + 1) depth / 4) - 1`` (CAV-MAE's 11
+modality-specific blocks: 3, 3, 3, 2). Each block
 is followed by a parameter-free :class:`TokenGrid`, ``grids.i``, that lays its tokens out as a
 channels-first grid ``(B, D, *grid)``; a stage is named by the grid module of its last block and
 lists its blocks' grid modules, so per-block analysis (:mod:`avlearn.analysis.blocks`) hooks grids,
@@ -33,6 +35,7 @@ dropped cells; :meth:`PatchViT.tokens` returns the kept tokens ``(B, n, D)`` the
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Literal
 
@@ -52,8 +55,10 @@ NUM_STAGES = 4
 
 
 # (width, depth, heads); tiny is ours (4 blocks of 128 for CPU runs, the width of r2plus1d_tiny);
-# small is ViT-S/16's, base ViT-B/16's
-SIZES: dict[str, tuple[int, int, int]] = {"tiny": (128, 4, 4), "small": (384, 12, 6), "base": (768, 12, 12)}
+# small is ViT-S/16's, base ViT-B/16's; base11 ViT-B's first 11 blocks, CAV-MAE's modality-specific
+# branches (its 12th block is shared between the modalities: avlearn.models.fusion)
+SIZES: dict[str, tuple[int, int, int]] = {"tiny": (128, 4, 4), "small": (384, 12, 6), "base": (768, 12, 12),
+                                          "base11": (768, 11, 12)}
 
 
 def sincos_1d(dim: int, positions: Tensor) -> Tensor:
@@ -114,7 +119,7 @@ class PatchViT(nn.Module):
     Args:
         patch: patch size along each input axis (``(2, 16, 16)`` tubelets, ``(16, 16)`` spectrogram patches).
         in_channels: input channels.
-        width: token dimension ``D``; depth: blocks (a multiple of 4: four stages); heads: attention heads.
+        width: token dimension ``D``; depth: blocks (at least 4: four stages); heads: attention heads.
         mlp_ratio: hidden width of each block's MLP over ``D``.
         pool: ``"avg"`` (CAV-MAE: the mean of the tokens) or ``"max"`` over the tokens.
         pos_embed: ``"sincos"`` (fixed, any input size) or ``"learned"`` (a parameter for the grid
@@ -134,9 +139,9 @@ class PatchViT(nn.Module):
         super().__init__()
         _check_args(patch, width, depth, pool, pos_embed, input_size)
         self.patch, self.in_channels, self.pool = tuple(patch), in_channels, pool
-        per = depth // NUM_STAGES
-        self.stages = tuple(Stage(f"grids.{(k + 1) * per - 1}", width, self.patch,
-                                  tuple(f"grids.{i}" for i in range(k * per, (k + 1) * per)))
+        ends = [0, *(math.ceil((k + 1) * depth / NUM_STAGES) for k in range(NUM_STAGES))]
+        self.stages = tuple(Stage(f"grids.{ends[k + 1] - 1}", width, self.patch,
+                                  tuple(f"grids.{i}" for i in range(ends[k], ends[k + 1])))
                             for k in range(NUM_STAGES))
         self.out_dim = self.grid_dim = width
         self.patch_embed = _patch_projection(self.patch, in_channels, width)
@@ -261,8 +266,8 @@ def _check_args(patch: tuple[int, ...], width: int, depth: int, pool: str, pos_e
     """Refuse settings the encoder cannot honour, naming the fix."""
     if len(patch) not in (2, 3):
         raise ValueError(f"patch must have 2 or 3 sizes, got {patch}")
-    if depth % NUM_STAGES or depth < NUM_STAGES:
-        raise ValueError(f"depth must be a positive multiple of {NUM_STAGES} (four stages), got {depth}")
+    if depth < NUM_STAGES:
+        raise ValueError(f"depth must be at least {NUM_STAGES} (four stages of blocks), got {depth}")
     if width % 4:
         raise ValueError(f"width must be a multiple of 4 (sin-cos halves of sin and cos), got {width}")
     if pool not in ("max", "avg"):

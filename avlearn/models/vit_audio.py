@@ -59,6 +59,8 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "vit_audio_tiny": ("tiny", "4 blocks of 128 (4 heads); for CPU runs"),
     "vit_audio_small": ("small", "ViT-S (12 x 384, 6 heads)"),
     "vit_audio_base": ("base", "ViT-B (12 x 768, 12 heads), 85.25 M; on 128 x 1024 filterbanks CAV-MAE's"),
+    "vit_audio_base11": ("base11", "ViT-B's first 11 blocks: CAV-MAE's modality-specific audio branch "
+                                   "(with model.fusion_depth: 1, the shared 12th)"),
 }
 
 

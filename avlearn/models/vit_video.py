@@ -66,6 +66,8 @@ VARIANTS: dict[str, tuple[str, tuple[int, int, int], str]] = {
     "vit_frame_tiny": ("tiny", (1, 16, 16), "vit_video_tiny over 1x16x16 patches: each frame its own tokens"),
     "vit_frame_small": ("small", (1, 16, 16), "ViT-S over 1x16x16 patches"),
     "vit_frame_base": ("base", (1, 16, 16), "ViT-B over 1x16x16, 85.6 M; on one 224 px frame CAV-MAE's"),
+    "vit_frame_base11": ("base11", (1, 16, 16), "ViT-B's first 11 blocks over 1x16x16: CAV-MAE's "
+                                                "modality-specific visual branch (model.fusion_depth: 1)"),
 }
 
 

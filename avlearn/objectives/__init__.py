@@ -4,6 +4,8 @@
 * :mod:`.cma` -- AVID-CMA: cross-modal-agreement positive sets over the same banks.
 * :mod:`.infonce` -- in-batch symmetric cross-modal InfoNCE with negatives from all processes.
 * :mod:`.vicreg` -- cross-modal VICReg (no negatives: invariance, variance, covariance).
+* :mod:`.cav_mae` -- CAV-MAE: masked reconstruction of both modalities plus a contrastive term; it
+  drives the forward (token masks before the ViT encoders, the model's shared blocks, its decoder).
 * :mod:`.memory_bank` -- the per-modality memory bank and negative sampling.
 * :mod:`.localization` -- EZ-VSL's max-over-locations contrast of a localizer's maps; added to any
   of them by :class:`avlearn.localization.objective.WithLocalizer`.
@@ -19,6 +21,7 @@ from avlearn.registry import Registry
 
 from .avid import AVIDConfig, AVIDLoss, avid_loss, estimate_partition, memory_discrimination_loss
 from .base import Objective, ObjectiveContext, RunFacts
+from .cav_mae import CAVMAEConfig, CAVMAELoss
 from .cma import CMAConfig, CMALoss, cma_loss, compute_positive_sets
 from .infonce import InfoNCEConfig, InfoNCELoss, infonce_loss
 from .memory_bank import MemoryBank, sample_excluding
@@ -28,6 +31,8 @@ __all__ = [
     "OBJECTIVES",
     "AVIDConfig",
     "AVIDLoss",
+    "CAVMAEConfig",
+    "CAVMAELoss",
     "CMAConfig",
     "CMALoss",
     "InfoNCEConfig",
@@ -52,6 +57,7 @@ __all__ = [
 #: An unknown name fails with the valid ones; registering a taken name is an error.
 OBJECTIVES: Registry[type[Objective]] = Registry("objective", {
     "avid": AVIDLoss,
+    "cav_mae": CAVMAELoss,
     "cma": CMALoss,
     "infonce": InfoNCELoss,
     "vicreg": VICRegLoss,

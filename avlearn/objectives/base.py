@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from avlearn.models.av import AVModel, AVOutput
+    from avlearn.models.registry import ModelConfig
 
 __all__ = ["Objective", "ObjectiveContext", "RunFacts"]
 
@@ -70,10 +71,15 @@ class RunFacts:
     Attributes:
         epochs: epochs of the run.
         shifted_audio: ``data.shifted_audio`` (fraction of clips with time-shifted same-video audio).
+        model: the ``model:`` section (a :class:`~avlearn.models.registry.ModelConfig`; ``None``
+            when unknown), for objectives that need particular encoders.
+        localizer: whether ``localization.weight > 0`` wraps the objective with a localizer.
     """
 
     epochs: int
     shifted_audio: float = 0.0
+    model: ModelConfig | None = None
+    localizer: bool = False
 
 
 class Objective(nn.Module):

@@ -213,6 +213,7 @@ class PretrainConfig:
             raise ConfigError("run_dir must be set")
         try:  # what the objective needs of the rest of the run, checked by the objective
             OBJECTIVES[self.objective.name].check_run(
-                self.objective.params, RunFacts(epochs=self.epochs, shifted_audio=self.data.shifted_audio))
+                self.objective.params, RunFacts(epochs=self.epochs, shifted_audio=self.data.shifted_audio,
+                                                model=self.model, localizer=self.localization.enabled))
         except ValueError as err:
             raise ConfigError(str(err)) from None

@@ -229,9 +229,9 @@ def test_weight_init_and_zero_init_residual() -> None:
 def test_registries_list_valid_names() -> None:
     vits = {f"vit_{kind}_{size}" for kind in ("video", "frame") for size in ("tiny", "small", "base")}
     assert set(VIDEO_ENCODERS) == {"r2plus1d_18", "r2plus1d_18_avid", "r2plus1d_small", "r2plus1d_tiny",
-                                   "vit_video_p8_tiny", *vits}
+                                   "vit_video_p8_tiny", "vit_frame_base11", *vits}
     assert set(AUDIO_ENCODERS) == {"avid_spec_cnn9", "avid_spec_cnn9_small", "avid_spec_cnn9_tiny",
-                                   "vit_audio_tiny", "vit_audio_small", "vit_audio_base"}
+                                   "vit_audio_tiny", "vit_audio_small", "vit_audio_base", "vit_audio_base11"}
     assert set(HEADS) == {"mlp", "avid_mlp", "linear", "identity"}
     valid = r"unknown video encoder 'resnet50'.*r2plus1d_18, r2plus1d_18_avid, r2plus1d_small"
     with pytest.raises(ConfigError, match=valid):

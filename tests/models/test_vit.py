@@ -114,8 +114,8 @@ def test_blocks_are_cav_mae_s() -> None:
 def test_bad_inputs_and_settings_are_named() -> None:
     with pytest.raises(ValueError, match=r"VideoViT takes \(B, 3, T, H, W\)"):
         VideoViT("tiny")(torch.randn(1, 3, 32, 32))
-    with pytest.raises(ValueError, match="multiple of 4"):
-        VideoViT("tiny").__class__.__mro__[1]((16, 16), 1, 64, 6, 4)
+    with pytest.raises(ValueError, match="at least 4"):
+        VideoViT("tiny").__class__.__mro__[1]((16, 16), 1, 64, 3, 4)
     with pytest.raises(ValueError, match="needs input_size"):
         AudioViT("tiny", pos_embed="learned")
 
