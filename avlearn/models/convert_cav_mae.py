@@ -272,10 +272,12 @@ def paper_data(frames: int = 1024, size: int = 224) -> dict[str, Any]:
     return data
 
 
-def convert_checkpoint(path: str | Path, out_dir: str | Path, mode: Mode = "audio_visual") -> list[Path]:
+def convert_checkpoint(path: str | Path, out_dir: str | Path, mode: Mode = "audio_visual",
+                       base: ModelConfig | None = None) -> list[Path]:
     """Convert a released CAV-MAE checkpoint into ``out_dir``; returns the files written:
-    ``encoders.safetensors``, and ``classifier.safetensors`` for a fine-tuned model (its default ``mode``)."""
-    converted = convert_state_dict(read_reference_checkpoint(path), source=str(path))
+    ``encoders.safetensors``, and ``classifier.safetensors`` for a fine-tuned model (its default ``mode``).
+    ``base``: our architecture (default :data:`CAV_MAE_MODEL`)."""
+    converted = convert_state_dict(read_reference_checkpoint(path), base or CAV_MAE_MODEL, source=str(path))
     model = build_av_model(converted.model)
     model.load_state_dict(converted.state, strict=True)
     origin = {"file": Path(path).name, "format": "CAV-MAE " + ("CAVMAEFT" if converted.head else "CAVMAE"),
