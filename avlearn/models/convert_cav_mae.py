@@ -148,7 +148,7 @@ def _with_positions(base: ModelConfig, given: Mapping[str, Tensor], audio_size: 
     grid_a = tuple(-(-s // p) for s, p in zip(audio_size, patches["a"], strict=True))
     grid_v = (video_size[0], *(-(-s // p) for s, p in zip(video_size[1:], patches["v"], strict=True)))
     if _is_sincos(given.get("pos_embed_a"), grid_a) and _is_sincos(given.get("pos_embed_v"), grid_v):
-        return dataclasses.replace(base, pos_embed="sincos", video_input_size=(), audio_input_size=())
+        return dataclasses.replace(base, pos_embed="sincos", video_input_size=None, audio_input_size=None)
     return dataclasses.replace(base, pos_embed="learned", video_input_size=video_size,
                                audio_input_size=audio_size)
 

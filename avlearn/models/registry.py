@@ -104,7 +104,7 @@ class ModelConfig:
             ``audio_input_size``, started at the sin-cos values (other input sizes are refused);
             a converted fine-tuned CAV-MAE's (:mod:`avlearn.models.convert_cav_mae`).
         video_input_size / audio_input_size: ``(T, H, W)`` / ``(F, T)`` of the inputs, exactly
-            when ``pos_embed`` is ``"learned"``; ``()`` otherwise.
+            when ``pos_embed`` is ``"learned"``; ``None`` otherwise.
     """
 
     video_arch: str = "r2plus1d_18"
@@ -119,8 +119,8 @@ class ModelConfig:
     zero_init_residual: bool = False
     fusion_depth: int = 0
     pos_embed: PosEmbed = "sincos"
-    video_input_size: tuple[int, ...] = ()
-    audio_input_size: tuple[int, ...] = ()
+    video_input_size: tuple[int, ...] | None = None
+    audio_input_size: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         # Name checks happen here so a bad config fails at load, not at build.
@@ -152,12 +152,13 @@ class ModelConfig:
             raise InvalidValue("pos_embed", self.pos_embed, "must be 'sincos' or 'learned'", "model")
         for field, axes in (("video_input_size", "(T, H, W)"), ("audio_input_size", "(F, T)")):
             size = getattr(self, field)
-            if self.pos_embed == "sincos" and size:
-                raise InvalidValue(field, list(size), "is only for pos_embed: learned; give [] or "
+            if self.pos_embed == "sincos" and size is not None:
+                raise InvalidValue(field, list(size), "is only for pos_embed: learned; leave it out or "
                                    "set model.pos_embed: learned", "model")
-            if self.pos_embed == "learned" and (len(size) != axes.count(",") + 1 or min(size) < 1):
-                raise InvalidValue(field, list(size), f"pos_embed: learned needs the input's {axes}, "
-                                   "each >= 1", "model")
+            if self.pos_embed == "learned" and (size is None or len(size) != axes.count(",") + 1
+                                                or min(size) < 1):
+                raise InvalidValue(field, size and list(size), "pos_embed: learned needs the input's "
+                                   f"{axes}, each >= 1", "model")
 
 
 def _positions(encoder: nn.Module, cfg: ModelConfig, modality: str) -> nn.Module:
@@ -168,7 +169,8 @@ def _positions(encoder: nn.Module, cfg: ModelConfig, modality: str) -> nn.Module
     if not isinstance(encoder, PatchViT):
         raise ValueError(f"model.pos_embed=learned needs ViT encoders; model.{modality}_arch builds a "
                          f"{type(encoder).__name__}: choose a vit_* architecture or pos_embed: sincos")
-    grid = encoder.grid_size(*getattr(cfg, f"{modality}_input_size"))
+    size: tuple[int, ...] = getattr(cfg, f"{modality}_input_size")  # set: checked by ModelConfig
+    grid = encoder.grid_size(*size)
     table = sincos_3d(encoder.out_dim, *grid) if len(grid) == 3 else sincos_2d(encoder.out_dim, *grid)
     encoder.pos_embed = nn.Parameter(table[None].float())
     return encoder

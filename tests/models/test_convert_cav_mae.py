@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from avlearn.cli import main as cli_main
+from avlearn.config import ConfigError
 from avlearn.models import convert_cav_mae
 from avlearn.models.checkpoint import CheckpointError
 from avlearn.models.convert_cav_mae import (
@@ -27,6 +28,7 @@ from avlearn.models.convert_cav_mae import (
 )
 from avlearn.models.joint_classifier import JointClassifier, load_joint_classifier
 from avlearn.models.registry import ModelConfig, build_av_model
+from avlearn.models.vit import sincos_2d
 from avlearn.models.weights import load_av_model, load_encoder, load_weights
 from tests.models._cav_mae_ft_reference import RefCAVMAEFT
 from tests.objectives._cav_mae_reference import RefCAVMAE, sincos_table
@@ -107,6 +109,22 @@ def test_the_released_tables_are_our_fixed_sincos_so_nothing_is_stored() -> None
     learned = convert_state_dict({**state, "pos_embed_a": scrambled}, TINY, AUDIO, VIDEO)
     assert learned.model.pos_embed == "learned" and learned.model.audio_input_size == AUDIO
     assert torch.equal(learned.state["audio_encoder.pos_embed"], scrambled)  # copied, not reordered
+
+
+def test_learned_positions_are_a_model_setting() -> None:
+    cfg = dataclasses.replace(TINY, pos_embed="learned", video_input_size=VIDEO, audio_input_size=AUDIO)
+    model = build_av_model(cfg)
+    table = model.audio_encoder.get_parameter("pos_embed")
+    assert table.requires_grad and torch.equal(table[0], sincos_2d(128, 2, 8).float())  # starts at sin-cos
+    assert model.video_encoder.get_parameter("pos_embed").shape == (1, 9, 128)
+    with pytest.raises(ValueError, match="learned position embeddings are for 16 tokens"):
+        model(torch.randn(1, 3, *VIDEO), torch.randn(1, 1, 32, 64))
+    with pytest.raises(ConfigError, match=r"audio_input_size=None is invalid: pos_embed: learned needs"):
+        dataclasses.replace(cfg, audio_input_size=None)
+    with pytest.raises(ConfigError, match=r"model.video_input_size=\[1, 48, 48\] is invalid: is only for"):
+        dataclasses.replace(TINY, video_input_size=VIDEO)
+    with pytest.raises(ValueError, match="learned needs ViT encoders; model.video_arch builds a R2Plus1D"):
+        build_av_model(dataclasses.replace(cfg, video_arch="r2plus1d_tiny", fusion_depth=0))
 
 
 # --------------------------------------------------------------------------- (b) logits
