@@ -54,7 +54,7 @@ from torch import Tensor
 
 from avlearn.config import ConfigError, from_dict
 from avlearn.data.config import DataConfig
-from avlearn.models.checkpoint import CheckpointError, save_encoders
+from avlearn.models.checkpoint import CheckpointError, read_release, save_encoders
 from avlearn.models.joint_classifier import MODES, JointClassifier, Mode, save_joint_classifier
 from avlearn.models.registry import ModelConfig, build_av_model
 from avlearn.models.vit import sincos_2d, sincos_3d
@@ -233,15 +233,7 @@ def convert_state_dict(reference: Mapping[str, Tensor], base: ModelConfig = CAV_
 def read_reference_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """The state dict in a CAV-MAE checkpoint file: the file's dict itself, or its ``"model"`` or
     ``"state_dict"`` entry. Raises :class:`CheckpointError` naming the file and what it holds."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file; give a .pth of the CAV-MAE release")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        first = str(err).splitlines()[0] if str(err) else ""
-        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: "
-                              f"{first}); the file is truncated or corrupt: download it again") from None
+    payload = read_release(path, "a .pth of the CAV-MAE release")
     if isinstance(payload, Mapping):
         for key in ("model", "state_dict"):
             if isinstance(payload.get(key), Mapping):
