@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare shard": ("data_prep.shard", "pack a manifest's videos into WebDataset tar shards + index"),
     "prepare audio-stats": ("data_prep.audio_stats", "per-frequency spectrogram mean/std over a manifest"),
     "convert avid-cma": ("avlearn.models.convert_avid", "AVID-CMA release checkpoint -> our export"),
+    "convert cav-mae": ("avlearn.models.convert_cav_mae", "CAV-MAE release checkpoint -> our export"),
     "pretrain": ("avlearn.train.pretrain", "self-supervised audio-visual pretraining (AVID / CMA / InfoNCE)"),
     "localize": ("avlearn.localization.cli", "heatmap video of where the sound is"),
     "serve": ("avlearn.serve.app", "local web page: pick a video and a sound, see where the model hears it"),

@@ -26,6 +26,7 @@ from avlearn.models.checkpoint import (
 from avlearn.models.contract import AudioEncoder, Stage, VideoEncoder, encoder_stages
 from avlearn.models.fusion import SharedFusion
 from avlearn.models.heads import AVIDHead, IdentityHead, LinearHead, MLPHead
+from avlearn.models.joint_classifier import JointClassifier, load_joint_classifier
 from avlearn.models.registry import (
     AUDIO_ENCODERS,
     HEADS,
@@ -74,6 +75,7 @@ __all__ = [
     "AudioViT",
     "CheckpointError",
     "IdentityHead",
+    "JointClassifier",
     "LinearHead",
     "MLPHead",
     "ModelConfig",
@@ -102,6 +104,7 @@ __all__ = [
     "load_av_model",
     "load_checkpoint",
     "load_encoder",
+    "load_joint_classifier",
     "load_model",
     "load_video_encoder",
     "load_weights",

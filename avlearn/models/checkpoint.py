@@ -33,6 +33,7 @@ __all__ = [
     "CheckpointError",
     "load_checkpoint",
     "load_state_into",
+    "read_release",
     "read_safetensors",
     "save_encoders",
     "write_safetensors",
@@ -146,6 +147,26 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an avlearn encoder checkpoint (expected format '{FORMAT}')")
     return dict(payload["state_dict"]), dict(payload["config"])
+
+
+def read_release(path: str | Path, what: str) -> Any:
+    """What a ``torch.save``\\ d file of an authors' release holds, read on the CPU with
+    ``weights_only=True`` (no pickled code runs; tensors and plain containers only).
+
+    Raises :class:`CheckpointError` naming the file when it is missing (``what``: the file to give) or
+    cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file; give {what}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise CheckpointError(
+            f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: {first}); "
+            "the file is truncated or corrupt: download it again"
+        ) from None
 
 
 def _summarise(keys: list[str], limit: int = 8) -> str:

@@ -40,13 +40,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from avlearn.config import ConfigError, from_dict
 from avlearn.data.audio import load_spec_stats
 from avlearn.data.config import DataConfig
-from avlearn.models.checkpoint import CheckpointError, save_encoders
+from avlearn.models.checkpoint import CheckpointError, read_release, save_encoders
 from avlearn.models.registry import ModelConfig, build_av_model
 
 __all__ = [
@@ -141,17 +140,7 @@ def convert_state_dict(reference: Mapping[str, Tensor], source: str = "checkpoin
 
 def read_reference_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], Any]:
     """``(model state dict, epoch)`` of a checkpoint written by AVID-CMA's checkpoint manager."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file; give the .pth.tar the AVID-CMA release downloads")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        first = str(err).splitlines()[0] if str(err) else ""
-        raise CheckpointError(
-            f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: {first}); "
-            "the file is truncated or corrupt: download it again"
-        ) from None
+    payload = read_release(path, "the .pth.tar the AVID-CMA release downloads")
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), Mapping):
         found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(

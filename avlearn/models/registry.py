@@ -23,6 +23,7 @@ from avlearn.models.av import AVModel
 from avlearn.models.contract import AudioEncoder, VideoEncoder
 from avlearn.models.fusion import build_fusion
 from avlearn.models.heads import AVIDHead, IdentityHead, LinearHead, MLPHead
+from avlearn.models.vit import PatchViT, PosEmbed, sincos_2d, sincos_3d
 from avlearn.registry import Registry
 
 __all__ = [
@@ -98,6 +99,12 @@ class ModelConfig:
         fusion_depth: blocks shared by both modalities after their own ViT blocks, with a LayerNorm
             pair per modality (CAV-MAE's, :class:`~avlearn.models.fusion.SharedFusion`: 1 after
             ``vit_*_base11``); 0: none, the model of every other objective.
+        pos_embed: position embeddings of ViT encoders: ``"sincos"`` (fixed, any input size) or
+            ``"learned"``: a parameter per token of the grid of ``video_input_size`` /
+            ``audio_input_size``, started at the sin-cos values (other input sizes are refused);
+            a converted fine-tuned CAV-MAE's (:mod:`avlearn.models.convert_cav_mae`).
+        video_input_size / audio_input_size: ``(T, H, W)`` / ``(F, T)`` of the inputs, exactly
+            when ``pos_embed`` is ``"learned"``; ``None`` otherwise.
     """
 
     video_arch: str = "r2plus1d_18"
@@ -111,6 +118,9 @@ class ModelConfig:
     audio_in_channels: int = 1
     zero_init_residual: bool = False
     fusion_depth: int = 0
+    pos_embed: PosEmbed = "sincos"
+    video_input_size: tuple[int, ...] | None = None
+    audio_input_size: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         # Name checks happen here so a bad config fails at load, not at build.
@@ -127,6 +137,7 @@ class ModelConfig:
                 raise InvalidValue(field, getattr(self, field), "must be >= 1", "model")
         if self.fusion_depth < 0:
             raise InvalidValue("fusion_depth", self.fusion_depth, "must be >= 0 (0: none)", "model")
+        self._check_positions()
         option = "zero_init_residual"
         if self.zero_init_residual and not _takes(VIDEO_ENCODERS[self.video_arch], option):
             able = sorted(name for name, build in VIDEO_ENCODERS.items() if _takes(build, option))
@@ -135,18 +146,48 @@ class ModelConfig:
                                f"it: {', '.join(able)}; set model.zero_init_residual: false", "model")
 
 
+    def _check_positions(self) -> None:
+        """Input sizes exactly with learned positions: 3 sizes for the video, 2 for the audio, all > 0."""
+        if self.pos_embed not in ("sincos", "learned"):
+            raise InvalidValue("pos_embed", self.pos_embed, "must be 'sincos' or 'learned'", "model")
+        for field, axes in (("video_input_size", "(T, H, W)"), ("audio_input_size", "(F, T)")):
+            size = getattr(self, field)
+            if self.pos_embed == "sincos" and size is not None:
+                raise InvalidValue(field, list(size), "is only for pos_embed: learned; leave it out or "
+                                   "set model.pos_embed: learned", "model")
+            if self.pos_embed == "learned" and (size is None or len(size) != axes.count(",") + 1
+                                                or min(size) < 1):
+                raise InvalidValue(field, size and list(size), "pos_embed: learned needs the input's "
+                                   f"{axes}, each >= 1", "model")
+
+
+def _positions(encoder: nn.Module, cfg: ModelConfig, modality: str) -> nn.Module:
+    """``encoder`` with a learned position table for ``cfg``'s input size when ``cfg.pos_embed`` asks for
+    one (as :class:`~avlearn.models.vit.PatchViT` builds it with ``pos_embed="learned"``)."""
+    if cfg.pos_embed == "sincos":
+        return encoder
+    if not isinstance(encoder, PatchViT):
+        raise ValueError(f"model.pos_embed=learned needs ViT encoders; model.{modality}_arch builds a "
+                         f"{type(encoder).__name__}: choose a vit_* architecture or pos_embed: sincos")
+    size: tuple[int, ...] = getattr(cfg, f"{modality}_input_size")  # set: checked by ModelConfig
+    grid = encoder.grid_size(*size)
+    table = sincos_3d(encoder.out_dim, *grid) if len(grid) == 3 else sincos_2d(encoder.out_dim, *grid)
+    encoder.pos_embed = nn.Parameter(table[None].float())
+    return encoder
+
+
 def build_video_encoder(cfg: ModelConfig) -> nn.Module:
     """The video encoder named by ``cfg.video_arch`` (a :class:`~avlearn.models.contract.VideoEncoder`)."""
     options = {"zero_init_residual": True} if cfg.zero_init_residual else {}  # only encoders that take it
     build = VIDEO_ENCODERS[cfg.video_arch]
     encoder = build(in_channels=cfg.video_in_channels, pool=cfg.video_pool, **options)
-    return _checked(encoder, VideoEncoder, cfg.video_arch)
+    return _positions(_checked(encoder, VideoEncoder, cfg.video_arch), cfg, "video")
 
 
 def build_audio_encoder(cfg: ModelConfig) -> nn.Module:
     """The audio encoder named by ``cfg.audio_arch`` (an :class:`~avlearn.models.contract.AudioEncoder`)."""
     encoder = AUDIO_ENCODERS[cfg.audio_arch](in_channels=cfg.audio_in_channels, pool=cfg.audio_pool)
-    return _checked(encoder, AudioEncoder, cfg.audio_arch)
+    return _positions(_checked(encoder, AudioEncoder, cfg.audio_arch), cfg, "audio")
 
 
 def _checked(encoder: nn.Module, contract: type, name: str) -> nn.Module:
