@@ -121,13 +121,13 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from avlearn.data.pool import process_pool
 from avlearn.media import write_av
 
 __all__ = ["ACTIONS", "CLASSES", "FORMAT_VERSION", "ObjectClass", "SynthConfig", "generate", "main",
@@ -753,7 +753,7 @@ def generate(cfg: SynthConfig, progress: bool = True) -> Path:
             results.append(_make_one(job))
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:  # not forked: see process_pool
             for res in pool.map(_make_one, jobs, chunksize=max(1, min(8, len(jobs) // (4 * workers)))):
                 results.append(res)
                 bar.update()

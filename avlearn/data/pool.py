@@ -9,6 +9,7 @@ unfinished at two breaks runs alone, and a failure row if it breaks that pool to
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -16,12 +17,25 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-__all__ = ["CRASH_MESSAGE", "error_text", "pool_map"]
+__all__ = ["CRASH_MESSAGE", "error_text", "pool_map", "process_pool"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 CRASH_MESSAGE = "the worker process died handling this file (a crash in FFmpeg, or out of memory)"
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes started by a fresh server process (``forkserver``), not forked
+    from this one.
+
+    Why: a fork copies this process's memory but not its other threads. An object the parent still
+    holds that owns threads (a PyAV codec context kept alive by a traceback, tqdm's monitor) is then
+    half-alive in the child, and the child waits forever on its lock when it frees or uses it (seen
+    as a hung test worker). The server starts before any such state, so its children start clean;
+    each imports the function's module once.
+    """
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
 
 
 def error_text(err: BaseException) -> str:
@@ -70,7 +84,7 @@ def _pool_round(
     broken: list[int] = []
     todo = iter(pending)
     inflight: dict[Future[R], int] = {}
-    with ProcessPoolExecutor(max_workers=min(workers, len(pending))) as pool:
+    with process_pool(min(workers, len(pending))) as pool:
 
         def fill() -> None:
             while len(inflight) < 4 * workers:
@@ -102,7 +116,7 @@ def _pool_round(
 
 
 def _run_alone(fn: Callable[[T], R], item: T, on_failure: Callable[[T, str], R]) -> R:
-    with ProcessPoolExecutor(max_workers=1) as pool:
+    with process_pool(1) as pool:
         try:
             return pool.submit(fn, item).result()
         except BrokenProcessPool:
