@@ -63,8 +63,19 @@ class MemoryClips(Dataset[dict[str, Any]]):
 def _objective_overrides(name: str) -> list[str]:
     """Small banks and positive sets for the few clips of a smoke run (only keys the objective has)."""
     fields = set(OBJECTIVES[name].config_cls.__dataclass_fields__)
-    small = {"num_negatives": 16, "positive_set_size": 4, "num_positives": 2, "cma_every_epochs": 1}
+    small = {"num_negatives": 16, "positive_set_size": 4, "num_positives": 2, "cma_every_epochs": 1,
+             "decoder_width": 64, "decoder_depth": 1, "decoder_heads": 4}
     return [f"objective.{k}={v}" for k, v in small.items() if k in fields]
+
+
+# Objectives that need another model than the run's: CAV-MAE masks ViT tokens and runs shared blocks
+# (tiny ViTs: the smoke run checks the objective's arithmetic and precision, not a model size)
+OBJECTIVE_MODELS: dict[str, dict[str, str]] = {
+    "cav_mae": {"video_arch": "vit_video_tiny", "audio_arch": "vit_audio_tiny", "head": "identity",
+                "video_pool": "avg", "audio_pool": "avg", "fusion_depth": "1"},
+}
+# ... and its spectrogram shape (F, T): it reconstructs whole 16 x 16 patches
+OBJECTIVE_SPECS: dict[str, tuple[int, int]] = {"cav_mae": (128, 96)}
 
 
 def _records(run_dir: Path) -> list[dict[str, Any]]:
@@ -91,7 +102,7 @@ def pretrain_run(run_dir: Path, data: MemoryClips, *, objective: str, precision:
                  f"objective.name={objective}", *_objective_overrides(objective),
                  f"train.mixed_precision={precision}", "train.progress=false", "train.tensorboard=false",
                  "train.log_every=1", "optim.warmup_epochs=0",
-                 *[f"model.{k}={v}" for k, v in model.items()]]
+                 *[f"model.{k}={v}" for k, v in {**model, **OBJECTIVE_MODELS.get(objective, {})}.items()]]
     cfg = load_config(PretrainConfig, "pretrain/synth_cpu.yaml", overrides)
     summary = pretrain(cfg, resume=resume, dataset=data)
     losses = _losses(run_dir)

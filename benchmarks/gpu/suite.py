@@ -189,6 +189,8 @@ def stage_smoke(run: Run) -> dict[str, Any]:
     if run.args.dry_run:
         model = {"video_arch": "r2plus1d_tiny", "audio_arch": "avid_spec_cnn9_tiny"}
     data = smoke.MemoryClips(s.smoke_videos, s.frames, s.smoke_crop, spec)
+    shaped = {name: smoke.MemoryClips(s.smoke_videos, s.frames, s.smoke_crop, shape)
+              for name, shape in smoke.OBJECTIVE_SPECS.items()}
     runs = [(name, "bf16") for name in OBJECTIVES]
     if run.device.type == "cuda":
         runs.append(("avid", "fp16"))
@@ -197,8 +199,8 @@ def stage_smoke(run: Run) -> dict[str, Any]:
         for objective, precision in runs:
             label = {"objective": objective, "precision": precision}
             r = _attempt(label, functools.partial(smoke.pretrain_run, Path(tmp) / f"{objective}_{precision}",
-                                                  data, objective=objective, precision=precision, model=model,
-                                                  batch=s.smoke_batch))
+                                                  shaped.get(objective, data), objective=objective,
+                                                  precision=precision, model=model, batch=s.smoke_batch))
             run.say(f"pretrain {objective} {precision}: {r}")
             results.append(r)
         again = _attempt({"objective": "avid", "precision": "bf16 resumed"}, functools.partial(
