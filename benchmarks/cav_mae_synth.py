@@ -341,6 +341,25 @@ def headline(record: dict[str, Any]) -> str:
         f"{harness.pct(o[m]['linear_probe']['random_action']['video_top1'])}" for m in ("infonce", "cav_mae"))
 
 
+def docs_block(results: Path = harness.RESULTS) -> str:
+    """The generated section of ``docs/cav_mae.md`` (:mod:`benchmarks.readme_table` renews it): each
+    budget's side-by-side table and the levers, read from the results files, with links to them."""
+    parts = []
+    for stem, budget in ((NAME, "full budget"), (f"{NAME}_quick", "`--quick` budget")):
+        path = results / f"{stem}.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+            parts += [f"**{budget.capitalize()}**, collection seed {record['setup']['seed']} "
+                      f"([`{stem}.md`](benchmarks/results/{stem}.md)):", "", table(record), "",
+                      *[f"- {line}" for line in reading(record)], ""]
+    path = results / f"{NAME}_quick_ablations.json"
+    if path.is_file():
+        levers = ablation_markdown(json.loads(path.read_text())).split("\n")
+        parts += [f"**Levers** at the `--quick` budget, seed 0 ([`{path.stem}.md`](benchmarks/results/"
+                  f"{path.stem}.md)):", "", *[line for line in levers if line.startswith("|")], ""]
+    return "\n".join(parts).strip() or "No results yet: run `python -m benchmarks.cav_mae_synth --quick`."
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -366,6 +385,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    # downstream_synth's options that do not apply here (its parser gives the budget options)
+    foreign = {"--objective": args.objective != "infonce", "--shifted-audio": args.shifted_audio != 0.5,
+               "--investigate": args.investigate, "--summarize": args.summarize is not None}
+    if any(foreign.values()):
+        p.error(f"{', '.join(k for k, v in foreign.items() if v)}: options of benchmarks.downstream_synth, "
+                "not of this benchmark")
     if args.quick:
         for key, value in ds.QUICK.items():
             if getattr(args, key) == p.get_default(key):
