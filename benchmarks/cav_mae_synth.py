@@ -201,15 +201,18 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
             "vit_features": list(VIT_FEATURES), "cnn_features": list(ds.DEFAULT_FEATURES)}
 
 
-def base_epochs(args: argparse.Namespace) -> int:
-    """CAV-MAE's epochs in the base run's results file (the levers run as many)."""
-    if args.cav_mae_epochs:
-        return int(args.cav_mae_epochs)
+def base_run(args: argparse.Namespace) -> dict[str, Any]:
+    """The CAV-MAE figures of the base run's results file (the benchmark's, same ``--quick`` / ``--seed``)."""
     path = Path(args.out) / f"{args.name}.json"
     if not path.is_file():
         raise SystemExit(f"{path}: run the base benchmark first (same --quick / --seed), "
                          "or give --cav-mae-epochs")
-    return int(json.loads(path.read_text())["objectives"]["cav_mae"]["pretrain"]["epochs"])
+    return dict(json.loads(path.read_text())["objectives"]["cav_mae"])
+
+
+def base_epochs(args: argparse.Namespace) -> int:
+    """CAV-MAE's epochs in the base run's results file (the levers run as many)."""
+    return int(args.cav_mae_epochs or base_run(args)["pretrain"]["epochs"])
 
 
 def measure_ablation(args: argparse.Namespace) -> dict[str, Any]:
@@ -306,7 +309,8 @@ def ablation_markdown(record: dict[str, Any]) -> str:
              "CAV-MAE run (masking 0.75, contrastive weight 0.01, 2x8x8 tubelets over 8 frames).", "",
              "| lever | overrides | epochs | CPU-s | action AV | action random | object AV | object random |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for name, r in record["levers"].items():
+    levers = ({"base": record["base"]} if "base" in record else {}) | record["levers"]
+    for name, r in levers.items():
         lp, p = r["linear_probe"], r["pretrain"]
         cells = [_pct(lp[k]["video_top1"])
                  for k in ("av_action", "random_action", "av_object", "random_object")]
@@ -406,7 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         path = out / f"{args.name}_ablations.json"
         record = json.loads(path.read_text()) if path.is_file() else {"benchmark": NAME, "levers": {}}
         record["levers"][args.ablation] = {**head, **measure_ablation(args)}
-        harness.write(path, {**head, "levers": record["levers"]}, ablation_markdown(record))
+        base = {"overrides": [], **{k: base_run(args)[k] for k in ("pretrain", "linear_probe")}}
+        record = {**head, "base": base, "levers": record["levers"]}
+        harness.write(path, record, ablation_markdown(record))
     else:
         record = {**head, **measure(args)}
         harness.write(out / args.name, record, markdown(record))

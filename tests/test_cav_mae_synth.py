@@ -58,10 +58,13 @@ def test_docs_block_reads_the_results_files(tmp_path: Path) -> None:
              "pretrain": {"epochs": 6, "cpu_seconds": 99.0},
              "linear_probe": {k: {"video_top1": 0.42} for k in ("av_action", "random_action", "av_object",
                                                                 "random_object")}}
-    (tmp_path / "cav_mae_synth_quick_ablations.json").write_text(json.dumps({"levers": {"nce0": lever}}))
+    base = {**lever, "overrides": [], "linear_probe": _objective(0.6, 6)["linear_probe"]}
+    (tmp_path / "cav_mae_synth_quick_ablations.json").write_text(json.dumps({"base": base,
+                                                                            "levers": {"nce0": lever}}))
     block = cav_mae_synth.docs_block(tmp_path)
     assert "(benchmarks/results/cav_mae_synth_quick.md)" in block and "70.0" in block
     assert "| nce0 | `objective.contrastive_weight=0.0` | 6 | 99 | 42.0 |" in block
+    assert block.index("| base | - | 6 | 99 | 60.0 | 30.0 | 90.0 | 50.0 |") < block.index("| nce0 |")
     assert "full budget" not in block.lower()  # no full run in this folder
 
 
