@@ -185,13 +185,40 @@ def _map(r: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------- the modes
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """InfoNCE, then CAV-MAE at InfoNCE's CPU-seconds; every evaluation of both."""
-    infonce, infonce_time = pretrain("infonce", args.pretrain_epochs, args)
-    match = matched_epochs(infonce_time["cpu_seconds"], args)
+    """InfoNCE (run, or read from ``--infonce-record``), then CAV-MAE at InfoNCE's CPU-seconds; every
+    evaluation of both."""
+    if args.infonce_record:
+        infonce = recorded_infonce(args)
+    else:
+        run, seconds = pretrain("infonce", args.pretrain_epochs, args)
+        infonce = {"pretrain": seconds, **evaluate("cmb_infonce", run, args)}
+    match = matched_epochs(infonce["pretrain"]["cpu_seconds"], args)
     cav, cav_time = pretrain("cav_mae", args.cav_mae_epochs or match["epochs"], args)
+    cav_mae = {"pretrain": cav_time, **evaluate("cmb_cav_mae", cav, args)}
     return {"setup": _setup(args), "calibration": match,
-            "objectives": {"infonce": {"pretrain": infonce_time, **evaluate("cmb_infonce", infonce, args)},
-                           "cav_mae": {"pretrain": cav_time, **evaluate("cmb_cav_mae", cav, args)}}}
+            "objectives": {"infonce": infonce, "cav_mae": cav_mae}}
+
+
+def recorded_infonce(args: argparse.Namespace) -> dict[str, Any]:
+    """InfoNCE's figures from a ``downstream_synth`` results file of this seed and budget (its run, its
+    evaluations; no audio-visual probe). Its CPU-seconds: a 2-epoch calibration run's per epoch, times
+    its epochs (the file records wall seconds only)."""
+    path = Path(args.out) / f"{args.infonce_record}.json"
+    record = json.loads(path.read_text())
+    s = record["setup"]
+    wanted = {"seed": ds.SEED, "objective": "infonce", "pretrain_epochs": args.pretrain_epochs,
+              "pretrain_clips_per_video": args.pretrain_clips, "shifted_audio": 0.5,
+              "finetune_epochs": args.finetune_epochs, "finetune_clips_per_video": args.finetune_clips,
+              "test_clips_per_video": args.test_clips}
+    if (found := {k: s.get(k) for k in wanted}) != wanted:
+        raise SystemExit(f"{path}: another setup ({found}); this run's is {wanted}")
+    _, cal = pretrain("infonce", CALIBRATION_EPOCHS, args, name="calibrate_infonce")
+    seconds = {"epochs": s["pretrain_epochs"], "wall_seconds": record["stage_seconds"]["pretrain"],
+               "cpu_seconds": round(cal["cpu_seconds"] / CALIBRATION_EPOCHS * s["pretrain_epochs"], 1),
+               "cpu_estimated_from": cal, "record": path.name}
+    tunes = {k: record["finetune"][k] for k in ("av_10pct", "scratch_10pct", "av_100pct", "scratch_100pct")}
+    return {"pretrain": seconds, "retrieval": record["retrieval"], "linear_probe": record["linear_probe"],
+            "multi_label": None, "finetune": tunes}
 
 
 def _setup(args: argparse.Namespace) -> dict[str, Any]:
@@ -240,7 +267,8 @@ def rows(record: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     o = record["objectives"]
 
     def pair(section: str, av: str, base: str, key: str = "video_top1") -> list[str]:
-        return [_pct(o[m][section][k][key]) for m in ("infonce", "cav_mae") for k in (av, base)]
+        return [_pct(o[m][section][k][key]) if o[m][section] else "-"
+                for m in ("infonce", "cav_mae") for k in (av, base)]
 
     def recall(name: str) -> list[str]:
         return [f"{_pct(o[m]['retrieval'][k][f'{name}_r1'])} / {_pct(o[m]['retrieval'][k][f'{name}_r5'])}"
@@ -298,9 +326,19 @@ def markdown(record: dict[str, Any]) -> str:
         f"Fine-tuning: {s['finetune_epochs']} epochs x {s['finetune_clips_per_video']} clips per labelled "
         "video (x10 with 10 % of the labels). Random init / scratch: the same architecture. Retrieval: "
         "the full model (CAV-MAE: through its shared block); probes and fine-tuning load an encoder alone, "
-        "without CAV-MAE's modality token and shared block (docs/cav_mae.md).", "",
+        "without CAV-MAE's modality token and shared block (docs/cav_mae.md)." + _recorded(record), "",
         table(record), "", "Reading (computed from the figures above):", "",
         *[f"- {line}" for line in reading(record)]])
+
+
+def _recorded(record: dict[str, Any]) -> str:
+    """Where InfoNCE's figures come from when they were read from a results file."""
+    seconds = record["objectives"]["infonce"]["pretrain"]
+    if "record" not in seconds:
+        return ""
+    return (f" InfoNCE's figures are those of `benchmarks/results/{seconds['record']}` (its run, the same "
+            "setup; no audio-visual probe); its CPU-seconds are estimated: a "
+            f"{CALIBRATION_EPOCHS}-epoch InfoNCE run's CPU-seconds per epoch times its epochs.")
 
 
 def ablation_markdown(record: dict[str, Any]) -> str:
@@ -379,6 +417,9 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(name=NAME)
     p.add_argument("--cav-mae-epochs", type=int, default=0,
                    help="CAV-MAE's epochs (0: as many as InfoNCE's CPU-seconds; levers: the base run's)")
+    p.add_argument("--infonce-record", default="", metavar="NAME",
+                   help="read InfoNCE's run and evaluations from OUT/NAME.json (a downstream_synth results "
+                        "file of the same seed and budget) instead of running it")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--ablation", choices=list(ABLATIONS), help="one CAV-MAE lever, video probes only")
     mode.add_argument("--choose-stages", action="store_true",

@@ -96,3 +96,16 @@ def test_probes_take_the_runs_architecture(tmp_path: Path, preset: str, video: s
     spec = json.loads(next(o for o in like if o.startswith("data.spec=")).split("=", 1)[1])
     assert spec["kind"] == ("kaldi_fbank" if "cav_mae" in preset else "avid_linear")
     assert cav_mae_synth.features_of(tmp_path) == features
+
+
+def test_infonce_read_from_a_record_shows_where_and_no_av_probe(tmp_path: Path) -> None:
+    record = _record(0.7)
+    record["objectives"]["infonce"]["multi_label"] = None
+    record["objectives"]["infonce"]["pretrain"]["record"] = "downstream_synth.json"
+    text = cav_mae_synth.markdown(record)
+    assert "| - | - | 80.0 | 40.0 |" in text and "`benchmarks/results/downstream_synth.json`" in text
+    # a record of another setup is refused before anything trains
+    (tmp_path / "other.json").write_text(json.dumps({"setup": {"seed": 1, "objective": "infonce"}}))
+    args = cav_mae_synth.parser().parse_args(["--out", str(tmp_path), "--infonce-record", "other"])
+    with pytest.raises(SystemExit, match="another setup"):
+        cav_mae_synth.recorded_infonce(args)
