@@ -92,7 +92,7 @@ def pretrain(objective: str, epochs: int, args: argparse.Namespace, extra: tuple
     train = ds.manifests(ds.collection())["train"]
     before = cpu_seconds()
     run, wall = ds.pretrain(train, epochs, args.reuse, args.pretrain_clips, 0.0 if cav else 0.5, objective,
-                            extra, name or ("pretrain_cav_mae" if cav else "pretrain"),
+                            extra, name or (f"pretrain_cav_mae_e{epochs}" if cav else "pretrain"),
                             CONFIG if cav else INFONCE)
     stamp, end = run / "cpu_seconds.json", _log_end(run)
     stored = json.loads(stamp.read_text()) if stamp.is_file() else {}
