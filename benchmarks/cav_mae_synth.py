@@ -65,6 +65,8 @@ ABLATIONS = {
     "nce0": ("objective.contrastive_weight=0.0",),
     "nce0.1": ("objective.contrastive_weight=0.1",),
     "frame": ("model.video_arch=vit_frame_tiny", "data.num_frames=1"),
+    "budget": (),  # the base at --cav-mae-epochs: how the probes grow with the pretraining budget
+
 }
 LABELS = {"infonce": "InfoNCE, tiny CNN", "cav_mae": "CAV-MAE, tiny ViTs"}
 MULTI_LABEL = "visible_and_sounding"
@@ -242,11 +244,17 @@ def base_epochs(args: argparse.Namespace) -> int:
     return int(args.cav_mae_epochs or base_run(args)["pretrain"]["epochs"])
 
 
+def lever_name(args: argparse.Namespace) -> str:
+    """The lever's name in the table: with ``--cav-mae-epochs``, its epochs too (``budget@93``)."""
+    return str(args.ablation) + (f"@{args.cav_mae_epochs}" if args.cav_mae_epochs else "")
+
+
 def measure_ablation(args: argparse.Namespace) -> dict[str, Any]:
-    """One lever of :data:`ABLATIONS`: pretrain at the base run's epochs, then the video probes."""
-    extra = ABLATIONS[args.ablation]
-    run, seconds = pretrain("cav_mae", base_epochs(args), args, extra, f"pretrain_cav_mae_{args.ablation}")
-    probes = video_probes(f"cmb_{args.ablation}", run, args)
+    """One lever of :data:`ABLATIONS`: pretrain at the base run's epochs (or ``--cav-mae-epochs``), then
+    the video probes."""
+    extra, name = ABLATIONS[args.ablation], lever_name(args).replace("@", "_e")
+    run, seconds = pretrain("cav_mae", base_epochs(args), args, extra, f"pretrain_cav_mae_{name}")
+    probes = video_probes(f"cmb_{name}", run, args)
     return {"overrides": list(extra), "pretrain": seconds,
             "linear_probe": {k: _brief(v) for k, v in probes.items()}}
 
@@ -450,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.ablation:
         path = out / f"{args.name}_ablations.json"
         record = json.loads(path.read_text()) if path.is_file() else {"benchmark": NAME, "levers": {}}
-        record["levers"][args.ablation] = {**head, **measure_ablation(args)}
+        record["levers"][lever_name(args)] = {**head, **measure_ablation(args)}
         base = {"overrides": [], **{k: base_run(args)[k] for k in ("pretrain", "linear_probe")}}
         record = {**head, "base": base, "levers": record["levers"]}
         harness.write(path, record, ablation_markdown(record))
