@@ -109,3 +109,9 @@ def test_infonce_read_from_a_record_shows_where_and_no_av_probe(tmp_path: Path) 
     args = cav_mae_synth.parser().parse_args(["--out", str(tmp_path), "--infonce-record", "other"])
     with pytest.raises(SystemExit, match="another setup"):
         cav_mae_synth.recorded_infonce(args)
+
+
+def test_a_lever_at_another_budget_gets_its_own_row() -> None:
+    parse = cav_mae_synth.parser().parse_args
+    assert cav_mae_synth.lever_name(parse(["--ablation", "nce0"])) == "nce0"
+    assert cav_mae_synth.lever_name(parse(["--ablation", "budget", "--cav-mae-epochs", "93"])) == "budget@93"
