@@ -44,6 +44,9 @@ def test_table_and_reading_come_from_the_figures(action: float, verdict: str) ->
     text = cav_mae_synth.markdown(record)
     assert f"| linear probe, action (video top-1) | 50.0 | 30.0 | {100 * action:.1f} | 30.0 |" in text
     assert "chance 20.0" in text and "| 80.0 | 40.0 |" in text  # mAP row with its chance level
+    assert "measures little here" not in text  # random init's 40 % mAP: not saturated
+    record["objectives"]["cav_mae"]["multi_label"]["random"]["video_map"] = 0.99
+    assert "random-init features already reach 99.0 % mAP" in cav_mae_synth.markdown(record)
     assert "12 epochs, 123 CPU-s (150 s wall)" in text and "6 epochs" in text
     gap = 100 * action - 30
     assert f"tiny ViTs: action probe {gap:+.1f} points over random init (goal >= 30: {verdict})" in text
