@@ -146,14 +146,14 @@ def sections(pages: Path, results: Path) -> dict[Path, tuple[str, str]]:
 def renewed(readme: Path, docs: Path, results: Path,
             pages: Path | None = None) -> dict[Path, tuple[str, str]]:
     """Each target file's (current text, text with its block renewed); ``pages``: where the pages of
-    :data:`SECTIONS` are (``None``: ``docs``' folder)."""
+    :data:`SECTIONS` are (``None``: the repository's ``docs/``)."""
     table_text, readme_text = docs.read_text(), readme.read_text()
     new_readme, demo = readme_text, results / "demo.json"
     if demo.is_file():
         new_readme = replace_block(readme_text, demo_paragraph(json.loads(demo.read_text())), DEMO_START,
                                    DEMO_END)
     return {docs: (table_text, replace_block(table_text, render(results))), readme: (readme_text, new_readme),
-            **sections(docs.parent if pages is None else pages, results)}
+            **sections(DOCS.parent if pages is None else pages, results)}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -166,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--docs", type=Path, default=DOCS, help="holds the benchmark table")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--pages", type=Path, default=None,
-                   help="the folder of the pages with a generated section (default: --docs' folder)")
+                   help="the folder of the pages with a generated section (default: the repository's docs/)")
     return p
 
 

@@ -75,7 +75,8 @@ def test_readme_table_renews_the_docs_section(tmp_path: Path) -> None:
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
     shutil.copy(ROOT / "docs" / "benchmarks.md", tmp_path / "benchmarks.md")
     shutil.copy(ROOT / "docs" / "cav_mae.md", tmp_path / "cav_mae.md")
-    args = ["--readme", str(tmp_path / "README.md"), "--docs", str(tmp_path / "benchmarks.md")]
+    args = ["--readme", str(tmp_path / "README.md"), "--docs", str(tmp_path / "benchmarks.md"),
+            "--pages", str(tmp_path)]
     assert readme_table.main(["--check", *args]) == 0  # the repository's section is current
     start, end = readme_table.section_markers("cav_mae_synth")
     page = tmp_path / "cav_mae.md"
