@@ -55,9 +55,11 @@ INFONCE = ROOT / "avlearn/configs/pretrain/synth_cpu.yaml"
 CALIBRATION_EPOCHS = 2
 # the probe's stages of the tiny ViTs (4 blocks: grids.0-3), chosen on seed 0 (--choose-stages)
 VIT_FEATURES = ("features.stages=[grids.2,grids.3]", "features.pool=avg")
-STAGE_CHOICES = {"grids.3": "[grids.3]", "grids.2+3": "[grids.2,grids.3]",
-                 "grids.1+2+3": "[grids.1,grids.2,grids.3]",
-                 "grids.0+1+2+3": "[grids.0,grids.1,grids.2,grids.3]"}
+# (stages, pooling); avg_space keeps the time axis (the order of a motion)
+STAGE_CHOICES = {"grids.3": ("[grids.3]", "avg"), "grids.2+3": ("[grids.2,grids.3]", "avg"),
+                 "grids.1+2+3": ("[grids.1,grids.2,grids.3]", "avg"),
+                 "grids.0+1+2+3": ("[grids.0,grids.1,grids.2,grids.3]", "avg"),
+                 "grids.2+3, time kept": ("[grids.2,grids.3]", "avg_space")}
 # CAV-MAE levers (each at the base run's epochs); "frame": the faithful single-frame variant
 ABLATIONS = {
     "mask0.5": ("objective.mask_ratio_audio=0.5", "objective.mask_ratio_video=0.5"),
@@ -261,13 +263,16 @@ def measure_ablation(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def measure_stages(args: argparse.Namespace) -> dict[str, Any]:
-    """Action probes of every :data:`STAGE_CHOICES` on the base CAV-MAE run, AV vs random (seed 0)."""
+    """Action probes of every :data:`STAGE_CHOICES` on the base CAV-MAE run (or the finished run of
+    ``--cav-mae-epochs`` with ``--reuse``), AV vs random (seed 0)."""
     run, _ = pretrain("cav_mae", base_epochs(args), args)
     found = {}
-    for i, (what, stages) in enumerate(STAGE_CHOICES.items()):
-        probes = video_probes(f"cmb_stages{i}", run, args, (f"features.stages={stages}", "features.pool=avg"))
+    for i, (what, (stages, pool)) in enumerate(STAGE_CHOICES.items()):
+        features = (f"features.stages={stages}", f"features.pool={pool}")
+        probes = video_probes(f"cmb_stages{i}", run, args, features)
         found[what] = {k: probes[k]["video_top1"] for k in ("av_action", "random_action")}
-    return {"seed": ds.SEED, "chosen": list(VIT_FEATURES), "action_video_top1": found}
+    return {"seed": ds.SEED, "epochs": base_epochs(args), "chosen": list(VIT_FEATURES),
+            "action_video_top1": found}
 
 
 # ------------------------------------------------------------------------------------- the report
@@ -374,7 +379,9 @@ def ablation_markdown(record: dict[str, Any]) -> str:
 def stages_markdown(record: dict[str, Any]) -> str:
     lines = ["# ViT probe stages, chosen on the development seed", "",
              f"Command: `{record['command']}`. Action probe, video top-1 (%), collection seed "
-             f"{record['seed']}; chosen: {_stages(record['chosen'])}.", "",
+             f"{record['seed']}, " + (f"CAV-MAE run of {record['epochs']} epochs" if "epochs" in record
+                                      else "the base CAV-MAE run")
+             + f"; chosen: {_stages(record['chosen'])}.", "",
              "| stages | CAV-MAE | random init |", "|---|---:|---:|"]
     lines += [f"| {what} | {_pct(r['av_action'])} | {_pct(r['random_action'])} |"
               for what, r in record["action_video_top1"].items()]
@@ -460,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     out, head = Path(args.out), {**harness.record_for(NAME, argv), "benchmark": NAME}
     if args.choose_stages:
         record = {**head, **measure_stages(args)}
-        harness.write(out / f"{args.name}_stages", record, stages_markdown(record))
+        budget = f"_e{args.cav_mae_epochs}" if args.cav_mae_epochs else ""  # the base run's unless given
+        harness.write(out / f"{args.name}_stages{budget}", record, stages_markdown(record))
     elif args.ablation:
         path = out / f"{args.name}_ablations.json"
         record = json.loads(path.read_text()) if path.is_file() else {"benchmark": NAME, "levers": {}}

@@ -119,3 +119,12 @@ def test_a_lever_at_another_budget_gets_its_own_row() -> None:
     parse = cav_mae_synth.parser().parse_args
     assert cav_mae_synth.lever_name(parse(["--ablation", "nce0"])) == "nce0"
     assert cav_mae_synth.lever_name(parse(["--ablation", "budget", "--cav-mae-epochs", "93"])) == "budget@93"
+
+
+def test_stage_choice_report_names_its_run() -> None:
+    record = {"command": "c", "seed": 0, "epochs": 186, "chosen": list(cav_mae_synth.VIT_FEATURES),
+              "action_video_top1": {"grids.2+3, time kept": {"av_action": 0.5, "random_action": 0.25}}}
+    text = cav_mae_synth.stages_markdown(record)
+    assert "CAV-MAE run of 186 epochs; chosen: [grids.2,grids.3]" in text
+    assert "| grids.2+3, time kept | 50.0 | 25.0 |" in text
+    assert "time kept" in cav_mae_synth.headline(record)
