@@ -103,19 +103,20 @@ def same_run(cfg: Any, preferred: Path) -> Path | None:
 
 def pretrain(train_manifest: Path, epochs: int, reuse: bool = False, clips: int = 2,
              shifted_audio: float = 0.5, objective: str = "infonce", extra: tuple[str, ...] = (),
-             name: str = "") -> tuple[Path, float]:
+             name: str = "",
+             config: Path = ROOT / "avlearn/configs/pretrain/synth_cpu.yaml") -> tuple[Path, float]:
     """Pretrain on the train split; return the run and its training seconds.
 
     ``reuse``: keep an existing finished run in the seed's cache whose stored config equals this one
     but for its folder (its seconds then come from its own log), so the evaluations can be re-run
     without pretraining again and a lever's run (``downstream_levers.py``) serves the benchmark. ``extra``:
-    more config overrides (``benchmarks/downstream_levers.py``), in the run folder ``name``.
+    more config overrides (``benchmarks/downstream_levers.py``), in the run folder ``name``. ``config``:
+    the preset they apply to (``benchmarks/cav_mae_synth.py``: the CAV-MAE one).
     """
     from avlearn.train import pretrain as pretrain_cli
     from avlearn.train.config import PretrainConfig
 
     run = CACHE / (name or ("pretrain" if objective == "infonce" else f"pretrain_{objective}"))
-    config = ROOT / "avlearn/configs/pretrain/synth_cpu.yaml"
     overrides = [f"run_dir={run}", f"objective.name={objective}", f"data.manifest={train_manifest}", *CLIP,
                  "data.batch_size=16",
                  f"data.clips_per_video={clips}", f"data.shifted_audio={shifted_audio}",

@@ -14,7 +14,9 @@ numbers, so adding a benchmark never breaks the table.
 The table sits in ``docs/benchmarks.md`` between ``<!-- benchmarks:start -->`` and
 ``<!-- benchmarks:end -->``; the paragraph on what ``make demo`` measured sits in ``README.md``
 between ``<!-- demo:start -->`` and ``<!-- demo:end -->``, rendered from
-``benchmarks/results/demo.json`` (written by :mod:`benchmarks.record_demo`).
+``benchmarks/results/demo.json`` (written by :mod:`benchmarks.record_demo`). A benchmark's section of
+another page (:data:`SECTIONS`) sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``, rendered
+by the benchmark's ``docs_block(results)``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ DEMO_START, DEMO_END = "<!-- demo:start -->", "<!-- demo:end -->"
 HEADER = "| results | headline | machine | command |\n|---|---|---|---|"
 # commands of results files that name no module of benchmarks/: the module that wrote them
 WRITERS = {"benchmarks/gpu/run.sh": "gpu.suite", "avlearn demo": "record_demo"}
+# pages under docs/ with a generated section: the benchmark module whose docs_block(results) renders it
+SECTIONS = {"cav_mae.md": "cav_mae_synth"}
 SCRIPT = re.compile(r"(?:python -m benchmarks\.|python benchmarks/)([\w.]+?)(?:\.py)?(?=\s|$)")
 
 
@@ -124,14 +128,32 @@ def replace_block(text: str, block: str, start: str = START, end: str = END) -> 
     return f"{head}{start}\n{block}\n{end}{tail}"
 
 
-def renewed(readme: Path, docs: Path, results: Path) -> dict[Path, tuple[str, str]]:
-    """Each target file's (current text, text with its block renewed)."""
+def section_markers(name: str) -> tuple[str, str]:
+    """The markers around benchmark ``name``'s generated section of a page."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def sections(pages: Path, results: Path) -> dict[Path, tuple[str, str]]:
+    """Each page of :data:`SECTIONS` under ``pages``: (current text, text with its section renewed)."""
+    out = {}
+    for page, name in SECTIONS.items():
+        text = (pages / page).read_text()
+        block = importlib.import_module(f"benchmarks.{name}").docs_block(results)
+        out[pages / page] = (text, replace_block(text, block, *section_markers(name)))
+    return out
+
+
+def renewed(readme: Path, docs: Path, results: Path,
+            pages: Path | None = None) -> dict[Path, tuple[str, str]]:
+    """Each target file's (current text, text with its block renewed); ``pages``: where the pages of
+    :data:`SECTIONS` are (``None``: the repository's ``docs/``)."""
     table_text, readme_text = docs.read_text(), readme.read_text()
     new_readme, demo = readme_text, results / "demo.json"
     if demo.is_file():
         new_readme = replace_block(readme_text, demo_paragraph(json.loads(demo.read_text())), DEMO_START,
                                    DEMO_END)
-    return {docs: (table_text, replace_block(table_text, render(results))), readme: (readme_text, new_readme)}
+    return {docs: (table_text, replace_block(table_text, render(results))), readme: (readme_text, new_readme),
+            **sections(DOCS.parent if pages is None else pages, results)}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -143,6 +165,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", type=Path, default=README, help="holds the demo paragraph")
     p.add_argument("--docs", type=Path, default=DOCS, help="holds the benchmark table")
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--pages", type=Path, default=None,
+                   help="the folder of the pages with a generated section (default: the repository's docs/)")
     return p
 
 
@@ -152,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render(args.results))
         return 0
     try:
-        texts = renewed(args.readme, args.docs, args.results)
+        texts = renewed(args.readme, args.docs, args.results, args.pages)
     except ValueError as err:
         print(f"readme_table: {err} (the table in {args.docs}, the demo paragraph in {args.readme})",
               file=sys.stderr)
