@@ -51,14 +51,24 @@ import torch
 import torch.nn.functional as F
 
 from avlearn.config import load_config
-from avlearn.localization.inputs import load_for_localization
+from avlearn.localization.inputs import ModelInput, load_for_localization
+from avlearn.localization.learned import Learned, LocalizerSpec
 from avlearn.localization.metrics import center_box_map, evaluate_maps, gt_from_synth, oracle_map
-from avlearn.localization.sound_checks import box_mask, middle_windows, model_grid, score_model
+from avlearn.localization.sound_checks import (
+    Window,
+    box_mask,
+    middle_windows,
+    model_grid,
+    score_model,
+    score_windows,
+)
+from avlearn.models.av import AVModel
 from avlearn.models.registry import build_av_model
 from avlearn.objectives import OBJECTIVES
 from avlearn.train.config import PretrainConfig
 from avlearn.train.loop import pretrain
 from benchmarks import harness
+from benchmarks import localization_strata as strata
 from benchmarks.harness import ROOT
 from data_prep.synth import GENERATOR_VERSION
 
@@ -176,18 +186,19 @@ def references(tests: list[dict[str, Any]], grid: tuple[int, int]) -> dict[str, 
         if dis:
             wrong.append(box_mask(dis[0], *gt.shape))
             wrong_gts.append(gt)
-    out = {
-        "center_box": score_maps([center_box_map(*g.shape) for g in gts], gts),
-        "oracle_binary": score_maps([oracle_map(g) for g in gts], gts),
-        "oracle_grid": score_maps(grid_maps, gts),
-        "wrong_object_oracle": score_maps(wrong, wrong_gts) if wrong else {},
-    }
+    maps = {"center_box": ([center_box_map(*g.shape) for g in gts], gts),
+            "oracle_binary": ([oracle_map(g) for g in gts], gts), "oracle_grid": (grid_maps, gts),
+            "wrong_object_oracle": (wrong, wrong_gts)}
+    out: dict[str, Any] = {k: score_maps(*m) if m[0] else {} for k, m in maps.items()}
+    # per frame (box area and centre offset, cIoU, peak on the box): for strata pooled over seeds
+    out["frames"] = {k: strata.frame_table(*m) for k, m in maps.items() if m[0]}
     a = np.asarray(areas)
     out["boxes"] = {
         "n": int(a.size),
         "mean_area": float(a.mean()),
         "frac_area_ge_quarter": float((a >= 0.25).mean()),
         "smooth_map_ciou_ceiling_mean": float(np.minimum(2 * a, 1).mean()),
+        **strata.box_stats(out["frames"]["center_box"]),
     }
     return out
 
@@ -328,23 +339,53 @@ def score_methods(args: argparse.Namespace, root: Path, exp_plain: Path,
     videos = json.loads((root / "annotations.json").read_text())["videos"]
     tests = [v for v in videos if v["split"] == "test"]
     results: dict[str, Any] = {}
+    frames: dict[str, dict[str, list[float]]] = {}
+
+    def score(key: str, model: AVModel, learned: Learned | None) -> None:
+        results[key] = score_model(model, inp, learned, items)
+        frames[key] = model_frames(model, inp, learned, items)
+
     model, inp, _ = load_for_localization(exp_plain, "posthoc")
     items = middle_windows(root, tests, videos, inp, progress=False)
-    results["pretrained_posthoc"] = score_model(model, inp, None, items)
+    score("pretrained_posthoc", model, None)
     loc_model, loc_inp, learned = load_for_localization(exp_loc, "auto")
     assert learned is not None, f"{exp_loc} has no exported localizer"
     assert loc_inp == inp, "both runs must decode their clips the same way"
-    results["loc_learned"] = score_model(loc_model, inp, learned, items)
+    score("loc_learned", loc_model, learned)
     if learned[1].floor is not None:  # what the floor changes: the same localizer's cosine map
-        raw = (learned[0], dataclasses.replace(learned[1], floor=None))
-        results["loc_learned_raw"] = score_model(loc_model, inp, raw, items)
-    results["loc_posthoc"] = score_model(loc_model, inp, None, items)
+        score("loc_learned_raw", loc_model, (learned[0], dataclasses.replace(learned[1], floor=None)))
+    score("loc_posthoc", loc_model, None)
     torch.manual_seed(args.seed)  # the initialisation both runs started from
     cfg = load_config(PretrainConfig, exp_plain.parent / "config.yaml")
-    results["random_init_posthoc"] = score_model(build_av_model(cfg.model), inp, None, items)
+    score("random_init_posthoc", build_av_model(cfg.model), None)
     grid = model_grid(loc_model, inp, learned)  # the oracle at the learned localizer's own grid
-    results.update(references(tests, grid))
+    refs = references(tests, grid)
+    results.update(refs)
+    results["frames"] = {**frames, **refs["frames"]}
+    results["strata"] = strata.stratify(results["frames"])
     return results, grid, learned[1].floor, len(tests)
+
+
+def model_frames(model: AVModel, inp: ModelInput, learned: Learned | None,
+                 items: list[Window]) -> dict[str, list[float]]:
+    """The per-frame table (:func:`benchmarks.localization_strata.frame_table`) of a model's maps of
+    the test windows' middle frames with their own sound."""
+    model.eval()
+    heats = score_windows(model, inp, learned, items)[1]
+    return strata.frame_table(heats, [it.gt for it in items])
+
+
+def config_grid(args: argparse.Namespace, root: Path) -> tuple[int, int]:
+    """The learned localizer's grid for this benchmark's settings, read from an untrained model of
+    the config (for the references, before any training)."""
+    overrides = run_overrides(args, root, "loc", None)
+    cfg = load_config(PretrainConfig, CONFIG, [f"{k}={v}" for k, v in overrides.items()])
+    model, loc, data = build_av_model(cfg.model), cfg.localization, cfg.data
+    spec = LocalizerSpec.for_model(model, loc.embed_dim, loc.audio_input, loc.grid_stage)
+    inp = ModelInput(num_frames=data.num_frames, fps=data.fps, size=data.video_aug.size,
+                     audio_seconds=data.audio_seconds, sample_rate=data.sample_rate,
+                     audio_align=data.audio_align, spec=data.spec)
+    return model_grid(model, inp, (spec.build(), spec))
 
 
 def run_seed(args: argparse.Namespace) -> dict[str, Any]:
