@@ -30,15 +30,13 @@ import numpy as np
 from benchmarks import harness
 from benchmarks import localization_strata as strata
 from benchmarks import localization_synth as loc
-from benchmarks.harness import RESULTS, ROOT
+from benchmarks.harness import RESULTS
 from data_prep.synth import GENERATOR_VERSION
 
 NAME = "localization_eval_seeds"
 EVAL_SEEDS = harness.EVAL_SEEDS["localization_synth"]
 STEM = RESULTS / "localization_synth_eval_seeds"
 DEV = RESULTS / "localization_synth_seeds.json"
-# methods of the strata tables and the side-by-side table, by their localization_synth keys
-STRATA_ROWS = ("loc_learned", "loc_learned_raw", "center_box", "oracle_grid", "random_init_posthoc")
 
 
 def per_seed_path(seed: int, folder: Path = STEM) -> Path:
@@ -170,14 +168,14 @@ def measure_summary(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"no evaluation seed has a results file yet ({paths[0]}, ...); run with --run")
     reports = [json.loads(p.read_text()) for p in found]
     summary = loc.summarize(reports)
-    pooled = {k: strata.concat([r["results"]["frames"][k] for r in reports]) for k in STRATA_ROWS
+    pooled = {k: strata.concat([r["results"]["frames"][k] for r in reports]) for k in loc.STRATA_ROWS
               if all(k in r["results"]["frames"] for r in reports)}
     return {
         "seeds": [r["data"]["seed"] for r in reports],
         "missing_seeds": [s for s, p in zip(args.seeds, paths, strict=True) if not p.is_file()],
-        "files": [str(p.relative_to(ROOT)) for p in found],
+        "files": [str(p) for p in found],
         "seconds": sum(r["seconds"]["total"] for r in reports),
-        "development": {"file": str(args.dev.relative_to(ROOT)), "seeds": dev["seeds"],
+        "development": {"file": str(args.dev), "seeds": dev["seeds"],
                         "summary": dev["summary"]},
         "settings_differ": same_settings(dev, reports),
         "summary": summary, "goals": eval_goals(reports, summary),
@@ -244,7 +242,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
               f"Pooled over the {len(report['seeds'])} evaluation seeds "
               f"({sum(r['data']['test_videos'] for r in report['per_seed'])} test frames):", "",
               *strata.strata_markdown(report["strata"], {k: dict(loc.ROWS)[k].format(objective=objective)
-                                                         for k in STRATA_ROWS})]
+                                                         for k in loc.STRATA_ROWS})]
     return "\n".join(lines)
 
 
@@ -285,7 +283,8 @@ def headline(record: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    record = {**harness.record_for(NAME, argv), **measure(args)}
+    # paths relative to the repository in the markdown too
+    record = harness.relative_paths({**harness.record_for(NAME, argv), **measure(args)})
     if args.references:
         harness.write(Path(f"{args.out}_references"), record, markdown_references(record))
     else:

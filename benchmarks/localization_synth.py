@@ -214,6 +214,8 @@ ROWS = [
     ("oracle_grid", "oracle at grid resolution (gt box averaged to the grid)"),
     ("wrong_object_oracle", "wrong-object oracle: a silent distractor's box"),
 ]
+# the methods of the tables by box area and centre offset
+STRATA_ROWS = ("loc_learned", "loc_learned_raw", "center_box", "oracle_grid", "random_init_posthoc")
 
 
 def objective_label(train: dict[str, Any]) -> str:
@@ -267,10 +269,30 @@ def markdown(report: dict[str, Any]) -> str:
         f"{r['results']['loc_learned'].get('n_pairs', 0)} pairs x 2 sounds.",
         "",
     ]
+    if "strata" in r["results"]:
+        lines += strata_lines(r["results"], objective_label(r["train"]))
     lines += ["Reading (computed from the table above):", "", *[f"- {n}" for n in verdict(r["results"])], ""]
     if r.get("notes"):
         lines += ["Notes:", "", *[f"- {n}" for n in r["notes"]], ""]
     return "\n".join(lines)
+
+
+def strata_lines(results: dict[str, Any], objective: str) -> list[str]:
+    """Where the map beats the priors: the metrics by box area and by centre offset, and how much of
+    a cIoU50 over these few frames is the test set's luck."""
+    b, frames = results["boxes"], results["frames"]
+    ours, centre = (strata.threshold_noise(frames[k]) for k in ("loc_learned", "center_box"))
+    gap = strata.paired_gap(frames["loc_learned"], frames["center_box"])
+    labels = {k: dict(ROWS)[k].format(objective=objective) for k in STRATA_ROWS if k in frames}
+    return [
+        f"Boxes: mean centre offset {b['mean_offset']:.3f} of the frame side. cIoU50 over "
+        f"{b['n']} frames has a binomial standard error of {ours['ciou50_se']:.3f} (learned "
+        f"localizer) and {centre['ciou50_se']:.3f} (centre box); "
+        f"{ours['near_threshold']:.0%} and {centre['near_threshold']:.0%} of their "
+        f"frames have a cIoU within {strata.NEAR} of 0.5. Learned minus centre box cIoU50 on the same "
+        f"frames: {gap['gap']:+.3f} (paired SE {gap['se']:.3f}).", "",
+        *strata.strata_markdown(results["strata"], labels),
+    ]
 
 
 def verdict(results: dict[str, Any]) -> list[str]:

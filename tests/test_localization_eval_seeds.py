@@ -1,0 +1,109 @@
+"""The localization benchmark's evaluation seeds: fixed apart from the development seeds, scored by box
+area and centre offset, and summarized beside the development figures with every-seed goals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks import harness, localization_eval_seeds, localization_strata, localization_synth, readme_table
+
+
+def _box(x0: int, y0: int, x1: int, y1: int, size: int = 64) -> np.ndarray:
+    gt = np.zeros((size, size))
+    gt[y0:y1, x0:x1] = 1
+    return gt
+
+
+def test_evaluation_seeds_are_apart_from_the_development_seeds_and_the_results() -> None:
+    for name, seeds in harness.EVAL_SEEDS.items():
+        assert not set(seeds) & set(harness.DEV_SEEDS), name
+        assert len(set(seeds)) == len(seeds)
+    assert len(harness.EVAL_SEEDS["localization_synth"]) >= 5
+    assert len(harness.EVAL_SEEDS["downstream_synth"]) >= 3
+    # no results file made by a training run names an evaluation seed other than its own
+    used = {s for p in harness.RESULTS.glob("*_seeds.json") for s in json.loads(p.read_text()).get("seeds", [])}
+    assert used == set(harness.DEV_SEEDS)
+
+
+def test_box_geometry_and_frame_table() -> None:
+    centred = _box(16, 16, 48, 48)  # a quarter of the frame, centred
+    assert localization_strata.box_geometry(centred) == pytest.approx((0.25, 0.0))
+    corner = _box(0, 0, 32, 32)  # centre at (16, 16): offset hypot(0.25, 0.25)
+    assert localization_strata.box_geometry(corner)[1] == pytest.approx(np.hypot(0.25, 0.25))
+    table = localization_strata.frame_table([centred, corner], [centred, centred])
+    assert table["ciou"] == [1.0, pytest.approx(256 / 1792, abs=1e-4)]  # 16x16 overlap / (1024 + 768)
+    # the corner map peaks at its first pixel, (0, 0), off the centred box
+    assert table["hit"] == [1.0, 0.0] and table["pred_area"] == [0.25, 0.25]
+
+
+def test_strata_cut_each_method_at_the_same_places() -> None:
+    table = {"area": [0.2, 0.3, 0.32, 0.5], "offset": [0.0, 0.1, 0.2, 0.05], "ciou": [0.4, 0.6, 0.7, 0.9],
+             "hit": [0.0, 1.0, 1.0, 1.0], "pred_area": [0.5, 0.5, 0.4, 0.3]}
+    out = localization_strata.stratify({"m": table})
+    by_area = [s["methods"]["m"] for s in out["area"]]
+    assert [s["n"] for s in by_area] == [2, 1, 1]  # cut at 0.31 and 0.35
+    assert by_area[0]["ciou50"] == 0.5 and by_area[0]["pointing"] == 0.5
+    assert [s["methods"]["m"]["n"] for s in out["offset"]] == [2, 1, 1]  # cut at 0.07 and 0.13
+    noise = localization_strata.threshold_noise(table)
+    assert noise["ciou50_se"] == pytest.approx(np.sqrt(0.75 * 0.25 / 4))
+    gap = localization_strata.paired_gap(table, {**table, "ciou": [0.6, 0.6, 0.7, 0.9]})
+    assert gap["gap"] == pytest.approx(-0.25)
+
+
+def _seed_record(seed: int, learned_cious: list[float], centre_cious: list[float]) -> dict[str, Any]:
+    """A localization_synth record of one seed with only what the summary reads."""
+    n = len(learned_cious)
+
+    def table(cious: list[float]) -> dict[str, list[float]]:
+        return {"area": [0.3] * n, "offset": [0.1] * n, "ciou": cious, "hit": [1.0] * n, "pred_area": [0.3] * n}
+
+    frames = {k: table(learned_cious if k.startswith("loc") else centre_cious)
+              for k in localization_synth.STRATA_ROWS}
+    results: dict[str, Any] = {k: {**localization_strata.scores(t), "on_distractor": 0.0, "pair_pointing": 1.0}
+                               for k, t in frames.items()}
+    results["boxes"] = {"mean_area": 0.3, "mean_offset": 0.1}
+    results["frames"] = frames
+    train = {"config": "c.yaml", "objective": "infonce", "epochs": 120, "steps_per_epoch": 12, "batch_size": 16,
+             "num_frames": 4, "fps": 16.0, "size": 64, "grid": "8x8", "localization": {"weight": 2.0},
+             "localizer_floor": 0.1}
+    return {"machine": harness.machine(), "seconds": {"total": 1.0}, "data": {"seed": seed, "test_videos": n},
+            "train": train, "results": results}
+
+
+def test_summary_checks_the_goals_on_every_evaluation_seed(tmp_path: Path) -> None:
+    good = [0.9, 0.9, 0.9, 0.4]
+    dev_reports = [_seed_record(s, good, [0.6, 0.4, 0.4, 0.4]) for s in (0, 1, 2)]
+    dev = {"seeds": [0, 1, 2], "summary": localization_synth.summarize(dev_reports), "per_seed": dev_reports}
+    (tmp_path / "dev.json").write_text(json.dumps(dev))
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    # seed 10 beats the centre box, seed 11 only ties it: the every-seed goal is not met
+    (folder / "seed10.json").write_text(json.dumps(_seed_record(10, good, [0.6, 0.4, 0.4, 0.4])))
+    (folder / "seed11.json").write_text(json.dumps(_seed_record(11, [0.9, 0.4, 0.4, 0.4], [0.6, 0.4, 0.4, 0.4])))
+    args = argparse.Namespace(seeds=[10, 11, 12], per_seed_dir=folder, dev=tmp_path / "dev.json", run=False)
+    record = {**harness.record_for("localization_eval_seeds", []), **localization_eval_seeds.measure_summary(args)}
+    assert record["seeds"] == [10, 11] and record["missing_seeds"] == [12] and not record["settings_differ"]
+    every = next(g for g in record["goals"] if g.startswith("ciou50 above the centre box on every seed"))
+    assert every.endswith("NOT met (seed 11)")
+    text = localization_eval_seeds.markdown_summary(record)
+    assert "not yet run: 12" in text and "| seed |" in text and "By box area" in text
+    headline = localization_eval_seeds.headline(record)
+    assert headline.startswith("2 evaluation seeds vs 3 development")
+    # the table reads the record through this module's headline
+    path = harness.write(tmp_path / "localization_synth_eval_seeds", record)
+    assert headline in readme_table.rows_for(path)[0]
+
+
+def test_per_seed_runs_take_the_development_results_settings() -> None:
+    dev = json.loads(localization_eval_seeds.DEV.read_text())
+    options = localization_eval_seeds.seed_options(dev, 10, Path("x/seed10.json"))
+    args = localization_synth.parser().parse_args(options)
+    assert (args.seed, args.epochs, args.objective, args.reuse) == (10, 120, "infonce", True)
+    assert dev["command"].endswith(f"--epochs {args.epochs} --reuse --out "
+                                   "benchmarks/results/localization_synth_seeds")
