@@ -1,10 +1,11 @@
-"""The localization benchmark's evaluation seeds: fixed apart from the development seeds, scored by box
+"""The synthetic benchmarks' evaluation seeds: fixed apart from the development seeds, scored by box
 area and centre offset, and summarized beside the development figures with every-seed goals."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,28 @@ def test_per_seed_runs_take_the_development_results_settings() -> None:
     assert (args.seed, args.epochs, args.objective, args.reuse) == (10, 120, "infonce", True)
     assert dev["command"].endswith(f"--epochs {args.epochs} --reuse --out "
                                    "benchmarks/results/localization_synth_seeds")
+
+
+def test_downstream_eval_summary_beside_the_development_seeds(tmp_path: Path) -> None:
+    from benchmarks import downstream_synth
+
+    for name in ("downstream_synth_seeds", "downstream_synth", "downstream_synth_seed1"):
+        shutil.copy(harness.RESULTS / f"{name}.json", tmp_path / f"{name}.json")
+    # two evaluation seeds (copies of development runs); on the second the action probe is 10 points
+    # above random features: the every-seed floor of +20 is not met although the mean gap may be
+    for seed, source, action in ((10, "downstream_synth", None), (11, "downstream_synth_seed1", 0.1)):
+        run = json.loads((tmp_path / f"{source}.json").read_text())
+        run["setup"]["seed"] = seed
+        if action is not None:
+            probes = run["linear_probe"]
+            probes["av_action"]["video_top1"] = probes["random_action"]["video_top1"] + action
+        (tmp_path / f"downstream_synth_seed{seed}.json").write_text(json.dumps(run))
+    assert downstream_synth.main(["--eval-summary", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "downstream_synth_eval_seeds.json").read_text())
+    assert record["seeds"] == [10, 11] and record["missing_seeds"] == [12]
+    assert record["development"]["seeds"] == [0, 1, 2]
+    probe = record["every_seed"][0]
+    assert probe["gaps"][1] == pytest.approx(10.0) and not probe["met"]
+    text = (tmp_path / "downstream_synth_eval_seeds.md").read_text()
+    assert "not yet run: 12" in text and "| development | evaluation |" in text
+    assert downstream_synth.headline(record).startswith("2 evaluation seeds")
