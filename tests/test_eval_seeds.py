@@ -46,6 +46,18 @@ def test_box_geometry_and_frame_table() -> None:
     assert table["hit"] == [1.0, 0.0] and table["pred_area"] == [0.25, 0.25]
 
 
+def test_several_frames_per_video_score_the_frame_asked_for() -> None:
+    boxes = [[k, 0, k + 10, 10] for k in range(48)]  # the box moves one pixel a frame
+    entry = {"num_frames": 48, "fps": 16.0, "height": 64, "width": 64, "bbox": boxes, "file": "a.mp4"}
+    entries = localization_synth.spread_entries([entry])
+    middles = [int(e["num_frames"]) // 2 for e in entries]
+    assert middles == [round(t * 16) for t in localization_synth.SPREAD_TIMES] == [8, 16, 24, 32, 40]
+    gt = localization_synth.gt_from_synth(entries[0], middles[0])
+    assert gt is not None and gt[0, 8] == 1 and gt[0, 7] == 0 and entry["num_frames"] == 48
+    refs = localization_synth.spread_references([entry], (8, 8))
+    assert len(refs["center_box"]["ciou"]) == 5 and set(refs) == {"center_box", "oracle_grid"}
+
+
 def test_strata_cut_each_method_at_the_same_places() -> None:
     table = {"area": [0.2, 0.3, 0.32, 0.5], "offset": [0.0, 0.1, 0.2, 0.05], "ciou": [0.4, 0.6, 0.7, 0.9],
              "hit": [0.0, 1.0, 1.0, 1.0], "pred_area": [0.5, 0.5, 0.4, 0.3]}
@@ -74,6 +86,8 @@ def _seed_record(seed: int, learned_cious: list[float], centre_cious: list[float
     results: dict[str, Any] = {k: {**localization_strata.scores(t), **sound} for k, t in frames.items()}
     results["boxes"] = {"mean_area": 0.3, "mean_offset": 0.1}
     results["frames"] = frames
+    results["spread"] = localization_synth.spread_record(
+        {k: frames[k] for k in ("loc_learned", "loc_learned_raw", "center_box", "oracle_grid")})
     train = {"config": "c.yaml", "objective": "infonce", "epochs": 120, "steps_per_epoch": 12,
              "batch_size": 16, "num_frames": 4, "fps": 16.0, "size": 64, "grid": "8x8",
              "localization": {"weight": 2.0}, "localizer_floor": 0.1}
@@ -100,6 +114,7 @@ def test_summary_checks_the_goals_on_every_evaluation_seed(tmp_path: Path) -> No
     assert every.endswith("NOT met (seed 11)")
     text = localization_eval_seeds.markdown_summary(record)
     assert "not yet run: 12" in text and "| seed |" in text and "By box area" in text
+    assert "Several frames per test video" in text and "on 1 of 2 evaluation seeds" in text
     headline = localization_eval_seeds.headline(record)
     assert headline.startswith("2 evaluation seeds vs 3 development")
     # the table reads the record through this module's headline
