@@ -194,7 +194,7 @@ def measure_summary(args: argparse.Namespace) -> dict[str, Any]:
         "settings_differ": same_settings(dev, reports),
         "summary": summary, "goals": eval_goals(reports, summary),
         "strata": strata.stratify(pooled), "variation": variation(reports),
-        "per_seed": [slim(r) for r in reports],
+        "per_seed": [slim(r) for r in reports], "notes": list(args.note),
     }
 
 
@@ -257,6 +257,8 @@ def markdown_summary(report: dict[str, Any]) -> str:
               f"({sum(r['data']['test_videos'] for r in report['per_seed'])} test frames):", "",
               *strata.strata_markdown(report["strata"], {k: dict(loc.ROWS)[k].format(objective=objective)
                                                          for k in loc.STRATA_ROWS})]
+    if report.get("notes"):
+        lines += ["Notes:", "", *[f"- {n}" for n in report["notes"]], ""]
     return "\n".join(lines)
 
 
@@ -294,6 +296,7 @@ def parser() -> argparse.ArgumentParser:
                    help="train and score each seed without a results file first (one at a time)")
     p.add_argument("--per-seed-dir", type=Path, default=STEM, help="each seed's results: DIR/seed<N>.json")
     p.add_argument("--dev", type=Path, default=DEV, help="the development seeds' results")
+    p.add_argument("--note", action="append", default=[], help="a note for the report (repeatable)")
     return p
 
 

@@ -106,7 +106,8 @@ def test_summary_checks_the_goals_on_every_evaluation_seed(tmp_path: Path) -> No
     centre = [0.6, 0.4, 0.4, 0.4]
     (folder / "seed10.json").write_text(json.dumps(_seed_record(10, good, centre)))
     (folder / "seed11.json").write_text(json.dumps(_seed_record(11, [0.9, 0.4, 0.4, 0.4], centre)))
-    args = argparse.Namespace(seeds=[10, 11, 12], per_seed_dir=folder, dev=tmp_path / "dev.json", run=False)
+    args = argparse.Namespace(seeds=[10, 11, 12], per_seed_dir=folder, dev=tmp_path / "dev.json", run=False,
+                              note=["a note"])
     record = {**harness.record_for("localization_eval_seeds", []),
               **localization_eval_seeds.measure_summary(args)}
     assert record["seeds"] == [10, 11] and record["missing_seeds"] == [12] and not record["settings_differ"]
@@ -115,6 +116,7 @@ def test_summary_checks_the_goals_on_every_evaluation_seed(tmp_path: Path) -> No
     text = localization_eval_seeds.markdown_summary(record)
     assert "not yet run: 12" in text and "| seed |" in text and "By box area" in text
     assert "Several frames per test video" in text and "on 1 of 2 evaluation seeds" in text
+    assert text.rstrip().endswith("- a note")
     headline = localization_eval_seeds.headline(record)
     assert headline.startswith("2 evaluation seeds vs 3 development")
     # the table reads the record through this module's headline
