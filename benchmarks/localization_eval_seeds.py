@@ -121,7 +121,8 @@ def run_missing(args: argparse.Namespace, dev: dict[str, Any]) -> None:
 
 def slim(report: dict[str, Any]) -> dict[str, Any]:
     """A seed's record without its per-frame tables and strata (they stay in the seed's own file)."""
-    results = {k: v for k, v in report["results"].items() if k not in ("frames", "strata")}
+    results = {k: v for k, v in report["results"].items() if k not in ("frames", "strata", "spread")}
+    results["spread"] = {k: v for k, v in report["results"]["spread"].items() if k != "frames"}
     return {**{k: v for k, v in report.items() if k != "results"}, "results": results}
 
 
