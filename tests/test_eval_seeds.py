@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from avlearn.localization.metrics import gt_from_synth
 from benchmarks import harness, localization_eval_seeds, localization_strata, localization_synth, readme_table
 
 
@@ -52,7 +53,7 @@ def test_several_frames_per_video_score_the_frame_asked_for() -> None:
     entries = localization_synth.spread_entries([entry])
     middles = [int(e["num_frames"]) // 2 for e in entries]
     assert middles == [round(t * 16) for t in localization_synth.SPREAD_TIMES] == [8, 16, 24, 32, 40]
-    gt = localization_synth.gt_from_synth(entries[0], middles[0])
+    gt = gt_from_synth(entries[0], middles[0])
     assert gt is not None and gt[0, 8] == 1 and gt[0, 7] == 0 and entry["num_frames"] == 48
     refs = localization_synth.spread_references([entry], (8, 8))
     assert len(refs["center_box"]["ciou"]) == 5 and set(refs) == {"center_box", "oracle_grid"}
