@@ -3,6 +3,8 @@
     python -m benchmarks.downstream_synth [--quick] [--objective NAME] [--seed N]
     python -m benchmarks.downstream_synth --investigate --reuse     # other action probes of the run
     python -m benchmarks.downstream_synth --summarize downstream_synth downstream_synth_seed1
+    python -m benchmarks.downstream_synth --seed 10; ... --seed 12        # the evaluation seeds
+    python -m benchmarks.downstream_synth --eval-summary     # evaluation vs development seeds
 
 1. Generate (once per ``--seed N``, default 0, cached in ``.cache/downstream_synth/seed<N>/synth``)
    240 videos of 3 s at 64 px with **no silent distractors** (``max_distractors=0``,
@@ -351,6 +353,64 @@ def seeds_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# issue 31: on each evaluation seed, besides the goals on the means: (what, AV key, baseline key, points)
+EVERY_SEED = [
+    ("action linear probe, AV over random", "av_action", "random_action", 20.0),
+    ("10 % of the labels, few-label recipe, AV init over scratch", "av_10pct_lpft", "scratch_10pct_lpft",
+     5.0),
+]
+EVAL_SEEDS = harness.EVAL_SEEDS[NAME]
+
+
+def eval_summary(out: Path) -> dict[str, Any]:
+    """The evaluation seeds' runs (``OUT/downstream_synth_seed<N>.json``, those run so far) summarized
+    beside the development seeds' summary (``OUT/downstream_synth_seeds.json``), with each evaluation
+    seed's gaps checked against :data:`EVERY_SEED`."""
+    names = [f"{NAME}_seed{s}" for s in EVAL_SEEDS]
+    found = [n for n in names if (out / f"{n}.json").is_file()]
+    if not found:
+        raise SystemExit(f"no evaluation seed has been run yet ({out / names[0]}.json, ...): run "
+                         f"python -m benchmarks.downstream_synth --seed {EVAL_SEEDS[0]}")
+    report = summarize([json.loads((out / f"{n}.json").read_text()) for n in found], found)
+    dev = json.loads((out / "downstream_synth_seeds.json").read_text())
+    every = []
+    for what, av, base, points in EVERY_SEED:
+        table = report["table"]
+        gaps = [a - b for a, b in zip(table[av]["values"], table[base]["values"], strict=True)]
+        every.append({"goal": f"{what} >= {points:g} points on every seed", "gaps": gaps,
+                      "met": min(gaps) >= points})
+    return {**report, "missing_seeds": [s for s, n in zip(EVAL_SEEDS, names, strict=True) if n not in found],
+            "every_seed": every,
+            "development": {"file": "benchmarks/results/downstream_synth_seeds.json", "seeds": dev["seeds"],
+                            "table": dev["table"], "goals": dev["goals"]}}
+
+
+def eval_markdown(report: dict[str, Any]) -> str:
+    dev = report["development"]
+    missing = report["missing_seeds"]
+    lines = ["# Downstream evaluation on the synthetic collection: development vs evaluation seeds", "",
+             f"Command: `{report['command']}` (after one run per seed; each file holds its own command and "
+             "machine)  ",
+             f"Evaluation seeds: {', '.join(map(str, report['seeds']))}"
+             + (f" (not yet run: {', '.join(map(str, missing))})" if missing else "")
+             + f", fixed on {harness.EVAL_SEEDS_CHOSEN} before any training on them; no lever was chosen on "
+             f"them. Development seeds: {', '.join(map(str, dev['seeds']))} (`{dev['file']}`).", "",
+             "Video-level top-1 (%) on each seed's 48 test videos (one video is 2.1 points); mean +- "
+             "standard deviation over the seeds.", "",
+             "| evaluation | development | evaluation | evaluation, per seed |", "|---|---:|---:|---|"]
+    for key, row in report["table"].items():
+        d = dev["table"].get(key)
+        lines.append(f"| {row['label']} | " + ("-" if d is None else f"{d['mean']:.1f} +- {d['std']:.1f}")
+                     + f" | {row['mean']:.1f} +- {row['std']:.1f} | "
+                     + " / ".join(f"{v:.1f}" for v in row["values"]) + " |")
+    lines += ["", "Goals on the evaluation seeds (issue 31): the means, and every seed:", ""]
+    for g in report["goals"] + report["every_seed"]:
+        mean = f"{g['gap_mean']:+.1f} points " if "gap_mean" in g else ""
+        lines.append(f"- {g['goal']}: {mean}(per seed " + " / ".join(f"{v:+.1f}" for v in g["gaps"])
+                     + f"): {'met' if g['met'] else 'NOT met'}")
+    return "\n".join(lines)
+
+
 relative_paths = harness.relative_paths
 
 
@@ -391,6 +451,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--summarize", nargs="+", metavar="NAME", default=None,
                    help="only write OUT/downstream_synth_seeds.{json,md} from the runs OUT/NAME.json "
                         "(e.g. downstream_synth downstream_synth_seed1 downstream_synth_seed2)")
+    p.add_argument("--eval-summary", action="store_true",
+                   help="only write OUT/downstream_synth_eval_seeds.{json,md}: the evaluation seeds' runs "
+                        "(harness.EVAL_SEEDS, OUT/NAME_seedN.json) beside OUT/downstream_synth_seeds.json")
     p.add_argument("--quick", action="store_true",
                    help="a ~10x smaller budget for comparisons (pretraining 12 epochs x 2 clips, "
                         "fine-tuning 3 epochs x 4 clips, 2 test clips); explicit options still apply")
@@ -518,13 +581,15 @@ def headline(record: dict[str, Any]) -> str:
         best = max(record["action_video_top1"].values(), key=lambda r: r["av"] - r["random"])
         return (f"action probe variants, seed {record.get('seed', 0)}: best AV {harness.pct(best['av'])} vs "
                 f"random {harness.pct(best['random'])}")
-    if "table" in record:  # --summarize
+    if "table" in record:  # --summarize, --eval-summary
         t = record["table"]
-        met = sum(g["met"] for g in record["goals"])
-        return (f"{len(record['seeds'])} seeds, mean top-1 AV vs random / scratch: action probe "
+        goals = record["goals"] + record.get("every_seed", [])
+        met = sum(g["met"] for g in goals)
+        kind = "evaluation seeds" if "development" in record else "seeds"
+        return (f"{len(record['seeds'])} {kind}, mean top-1 AV vs random / scratch: action probe "
                 f"{t['av_action']['mean']:.1f} vs {t['random_action']['mean']:.1f}, fine-tune 10 % "
                 f"{t['av_10pct']['mean']:.1f} vs {t['scratch_10pct']['mean']:.1f}; goals met "
-                f"{met} of {len(record['goals'])}")
+                f"{met} of {len(goals)}")
     lp, ft = record["linear_probe"], record["finetune"]
     objective = record["setup"].get("objective", "infonce")
     recipe = "_lpft" if "av_10pct_lpft" in ft else ""  # the few-label recipe, where it was measured
@@ -540,6 +605,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     head = harness.record_for(NAME, argv)
+    if args.eval_summary:
+        report = {**head, **eval_summary(out)}
+        harness.write(out / "downstream_synth_eval_seeds", report, eval_markdown(report))
+        return 0
     if args.summarize:
         runs = [json.loads((out / f"{name}.json").read_text()) for name in args.summarize]
         report = {**head, **summarize(runs, args.summarize)}

@@ -37,6 +37,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / ".cache"
 
+# ------------------------------------------------------------------ development and evaluation seeds
+# Collection seeds (each also the training seed). Levers (settings, budgets, recipes) are chosen on
+# the development seeds only; the evaluation seeds were fixed on 2026-12-08, before any training on
+# them, and a lever is never chosen, kept or dropped by its figures on them (docs/benchmarks.md).
+# None of them appears in a results file made before that date; 3-9 are left out so that a seed
+# someone tried "fresh" by hand (the counter-example) is not among them.
+DEV_SEEDS: tuple[int, ...] = (0, 1, 2)
+EVAL_SEEDS: dict[str, tuple[int, ...]] = {
+    "localization_synth": (10, 11, 12, 13, 14),
+    "downstream_synth": (10, 11, 12),
+}
+EVAL_SEEDS_CHOSEN = "2026-12-08"
+
 
 # ------------------------------------------------------------------------------------ the machine
 def load_average() -> list[float] | None:

@@ -18,7 +18,8 @@ from avlearn.objectives import OBJECTIVES
 from benchmarks import harness, readme_table
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = {"__init__", "harness", "lever_reports", "readme_table"}  # helpers, not benchmarks
+# helpers, not benchmarks
+SHARED = {"__init__", "harness", "lever_reports", "localization_strata", "readme_table"}
 SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem not in SHARED)
 BENCHMARKS = [*SCRIPTS, "gpu.suite"]
 SOURCES = sorted((ROOT / "benchmarks").rglob("*.py"))
