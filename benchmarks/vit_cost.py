@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from avlearn.models.registry import AUDIO_ENCODERS, VIDEO_ENCODERS, ModelConfig, build_av_model
 from avlearn.models.vit import PatchViT
-from avlearn.objectives.cav_mae import CAVMAEConfig, CAVMAEDecoder
+from avlearn.objectives.cav_mae import CAVMAEConfig, CAVMAELoss
 from benchmarks import harness
 
 NAME = "vit_cost"
@@ -76,9 +76,13 @@ def cav_mae() -> dict[str, Any]:
         cfg = CAVMAEConfig()
         enc_a, enc_v = model.audio_encoder, model.video_encoder
     assert isinstance(enc_a, PatchViT) and isinstance(enc_v, PatchViT)
-    # the decoder puts the kept tokens back by their masks (data-dependent): built on the CPU
-    decoder = CAVMAEDecoder(enc_v.out_dim, enc_a.patch, enc_v.patch, enc_a.in_channels, enc_v.in_channels,
-                            cfg.decoder_width, cfg.decoder_depth, cfg.decoder_heads).eval()
+    # the objective's own decoder for this model; it puts the kept tokens back by their masks
+    # (data-dependent), so it is built on the CPU, outside the meta device
+    objective = CAVMAELoss(cfg)
+    objective.network(model)
+    decoder = objective.decoder
+    assert decoder is not None
+    decoder.eval()
     fusion = model.fusion
     assert fusion is not None
     audio, frame = meta(AUDIO), meta(FRAME)
